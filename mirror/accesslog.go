@@ -1,0 +1,115 @@
+package mirror
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// requestNotes is what the handlers learn about a request that the access
+// log and metrics want: filled in during the request, read once at its end.
+type requestNotes struct {
+	kind     kind
+	upstream string
+	result   string
+	err      error
+}
+
+type notesKey struct{}
+
+func notesFrom(ctx context.Context) *requestNotes {
+	n, _ := ctx.Value(notesKey{}).(*requestNotes)
+	if n == nil {
+		return &requestNotes{} // a throwaway, so callers never check for nil
+	}
+	return n
+}
+
+func noteKind(ctx context.Context, k kind)       { notesFrom(ctx).kind = k }
+func noteUpstream(ctx context.Context, h string) { notesFrom(ctx).upstream = h }
+func noteResult(ctx context.Context, r string)   { notesFrom(ctx).result = r }
+func noteError(ctx context.Context, err error)   { notesFrom(ctx).err = err }
+
+// statusRecorder remembers what was answered, for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(p)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (write deadlines, flushes).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// accessLog writes one log line and one set of observations per request.
+// It runs even when a handler aborts a response with http.ErrAbortHandler.
+func (m *Mirror) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := m.now()
+		notes := &requestNotes{}
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			aborted := recover()
+			m.logRequest(r, rec, notes, m.now().Sub(start), aborted != nil)
+			if aborted != nil {
+				panic(aborted)
+			}
+		}()
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), notesKey{}, notes)))
+	})
+}
+
+func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNotes, took time.Duration, aborted bool) {
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	m.metrics.observeRequest(n.kind.String(), r.Method, status, took)
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", truncate(r.URL.Path)),
+		slog.Int("status", status),
+		slog.Int64("bytes", rec.bytes),
+		slog.Duration("duration", took),
+		slog.String("client", r.RemoteAddr),
+	}
+	if n.upstream != "" {
+		attrs = append(attrs, slog.String("upstream", n.upstream))
+	}
+	if n.result != "" {
+		attrs = append(attrs, slog.String("cache", n.result))
+	}
+	level := slog.LevelInfo
+	if n.err != nil {
+		attrs = append(attrs, slog.String("error", n.err.Error()))
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+	}
+	if aborted {
+		attrs = append(attrs, slog.Bool("aborted", true))
+		level = slog.LevelWarn
+	}
+	m.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+func statusClass(status int) string {
+	return strconv.Itoa(status/100) + "xx"
+}

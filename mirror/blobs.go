@@ -1,0 +1,118 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// blobBody is an open blob, positioned at offset, and where its bytes come from.
+type blobBody struct {
+	rc     io.ReadCloser
+	offset int64
+	size   int64 // -1 while unknown
+	source string
+}
+
+func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, req request) error {
+	ctx := r.Context()
+	rem, t, err := m.remoteFor(ctx, req)
+	if err != nil {
+		return err
+	}
+	spec, ranged, err := parseRange(r.Header.Get("Range"))
+	if err != nil {
+		return err
+	}
+	offset := int64(0)
+	if ranged {
+		offset = spec.startHint()
+	}
+	body, err := m.openBlob(ctx, rem, t, req.digest, offset)
+	if err != nil {
+		return err
+	}
+	defer body.rc.Close()
+
+	h := w.Header()
+	h.Set("Docker-Content-Digest", req.digest.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+req.digest.String()+`"`)
+	span := byteRange{start: offset, end: body.size - 1}
+	status := http.StatusOK
+	if ranged {
+		if span, err = spec.resolve(body.size); err != nil {
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(body.size, 10))
+			return err
+		}
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", span.start, span.end, body.size))
+	}
+	if body.size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(span.length(), 10))
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	m.copyBlob(ctx, w, body, span)
+	return nil
+}
+
+// openBlob serves from the cache, or joins or starts the one upstream
+// download of d, streaming it while it fills the cache.
+func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (blobBody, error) {
+	rc, size, err := m.cache.ReadBlob(ctx, d, offset)
+	if err == nil {
+		m.lookupResult(ctx, rem, "blob", resultHit)
+		return blobBody{rc: rc, offset: offset, size: size, source: sourceCache}, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return blobBody{}, fmt.Errorf("reading cached blob %s: %w", d, err)
+	}
+	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
+		return rem.Upstream.GetBlob(ctx, t.path, d)
+	}
+	rc, size, joined, err := m.cache.FetchBlob(ctx, t.cacheKey(), d, offset, fetch)
+	if err != nil {
+		m.lookupResult(ctx, rem, "blob", resultError)
+		return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
+	}
+	m.lookupResult(ctx, rem, "blob", missOrCoalesced(joined))
+	return blobBody{rc: rc, offset: offset, size: size, source: sourceUpstream}, nil
+}
+
+// copyBlob sends span of the blob. Headers are out by now, so a failure
+// (the download failed verification, the client left) can only abort the
+// connection: the client must see an error, never a clean end of a body
+// with wrong or missing bytes.
+func (m *Mirror) copyBlob(ctx context.Context, w http.ResponseWriter, body blobBody, span byteRange) {
+	if skip := span.start - body.offset; skip > 0 {
+		if _, err := io.CopyN(io.Discard, body.rc, skip); err != nil {
+			m.abort(ctx, fmt.Errorf("skipping to offset %d: %w", span.start, err))
+		}
+	}
+	var n int64
+	var err error
+	if body.size >= 0 {
+		n, err = io.CopyN(w, body.rc, span.length())
+	} else {
+		n, err = io.Copy(w, body.rc)
+	}
+	m.metrics.bytesServed.WithLabelValues(body.source).Add(float64(n))
+	if err != nil {
+		m.abort(ctx, fmt.Errorf("sending blob after %d bytes: %w", n, err))
+	}
+}
+
+func (m *Mirror) abort(ctx context.Context, err error) {
+	noteError(ctx, err)
+	panic(http.ErrAbortHandler)
+}

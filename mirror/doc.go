@@ -1,0 +1,12 @@
+// Package mirror serves the OCI distribution API (the Docker Registry V2 API)
+// as a pull-through mirror. Every request is parsed once by a pure function,
+// routed to an upstream registry (containerd's ns parameter, a host prefix in
+// the name, or the default registry, Docker Hub), and answered from a
+// content-addressed cache that fills itself from the upstream on a miss.
+// Pulls are anonymous and never challenged: a docker daemon that gets any
+// error from a mirror silently pulls from Docker Hub instead, and then
+// nothing is cached. Errors are answered in the OCI format
+// {"errors":[{"code":...,"message":...}]} from one code-to-status table.
+// The package defines the small interfaces it consumes (Cache, Upstream);
+// it imports no other package of regmirror.
+package mirror

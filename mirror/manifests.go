@@ -1,0 +1,189 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// manifest is a manifest's exact bytes as stored and served.
+type manifest struct {
+	digest    digest.Digest
+	mediaType string
+	data      []byte
+}
+
+func (m *Mirror) serveManifest(w http.ResponseWriter, r *http.Request, req request) error {
+	ctx := r.Context()
+	rem, t, err := m.remoteFor(ctx, req)
+	if err != nil {
+		return err
+	}
+	var mf manifest
+	if req.digest != "" {
+		mf, err = m.manifestByDigest(ctx, rem, t, req.digest)
+	} else {
+		mf, err = m.manifestByTag(ctx, w, rem, t, req.tag)
+	}
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", mf.mediaType)
+	h.Set("Docker-Content-Digest", mf.digest.String())
+	h.Set("Content-Length", strconv.Itoa(len(mf.data)))
+	h.Set("ETag", `"`+mf.digest.String()+`"`)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = w.Write(mf.data)
+	return err
+}
+
+// manifestByDigest serves an immutable manifest: once cached, the upstream is
+// never asked again.
+func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d digest.Digest) (manifest, error) {
+	if mf, err := m.cachedManifest(ctx, d); err == nil {
+		m.lookupResult(ctx, rem, "manifest", resultHit)
+		return mf, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return manifest{}, err
+	}
+	mf, shared, err := m.coalesce(ctx, "manifest:"+t.cacheKey()+"@"+d.String(), func(ctx context.Context) (manifest, error) {
+		return m.fetchManifest(ctx, rem, t, d)
+	})
+	if err != nil {
+		m.lookupResult(ctx, rem, "manifest", resultError)
+		return manifest{}, fromUpstream(err, rem.Host, kindManifest)
+	}
+	m.lookupResult(ctx, rem, "manifest", missOrCoalesced(shared))
+	return mf, nil
+}
+
+// manifestByTag answers from the cache while the tag is fresh, otherwise
+// revalidates it upstream with a HEAD (which Docker Hub does not count
+// against its pull limit) and downloads a manifest only when its digest is new.
+// When the upstream fails, a tag within its stale-if-error window is served stale.
+func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, tag string) (manifest, error) {
+	known, fetchedAt, err := m.cache.Tag(ctx, t.cacheKey(), tag)
+	haveTag := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return manifest{}, fmt.Errorf("reading tag %s:%s: %w", t.cacheKey(), tag, err)
+	}
+	age := m.now().Sub(fetchedAt)
+	if haveTag && age < rem.tagTTL() {
+		if mf, err := m.cachedManifest(ctx, known); err == nil {
+			m.lookupResult(ctx, rem, "tag", resultHit)
+			return mf, nil
+		}
+	}
+	mf, shared, err := m.coalesce(ctx, "tag:"+t.cacheKey()+":"+tag, func(ctx context.Context) (manifest, error) {
+		return m.revalidateTag(ctx, rem, t, tag)
+	})
+	if err == nil {
+		m.lookupResult(ctx, rem, "tag", missOrCoalesced(shared))
+		return mf, nil
+	}
+	if haveTag && age < rem.tagTTL()+rem.staleIfError() {
+		if stale, cacheErr := m.cachedManifest(ctx, known); cacheErr == nil {
+			m.lookupResult(ctx, rem, "tag", resultStale)
+			m.metrics.staleServes.WithLabelValues(rem.Host).Inc()
+			m.log.WarnContext(ctx, "serving stale tag", "upstream", rem.Host, "repository", t.path,
+				"tag", tag, "age", age.Round(time.Second), "error", err)
+			w.Header().Set("Warning", `110 - "Response is Stale"`)
+			return stale, nil
+		}
+	}
+	m.lookupResult(ctx, rem, "tag", resultError)
+	return manifest{}, fromUpstream(err, rem.Host, kindManifest)
+}
+
+// revalidateTag asks the upstream where a tag points now and makes sure that
+// manifest is cached before the tag is moved, so a tag never names a
+// manifest the mirror cannot serve.
+func (m *Mirror) revalidateTag(ctx context.Context, rem *Remote, t target, tag string) (manifest, error) {
+	desc, err := rem.Upstream.HeadManifest(ctx, t.path, tag)
+	if err != nil {
+		return manifest{}, err
+	}
+	mf, err := m.cachedManifest(ctx, desc.Digest)
+	if errors.Is(err, fs.ErrNotExist) {
+		mf, err = m.fetchManifest(ctx, rem, t, desc.Digest)
+	}
+	if err != nil {
+		return manifest{}, err
+	}
+	if err := m.cache.PutTag(ctx, t.cacheKey(), tag, mf.digest, m.now()); err != nil {
+		return manifest{}, fmt.Errorf("recording tag %s:%s: %w", t.cacheKey(), tag, err)
+	}
+	return mf, nil
+}
+
+// fetchManifest downloads a manifest by digest and stores it.
+func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d digest.Digest) (manifest, error) {
+	if err := d.Validate(); err != nil {
+		return manifest{}, fmt.Errorf("upstream named an invalid digest: %w", err)
+	}
+	mediaType, data, err := rem.Upstream.GetManifest(ctx, t.path, d.String())
+	if err != nil {
+		return manifest{}, err
+	}
+	got, err := m.cache.PutManifest(ctx, t.cacheKey(), mediaType, data)
+	if err != nil {
+		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)
+	}
+	if got != d {
+		return manifest{}, &Error{Code: codeUnavailable, Status: http.StatusBadGateway,
+			Message: fmt.Sprintf("upstream %s sent a manifest whose digest is %s, not %s", rem.Host, got, d)}
+	}
+	return manifest{digest: d, mediaType: mediaType, data: data}, nil
+}
+
+func (m *Mirror) cachedManifest(ctx context.Context, d digest.Digest) (manifest, error) {
+	mediaType, data, err := m.cache.Manifest(ctx, d)
+	if err != nil {
+		return manifest{}, err
+	}
+	return manifest{digest: d, mediaType: mediaType, data: data}, nil
+}
+
+// coalesce runs fill once for all concurrent callers with the same key and
+// reports whether this caller waited on another's fill. The fill is detached
+// from the caller that started it, so that caller hanging up does not fail
+// the others; each caller still stops waiting when its own context ends.
+func (m *Mirror) coalesce(ctx context.Context, key string, fill func(context.Context) (manifest, error)) (mf manifest, joined bool, err error) {
+	led := false // only the leader's closure runs, so only the leader sees true
+	ch := m.manifestFills.DoChan(key, func() (any, error) {
+		led = true
+		fillCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.fillTimeout)
+		defer cancel()
+		return fill(fillCtx)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return manifest{}, !led, res.Err
+		}
+		return res.Val.(manifest), !led, nil
+	case <-ctx.Done():
+		return manifest{}, false, ctx.Err()
+	}
+}
+
+func missOrCoalesced(shared bool) string {
+	if shared {
+		return resultCoalesced
+	}
+	return resultMiss
+}
+
+func (m *Mirror) lookupResult(ctx context.Context, rem *Remote, kind, result string) {
+	noteResult(ctx, result)
+	m.metrics.lookup(rem.Host, kind, result)
+}

@@ -1,0 +1,74 @@
+package mirror
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Cache results, the values of the "result" label.
+const (
+	resultHit       = "hit"
+	resultMiss      = "miss"
+	resultCoalesced = "coalesced"
+	resultStale     = "stale"
+	resultError     = "error"
+)
+
+// Byte sources, the values of the "source" label.
+const (
+	sourceCache    = "cache"
+	sourceUpstream = "upstream"
+)
+
+type metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	lookups     *prometheus.CounterVec
+	bytesServed *prometheus.CounterVec
+	staleServes *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_http_requests_total",
+			Help: "HTTP requests answered, by route, method and status class.",
+		}, []string{"route", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "regmirror_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request completely, by route.",
+			Buckets: []float64{.001, .005, .02, .1, .5, 2, 10, 30, 120, 600},
+		}, []string{"route"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_cache_lookups_total",
+			Help: "Cache lookups by upstream, kind (blob, manifest, tag) and result (hit, miss, coalesced, stale, error).",
+		}, []string{"upstream", "kind", "result"}),
+		bytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_served_bytes_total",
+			Help: "Blob bytes sent to clients, by where they came from (cache or upstream).",
+		}, []string{"source"}),
+		staleServes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_stale_serves_total",
+			Help: "Tags served from the cache past their TTL because the upstream failed.",
+		}, []string{"upstream"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeRequest(route, method string, status int, took time.Duration) {
+	m.requests.WithLabelValues(route, method, statusClass(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+func (m *metrics) lookup(upstream, kind, result string) {
+	m.lookups.WithLabelValues(upstream, kind, result).Inc()
+}

@@ -1,0 +1,184 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+)
+
+// Default freshness settings of a Remote.
+const (
+	DefaultTagTTL       = 5 * time.Minute
+	DefaultStaleIfError = 7 * 24 * time.Hour
+)
+
+// Remote is an upstream registry the mirror serves.
+type Remote struct {
+	// Host is the registry's name as clients know it, e.g. "docker.io" or "ghcr.io".
+	Host string
+	// Upstream fetches from the registry.
+	Upstream Upstream
+	// TagTTL is how long a tag is answered from the cache without asking the
+	// upstream. Zero means DefaultTagTTL; negative means always revalidate.
+	TagTTL time.Duration
+	// StaleIfError is how long past its TTL a cached tag may still be served
+	// while the upstream fails. Zero means DefaultStaleIfError; negative means never.
+	StaleIfError time.Duration
+}
+
+// Options configure a Mirror. Cache and at least one Remote are required.
+type Options struct {
+	Cache   Cache
+	Remotes []Remote
+	// DefaultHost is the registry of names without a host prefix or ns
+	// parameter; empty means docker.io, which is what dockerd sends.
+	DefaultHost string
+	Logger      *slog.Logger
+	// Registerer receives the mirror's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// FillTimeout bounds an upstream manifest fetch that clients share; it runs
+	// detached from any one client so that a hang-up does not fail the others.
+	// Zero means two minutes.
+	FillTimeout time.Duration
+}
+
+// Mirror serves the read side of the OCI distribution API from a cache,
+// filling it from upstream registries. It is safe for concurrent use.
+type Mirror struct {
+	cache       Cache
+	remotes     map[string]*Remote
+	defaultHost string
+	log         *slog.Logger
+	now         func() time.Time
+	fillTimeout time.Duration
+	metrics     *metrics
+	// manifestFills coalesces concurrent upstream lookups of one manifest or tag.
+	manifestFills singleflight.Group
+	handler       http.Handler
+}
+
+// New returns a Mirror for opts.
+func New(opts Options) (*Mirror, error) {
+	if opts.Cache == nil {
+		return nil, errors.New("mirror: a cache is required")
+	}
+	m := &Mirror{
+		cache:       opts.Cache,
+		remotes:     make(map[string]*Remote, len(opts.Remotes)),
+		defaultHost: canonicalHost(opts.DefaultHost),
+		log:         opts.Logger,
+		now:         opts.Now,
+		fillTimeout: opts.FillTimeout,
+	}
+	if m.defaultHost == "" {
+		m.defaultHost = dockerHub
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.fillTimeout == 0 {
+		m.fillTimeout = 2 * time.Minute
+	}
+	for i := range opts.Remotes {
+		r := opts.Remotes[i]
+		if r.Upstream == nil {
+			return nil, fmt.Errorf("mirror: remote %q has no upstream", r.Host)
+		}
+		host := canonicalHost(r.Host)
+		if _, dup := m.remotes[host]; dup {
+			return nil, fmt.Errorf("mirror: remote %q configured twice", host)
+		}
+		m.remotes[host] = &r
+	}
+	var err error
+	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
+	m.handler = m.accessLog(http.HandlerFunc(m.serve))
+	return m, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.handler.ServeHTTP(w, r)
+}
+
+func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if err := m.dispatch(w, r); err != nil {
+		noteError(r.Context(), err)
+		writeError(w, r, err)
+	}
+}
+
+func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
+	req, err := parseRequest(r.URL)
+	if err != nil {
+		return err
+	}
+	noteKind(r.Context(), req.kind)
+	if !isReadMethod(r.Method) {
+		return newError(codeUnsupported, "%s is not supported on %s: this mirror serves pulls only", r.Method, req.kind)
+	}
+	switch req.kind {
+	case kindBase:
+		w.Header().Set("Content-Type", "application/json")
+		_, err := w.Write([]byte("{}"))
+		return err
+	case kindManifest:
+		return m.serveManifest(w, r, req)
+	case kindBlob:
+		return m.serveBlob(w, r, req)
+	case kindTags:
+		return m.serveTags(w, r, req)
+	default:
+		return newError(codeUnsupported, "%s requests are not supported by this mirror", req.kind)
+	}
+}
+
+// remoteFor routes a request to its upstream registry.
+func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, error) {
+	t, err := resolveTarget(req.name, req.ns, m.defaultHost)
+	if err != nil {
+		return nil, target{}, err
+	}
+	rem, ok := m.remotes[t.host]
+	if !ok {
+		// Never contact a host that is not configured: a client must not be
+		// able to make the mirror connect wherever it likes.
+		return nil, target{}, newError(codeNameUnknown, "registry %q is not mirrored here", truncate(t.host))
+	}
+	noteUpstream(ctx, t.host)
+	return rem, t, nil
+}
+
+func (r *Remote) tagTTL() time.Duration {
+	switch {
+	case r.TagTTL == 0:
+		return DefaultTagTTL
+	case r.TagTTL < 0:
+		return 0
+	}
+	return r.TagTTL
+}
+
+func (r *Remote) staleIfError() time.Duration {
+	switch {
+	case r.StaleIfError == 0:
+		return DefaultStaleIfError
+	case r.StaleIfError < 0:
+		return 0
+	}
+	return r.StaleIfError
+}

@@ -1,0 +1,64 @@
+package mirror
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+)
+
+// maxTagsPage caps the n parameter of a tag listing.
+const maxTagsPage = 1000
+
+type tagList struct {
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+}
+
+// serveTags proxies a tag listing and pages it with n and last, as the
+// distribution spec describes.
+func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) error {
+	ctx := r.Context()
+	rem, t, err := m.remoteFor(ctx, req)
+	if err != nil {
+		return err
+	}
+	tags, err := rem.Upstream.ListTags(ctx, t.path)
+	if err != nil {
+		return fromUpstream(err, rem.Host, kindTags)
+	}
+	slices.Sort(tags)
+	page, more := pageTags(tags, r.URL.Query().Get("last"), r.URL.Query().Get("n"))
+	if more {
+		next := r.URL.Path + "?n=" + strconv.Itoa(len(page)) + "&last=" + page[len(page)-1]
+		w.Header().Set("Link", `<`+next+`>; rel="next"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if page == nil {
+		page = []string{}
+	}
+	return json.NewEncoder(w).Encode(tagList{Name: req.name, Tags: page})
+}
+
+// pageTags returns the sorted tags after last, at most n of them (clamped to
+// maxTagsPage), and whether more follow.
+func pageTags(sorted []string, last, nParam string) ([]string, bool) {
+	if last != "" {
+		i, _ := slices.BinarySearch(sorted, last)
+		for i < len(sorted) && sorted[i] <= last {
+			i++
+		}
+		sorted = sorted[i:]
+	}
+	n := maxTagsPage
+	if v, err := strconv.Atoi(nParam); err == nil && v >= 0 && v < n {
+		n = v
+	}
+	if len(sorted) <= n {
+		return sorted, false
+	}
+	return sorted[:n], n > 0
+}

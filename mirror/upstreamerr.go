@@ -1,0 +1,69 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+)
+
+// httpStatuser is implemented by upstream errors that carry the registry's answer.
+type httpStatuser interface{ HTTPStatus() int }
+
+// upstreamStatus is the HTTP status an upstream answered with, or 0 when it
+// did not answer (network failure, timeout).
+func upstreamStatus(err error) int {
+	var s httpStatuser
+	if errors.As(err, &s) {
+		return s.HTTPStatus()
+	}
+	return 0
+}
+
+// fromUpstream turns a failure to fetch from host into what the client sees.
+// Pull paths never answer 401 or 429: dockerd would fall back to Docker Hub
+// and nothing would be cached, so those become 403 and 503.
+func fromUpstream(err error, host string, k kind) error {
+	var mirrorErr *Error
+	if errors.As(err, &mirrorErr) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err // the client went away; nobody reads the answer
+	}
+	status := upstreamStatus(err)
+	switch {
+	case status == http.StatusNotFound || errors.Is(err, fs.ErrNotExist):
+		return &Error{Code: notFoundCode(k), Message: "not found on " + host, Err: err}
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return &Error{Code: codeDenied, Message: "upstream " + host + " denied access; check the mirror's credentials for it", Err: err}
+	case status == http.StatusTooManyRequests:
+		return &Error{Code: codeUnavailable, Message: "upstream " + host + " is rate limiting the mirror; try again later", Err: err}
+	case status != 0:
+		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " failed", Err: err}
+	case isTimeout(err):
+		return &Error{Code: codeUnavailable, Status: http.StatusGatewayTimeout, Message: "upstream " + host + " timed out", Err: err}
+	default:
+		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " is unreachable", Err: err}
+	}
+}
+
+func notFoundCode(k kind) string {
+	switch k {
+	case kindBlob:
+		return codeBlobUnknown
+	case kindManifest:
+		return codeManifestUnknown
+	default:
+		return codeNameUnknown
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
