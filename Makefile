@@ -1,0 +1,48 @@
+# Every target is what CI runs; `make test` is the whole gate.
+GO      ?= go
+BIN     := bin/regmirror
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X main.version=$(VERSION)
+# How long each fuzz target runs in `make test`; `make fuzz` runs longer.
+FUZZTIME ?= 10s
+
+.PHONY: run build test unit fuzz-smoke fuzz e2e bench lint clean
+
+## run: the daemon on embedded defaults (:5000, data in ./data)
+run: build
+	./$(BIN) serve
+
+## build: a static binary in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/regmirror
+
+## test: lint, unit and integration tests with -race, fuzz smoke, end-to-end with a real dockerd
+test: lint unit fuzz-smoke e2e
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+## fuzz: every fuzz target for FUZZTIME (default 10s; try FUZZTIME=5m)
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRequest$$' -fuzztime=$(FUZZTIME) ./mirror
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRange$$' -fuzztime=$(FUZZTIME) ./mirror
+
+## e2e: pull through the mirror with a private dockerd in a loopback-only network namespace
+e2e: build
+	scripts/install-deps.sh
+	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/e2e.sh
+
+## bench: throughput, coalescing and memory numbers (prints a report)
+bench: build
+	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/bench.sh
+
+lint:
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+clean:
+	rm -rf bin
