@@ -1,0 +1,117 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// openIndex opens the Badger index tuned for a small footprint: the index
+// holds a few hundred bytes per blob, and the daemon must stay small while it
+// streams gigabytes, so Badger's defaults (64 MiB memtables, five of them, a
+// 256 MiB block cache, 1 GiB value-log files) would dominate its memory.
+func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log: log}).
+		WithLoggingLevel(badger.WARNING).
+		WithMetricsEnabled(false).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithCompression(options.None).
+		WithBlockCacheSize(4 << 20).
+		WithIndexCacheSize(2 << 20).
+		WithValueLogFileSize(64 << 20).
+		// Index rows stay in the LSM tree; only large manifests go to the value log.
+		WithValueThreshold(4 << 10)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// maxConflictRetries bounds how often update re-runs a transaction that
+// collided with a concurrent one (say, an access-time flush and a commit).
+const maxConflictRetries = 8
+
+// update runs fn in a read-write transaction, retrying on conflicts. fn must
+// be idempotent: it may run more than once.
+func (s *Store) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := s.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) || attempt == maxConflictRetries {
+			return err
+		}
+	}
+}
+
+// view runs fn in a read-only transaction.
+func (s *Store) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(fn)
+}
+
+// badgerLogger routes Badger's warnings and errors to slog and drops its
+// chatty informational messages.
+type badgerLogger struct {
+	log *slog.Logger
+}
+
+func (l badgerLogger) Errorf(format string, args ...any) {
+	l.log.Error(badgerMessage(format, args), "component", "badger")
+}
+
+func (l badgerLogger) Warningf(format string, args ...any) {
+	l.log.Warn(badgerMessage(format, args), "component", "badger")
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+func badgerMessage(format string, args []any) string {
+	return strings.TrimSpace(fmt.Sprintf(format, args...))
+}
+
+// scan calls fn for every row whose key starts with prefix, fetching values
+// ahead only when fn reads them.
+func scan(ctx context.Context, txn *badger.Txn, prefix string, values bool, fn func(*badger.Item) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{
+		PrefetchValues: values,
+		PrefetchSize:   64,
+		Prefix:         []byte(prefix),
+	})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(it.Item()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// countKeys counts the rows whose key starts with prefix.
+func countKeys(ctx context.Context, txn *badger.Txn, prefix string) (int64, error) {
+	var n int64
+	err := scan(ctx, txn, prefix, false, func(*badger.Item) error {
+		n++
+		return nil
+	})
+	return n, err
+}

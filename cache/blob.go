@@ -1,0 +1,223 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// ReadBlob opens the cached blob d for reading from offset and returns its
+// total size. It fails with an error wrapping fs.ErrNotExist when d is not
+// cached, ErrInvalidOffset when offset is outside the blob, and
+// ErrInvalidDigest or ErrUnsupportedDigest for a bad digest.
+func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, 0, fmt.Errorf("read blob: %w", err)
+	}
+	return s.openCached(ctx, d, offset)
+}
+
+// FetchBlob serves d from the cache, or downloads it with fetch on a miss.
+// Concurrent calls for one digest share one download; the returned reader
+// streams the bytes as they arrive, starting at offset. size is -1 when
+// fetch could not tell it. coalesced reports that another call's download
+// (or one that just completed) served this one.
+//
+// The download belongs to the Store: it goes on when the caller's ctx ends,
+// and stops only on Close or when no byte arrives for Options.StallTimeout.
+// The blob is indexed, and the reader's final byte released, only once its
+// size and digest check out; otherwise Read fails with an error wrapping
+// ErrDigestMismatch, ErrSizeMismatch, ErrStalled or fetch's error, and
+// nothing is kept. FetchBlob itself returns fetch's error when fetch fails.
+func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
+	fetch func(context.Context) (io.ReadCloser, int64, error)) (rc io.ReadCloser, size int64, coalesced bool, err error) {
+	if err := checkDigest(d); err != nil {
+		return nil, 0, false, fmt.Errorf("fetch blob: %w", err)
+	}
+	if err := checkName("repository", repo); err != nil {
+		return nil, 0, false, fmt.Errorf("fetch blob: %w", err)
+	}
+	if offset < 0 {
+		return nil, 0, false, fmt.Errorf("fetch blob %s at %d: %w", d, offset, ErrInvalidOffset)
+	}
+	for {
+		rc, size, err := s.openCached(ctx, d, offset)
+		if !errors.Is(err, fs.ErrNotExist) {
+			if err == nil {
+				s.access.addRef(reference{repo: repo, d: d, kind: kindBlob})
+			}
+			return rc, size, true, err
+		}
+		dl, joined, err := s.joinFill(ctx, repo, d, fetch)
+		if errors.Is(err, errJustCommitted) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if joined {
+			s.metrics.coalescedWaiters.Inc()
+		}
+		rc, size, err = s.follow(ctx, dl, offset)
+		return rc, size, joined, err
+	}
+}
+
+// errJustCommitted means a download of the digest finished between the
+// caller's cache lookup and its attempt to join it.
+var errJustCommitted = errors.New("blob committed meanwhile")
+
+// joinFill joins the download of d in flight, or starts one. Either way the
+// caller holds a reference to the download's file.
+func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest,
+	fetch func(context.Context) (io.ReadCloser, int64, error)) (dl *download, joined bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false, fmt.Errorf("fetch blob %s: %w", d, ErrClosed)
+	}
+	if dl := s.inflight[d]; dl != nil {
+		dl.acquire()
+		dl.repos[repo] = struct{}{}
+		return dl, true, nil
+	}
+	// A download leaves the map only after it committed, so the caller's
+	// lookup may have raced with one: look again before fetching twice.
+	switch indexed, err := s.hasBlob(ctx, d); {
+	case err != nil:
+		return nil, false, fmt.Errorf("fetch blob %s: %w", d, err)
+	case indexed:
+		return nil, false, errJustCommitted
+	}
+	return s.startFill(ctx, repo, d, fetch), false, nil
+}
+
+// startFill starts the download of d. Called with s.mu held.
+func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest,
+	fetch func(context.Context) (io.ReadCloser, int64, error)) *download {
+	// The fill outlives the caller, who may hang up while others still read.
+	fillCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	dl := newDownload(d, cancel)
+	dl.acquire() // the caller's
+	s.inflight[d] = dl
+	s.fills.Add(1)
+	s.metrics.downloadsInFlight.Inc()
+	go s.fill(fillCtx, dl, repo, fetch)
+	return dl
+}
+
+// follow waits for the download to start and returns a reader from offset.
+// It gives back the caller's reference to dl when it fails.
+func (s *Store) follow(ctx context.Context, dl *download, offset int64) (io.ReadCloser, int64, error) {
+	size, err := dl.waitStarted(ctx)
+	if err == nil && size >= 0 && offset > size {
+		err = fmt.Errorf("fetch blob %s at %d of %d bytes: %w", dl.digest, offset, size, ErrInvalidOffset)
+	}
+	if err != nil {
+		dl.release()
+		return nil, 0, err
+	}
+	return newBlobReader(ctx, dl, offset), size, nil
+}
+
+// openCached opens the indexed blob d at offset. A blob whose file is gone or
+// has the wrong size is dropped from the index and reported as absent: it is
+// never served.
+func (s *Store) openCached(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	row, err := s.blobRow(ctx, d)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	f, err := os.Open(blobPath(s.blobRoot, d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, s.dropDamaged(ctx, d, row, "file missing")
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if err := checkFile(f, row.Size, offset); err != nil {
+		f.Close()
+		if errors.Is(err, errWrongSize) {
+			return nil, 0, s.dropDamaged(ctx, d, row, err.Error())
+		}
+		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	s.access.touch(d, s.now())
+	return f, row.Size, nil
+}
+
+var errWrongSize = errors.New("file size differs from index")
+
+// checkFile verifies f has the indexed size and positions it at offset.
+func checkFile(f *os.File, size, offset int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("%w: %d bytes, want %d", errWrongSize, fi.Size(), size)
+	}
+	if offset < 0 || offset > size {
+		return fmt.Errorf("offset %d of %d bytes: %w", offset, size, ErrInvalidOffset)
+	}
+	_, err = f.Seek(offset, io.SeekStart)
+	return err
+}
+
+func (s *Store) blobRow(ctx context.Context, d digest.Digest) (blobRow, error) {
+	var row blobRow
+	err := s.view(ctx, func(txn *badger.Txn) error {
+		v, err := getValue(txn, blobKey(d))
+		if err != nil {
+			return err
+		}
+		row, err = unmarshalBlobRow(v)
+		return err
+	})
+	return row, err
+}
+
+func (s *Store) hasBlob(ctx context.Context, d digest.Digest) (bool, error) {
+	_, err := s.blobRow(ctx, d)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// dropDamaged removes the index row of a blob whose file cannot be served and
+// returns the error that reports the blob as absent. The row goes only if it
+// is still the one that was read: a fresh download may have replaced it.
+func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, reason string) error {
+	s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
+	var dropped bool
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		dropped = false
+		v, err := getValue(txn, blobKey(d))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur, err := unmarshalBlobRow(v); err != nil || !cur.Created.Equal(seen.Created) {
+			return err
+		}
+		dropped = true
+		return txn.Delete(blobKey(d))
+	})
+	if err != nil {
+		return fmt.Errorf("read blob %s: drop damaged row: %w", d, err)
+	}
+	if dropped {
+		s.metrics.blobs.Dec()
+		s.metrics.sizeBytes.Sub(float64(seen.Size))
+	}
+	return fmt.Errorf("read blob %s: %s: %w", d, reason, fs.ErrNotExist)
+}

@@ -1,0 +1,211 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// download is one blob being fetched into a temp file. The filling goroutine
+// appends to the file; readers follow it with ReadAt on the same descriptor,
+// which stays valid across the rename into the blob tree. The descriptor is
+// reference counted (the filler plus each reader) and closed by the last one.
+type download struct {
+	digest digest.Digest
+	cancel context.CancelCauseFunc // stops the fill: on Close, or when it stalls
+
+	// repos that joined this download, guarded by Store.mu. Their references
+	// are recorded once the blob is committed.
+	repos map[string]struct{}
+
+	mu      sync.Mutex
+	file    *os.File
+	started bool  // fetch returned, size is known
+	size    int64 // as announced by fetch; -1 when unknown
+	written int64 // bytes in file
+	done    bool  // verified, renamed into place and indexed
+	err     error // why the download failed
+	refs    int
+	changed chan struct{} // closed and replaced whenever the state changes
+}
+
+func newDownload(d digest.Digest, cancel context.CancelCauseFunc) *download {
+	return &download{
+		digest:  d,
+		cancel:  cancel,
+		repos:   make(map[string]struct{}),
+		size:    -1,
+		refs:    1, // the filler's
+		changed: make(chan struct{}),
+	}
+}
+
+// broadcast wakes every waiter. Called with dl.mu held.
+func (dl *download) broadcast() {
+	close(dl.changed)
+	dl.changed = make(chan struct{})
+}
+
+func (dl *download) setFile(f *os.File) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dl.file = f
+}
+
+func (dl *download) start(size int64) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dl.started, dl.size = true, size
+	dl.broadcast()
+}
+
+func (dl *download) advance(written int64) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dl.written = written
+	dl.broadcast()
+}
+
+func (dl *download) finish(err error) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dl.done, dl.err = err == nil, err
+	dl.broadcast()
+}
+
+// acquire registers one more user of the file. The caller must know the
+// download holds a reference already (it is still in Store.inflight).
+func (dl *download) acquire() {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dl.refs++
+}
+
+func (dl *download) release() {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dl.refs--
+	if dl.refs == 0 && dl.file != nil {
+		dl.file.Close()
+	}
+}
+
+// waitStarted blocks until fetch has returned and reports the announced size,
+// or why the download failed.
+func (dl *download) waitStarted(ctx context.Context) (int64, error) {
+	for {
+		dl.mu.Lock()
+		started, size, err, changed := dl.started, dl.size, dl.err, dl.changed
+		dl.mu.Unlock()
+		switch {
+		case err != nil:
+			return 0, err
+		case started:
+			return size, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}
+}
+
+// readable reports how many bytes from the start of the file a reader may
+// take now. Until the blob is verified, the last byte is held back: with a
+// known size that is byte size-1; with an unknown size, whichever byte
+// arrived last. final reports that the count will not grow any more.
+func (dl *download) readable() (n int64, final bool, changed <-chan struct{}, err error) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	switch {
+	case dl.err != nil:
+		return 0, true, nil, dl.err
+	case dl.done:
+		return dl.written, true, nil, nil
+	case dl.size >= 0:
+		n = min(dl.written, dl.size-1)
+	default:
+		n = dl.written - 1
+	}
+	return max(n, 0), false, dl.changed, nil
+}
+
+// blobReader reads a download from an offset, waiting for bytes that have
+// not arrived yet. It is not safe for concurrent use.
+type blobReader struct {
+	dl  *download
+	off int64
+
+	// cancelled is closed, after cause is set, when the reader's context ends.
+	cancelled chan struct{}
+	cause     error
+	stopWatch func() bool
+
+	closeOnce sync.Once
+}
+
+// newBlobReader takes over one reference to dl, which Close gives back.
+func newBlobReader(ctx context.Context, dl *download, off int64) *blobReader {
+	r := &blobReader{dl: dl, off: off, cancelled: make(chan struct{})}
+	r.stopWatch = context.AfterFunc(ctx, func() {
+		r.cause = context.Cause(ctx)
+		close(r.cancelled)
+	})
+	return r
+}
+
+// Read returns the bytes at the reader's offset as soon as they are
+// readable. It fails with the download's error, and with the reader's
+// context's error when that ends first.
+func (r *blobReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, final, changed, err := r.dl.readable()
+		switch {
+		case err != nil:
+			return 0, err
+		case r.off < n:
+			return r.readAt(p[:min(int64(len(p)), n-r.off)])
+		case final && r.off > n:
+			return 0, fmt.Errorf("read blob %s at %d of %d bytes: %w", r.dl.digest, r.off, n, ErrInvalidOffset)
+		case final:
+			return 0, io.EOF
+		}
+		select {
+		case <-changed:
+		case <-r.cancelled:
+			return 0, r.cause
+		}
+	}
+}
+
+// readAt fills p from the file; the bytes are known to be there.
+func (r *blobReader) readAt(p []byte) (int, error) {
+	n, err := r.dl.file.ReadAt(p, r.off)
+	r.off += int64(n)
+	if n == len(p) {
+		return n, nil
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, fmt.Errorf("read blob %s: %w", r.dl.digest, err)
+}
+
+// Close releases the reader's hold on the download's file. It does not stop
+// the download, which other readers, and the cache, still want.
+func (r *blobReader) Close() error {
+	r.closeOnce.Do(func() {
+		r.stopWatch()
+		r.dl.release()
+	})
+	return nil
+}

@@ -1,0 +1,201 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// copyBufferSize is the chunk in which a download is written and published
+// to its readers.
+const copyBufferSize = 128 << 10
+
+// fill runs one download to its end and tells the readers how it ended.
+func (s *Store) fill(ctx context.Context, dl *download, repo string,
+	fetch func(context.Context) (io.ReadCloser, int64, error)) {
+	defer s.fills.Done()
+	defer s.metrics.downloadsInFlight.Dec()
+	defer dl.cancel(nil)
+
+	err := s.download(ctx, dl, repo, fetch)
+	if err != nil && ctx.Err() != nil {
+		// The body failed because the fill was stopped; say why.
+		err = fmt.Errorf("download blob %s: %w", dl.digest, context.Cause(ctx))
+	}
+	if errors.Is(err, ErrDigestMismatch) {
+		s.metrics.digestMismatches.Inc()
+	}
+
+	s.mu.Lock()
+	delete(s.inflight, dl.digest)
+	joiners := dl.repos
+	s.mu.Unlock()
+	if err == nil {
+		for r := range joiners {
+			s.access.addRef(reference{repo: r, d: dl.digest, kind: kindBlob})
+		}
+	}
+	dl.finish(err)
+	dl.release()
+}
+
+// download fetches the blob into a temp file, verifies it and publishes it.
+// Whatever happens, the temp file is gone when it returns.
+func (s *Store) download(ctx context.Context, dl *download, repo string,
+	fetch func(context.Context) (io.ReadCloser, int64, error)) error {
+	f, err := os.CreateTemp(s.tmpDir, dl.digest.Encoded()+".*")
+	if err != nil {
+		return fmt.Errorf("download blob %s: %w", dl.digest, err)
+	}
+	dl.setFile(f)
+	defer os.Remove(f.Name()) // fails harmlessly once the file is renamed
+
+	stall := time.AfterFunc(s.stallTimeout, func() {
+		dl.cancel(fmt.Errorf("%w: no data for %s", ErrStalled, s.stallTimeout))
+	})
+	defer stall.Stop()
+
+	body, size, err := fetch(ctx)
+	if err != nil {
+		return fmt.Errorf("fetch blob %s: %w", dl.digest, err)
+	}
+	defer body.Close()
+	// Not every body notices its context ending; closing it unblocks Read.
+	stopClosing := context.AfterFunc(ctx, func() { body.Close() })
+	defer stopClosing()
+
+	dl.start(size)
+	h := sha256.New()
+	written, err := copyBody(dl, io.MultiWriter(f, h), body, size, func() { stall.Reset(s.stallTimeout) })
+	if err != nil {
+		return err
+	}
+	stall.Stop() // upstream is done; what remains is local work
+	if err := verify(dl.digest, h, size, written); err != nil {
+		return err
+	}
+	return s.publish(ctx, dl.digest, f, repo, written)
+}
+
+// copyBody streams body into w, publishing progress to the readers after
+// every chunk. It stops as soon as body exceeds the announced size.
+func copyBody(dl *download, w io.Writer, body io.Reader, size int64, progressed func()) (int64, error) {
+	buf := make([]byte, copyBufferSize)
+	var written int64
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if size >= 0 && written+int64(n) > size {
+				return written, fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", dl.digest, size, ErrSizeMismatch)
+			}
+			if _, err := w.Write(buf[:n]); err != nil {
+				return written, fmt.Errorf("blob %s: write temp file: %w", dl.digest, err)
+			}
+			written += int64(n)
+			dl.advance(written)
+			progressed()
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, fmt.Errorf("blob %s: read upstream: %w", dl.digest, rerr)
+		}
+	}
+}
+
+// verify checks a complete download against its announced size and digest.
+func verify(want digest.Digest, h hash.Hash, size, written int64) error {
+	if size >= 0 && written != size {
+		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", want, written, size, ErrSizeMismatch)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != want {
+		return fmt.Errorf("blob %s: content hashes to %s: %w", want, got, ErrDigestMismatch)
+	}
+	return nil
+}
+
+// publish makes the verified temp file the blob file, durably, and only then
+// indexes it: an index row never points at bytes that might not survive a
+// crash.
+func (s *Store) publish(ctx context.Context, d digest.Digest, f *os.File, repo string, size int64) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("blob %s: sync temp file: %w", d, err)
+	}
+	final := blobPath(s.blobRoot, d)
+	if err := makeDir(filepath.Dir(final)); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	if err := os.Rename(f.Name(), final); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		os.Remove(final)
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	if err := s.commitBlob(ctx, d, size, repo); err != nil {
+		os.Remove(final)
+		return fmt.Errorf("blob %s: index: %w", d, err)
+	}
+	return nil
+}
+
+// commitBlob indexes a blob file and the repository that asked for it.
+func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, repo string) error {
+	now := s.now()
+	var added bool
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		_, err := getValue(txn, blobKey(d))
+		switch added = errors.Is(err, fs.ErrNotExist); {
+		case added:
+			row := blobRow{Size: size, Created: now, LastAccess: now}
+			if err := txn.Set(blobKey(d), row.marshal()); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		}
+		return setReference(txn, repo, d, kindBlob)
+	})
+	if err == nil && added {
+		s.metrics.blobs.Inc()
+		s.metrics.sizeBytes.Add(float64(size))
+	}
+	return err
+}
+
+// makeDir creates a fan-out directory of the blob tree, syncing its parent
+// when it is new so that the directory survives a crash with its files.
+func makeDir(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+// syncDir makes the entries of dir (a rename into it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,79 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Store's Prometheus collectors. Their labels are bounded:
+// never a repository or a digest.
+type metrics struct {
+	digestMismatches  prometheus.Counter
+	downloadsInFlight prometheus.Gauge
+	coalescedWaiters  prometheus.Counter
+	sizeBytes         prometheus.Gauge
+	blobs             prometheus.Gauge
+}
+
+// newMetrics builds the collectors and registers them on reg, which may be
+// nil. A collector that is already registered (a Store reopened in the same
+// process) is reused, so its series continue.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		digestMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cache_digest_mismatches_total",
+			Help: "Blob downloads discarded because their content did not match the digest.",
+		}),
+		downloadsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regmirror_cache_downloads_in_flight",
+			Help: "Blob downloads currently filling the cache.",
+		}),
+		coalescedWaiters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cache_coalesced_waiters_total",
+			Help: "Blob requests that joined a download already in flight.",
+		}),
+		sizeBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regmirror_cache_size_bytes",
+			Help: "Total size of the cached blobs.",
+		}),
+		blobs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regmirror_cache_blobs",
+			Help: "Number of cached blobs.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	m.digestMismatches, err = register(reg, m.digestMismatches)
+	if err == nil {
+		m.downloadsInFlight, err = register(reg, m.downloadsInFlight)
+	}
+	if err == nil {
+		m.coalescedWaiters, err = register(reg, m.coalescedWaiters)
+	}
+	if err == nil {
+		m.sizeBytes, err = register(reg, m.sizeBytes)
+	}
+	if err == nil {
+		m.blobs, err = register(reg, m.blobs)
+	}
+	return m, err
+}
+
+// register registers c, or returns the identical collector registered before.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return c, fmt.Errorf("register cache metrics: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,263 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultStallTimeout        = 2 * time.Minute
+	DefaultAccessFlushInterval = 10 * time.Second
+	DefaultGCInterval          = 5 * time.Minute
+)
+
+// Options configure a Store. The zero value of every field means its default.
+type Options struct {
+	// Dir is the data directory. Required.
+	Dir string
+	// Logger receives warnings about self-healed damage and Badger's own
+	// warnings. Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the cache's metrics. Default: none.
+	Registerer prometheus.Registerer
+	// Now is the clock stamped on index rows. Default: time.Now.
+	Now func() time.Time
+	// StallTimeout aborts a download when no byte arrives for this long.
+	// Default: DefaultStallTimeout.
+	StallTimeout time.Duration
+	// AccessFlushInterval is how often Run writes batched access times.
+	// Default: DefaultAccessFlushInterval.
+	AccessFlushInterval time.Duration
+	// GCInterval is how often Run compacts the index's value log.
+	// Default: DefaultGCInterval.
+	GCInterval time.Duration
+}
+
+// Store is the on-disk cache. Its methods are safe for concurrent use.
+// A data directory is used by one Store at a time.
+type Store struct {
+	blobRoot string // <dir>/blobs
+	tmpDir   string // <dir>/tmp: downloads in progress, on the blobs' filesystem
+	db       *badger.DB
+	unlock   func() error
+	log      *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+
+	stallTimeout        time.Duration
+	accessFlushInterval time.Duration
+	gcInterval          time.Duration
+
+	access accessBatch
+
+	fills sync.WaitGroup // download goroutines
+
+	mu       sync.Mutex
+	closed   bool
+	inflight map[digest.Digest]*download
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens, or creates, the cache in opts.Dir. It fails with an error
+// wrapping ErrLocked when another process uses the directory. Leftovers of
+// downloads interrupted by a crash are removed.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("open cache: no data directory")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s := newStore(opts)
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	if s.unlock, err = lockDir(opts.Dir); err != nil {
+		return nil, err
+	}
+	if err := s.prepareDirs(); err != nil {
+		s.unlock()
+		return nil, err
+	}
+	if s.db, err = openIndex(filepath.Join(opts.Dir, "index"), s.log); err != nil {
+		s.unlock()
+		return nil, err
+	}
+	if err := s.initGauges(ctx); err != nil {
+		s.db.Close()
+		s.unlock()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newStore(opts Options) *Store {
+	s := &Store{
+		blobRoot:            filepath.Join(opts.Dir, "blobs"),
+		tmpDir:              filepath.Join(opts.Dir, "tmp"),
+		log:                 opts.Logger,
+		now:                 opts.Now,
+		stallTimeout:        opts.StallTimeout,
+		accessFlushInterval: opts.AccessFlushInterval,
+		gcInterval:          opts.GCInterval,
+		inflight:            make(map[digest.Digest]*download),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.stallTimeout <= 0 {
+		s.stallTimeout = DefaultStallTimeout
+	}
+	if s.accessFlushInterval <= 0 {
+		s.accessFlushInterval = DefaultAccessFlushInterval
+	}
+	if s.gcInterval <= 0 {
+		s.gcInterval = DefaultGCInterval
+	}
+	return s
+}
+
+// prepareDirs creates the blob tree and an empty temp directory. Anything in
+// tmp is a download that a crash interrupted: it was never indexed, so it
+// can go.
+func (s *Store) prepareDirs() error {
+	if err := os.RemoveAll(s.tmpDir); err != nil {
+		return fmt.Errorf("sweep %s: %w", s.tmpDir, err)
+	}
+	for _, dir := range []string{filepath.Join(s.blobRoot, string(digest.SHA256)), s.tmpDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("open cache: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) initGauges(ctx context.Context) error {
+	st, err := s.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("open cache: %w", err)
+	}
+	s.metrics.blobs.Set(float64(st.Blobs))
+	s.metrics.sizeBytes.Set(float64(st.Bytes))
+	return nil
+}
+
+// Close cancels the downloads in flight, waits for them to clean up, writes
+// the batched access times and closes the index. The Store must not be used
+// afterwards; Close may be called more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		for _, dl := range s.inflight {
+			dl.cancel(ErrClosed)
+		}
+		s.mu.Unlock()
+		s.fills.Wait()
+
+		s.closeErr = errors.Join(
+			s.FlushAccess(context.Background()),
+			s.db.Close(),
+			s.unlock(),
+		)
+	})
+	return s.closeErr
+}
+
+// Run does the index's housekeeping until ctx is done: it writes batched
+// access times every AccessFlushInterval and compacts the value log every
+// GCInterval. Failures are logged, not returned, because a later round may
+// succeed; Run returns nil when ctx is done.
+func (s *Store) Run(ctx context.Context) error {
+	flush := time.NewTicker(s.accessFlushInterval)
+	defer flush.Stop()
+	gc := time.NewTicker(s.gcInterval)
+	defer gc.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-flush.C:
+			if err := s.FlushAccess(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("flush cache access times", "err", err)
+			}
+		case <-gc.C:
+			if err := s.CompactValueLog(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("compact cache index", "err", err)
+			}
+		}
+	}
+}
+
+// CompactValueLog rewrites the index's value-log files that are at least half
+// garbage, until none is left. Run calls it periodically.
+func (s *Store) CompactValueLog(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := s.db.RunValueLogGC(0.5)
+		switch {
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			return nil
+		case err != nil:
+			return fmt.Errorf("value log GC: %w", err)
+		}
+	}
+}
+
+// Stats counts what the cache holds.
+type Stats struct {
+	Blobs     int64 // blobs in the index
+	Bytes     int64 // their total size
+	Manifests int64 // manifests in the index
+	Tags      int64 // tags in the index
+}
+
+// Stats scans the index and counts its rows.
+func (s *Store) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	err := s.view(ctx, func(txn *badger.Txn) error {
+		err := scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
+			return item.Value(func(v []byte) error {
+				row, err := unmarshalBlobRow(v)
+				st.Blobs++
+				st.Bytes += row.Size
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if st.Manifests, err = countKeys(ctx, txn, prefixManifest); err != nil {
+			return err
+		}
+		st.Tags, err = countKeys(ctx, txn, prefixTag)
+		return err
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("cache stats: %w", err)
+	}
+	return st, nil
+}
