@@ -1,0 +1,21 @@
+//go:build e2e
+
+package e2e_test
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/regmirror/regmirror/scripts/e2e"
+)
+
+// TestMain refuses to run rather than skip outside the intended sandbox:
+// a skipped e2e suite would let CI pass without proving anything.
+func TestMain(m *testing.M) {
+	if err := e2e.Preflight(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
