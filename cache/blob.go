@@ -69,14 +69,17 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 	}
 }
 
+// fetchFunc opens an upstream download of a blob: its body and its size, or
+// -1 when upstream did not announce one.
+type fetchFunc = func(context.Context) (io.ReadCloser, int64, error)
+
 // errJustCommitted means a download of the digest finished between the
 // caller's cache lookup and its attempt to join it.
 var errJustCommitted = errors.New("blob committed meanwhile")
 
 // joinFill joins the download of d in flight, or starts one. Either way the
 // caller holds a reference to the download's file.
-func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest,
-	fetch func(context.Context) (io.ReadCloser, int64, error)) (dl *download, joined bool, err error) {
+func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) (dl *download, joined bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -99,8 +102,7 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest,
 }
 
 // startFill starts the download of d. Called with s.mu held.
-func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest,
-	fetch func(context.Context) (io.ReadCloser, int64, error)) *download {
+func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) *download {
 	// The fill outlives the caller, who may hang up while others still read.
 	fillCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	dl := newDownload(d, cancel)

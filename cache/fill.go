@@ -21,13 +21,12 @@ import (
 const copyBufferSize = 128 << 10
 
 // fill runs one download to its end and tells the readers how it ended.
-func (s *Store) fill(ctx context.Context, dl *download, repo string,
-	fetch func(context.Context) (io.ReadCloser, int64, error)) {
+func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetchFunc) {
 	defer s.fills.Done()
 	defer s.metrics.downloadsInFlight.Dec()
 	defer dl.cancel(nil)
 
-	err := s.download(ctx, dl, repo, fetch)
+	err := s.transfer(ctx, dl, repo, fetch)
 	if err != nil && ctx.Err() != nil {
 		// The body failed because the fill was stopped; say why.
 		err = fmt.Errorf("download blob %s: %w", dl.digest, context.Cause(ctx))
@@ -49,10 +48,9 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string,
 	dl.release()
 }
 
-// download fetches the blob into a temp file, verifies it and publishes it.
+// transfer fetches the blob into a temp file, verifies it and publishes it.
 // Whatever happens, the temp file is gone when it returns.
-func (s *Store) download(ctx context.Context, dl *download, repo string,
-	fetch func(context.Context) (io.ReadCloser, int64, error)) error {
+func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch fetchFunc) error {
 	f, err := os.CreateTemp(s.tmpDir, dl.digest.Encoded()+".*")
 	if err != nil {
 		return fmt.Errorf("download blob %s: %w", dl.digest, err)

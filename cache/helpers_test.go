@@ -19,9 +19,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// fetchFunc is the download callback FetchBlob takes.
-type fetchFunc = func(context.Context) (io.ReadCloser, int64, error)
-
 const testRepo = "docker.io/library/node"
 
 // openStore opens a Store in a fresh directory and closes it with the test.
