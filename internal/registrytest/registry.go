@@ -42,6 +42,9 @@ type Options struct {
 	// RedirectBlobs answers blob GETs with a 307 to the CDN listener, as
 	// Docker Hub does. It can be changed later with SetRedirectBlobs.
 	RedirectBlobs bool
+	// Addr is the registry listener's address; empty means a random
+	// loopback port ("127.0.0.1:0"). The CDN listens on the same host.
+	Addr string
 	// TagsPageSize, when positive, caps every tag list page at that many
 	// tags and links the next page with a Link header.
 	TagsPageSize int
@@ -101,11 +104,18 @@ func Start(opts Options) (*Registry, error) {
 		ggcrregistry.WithBlobHandler(r.blobs),
 	)
 
-	regLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	host, _, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("registrytest: address: %w", err)
+	}
+	regLn, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("registrytest: listen: %w", err)
 	}
-	cdnLn, err := net.Listen("tcp", "127.0.0.1:0")
+	cdnLn, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		regLn.Close()
 		return nil, fmt.Errorf("registrytest: listen for CDN: %w", err)
