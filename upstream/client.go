@@ -1,0 +1,364 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultDialTimeout           = 5 * time.Second
+	DefaultResponseHeaderTimeout = 15 * time.Second
+	DefaultRetries               = 2
+)
+
+// Retry backoff: the first retry waits firstBackoff, each next one twice as
+// long, never more than maxBackoff.
+const (
+	firstBackoff = 100 * time.Millisecond
+	maxBackoff   = 2 * time.Second
+)
+
+// Config describes one upstream registry. Zero durations and retries mean
+// the defaults.
+type Config struct {
+	// Host names the registry for credentials, metrics and errors, e.g.
+	// "docker.io"; empty means the URL's host.
+	Host string
+	// URL is where the registry's API is, e.g. "https://registry-1.docker.io".
+	// http:// is allowed (tests use loopback).
+	URL string
+	// DialTimeout bounds connecting; ResponseHeaderTimeout bounds waiting for
+	// response headers (not bodies). Both apply to the default transport only.
+	DialTimeout, ResponseHeaderTimeout time.Duration
+	// Retries is how often a request failing temporarily is retried; zero
+	// means DefaultRetries, negative means never.
+	Retries int
+}
+
+// Options are the client's collaborators; every field may be nil.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Transport replaces the default HTTP transport underneath auth.
+	Transport http.RoundTripper
+}
+
+// Client talks to one upstream registry. It is safe for concurrent use;
+// create one per registry and share it.
+type Client struct {
+	host string
+	// base is the registry's scheme and host; registry is the same host for
+	// ggcr's transport; keyTarget is Host, under which credentials are found.
+	base      *url.URL
+	registry  name.Registry
+	keyTarget name.Registry
+	keys      authn.Keychain
+	// http is the transport under auth: metrics and user agent over the
+	// configured or default transport (idle is that one).
+	http             http.RoundTripper
+	idle             interface{ CloseIdleConnections() }
+	retries          int
+	handshakeTimeout time.Duration
+	log              *slog.Logger
+	metrics          *metrics
+	// sleep waits out a retry backoff; tests replace it to stay fast.
+	sleep func(ctx context.Context, d time.Duration) error
+
+	mu sync.Mutex
+	// transports holds one authenticated transport per repository; only
+	// successful handshakes are kept.
+	transports map[string]http.RoundTripper
+	handshakes singleflight.Group
+}
+
+// New returns a client for the registry cfg describes, authenticating with
+// the credentials keys has for cfg.Host (nil keys means anonymous).
+func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
+	cfg, base, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	nameOpts := []name.Option{name.WeakValidation}
+	if base.Scheme == "http" {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	registry, err := name.NewRegistry(base.Host, nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Host, err)
+	}
+	keyTarget, err := name.NewRegistry(cfg.Host, name.WeakValidation)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: host: %w", cfg.Host, err)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	if keys == nil {
+		keys = authn.NewMultiKeychain()
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	inner := opts.Transport
+	if inner == nil {
+		inner = defaultTransport(cfg)
+	}
+	idle, _ := inner.(interface{ CloseIdleConnections() })
+	return &Client{
+		host:      cfg.Host,
+		base:      base,
+		registry:  registry,
+		keyTarget: keyTarget,
+		keys:      keys,
+		http: transport.NewUserAgent(&instrumented{
+			inner:   &fixedScheme{inner: inner, host: base.Host, scheme: base.Scheme},
+			host:    cfg.Host,
+			metrics: m,
+		}, "regmirror"),
+		idle:             idle,
+		retries:          cfg.Retries,
+		handshakeTimeout: 2 * (cfg.DialTimeout + cfg.ResponseHeaderTimeout),
+		log:              log,
+		metrics:          m,
+		sleep:            sleepContext,
+		transports:       map[string]http.RoundTripper{},
+	}, nil
+}
+
+// validate fills in defaults and parses the URL.
+func (cfg Config) validate() (Config, *url.URL, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return cfg, nil, fmt.Errorf("upstream %s: URL: %w", cfg.Host, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return cfg, nil, fmt.Errorf("upstream %s: URL %q: scheme must be http or https", cfg.Host, cfg.URL)
+	case u.Host == "":
+		return cfg, nil, fmt.Errorf("upstream %s: URL %q has no host", cfg.Host, cfg.URL)
+	case u.User != nil:
+		// Never echo the URL here: it holds a secret.
+		return cfg, nil, fmt.Errorf("upstream %s: URL must not contain credentials; configure them separately", cfg.Host)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return cfg, nil, fmt.Errorf("upstream %s: URL %q must be scheme://host[:port] only", cfg.Host, cfg.URL)
+	}
+	if cfg.Host == "" {
+		cfg.Host = u.Host
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ResponseHeaderTimeout <= 0 {
+		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	switch {
+	case cfg.Retries == 0:
+		cfg.Retries = DefaultRetries
+	case cfg.Retries < 0:
+		cfg.Retries = 0
+	}
+	return cfg, &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+func defaultTransport(cfg Config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
+	// A cold image pull fetches many blobs of one registry at once.
+	t.MaxIdleConnsPerHost = 32
+	return t
+}
+
+// fixedScheme sends every request for the registry's host with the
+// configured scheme. ggcr's ping otherwise races https against http for
+// local and insecure registries, and an https hello to a plain-http server
+// hangs until ggcr's fallback timer fires: a fixed delay on every handshake.
+type fixedScheme struct {
+	inner        http.RoundTripper
+	host, scheme string
+}
+
+func (t *fixedScheme) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == t.host && req.URL.Scheme != t.scheme {
+		req = req.Clone(req.Context())
+		req.URL.Scheme = t.scheme
+	}
+	return t.inner.RoundTrip(req)
+}
+
+// Host is the configured registry host.
+func (c *Client) Host() string { return c.host }
+
+// Close releases idle connections. The client stays usable.
+func (c *Client) Close() {
+	if c.idle != nil {
+		c.idle.CloseIdleConnections()
+	}
+}
+
+// transportFor returns repo's authenticated transport, doing the ping and
+// token handshake on first use. Concurrent first uses share one handshake;
+// a failed handshake is not remembered, so the next call tries again.
+func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripper, error) {
+	if rt := c.cachedTransport(repo); rt != nil {
+		return rt, nil
+	}
+	ch := c.handshakes.DoChan(repo, func() (any, error) {
+		if rt := c.cachedTransport(repo); rt != nil {
+			return rt, nil
+		}
+		// Every waiter shares this handshake, so the first caller's
+		// cancellation must not fail the others.
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.handshakeTimeout)
+		defer cancel()
+		rt, err := c.authenticate(hctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.transports[repo] = rt
+		c.mu.Unlock()
+		return rt, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(http.RoundTripper), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Client) cachedTransport(repo string) http.RoundTripper {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.transports[repo]
+}
+
+// errCredentials marks failures to look up credentials: retrying won't help.
+var errCredentials = errors.New("resolving credentials")
+
+// authenticate pings the registry and fetches a pull token for repo.
+// ggcr's bearer transport then reuses that token and fetches a new one
+// only when the registry answers 401 (expired token).
+func (c *Client) authenticate(ctx context.Context, repo string) (http.RoundTripper, error) {
+	auth, err := authn.Resolve(ctx, c.keys, c.keyTarget.Repo(repo))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCredentials, err)
+	}
+	scope := "repository:" + repo + ":pull"
+	rt, err := transport.NewWithContext(ctx, c.registry, auth, c.http, []string{scope})
+	if err != nil {
+		return nil, err
+	}
+	c.log.DebugContext(ctx, "authenticated to upstream", "upstream", c.host, "repo", repo, "anonymous", auth == authn.Anonymous)
+	return rt, nil
+}
+
+// retry runs attempt until it succeeds, fails permanently, or the retries
+// are used up; only idempotent requests come through here.
+func (c *Client) retry(ctx context.Context, o opError, attempt func(context.Context) error) error {
+	for n := 0; ; n++ {
+		err := attempt(ctx)
+		if err == nil {
+			return nil
+		}
+		if n >= c.retries || !isTemporary(err) || ctx.Err() != nil {
+			c.metrics.errors.WithLabelValues(c.host, o.metricLabel()).Inc()
+			return err
+		}
+		delay := backoff(n)
+		c.metrics.retries.WithLabelValues(c.host, o.metricLabel()).Inc()
+		c.log.DebugContext(ctx, "retrying upstream request", "upstream", c.host, "op", o.op, "repo", o.repo,
+			"retry", n+1, "delay", delay, "err", err)
+		if serr := c.sleep(ctx, delay); serr != nil {
+			return o.fromErr(serr)
+		}
+	}
+}
+
+// backoff is the wait before retry n+1.
+func backoff(n int) time.Duration {
+	return min(firstBackoff<<n, maxBackoff)
+}
+
+func sleepContext(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// send makes one request to the registry with repo's authenticated
+// transport and returns the response if its status is one of want; any
+// other answer or failure becomes an *Error.
+func (c *Client) send(ctx context.Context, o opError, method, target string, header http.Header, want ...int) (*http.Response, error) {
+	rt, err := c.transportFor(ctx, o.repo)
+	if err != nil {
+		return nil, o.fromErr(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
+	if err != nil {
+		return nil, o.fromErr(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	client := &http.Client{Transport: rt, CheckRedirect: c.checkRedirect}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, o.fromErr(err)
+	}
+	for _, status := range want {
+		if resp.StatusCode == status {
+			return resp, nil
+		}
+	}
+	defer resp.Body.Close()
+	var terr *transport.Error
+	if err := transport.CheckError(resp); !errors.As(err, &terr) {
+		terr = nil // the error body could not be read; the status says enough
+	}
+	return nil, o.fromStatus(resp.StatusCode, terr)
+}
+
+// checkRedirect follows redirects (Docker Hub sends blob GETs to a CDN)
+// but never carries the registry's token to another host. net/http would
+// forward it to the same hostname on another port, and ggcr only
+// refrains from adding it, so it is removed here.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if req.URL.Host != c.base.Host || req.URL.Scheme != c.base.Scheme {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}
+
+// endpoint is the URL of an API path below /v2/<repo>.
+func (c *Client) endpoint(repo, suffix string) string {
+	return c.base.String() + "/v2/" + repo + suffix
+}

@@ -1,0 +1,15 @@
+// Package upstream is regmirror's client for remote registries such as
+// Docker Hub. A Client speaks to one registry: it resolves tags with HEAD
+// (which does not count against Docker Hub's pull limit), downloads
+// manifests under a size cap and verifies their digest, opens blob
+// downloads that follow CDN redirects without forwarding credentials, and
+// lists tags across pages.
+//
+// Authentication is go-containerregistry's transport: Docker-Hub-style
+// bearer tokens, one authenticated transport per repository, created once
+// (concurrent first uses share the handshake) and reused so a token is
+// requested once per repository scope and lifetime. Failures come back as
+// one typed *Error that keeps the registry's status and error code and says
+// whether retrying may help; the client itself retries temporary failures
+// of its idempotent requests a bounded number of times.
+package upstream

@@ -1,0 +1,99 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Bounds on tag listing, so a broken or hostile registry cannot make the
+// client loop or buffer without end.
+const (
+	maxTagPages    = 1000
+	maxTagPageSize = 4 << 20
+)
+
+// ListTags returns all tags of repo, following Link pagination.
+func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
+	o := opError{host: c.host, op: "list tags", repo: repo, notFoundCode: "NAME_UNKNOWN"}
+	if err := validRepo(repo); err != nil {
+		return nil, o.invalid(err)
+	}
+	var tags []string
+	next := c.endpoint(repo, "/tags/list")
+	for page := 0; next != ""; page++ {
+		if page == maxTagPages {
+			return nil, o.badContent(http.StatusOK, "UNKNOWN", false, nil, fmt.Sprintf("more than %d pages of tags", maxTagPages))
+		}
+		var pageTags []string
+		var link string
+		err := c.retry(ctx, o, func(ctx context.Context) error {
+			var err error
+			pageTags, link, err = c.tagsPage(ctx, o, next)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		tags = append(tags, pageTags...)
+		if next, err = c.nextPage(next, link); err != nil {
+			return nil, o.badContent(http.StatusOK, "UNKNOWN", false, err, err.Error())
+		}
+	}
+	return tags, nil
+}
+
+// tagsPage fetches one page of a tag list and its Link header.
+func (c *Client) tagsPage(ctx context.Context, o opError, target string) (tags []string, link string, err error) {
+	resp, err := c.send(ctx, o, http.MethodGet, target, nil, http.StatusOK)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTagPageSize+1))
+	if err != nil {
+		return nil, "", o.fromErr(err)
+	}
+	if len(body) > maxTagPageSize {
+		return nil, "", o.badContent(resp.StatusCode, "UNKNOWN", false, nil, fmt.Sprintf("tag list page exceeds %d bytes", maxTagPageSize))
+	}
+	var list struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, "", o.badContent(resp.StatusCode, "UNKNOWN", false, err, "tag list is not valid JSON")
+	}
+	return list.Tags, resp.Header.Get("Link"), nil
+}
+
+// nextPage resolves a `Link: <url>; rel="next"` header against the current
+// page. The next page must be on the registry itself: the transport only
+// authenticates there.
+func (c *Client) nextPage(current, link string) (string, error) {
+	for part := range strings.SplitSeq(link, ",") {
+		target, params, ok := strings.Cut(part, ";")
+		if !ok || !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) {
+			continue
+		}
+		target = strings.TrimSpace(target)
+		target = strings.TrimSuffix(strings.TrimPrefix(target, "<"), ">")
+		base, err := url.Parse(current)
+		if err != nil {
+			return "", err
+		}
+		ref, err := url.Parse(target)
+		if err != nil {
+			return "", fmt.Errorf("invalid Link header: %w", err)
+		}
+		u := base.ResolveReference(ref)
+		if u.Host != c.base.Host || u.Scheme != c.base.Scheme {
+			return "", fmt.Errorf("tag list links to another host %s", u.Host)
+		}
+		return u.String(), nil
+	}
+	return "", nil
+}
