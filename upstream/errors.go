@@ -41,6 +41,7 @@ type Error struct {
 	temporary bool
 }
 
+// Error says what failed where, with the registry's status and code.
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "upstream %s: %s %s", e.Host, e.Op, e.Repo)

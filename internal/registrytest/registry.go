@@ -227,7 +227,7 @@ func (r *Registry) serveRegistry(w http.ResponseWriter, req *http.Request) {
 	}
 	defer r.active.exit()
 
-	info := classify(req.Method, req.URL.Path)
+	info := classify(req.URL.Path)
 	rec := &statusRecorder{ResponseWriter: w}
 	entry := r.stats.begin(info, req)
 	defer func() { r.stats.finish(entry, rec.statusCode()) }()

@@ -103,7 +103,7 @@ func TestClassify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
 			t.Parallel()
-			if got := classify(http.MethodGet, tt.path); got != tt.want {
+			if got := classify(tt.path); got != tt.want {
 				t.Errorf("classify(%q) = %+v, want %+v", tt.path, got, tt.want)
 			}
 		})

@@ -26,6 +26,7 @@ const (
 
 var kindNames = [...]string{"unknown", "ping", "token", "manifest", "blob", "upload", "tags", "catalog"}
 
+// String names the kind, e.g. "manifest".
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
@@ -42,7 +43,7 @@ type RequestInfo struct {
 }
 
 // classify parses a registry request path.
-func classify(method, p string) RequestInfo {
+func classify(p string) RequestInfo {
 	switch {
 	case p == "/token":
 		return RequestInfo{Kind: KindToken}
