@@ -14,8 +14,9 @@ import (
 
 // ReadBlob opens the cached blob d for reading from offset and returns its
 // total size. It fails with an error wrapping fs.ErrNotExist when d is not
-// cached, ErrInvalidOffset when offset is outside the blob, and
-// ErrInvalidDigest or ErrUnsupportedDigest for a bad digest.
+// cached, ErrInvalidOffset for a negative offset, and ErrInvalidDigest or
+// ErrUnsupportedDigest for a bad digest. An offset past the end yields a
+// reader at EOF, so the caller can answer "range not satisfiable" with the size.
 func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
 	if err := checkDigest(d); err != nil {
 		return nil, 0, fmt.Errorf("read blob: %w", err)
@@ -118,12 +119,12 @@ func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest, fet
 // It gives back the caller's reference to dl when it fails.
 func (s *Store) follow(ctx context.Context, dl *download, offset int64) (io.ReadCloser, int64, error) {
 	size, err := dl.waitStarted(ctx)
-	if err == nil && size >= 0 && offset > size {
-		err = fmt.Errorf("fetch blob %s at %d of %d bytes: %w", dl.digest, offset, size, ErrInvalidOffset)
-	}
 	if err != nil {
 		dl.release()
 		return nil, 0, err
+	}
+	if size >= 0 && offset > size {
+		offset = size // at EOF: the caller learns the size and refuses the range
 	}
 	return newBlobReader(ctx, dl, offset), size, nil
 }
@@ -165,10 +166,10 @@ func checkFile(f *os.File, size, offset int64) error {
 	if fi.Size() != size {
 		return fmt.Errorf("%w: %d bytes, want %d", errWrongSize, fi.Size(), size)
 	}
-	if offset < 0 || offset > size {
+	if offset < 0 {
 		return fmt.Errorf("offset %d of %d bytes: %w", offset, size, ErrInvalidOffset)
 	}
-	_, err = f.Seek(offset, io.SeekStart)
+	_, err = f.Seek(min(offset, size), io.SeekStart)
 	return err
 }
 

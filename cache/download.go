@@ -174,8 +174,6 @@ func (r *blobReader) Read(p []byte) (int, error) {
 			return 0, err
 		case r.off < n:
 			return r.readAt(p[:min(int64(len(p)), n-r.off)])
-		case final && r.off > n:
-			return 0, fmt.Errorf("read blob %s at %d of %d bytes: %w", r.dl.digest, r.off, n, ErrInvalidOffset)
 		case final:
 			return 0, io.EOF
 		}

@@ -361,17 +361,33 @@ func TestBlobOffsetsOutOfRange(t *testing.T) {
 	t.Parallel()
 	data, d := randomBlob(t, 100)
 	size := int64(len(data))
-	for _, offset := range []int64{-1, size + 1} {
-		s := openStore(t, Options{})
-		ctx := context.Background()
-		if _, _, _, err := s.FetchBlob(ctx, testRepo, d, offset, bytesFetch(data, size, nil)); !errors.Is(err, ErrInvalidOffset) {
-			t.Errorf("cold FetchBlob at %d: err = %v, want ErrInvalidOffset", offset, err)
+	ctx := context.Background()
+
+	s := openStore(t, Options{})
+	if _, _, _, err := s.FetchBlob(ctx, testRepo, d, -1, bytesFetch(data, size, nil)); !errors.Is(err, ErrInvalidOffset) {
+		t.Errorf("cold FetchBlob at -1: err = %v, want ErrInvalidOffset", err)
+	}
+	fetchAll(t, s, d, bytesFetch(data, size, nil))
+	if _, _, err := s.ReadBlob(ctx, d, -1); !errors.Is(err, ErrInvalidOffset) {
+		t.Errorf("ReadBlob at -1: err = %v, want ErrInvalidOffset", err)
+	}
+
+	// Past the end, the reader is at EOF and the size tells the caller why.
+	atEOF := func(name string, rc io.ReadCloser, gotSize int64, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s past the end: %v", name, err)
 		}
-		fetchAll(t, s, d, bytesFetch(data, size, nil))
-		if _, _, err := s.ReadBlob(ctx, d, offset); !errors.Is(err, ErrInvalidOffset) {
-			t.Errorf("ReadBlob at %d: err = %v, want ErrInvalidOffset", offset, err)
+		defer rc.Close()
+		if got, err := io.ReadAll(rc); err != nil || len(got) != 0 || gotSize != size {
+			t.Errorf("%s past the end: %d bytes, size %d, err %v; want 0 bytes, size %d", name, len(got), gotSize, err, size)
 		}
 	}
+	rc, gotSize, err := s.ReadBlob(ctx, d, size+1)
+	atEOF("ReadBlob", rc, gotSize, err)
+	cold := openStore(t, Options{})
+	rc, gotSize, _, err = cold.FetchBlob(ctx, testRepo, d, size+1, bytesFetch(data, size, nil))
+	atEOF("cold FetchBlob", rc, gotSize, err)
 }
 
 func TestReadBlobDropsDamagedFiles(t *testing.T) {

@@ -1,0 +1,193 @@
+package mirror_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/credentials"
+	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/mirror"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// TestMain hides the machine's docker credentials, so that what a test
+// proves about credentials comes from the test alone.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "regmirror-docker-config")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("DOCKER_CONFIG", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Fixture credentials: the upstream serves library/* only with them.
+const (
+	hubUser     = "mirror-bot"
+	hubPassword = "s3cret-hub-password"
+)
+
+// env is a mirror in front of a Docker-Hub-like upstream, both on loopback.
+type env struct {
+	upstream *registrytest.Registry
+	mirror   *httptest.Server
+	store    *cache.Store
+	clock    *clock
+	metrics  *prometheus.Registry
+}
+
+type envOptions struct {
+	private      bool
+	withoutCreds bool
+	tagTTL       time.Duration
+	staleIfError time.Duration
+}
+
+// clock is a settable time source shared by the mirror and the cache.
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time          { return c.now }
+func (c *clock) Advance(d time.Duration) { c.now = c.now.Add(d) }
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	regOpts := registrytest.Options{Username: hubUser, Password: hubPassword}
+	if o.private {
+		regOpts.Private = []string{"library/*"}
+	}
+	reg := registrytest.New(t, regOpts)
+	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	metrics := prometheus.NewRegistry()
+
+	store, err := cache.Open(context.Background(), cache.Options{Dir: t.TempDir(), Registerer: metrics, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+
+	static := map[string]credentials.Static{"docker.io": {Username: hubUser, Password: hubPassword}}
+	if o.withoutCreds {
+		static = nil
+	}
+	keys, err := credentials.New(credentials.Config{Static: static})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := upstream.New(upstream.Config{Host: "docker.io", URL: reg.URL()}, keys, upstream.Options{Registerer: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mirror.New(mirror.Options{
+		Cache:      store,
+		Remotes:    []mirror.Remote{{Host: "docker.io", Upstream: client, TagTTL: o.tagTTL, StaleIfError: o.staleIfError}},
+		Registerer: metrics,
+		Now:        clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(m)
+	t.Cleanup(srv.Close)
+	return &env{upstream: reg, mirror: srv, store: store, clock: clk, metrics: metrics}
+}
+
+// pushNode publishes the test's library/node:10, a two-platform index.
+func (e *env) pushNode(t *testing.T, layers int, layerSize int64) registrytest.Index {
+	t.Helper()
+	ix, err := e.upstream.PushIndex("library/node", "10", registrytest.ImageOptions{Layers: layers, LayerSize: layerSize, Seed: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.upstream.Reset()
+	return ix
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error // reading the body failed: the connection was aborted
+}
+
+// do sends an anonymous request to the mirror, as dockerd would.
+func (e *env) do(t *testing.T, method, path string, header http.Header) response {
+	t.Helper()
+	req, err := http.NewRequest(method, e.mirror.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := e.mirror.Client().Do(req)
+	if err != nil {
+		return response{err: err}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: body, err: err}
+}
+
+// pullIndex pulls a whole index the way dockerd does (tag HEAD, then by
+// digest) and checks every byte against what the upstream holds.
+func (e *env) pullIndex(t *testing.T, repo, tag string, ix registrytest.Index) {
+	t.Helper()
+	head := e.do(t, http.MethodHead, "/v2/"+repo+"/manifests/"+tag, nil)
+	if head.status != http.StatusOK || head.header.Get("Docker-Content-Digest") != ix.Descriptor.Digest.String() {
+		t.Fatalf("HEAD %s:%s = %d digest %q, want 200 %s", repo, tag, head.status, head.header.Get("Docker-Content-Digest"), ix.Descriptor.Digest)
+	}
+	e.expectContent(t, "/v2/"+repo+"/manifests/"+ix.Descriptor.Digest.String(), ix.Descriptor, ix.Bytes)
+	for _, img := range ix.Images {
+		e.expectContent(t, "/v2/"+repo+"/manifests/"+img.Manifest.Digest.String(), img.Manifest, img.ManifestBytes)
+		for _, b := range img.Blobs() {
+			e.expectBlob(t, repo, b)
+		}
+	}
+}
+
+func (e *env) expectContent(t *testing.T, path string, desc ocispec.Descriptor, want []byte) {
+	t.Helper()
+	got := e.do(t, http.MethodGet, path, nil)
+	if got.err != nil || got.status != http.StatusOK {
+		t.Fatalf("GET %s = %d, %v: %s", path, got.status, got.err, got.body)
+	}
+	if string(got.body) != string(want) {
+		t.Fatalf("GET %s: body differs from the upstream's", path)
+	}
+	if ct := got.header.Get("Content-Type"); ct != desc.MediaType {
+		t.Fatalf("GET %s: Content-Type %q, want %q", path, ct, desc.MediaType)
+	}
+	if dg := got.header.Get("Docker-Content-Digest"); dg != desc.Digest.String() {
+		t.Fatalf("GET %s: Docker-Content-Digest %q, want %s", path, dg, desc.Digest)
+	}
+}
+
+func (e *env) expectBlob(t *testing.T, repo string, desc ocispec.Descriptor) {
+	t.Helper()
+	got := e.do(t, http.MethodGet, "/v2/"+repo+"/blobs/"+desc.Digest.String(), nil)
+	if got.err != nil || got.status != http.StatusOK {
+		t.Fatalf("GET blob %s = %d, %v", desc.Digest, got.status, got.err)
+	}
+	if int64(len(got.body)) != desc.Size || sha256Digest(got.body) != desc.Digest {
+		t.Fatalf("GET blob %s: got %d bytes with digest %s", desc.Digest, len(got.body), sha256Digest(got.body))
+	}
+}
+
+func sha256Digest(b []byte) digest.Digest {
+	sum := sha256.Sum256(b)
+	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(sum[:]))
+}
