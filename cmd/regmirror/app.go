@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:                 "regmirror",
+		Usage:                "a pull-through container registry mirror for Docker Hub and other registries",
+		Version:              buildVersion(),
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{
+			serveCommand(),
+			versionCommand(),
+		},
+	}
+}
+
+// Flags shared by every command that opens the data directory.
+var (
+	configFlag = &cli.StringFlag{
+		Name:    "config",
+		Usage:   "YAML configuration file (see README); flags and environment override it",
+		EnvVars: []string{"REGMIRROR_CONFIG"},
+	}
+	dataDirFlag = &cli.StringFlag{
+		Name:        "data-dir",
+		Usage:       "directory of the cache: blob files and the index",
+		EnvVars:     []string{"REGMIRROR_DATA_DIR"},
+		DefaultText: defaultDataDir,
+	}
+	logLevelFlag = &cli.StringFlag{
+		Name:    "log-level",
+		Usage:   "debug, info, warn or error",
+		EnvVars: []string{"REGMIRROR_LOG_LEVEL"},
+		Value:   "info",
+	}
+	logFormatFlag = &cli.StringFlag{
+		Name:    "log-format",
+		Usage:   "text or json",
+		EnvVars: []string{"REGMIRROR_LOG_FORMAT"},
+		Value:   "text",
+	}
+)
+
+// newLogger builds the process's logger from the log flags.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+	}
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version",
+		Action: func(c *cli.Context) error {
+			_, err := fmt.Fprintln(c.App.Writer, "regmirror", buildVersion())
+			return err
+		},
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "devel"
+}

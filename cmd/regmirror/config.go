@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the daemon's configuration file. Its zero value, like the zero
+// value of every field, means the defaults.
+type Config struct {
+	// Listen is the address of the registry API, e.g. ":5000".
+	Listen string `yaml:"listen"`
+	// DataDir holds the cache: blob files and the index.
+	DataDir string `yaml:"data_dir"`
+	// TLSCert and TLSKey, when both set, make the listener serve HTTPS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// Upstreams are the registries mirrored; none means Docker Hub alone.
+	Upstreams []UpstreamConfig `yaml:"upstreams"`
+}
+
+// UpstreamConfig is one mirrored registry.
+type UpstreamConfig struct {
+	// Host is the registry clients name, e.g. "docker.io".
+	Host string `yaml:"host"`
+	// URL is where to fetch from, e.g. "https://registry-1.docker.io".
+	URL string `yaml:"url"`
+	// Username and Password (or PasswordFile) authenticate the mirror to the
+	// upstream. Without them, docker's config.json, credential helpers and
+	// REGMIRROR_UPSTREAM_<HOST>_USERNAME/_PASSWORD are tried, then anonymous.
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// TagTTL is how long a tag is served without asking upstream (default 5m).
+	TagTTL time.Duration `yaml:"tag_ttl"`
+	// StaleIfError is how long past its TTL a tag may be served while the
+	// upstream fails (default 168h; negative: never).
+	StaleIfError time.Duration `yaml:"stale_if_error"`
+}
+
+// Defaults.
+const (
+	defaultListen  = ":5000"
+	defaultDataDir = "./data"
+)
+
+// dockerHubUpstream is the embedded default upstream.
+var dockerHubUpstream = UpstreamConfig{Host: "docker.io", URL: "https://registry-1.docker.io"}
+
+// knownRegistryURLs are the endpoints of registries whose API lives elsewhere
+// than their name, so that "host: docker.io" alone is enough.
+var knownRegistryURLs = map[string]string{
+	"docker.io": "https://registry-1.docker.io",
+}
+
+// loadConfig reads a YAML config file; an empty path means no file.
+func loadConfig(path string) (Config, error) {
+	var cfg Config
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty file (io.EOF) means all defaults.
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("parsing config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// withDefaults fills every unset field with its default.
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = defaultDataDir
+	}
+	if len(c.Upstreams) == 0 {
+		c.Upstreams = []UpstreamConfig{dockerHubUpstream}
+	}
+	ups := make([]UpstreamConfig, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		if u.URL == "" {
+			u.URL = knownRegistryURLs[u.Host]
+		}
+		if u.URL == "" && u.Host != "" {
+			u.URL = "https://" + u.Host
+		}
+		ups[i] = u
+	}
+	c.Upstreams = ups
+	return c
+}
+
+// validate reports every problem in a defaulted config at once.
+func (c Config) validate() error {
+	var errs []error
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls_cert and tls_key must be set together"))
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		if u.Host == "" {
+			errs = append(errs, fmt.Errorf("upstreams[%d]: host is required", i))
+		}
+		if seen[u.Host] {
+			errs = append(errs, fmt.Errorf("upstreams[%d]: host %q is listed twice", i, u.Host))
+		}
+		seen[u.Host] = true
+		if parsed, err := url.Parse(u.URL); err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): url %q must be an http:// or https:// URL", i, u.Host, u.URL))
+		}
+		if u.Password != "" && u.PasswordFile != "" {
+			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): set password or password_file, not both", i, u.Host))
+		}
+		if (u.Password != "" || u.PasswordFile != "") && u.Username == "" {
+			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): a password needs a username", i, u.Host))
+		}
+		if u.TagTTL < 0 {
+			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): tag_ttl must not be negative", i, u.Host))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/credentials"
+	"github.com/regmirror/regmirror/mirror"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// shutdownGrace is how long in-flight transfers may finish after SIGTERM.
+const shutdownGrace = 30 * time.Second
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the mirror",
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:        "listen",
+				Usage:       "address of the registry API",
+				EnvVars:     []string{"REGMIRROR_LISTEN"},
+				DefaultText: defaultListen,
+			},
+			dataDirFlag,
+			configFlag,
+			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate file; with --tls-key, serve HTTPS", EnvVars: []string{"REGMIRROR_TLS_CERT"}},
+			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key file", EnvVars: []string{"REGMIRROR_TLS_KEY"}},
+			logLevelFlag,
+			logFormatFlag,
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
+			if err != nil {
+				return err
+			}
+			cfg, err := configFromCLI(c)
+			if err != nil {
+				return err
+			}
+			return serve(c.Context, cfg, log)
+		},
+	}
+}
+
+// configFromCLI reads the config file and lets flags and environment override it.
+func configFromCLI(c *cli.Context) (Config, error) {
+	cfg, err := loadConfig(c.String("config"))
+	if err != nil {
+		return cfg, err
+	}
+	overrides := map[string]*string{
+		"listen":   &cfg.Listen,
+		"data-dir": &cfg.DataDir,
+		"tls-cert": &cfg.TLSCert,
+		"tls-key":  &cfg.TLSKey,
+	}
+	for flag, field := range overrides {
+		if c.IsSet(flag) {
+			*field = c.String(flag)
+		}
+	}
+	cfg = cfg.withDefaults()
+	return cfg, cfg.validate()
+}
+
+// serve runs the daemon until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	return serveOn(ctx, ln, cfg, log)
+}
+
+// serveOn runs the daemon on an open listener; tests pass one on port 0.
+func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("opening cache in %s: %w", cfg.DataDir, err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing cache", "error", err)
+		}
+	}()
+
+	remotes, err := newRemotes(cfg.Upstreams, log, reg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, Logger: log, Registerer: reg})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           routes(m, reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return store.Run(gctx) })
+	g.Go(func() error {
+		log.Info("regmirror listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "")
+		var err error
+		if cfg.TLSCert != "" {
+			err = srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			err = srv.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "grace", shutdownGrace)
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), shutdownGrace)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// routes mounts the registry API and the operational endpoints.
+func routes(m http.Handler, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", m)
+	mux.Handle("/v2", m)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// newRemotes builds an upstream client for every configured registry.
+func newRemotes(ups []UpstreamConfig, log *slog.Logger, reg prometheus.Registerer) ([]mirror.Remote, error) {
+	keys, err := upstreamKeychain(ups)
+	if err != nil {
+		return nil, err
+	}
+	remotes := make([]mirror.Remote, 0, len(ups))
+	for _, u := range ups {
+		client, err := upstream.New(upstream.Config{Host: u.Host, URL: u.URL}, keys,
+			upstream.Options{Logger: log, Registerer: reg})
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", u.Host, err)
+		}
+		remotes = append(remotes, mirror.Remote{
+			Host:         u.Host,
+			Upstream:     client,
+			TagTTL:       u.TagTTL,
+			StaleIfError: u.StaleIfError,
+		})
+	}
+	return remotes, nil
+}
+
+// upstreamKeychain gathers the config file's credentials; the keychain adds
+// docker's config.json, credential helpers and the environment behind them.
+func upstreamKeychain(ups []UpstreamConfig) (*credentials.Keychain, error) {
+	static := map[string]credentials.Static{}
+	for _, u := range ups {
+		if u.Username == "" {
+			continue
+		}
+		static[u.Host] = credentials.Static{Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile}
+	}
+	return credentials.New(credentials.Config{Static: static})
+}
