@@ -18,11 +18,20 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Defaults for the zero values of Config.
+// Defaults for the zero values of Config. They are short because a mirror
+// serves most pulls from its cache: a client should get a stale answer
+// within seconds, not wait out a dead upstream.
 const (
-	DefaultDialTimeout           = 5 * time.Second
-	DefaultResponseHeaderTimeout = 15 * time.Second
-	DefaultRetries               = 2
+	// DefaultDialTimeout allows one lost SYN (retransmitted after 1s) and
+	// a slow TLS handshake; a healthy registry connects in well under a second.
+	DefaultDialTimeout = 3 * time.Second
+	// DefaultResponseHeaderTimeout is generous for a registry's first byte,
+	// which normally arrives within a few hundred milliseconds.
+	DefaultResponseHeaderTimeout = 5 * time.Second
+	// DefaultTimeout leaves room for a slow token handshake and one retry,
+	// and still never keeps a client waiting long.
+	DefaultTimeout = 10 * time.Second
+	DefaultRetries = 2
 )
 
 // Retry backoff: the first retry waits firstBackoff, each next one twice as
@@ -32,8 +41,8 @@ const (
 	maxBackoff   = 2 * time.Second
 )
 
-// Config describes one upstream registry. Zero durations and retries mean
-// the defaults.
+// Config describes one upstream registry. Zero durations, retries and
+// breaker settings mean the defaults.
 type Config struct {
 	// Host names the registry for credentials, metrics and errors, e.g.
 	// "docker.io"; empty means the URL's host.
@@ -41,12 +50,23 @@ type Config struct {
 	// URL is where the registry's API is, e.g. "https://registry-1.docker.io".
 	// http:// is allowed (tests use loopback).
 	URL string
-	// DialTimeout bounds connecting; ResponseHeaderTimeout bounds waiting for
-	// response headers (not bodies). Both apply to the default transport only.
+	// DialTimeout bounds connecting (TCP and TLS); ResponseHeaderTimeout
+	// bounds waiting for response headers (not bodies). Both apply to the
+	// default transport only.
 	DialTimeout, ResponseHeaderTimeout time.Duration
+	// Timeout bounds a whole metadata operation (manifest HEAD or GET, one
+	// page of tags), including the token handshake and retries, so that an
+	// upstream that accepts connections and never answers costs at most
+	// this long. Blob downloads are bounded per attempt by the two above.
+	Timeout time.Duration
 	// Retries is how often a request failing temporarily is retried; zero
 	// means DefaultRetries, negative means never.
 	Retries int
+	// BreakerThreshold is how many operations in a row must fail before
+	// the upstream is skipped for BreakerCooldown; then one probe is let
+	// through. Zero means the defaults; a negative threshold disables the breaker.
+	BreakerThreshold int
+	BreakerCooldown  time.Duration
 }
 
 // Options are the client's collaborators; every field may be nil.
@@ -55,6 +75,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Transport replaces the default HTTP transport underneath auth.
 	Transport http.RoundTripper
+	// Now is the clock of the circuit breaker and of rate-limit pauses;
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // Client talks to one upstream registry. It is safe for concurrent use;
@@ -72,11 +95,17 @@ type Client struct {
 	http             http.RoundTripper
 	idle             interface{ CloseIdleConnections() }
 	retries          int
+	timeout          time.Duration
 	handshakeTimeout time.Duration
 	log              *slog.Logger
 	metrics          *metrics
+	now              func() time.Time
 	// sleep waits out a retry backoff; tests replace it to stay fast.
 	sleep func(ctx context.Context, d time.Duration) error
+	// breaker skips the upstream after repeated failures; limit pauses it
+	// after a 429.
+	breaker *breaker
+	limit   *rateLimit
 
 	mu sync.Mutex
 	// transports holds one authenticated transport per repository; only
@@ -120,25 +149,40 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		inner = defaultTransport(cfg)
 	}
 	idle, _ := inner.(interface{ CloseIdleConnections() })
-	return &Client{
-		host:      cfg.Host,
-		base:      base,
-		registry:  registry,
-		keyTarget: keyTarget,
-		keys:      keys,
-		http: transport.NewUserAgent(&instrumented{
-			inner:   &fixedScheme{inner: inner, host: base.Host, scheme: base.Scheme},
-			host:    cfg.Host,
-			metrics: m,
-		}, "regmirror"),
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	c := &Client{
+		host:             cfg.Host,
+		base:             base,
+		registry:         registry,
+		keyTarget:        keyTarget,
+		keys:             keys,
 		idle:             idle,
 		retries:          cfg.Retries,
+		timeout:          cfg.Timeout,
 		handshakeTimeout: 2 * (cfg.DialTimeout + cfg.ResponseHeaderTimeout),
 		log:              log,
 		metrics:          m,
+		now:              now,
 		sleep:            sleepContext,
+		limit:            &rateLimit{},
 		transports:       map[string]http.RoundTripper{},
-	}, nil
+	}
+	c.breaker = &breaker{threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, now: now, changed: c.breakerChanged}
+	c.http = transport.NewUserAgent(&instrumented{
+		inner: &watchRateLimit{
+			inner:  &fixedScheme{inner: inner, host: base.Host, scheme: base.Scheme},
+			now:    now,
+			paused: c.rateLimited,
+			limit:  c.limit,
+		},
+		host:    cfg.Host,
+		metrics: m,
+	}, "regmirror")
+	m.breakerState.WithLabelValues(cfg.Host).Set(float64(closed))
+	return c, nil
 }
 
 // validate fills in defaults and parses the URL.
@@ -167,6 +211,15 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 	if cfg.ResponseHeaderTimeout <= 0 {
 		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.BreakerThreshold == 0 {
+		cfg.BreakerThreshold = DefaultBreakerThreshold
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = DefaultBreakerCooldown
+	}
 	switch {
 	case cfg.Retries == 0:
 		cfg.Retries = DefaultRetries
@@ -179,6 +232,7 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 func defaultTransport(cfg Config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = cfg.DialTimeout
 	t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
 	// A cold image pull fetches many blobs of one registry at once.
 	t.MaxIdleConnsPerHost = 32
@@ -273,15 +327,44 @@ func (c *Client) authenticate(ctx context.Context, repo string) (http.RoundTripp
 	return rt, nil
 }
 
-// retry runs attempt until it succeeds, fails permanently, or the retries
-// are used up; only idempotent requests come through here.
+// retry runs one operation: unless the upstream is paused or its breaker
+// is open, it runs attempt until it succeeds, fails permanently, or the
+// retries are used up, and tells the breaker how it went. Only idempotent
+// requests come through here.
 func (c *Client) retry(ctx context.Context, o opError, attempt func(context.Context) error) error {
+	probe, err := c.admit(o)
+	if err != nil {
+		return err
+	}
+	err = c.attempts(ctx, o, attempt)
+	c.breaker.record(probe, outcomeOf(err))
+	return err
+}
+
+// admit refuses an operation while the upstream is paused after a 429 or
+// its breaker is open; probe is the breaker's (see breaker.admit).
+func (c *Client) admit(o opError) (probe bool, err error) {
+	if until, paused := c.limit.pausedUntil(c.now()); paused {
+		c.metrics.skipped.WithLabelValues(c.host, "rate_limited").Inc()
+		return false, o.skipped(http.StatusTooManyRequests, "TOOMANYREQUESTS", ErrRateLimited, until)
+	}
+	probe, until, err := c.breaker.admit()
+	if err != nil {
+		c.metrics.skipped.WithLabelValues(c.host, "circuit_open").Inc()
+		return false, o.skipped(0, "UNAVAILABLE", err, until)
+	}
+	return probe, nil
+}
+
+// attempts runs attempt, retrying temporary failures with backoff. A 429 is
+// not retried: the upstream said when to come back, and it is paused till then.
+func (c *Client) attempts(ctx context.Context, o opError, attempt func(context.Context) error) error {
 	for n := 0; ; n++ {
 		err := attempt(ctx)
 		if err == nil {
 			return nil
 		}
-		if n >= c.retries || !isTemporary(err) || ctx.Err() != nil {
+		if n >= c.retries || !isTemporary(err) || ctx.Err() != nil || statusOf(err) == http.StatusTooManyRequests {
 			c.metrics.errors.WithLabelValues(c.host, o.metricLabel()).Inc()
 			return err
 		}
@@ -293,6 +376,11 @@ func (c *Client) retry(ctx context.Context, o opError, attempt func(context.Cont
 			return o.fromErr(serr)
 		}
 	}
+}
+
+// withTimeout bounds a metadata operation, handshake and retries included.
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
 }
 
 // backoff is the wait before retry n+1.

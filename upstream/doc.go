@@ -12,4 +12,11 @@
 // one typed *Error that keeps the registry's status and error code and says
 // whether retrying may help; the client itself retries temporary failures
 // of its idempotent requests a bounded number of times.
+//
+// A Client fails fast when its upstream is in trouble: connecting and
+// waiting for response headers have short timeouts, every metadata
+// operation (handshake and retries included) has a total deadline, a
+// circuit breaker skips the upstream for a cool-down after repeated
+// failures, and a 429 pauses all requests to it until its Retry-After.
+// Skipped operations fail at once with ErrCircuitOpen or ErrRateLimited.
 package upstream

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -132,6 +133,26 @@ func (o opError) fromErr(err error) *Error {
 		// the upstream from answering (refused, reset, timed out) may pass.
 		temporary: !errors.Is(err, context.Canceled),
 	}
+}
+
+// skipped makes the *Error for an operation that was not sent because the
+// upstream is paused or its breaker is open, until the given time.
+func (o opError) skipped(status int, code string, cause error, until time.Time) *Error {
+	return &Error{
+		Host: o.host, Op: o.op, Repo: o.repo, Ref: o.ref,
+		StatusCode: status, Code: code,
+		Message: "not asking the upstream before " + until.UTC().Format(time.RFC3339),
+		Err:     cause, temporary: true,
+	}
+}
+
+// statusOf is the upstream's HTTP status in err, 0 when there is none.
+func statusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.StatusCode
+	}
+	return 0
 }
 
 // badContent makes an *Error for an answer whose status was fine but whose

@@ -34,11 +34,14 @@ var manifestHeader = http.Header{"Accept": {strings.Join([]string{
 // HeadManifest resolves a tag or digest to a descriptor with a HEAD, which
 // Docker Hub does not count as a pull. If the registry leaves out the
 // digest, type or size, it falls back to GetManifest and hashes the bytes.
+// The whole call, fallback included, is bounded by Config.Timeout.
 func (c *Client) HeadManifest(ctx context.Context, repo, reference string) (ocispec.Descriptor, error) {
 	o, err := c.manifestOp("head manifest", repo, reference)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
 	var desc ocispec.Descriptor
 	var complete bool
 	err = c.retry(ctx, o, func(ctx context.Context) error {
@@ -83,11 +86,14 @@ func descriptorFromHeaders(h http.Header) (desc ocispec.Descriptor, complete boo
 // Docker-Content-Digest header when there is one. Only sha256 is accepted.
 // A mismatch is a temporary *Error wrapping ErrDigestMismatch (a retry may
 // get intact bytes); an oversized manifest wraps ErrManifestTooLarge.
+// The call is bounded by Config.Timeout.
 func (c *Client) GetManifest(ctx context.Context, repo, reference string) (mediaType string, data []byte, err error) {
 	o, err := c.manifestOp("get manifest", repo, reference)
 	if err != nil {
 		return "", nil, err
 	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
 	err = c.retry(ctx, o, func(ctx context.Context) error {
 		resp, err := c.send(ctx, o, http.MethodGet, c.endpoint(repo, "/manifests/"+reference), manifestHeader, http.StatusOK)
 		if err != nil {

@@ -17,6 +17,9 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
 	retries  *prometheus.CounterVec
+	// breakerState and skipped show the circuit breaker and 429 pauses.
+	breakerState *prometheus.GaugeVec
+	skipped      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,6 +41,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_upstream_retries_total",
 			Help: "Upstream operations retried after a temporary failure, by operation.",
 		}, []string{"upstream", "operation"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "regmirror_upstream_breaker_state",
+			Help: "Circuit breaker of each upstream: 0 closed (in use), 1 open (skipped after repeated failures), 2 half-open (one probe in flight).",
+		}, []string{"upstream"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_upstream_skipped_total",
+			Help: "Upstream operations not sent, by reason: circuit_open (repeated failures) or rate_limited (waiting out a 429's Retry-After).",
+		}, []string{"upstream", "reason"}),
 	}
 	var err error
 	if m.requests, err = register(reg, m.requests); err != nil {
@@ -50,6 +61,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.retries, err = register(reg, m.retries); err != nil {
+		return nil, err
+	}
+	if m.breakerState, err = register(reg, m.breakerState); err != nil {
+		return nil, err
+	}
+	if m.skipped, err = register(reg, m.skipped); err != nil {
 		return nil, err
 	}
 	return m, nil

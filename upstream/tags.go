@@ -17,7 +17,8 @@ const (
 	maxTagPageSize = 4 << 20
 )
 
-// ListTags returns all tags of repo, following Link pagination.
+// ListTags returns all tags of repo, following Link pagination. Each page
+// is bounded by Config.Timeout.
 func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 	o := opError{host: c.host, op: "list tags", repo: repo, notFoundCode: "NAME_UNKNOWN"}
 	if err := validRepo(repo); err != nil {
@@ -29,13 +30,7 @@ func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 		if page == maxTagPages {
 			return nil, o.badContent(http.StatusOK, "UNKNOWN", false, nil, fmt.Sprintf("more than %d pages of tags", maxTagPages))
 		}
-		var pageTags []string
-		var link string
-		err := c.retry(ctx, o, func(ctx context.Context) error {
-			var err error
-			pageTags, link, err = c.tagsPage(ctx, o, next)
-			return err
-		})
+		pageTags, link, err := c.tagsPageWithRetries(ctx, o, next)
 		if err != nil {
 			return nil, err
 		}
@@ -45,6 +40,18 @@ func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 		}
 	}
 	return tags, nil
+}
+
+// tagsPageWithRetries fetches one page within Config.Timeout.
+func (c *Client) tagsPageWithRetries(ctx context.Context, o opError, target string) (tags []string, link string, err error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	err = c.retry(ctx, o, func(ctx context.Context) error {
+		var err error
+		tags, link, err = c.tagsPage(ctx, o, target)
+		return err
+	})
+	return tags, link, err
 }
 
 // tagsPage fetches one page of a tag list and its Link header.

@@ -1,0 +1,312 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/regmirror/regmirror/internal/registrytest"
+)
+
+// fakeClock is a settable clock, safe for concurrent use.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestBreaker(t *testing.T) {
+	t.Parallel()
+	// step is one thing that happens to the breaker, and what it must say.
+	type step struct {
+		advance time.Duration
+		record  *outcome // nil: ask for admission instead
+		probe   bool     // the admission (or the recorded operation) is a probe
+		admit   bool
+		state   breakerState
+	}
+	fail, ok, neither := failed, answered, inconclusive
+	tests := []struct {
+		name      string
+		threshold int
+		steps     []step
+	}{
+		{"failures below the threshold keep it closed", 3, []step{
+			{record: &fail, state: closed},
+			{record: &fail, state: closed},
+			{admit: true, state: closed},
+		}},
+		{"an answer resets the count", 3, []step{
+			{record: &fail, state: closed},
+			{record: &fail, state: closed},
+			{record: &ok, state: closed},
+			{record: &fail, state: closed},
+			{record: &fail, state: closed},
+			{admit: true, state: closed},
+		}},
+		{"opens at the threshold until the cool-down ends", 3, []step{
+			{record: &fail}, {record: &fail}, {record: &fail, state: open},
+			{admit: false, state: open},
+			{advance: 29 * time.Second, admit: false, state: open},
+			{advance: time.Second, admit: true, probe: true, state: halfOpen},
+			{admit: false, state: halfOpen}, // one probe at a time
+			{record: &ok, probe: true, state: closed},
+			{admit: true, state: closed},
+		}},
+		{"a failed probe opens it again", 1, []step{
+			{record: &fail, state: open},
+			{advance: 30 * time.Second, admit: true, probe: true, state: halfOpen},
+			{record: &fail, probe: true, state: open},
+			{advance: 29 * time.Second, admit: false, state: open},
+			{advance: time.Second, admit: true, probe: true, state: halfOpen},
+		}},
+		{"an inconclusive probe lets the next operation probe", 1, []step{
+			{record: &fail, state: open},
+			{advance: 30 * time.Second, admit: true, probe: true, state: halfOpen},
+			{record: &neither, probe: true, state: halfOpen},
+			{admit: true, probe: true, state: halfOpen},
+		}},
+		{"inconclusive outcomes do not count", 2, []step{
+			{record: &fail}, {record: &neither}, {record: &neither},
+			{record: &fail, state: open},
+		}},
+		{"a negative threshold never opens", -1, []step{
+			{record: &fail}, {record: &fail}, {record: &fail}, {record: &fail},
+			{admit: true, state: closed},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			clk := newFakeClock()
+			b := &breaker{threshold: tt.threshold, cooldown: 30 * time.Second, now: clk.Now,
+				changed: func(breakerState, breakerState, time.Time) {}}
+			for i, s := range tt.steps {
+				clk.Advance(s.advance)
+				if s.record != nil {
+					b.record(s.probe, *s.record)
+				} else {
+					probe, _, err := b.admit()
+					if (err == nil) != s.admit || probe != s.probe {
+						t.Fatalf("step %d: admit = probe %v, %v; want admitted %v probe %v", i, probe, err, s.admit, s.probe)
+					}
+					if err != nil && !errors.Is(err, ErrCircuitOpen) {
+						t.Fatalf("step %d: refusal %v is not ErrCircuitOpen", i, err)
+					}
+				}
+				if got := b.current(); got != s.state {
+					t.Fatalf("step %d: state %v, want %v", i, got, s.state)
+				}
+			}
+		})
+	}
+}
+
+func TestOutcomeOf(t *testing.T) {
+	t.Parallel()
+	o := opError{host: "docker.io", op: "head manifest", repo: "library/node", ref: "10", notFoundCode: "MANIFEST_UNKNOWN"}
+	tests := []struct {
+		name string
+		err  error
+		want outcome
+	}{
+		{"success", nil, answered},
+		{"404", o.fromStatus(404, nil), answered},
+		{"401", o.fromStatus(401, nil), answered},
+		{"429", o.fromStatus(429, nil), answered},
+		{"500", o.fromStatus(500, nil), failed},
+		{"503", o.fromStatus(503, nil), failed},
+		{"408", o.fromStatus(408, nil), failed},
+		{"refused", o.fromErr(&net.OpError{Op: "dial", Err: errors.New("connection refused")}), failed},
+		{"deadline", o.fromErr(fmt.Errorf("get: %w", context.DeadlineExceeded)), failed},
+		{"caller hung up", o.fromErr(fmt.Errorf("get: %w", context.Canceled)), inconclusive},
+		{"credentials", o.fromErr(fmt.Errorf("%w: helper crashed", errCredentials)), inconclusive},
+		{"skipped: open", o.skipped(0, "UNAVAILABLE", ErrCircuitOpen, time.Time{}), inconclusive},
+		{"skipped: paused", o.skipped(429, "TOOMANYREQUESTS", ErrRateLimited, time.Time{}), inconclusive},
+	}
+	for _, tt := range tests {
+		if got := outcomeOf(tt.err); got != tt.want {
+			t.Errorf("%s: outcome %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		header string
+		want   time.Duration
+	}{
+		{"", defaultRetryAfter},
+		{"garbage", defaultRetryAfter},
+		{"120", 2 * time.Minute},
+		{" 7 ", 7 * time.Second},
+		{"0", 0},
+		{"-5", 0},
+		{"99999999999", maxRetryAfter},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{now.Add(48 * time.Hour).Format(http.TimeFormat), maxRetryAfter},
+		{"Sunday, 01-Nov-26 12:00:30 GMT", 30 * time.Second}, // RFC 850, still allowed
+	}
+	for _, tt := range tests {
+		if got := retryAfter(tt.header, now); got != tt.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", tt.header, got, tt.want)
+		}
+	}
+}
+
+// A 429 is not retried, and no request reaches the upstream until its
+// Retry-After has passed; then the upstream is asked again.
+func TestRateLimitPausesUpstream(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t, registrytest.Options{})
+	if _, err := reg.PushImage("library/alpine", "3", registrytest.ImageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clk := newFakeClock()
+	c, sleeps := newClient(t, reg, Config{}, nil, Options{Now: clk.Now})
+	if _, err := c.HeadManifest(context.Background(), "library/alpine", "3"); err != nil {
+		t.Fatal(err)
+	}
+	reg.Reset()
+	reg.FailNext(registrytest.KindManifest, 1, http.StatusTooManyRequests) // with Retry-After: 1
+
+	_, err := c.HeadManifest(context.Background(), "library/alpine", "3")
+	if e := asError(t, err); e.HTTPStatus() != http.StatusTooManyRequests || !e.Temporary() {
+		t.Fatalf("got %v, want a temporary 429", err)
+	}
+	_, _, err = c.GetManifest(context.Background(), "library/alpine", "3")
+	if e := asError(t, err); !errors.Is(err, ErrRateLimited) || e.HTTPStatus() != http.StatusTooManyRequests || !e.Temporary() {
+		t.Fatalf("during the pause: %v, want a temporary 429 wrapping ErrRateLimited", err)
+	}
+	if n := len(reg.Requests()); n != 1 || len(sleeps.get()) != 0 {
+		t.Fatalf("%d upstream requests and %d retries, want 1 and 0: %+v", n, len(sleeps.get()), reg.Requests())
+	}
+
+	clk.Advance(time.Second)
+	if _, err := c.HeadManifest(context.Background(), "library/alpine", "3"); err != nil {
+		t.Fatalf("after Retry-After: %v", err)
+	}
+	if n := reg.ManifestHeads("library/alpine", "3"); n != 2 {
+		t.Fatalf("%d HEADs, want 2", n)
+	}
+}
+
+// After BreakerThreshold failed operations the upstream is skipped without
+// a request until the cool-down ends; an answer to the probe closes it.
+func TestBreakerSkipsFailingUpstream(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t, registrytest.Options{})
+	if _, err := reg.PushImage("library/alpine", "3", registrytest.ImageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clk := newFakeClock()
+	c, _ := newClient(t, reg, Config{BreakerThreshold: 2, BreakerCooldown: time.Minute}, nil, Options{Now: clk.Now})
+	head := func() error {
+		_, err := c.HeadManifest(context.Background(), "library/alpine", "3")
+		return err
+	}
+	reg.SetDown(true)
+	for range 2 {
+		if err := head(); errors.Is(err, ErrCircuitOpen) || asError(t, err).HTTPStatus() != http.StatusServiceUnavailable {
+			t.Fatalf("while closed: %v, want the upstream's 503", err)
+		}
+	}
+	sent := len(reg.Requests())
+	err := head()
+	if e := asError(t, err); !errors.Is(err, ErrCircuitOpen) || !e.Temporary() || e.HTTPStatus() != 0 {
+		t.Fatalf("after 2 failures: %v, want a temporary error wrapping ErrCircuitOpen", err)
+	}
+	if n := len(reg.Requests()); n != sent {
+		t.Fatalf("an open breaker sent %d requests", n-sent)
+	}
+	if got := c.breaker.current(); got != open {
+		t.Fatalf("state %v, want open", got)
+	}
+
+	reg.SetDown(false)
+	clk.Advance(time.Minute)
+	if err := head(); err != nil {
+		t.Fatalf("probe after the cool-down: %v", err)
+	}
+	if got := c.breaker.current(); got != closed {
+		t.Fatalf("state after a good probe %v, want closed", got)
+	}
+}
+
+// hangingListener accepts connections and never answers, like an upstream
+// whose process is wedged.
+func hangingListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// Config.Timeout ends an operation on an upstream that never answers, the
+// token handshake and retries included, even when the response-header
+// timeout alone would wait much longer.
+func TestTimeoutBoundsHangingUpstream(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{
+		Host:                  "docker.io",
+		URL:                   hangingListener(t),
+		ResponseHeaderTimeout: time.Hour,
+		Timeout:               200 * time.Millisecond,
+	}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	_, err = c.HeadManifest(context.Background(), "library/node", "10")
+	if e := asError(t, err); !errors.Is(err, context.DeadlineExceeded) || e.HTTPStatus() != 0 || !e.Temporary() {
+		t.Fatalf("got %v, want a temporary deadline error without status", err)
+	}
+}
