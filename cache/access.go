@@ -18,9 +18,10 @@ import (
 // which repositories use a blob, so that serving a hit costs a map write
 // instead of an index transaction. FlushAccess writes it out.
 type accessBatch struct {
-	mu      sync.Mutex
-	touched map[digest.Digest]time.Time
-	refs    map[reference]struct{}
+	mu        sync.Mutex
+	touched   map[digest.Digest]time.Time // blobs
+	manifests map[digest.Digest]time.Time
+	refs      map[reference]struct{}
 }
 
 // reference says that repo uses the content d.
@@ -33,12 +34,41 @@ type reference struct {
 func (b *accessBatch) touch(d digest.Digest, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.touched == nil {
-		b.touched = make(map[digest.Digest]time.Time)
+	b.touched = later(b.touched, d, at)
+}
+
+func (b *accessBatch) touchManifest(d digest.Digest, at time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.manifests = later(b.manifests, d, at)
+}
+
+// later records at as m[d] unless m[d] is later already, allocating m on
+// first use.
+func later(m map[digest.Digest]time.Time, d digest.Digest, at time.Time) map[digest.Digest]time.Time {
+	if m == nil {
+		m = make(map[digest.Digest]time.Time)
 	}
-	if at.After(b.touched[d]) {
-		b.touched[d] = at
+	if at.After(m[d]) {
+		m[d] = at
 	}
+	return m
+}
+
+// pending returns the unflushed access time of the blob d, if any.
+func (b *accessBatch) pending(d digest.Digest) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.touched[d]
+	return at, ok
+}
+
+// pendingManifest returns the unflushed access time of the manifest d, if any.
+func (b *accessBatch) pendingManifest(d digest.Digest) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.manifests[d]
+	return at, ok
 }
 
 func (b *accessBatch) addRef(ref reference) {
@@ -50,21 +80,31 @@ func (b *accessBatch) addRef(ref reference) {
 	b.refs[ref] = struct{}{}
 }
 
+// accessSnapshot is what one flush writes.
+type accessSnapshot struct {
+	touched   map[digest.Digest]time.Time
+	manifests map[digest.Digest]time.Time
+	refs      map[reference]struct{}
+}
+
 // take empties the batch and returns what it held.
-func (b *accessBatch) take() (map[digest.Digest]time.Time, map[reference]struct{}) {
+func (b *accessBatch) take() accessSnapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	touched, refs := b.touched, b.refs
-	b.touched, b.refs = nil, nil
-	return touched, refs
+	snap := accessSnapshot{touched: b.touched, manifests: b.manifests, refs: b.refs}
+	b.touched, b.manifests, b.refs = nil, nil, nil
+	return snap
 }
 
 // putBack returns entries that could not be written, for the next flush.
-func (b *accessBatch) putBack(touched map[digest.Digest]time.Time, refs map[reference]struct{}) {
-	for d, at := range touched {
+func (b *accessBatch) putBack(snap accessSnapshot) {
+	for d, at := range snap.touched {
 		b.touch(d, at)
 	}
-	for ref := range refs {
+	for d, at := range snap.manifests {
+		b.touchManifest(d, at)
+	}
+	for ref := range snap.refs {
 		b.addRef(ref)
 	}
 }
@@ -76,15 +116,16 @@ const flushChunk = 256
 // FlushAccess writes the batched access times and repository references to
 // the index. Run calls it periodically and Close once more at the end.
 func (s *Store) FlushAccess(ctx context.Context) error {
-	touched, refs := s.access.take()
-	if err := s.writeAccess(ctx, touched, refs); err != nil {
-		s.access.putBack(touched, refs)
+	snap := s.access.take()
+	if err := s.writeAccess(ctx, snap); err != nil {
+		s.access.putBack(snap)
 		return fmt.Errorf("flush access times: %w", err)
 	}
 	return nil
 }
 
-func (s *Store) writeAccess(ctx context.Context, touched map[digest.Digest]time.Time, refs map[reference]struct{}) error {
+func (s *Store) writeAccess(ctx context.Context, snap accessSnapshot) error {
+	touched := snap.touched
 	digests := slices.Collect(maps.Keys(touched))
 	for len(digests) > 0 {
 		chunk := digests[:min(flushChunk, len(digests))]
@@ -93,6 +134,15 @@ func (s *Store) writeAccess(ctx context.Context, touched map[digest.Digest]time.
 			return err
 		}
 	}
+	manifests := slices.Collect(maps.Keys(snap.manifests))
+	for len(manifests) > 0 {
+		chunk := manifests[:min(flushChunk, len(manifests))]
+		manifests = manifests[len(chunk):]
+		if err := s.update(ctx, func(txn *badger.Txn) error { return touchManifests(txn, chunk, snap.manifests) }); err != nil {
+			return err
+		}
+	}
+	refs := snap.refs
 	pending := slices.Collect(maps.Keys(refs))
 	for len(pending) > 0 {
 		chunk := pending[:min(flushChunk, len(pending))]
@@ -123,6 +173,23 @@ func touchBlobs(txn *badger.Txn, digests []digest.Digest, at map[digest.Digest]t
 		}
 		row.LastAccess = at[d]
 		if err := txn.Set(blobKey(d), row.marshal()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// touchManifests records the last access time of each indexed manifest.
+func touchManifests(txn *badger.Txn, digests []digest.Digest, at map[digest.Digest]time.Time) error {
+	for _, d := range digests {
+		_, err := txn.Get(manifestKey(d))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue // pruned since it was read
+		}
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(manifestAccessKey(d), appendTime(nil, at[d])); err != nil {
 			return err
 		}
 	}

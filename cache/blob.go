@@ -50,24 +50,58 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 	for {
 		rc, size, err := s.openCached(ctx, d, offset)
 		if !errors.Is(err, fs.ErrNotExist) {
-			if err == nil {
+			if err == nil && !s.skipAccess {
 				s.access.addRef(reference{repo: repo, d: d, kind: kindBlob})
 			}
 			return rc, size, true, err
 		}
 		dl, joined, err := s.joinFill(ctx, repo, d, fetch)
-		if errors.Is(err, errJustCommitted) {
+		var removal *removalInProgress
+		switch {
+		case errors.As(err, &removal):
+			if err := removal.wait(ctx); err != nil {
+				return nil, 0, false, err
+			}
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, errJustCommitted):
+			continue
+		case err != nil:
 			return nil, 0, false, err
 		}
 		if joined {
 			s.metrics.coalescedWaiters.Inc()
 		}
 		rc, size, err = s.follow(ctx, dl, offset)
-		return rc, size, joined, err
+		if err != nil {
+			s.uses.release(d)
+			return nil, 0, false, err
+		}
+		return s.registered(rc, d), size, joined, nil
 	}
+}
+
+// removalInProgress means the blob was being removed when a download of it
+// was asked for: the download must wait, or the removal could delete the
+// file it is about to publish.
+type removalInProgress struct {
+	done <-chan struct{}
+}
+
+func (e *removalInProgress) Error() string { return "blob being removed" }
+
+func (e *removalInProgress) wait(ctx context.Context) error {
+	select {
+	case <-e.done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// registered wraps the reader of d so that closing it unregisters it from
+// the use table.
+func (s *Store) registered(rc io.ReadCloser, d digest.Digest) io.ReadCloser {
+	return &usedReader{ReadCloser: rc, release: func() { s.uses.release(d) }}
 }
 
 // fetchFunc opens an upstream download of a blob: its body and its size, or
@@ -79,12 +113,17 @@ type fetchFunc = func(context.Context) (io.ReadCloser, int64, error)
 var errJustCommitted = errors.New("blob committed meanwhile")
 
 // joinFill joins the download of d in flight, or starts one. Either way the
-// caller holds a reference to the download's file.
+// caller holds a reference to the download's file and is registered as a
+// reader of d in the use table. It fails with *removalInProgress while d is
+// being removed.
 func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) (dl *download, joined bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, false, fmt.Errorf("fetch blob %s: %w", d, ErrClosed)
+	}
+	if done, ok := s.uses.acquire(d); !ok {
+		return nil, false, &removalInProgress{done: done}
 	}
 	if dl := s.inflight[d]; dl != nil {
 		dl.acquire()
@@ -95,8 +134,10 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 	// lookup may have raced with one: look again before fetching twice.
 	switch indexed, err := s.hasBlob(ctx, d); {
 	case err != nil:
+		s.uses.release(d)
 		return nil, false, fmt.Errorf("fetch blob %s: %w", d, err)
 	case indexed:
+		s.uses.release(d)
 		return nil, false, errJustCommitted
 	}
 	return s.startFill(ctx, repo, d, fetch), false, nil
@@ -129,10 +170,25 @@ func (s *Store) follow(ctx context.Context, dl *download, offset int64) (io.Read
 	return newBlobReader(ctx, dl, offset), size, nil
 }
 
-// openCached opens the indexed blob d at offset. A blob whose file is gone or
+// openCached opens the indexed blob d at offset, registered as a reader of d
+// until it is closed, so that d is not removed under it. A blob being
+// removed is reported as absent.
+func (s *Store) openCached(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if _, ok := s.uses.acquire(d); !ok {
+		return nil, 0, errRemoving(d)
+	}
+	f, size, err := s.openFile(ctx, d, offset)
+	if err != nil {
+		s.uses.release(d)
+		return nil, 0, err
+	}
+	return s.registered(f, d), size, nil
+}
+
+// openFile opens the indexed blob d at offset. A blob whose file is gone or
 // has the wrong size is dropped from the index and reported as absent: it is
 // never served.
-func (s *Store) openCached(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+func (s *Store) openFile(ctx context.Context, d digest.Digest, offset int64) (*os.File, int64, error) {
 	row, err := s.blobRow(ctx, d)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
@@ -151,7 +207,9 @@ func (s *Store) openCached(ctx context.Context, d digest.Digest, offset int64) (
 		}
 		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
 	}
-	s.access.touch(d, s.now())
+	if !s.skipAccess {
+		s.access.touch(d, s.now())
+	}
 	return f, row.Size, nil
 }
 
@@ -219,8 +277,7 @@ func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, 
 		return fmt.Errorf("read blob %s: drop damaged row: %w", d, err)
 	}
 	if dropped {
-		s.metrics.blobs.Dec()
-		s.metrics.sizeBytes.Sub(float64(seen.Size))
+		s.forget(seen.Size)
 	}
 	return fmt.Errorf("read blob %s: %s: %w", d, reason, fs.ErrNotExist)
 }

@@ -73,6 +73,13 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 	defer stopClosing()
 
 	dl.start(size)
+	if size > 0 {
+		// Count the download against the budget before it lands, so that
+		// eviction makes room while it streams.
+		s.reserved.Add(size)
+		defer s.reserved.Add(-size)
+		s.signalGrowth()
+	}
 	h := sha256.New()
 	written, err := copyBody(dl, io.MultiWriter(f, h), body, size, func() { stall.Reset(s.stallTimeout) })
 	if err != nil {
@@ -168,6 +175,8 @@ func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, rep
 	if err == nil && added {
 		s.metrics.blobs.Inc()
 		s.metrics.sizeBytes.Add(float64(size))
+		s.usage.Add(size)
+		s.signalGrowth()
 	}
 	return err
 }

@@ -20,6 +20,10 @@ const (
 	prefixTag      = "tag/"      // tag/<repo>\0<tag> → tagRow
 	prefixRepoRef  = "repo-ref/" // repo-ref/<repo>\0<digest> → contentKind
 	prefixUsedBy   = "used-by/"  // used-by/<digest>\0<repo> → contentKind
+	prefixKeep     = "keep/"     // keep/<digest> → why the content must never be removed
+	// manifest-access/<digest> → last access time of a manifest, apart from
+	// the manifest's row so that a read does not rewrite the manifest.
+	prefixManifestAccess = "manifest-access/"
 )
 
 // contentKind tells a reference row whether its digest names a blob or a manifest.
@@ -35,6 +39,9 @@ const fieldSep = "\x00"
 func blobKey(d digest.Digest) []byte     { return []byte(prefixBlob + string(d)) }
 func manifestKey(d digest.Digest) []byte { return []byte(prefixManifest + string(d)) }
 func tagKey(repo, tag string) []byte     { return []byte(prefixTag + repo + fieldSep + tag) }
+func keepKey(d digest.Digest) []byte     { return []byte(prefixKeep + string(d)) }
+
+func manifestAccessKey(d digest.Digest) []byte { return []byte(prefixManifestAccess + string(d)) }
 
 func repoRefKey(repo string, d digest.Digest) []byte {
 	return []byte(prefixRepoRef + repo + fieldSep + string(d))

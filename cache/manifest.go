@@ -28,6 +28,9 @@ func (s *Store) Manifest(ctx context.Context, d digest.Digest) (mediaType string
 	if err != nil {
 		return "", nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
+	if !s.skipAccess {
+		s.access.touchManifest(d, s.now())
+	}
 	return row.MediaType, row.Data, nil
 }
 

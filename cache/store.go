@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -60,6 +61,14 @@ type Store struct {
 	gcInterval          time.Duration
 
 	access accessBatch
+	// skipAccess turns access tracking off; only benchmarks set it, to
+	// measure what tracking costs the read path.
+	skipAccess bool
+
+	uses     useTable     // open readers, and blobs being removed
+	usage    atomic.Int64 // bytes of the indexed blobs
+	reserved atomic.Int64 // announced bytes of the downloads in flight
+	grew     chan struct{}
 
 	fills sync.WaitGroup // download goroutines
 
@@ -73,7 +82,8 @@ type Store struct {
 
 // Open opens, or creates, the cache in opts.Dir. It fails with an error
 // wrapping ErrLocked when another process uses the directory. Leftovers of
-// downloads interrupted by a crash are removed.
+// downloads interrupted by a crash are removed, and the index is reconciled
+// with the blob files (see reconcile).
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("open cache: no data directory")
@@ -101,6 +111,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
+	if _, err := s.reconcile(ctx); err != nil {
+		s.db.Close()
+		s.unlock()
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
 	if err := s.initGauges(ctx); err != nil {
 		s.db.Close()
 		s.unlock()
@@ -119,6 +134,7 @@ func newStore(opts Options) *Store {
 		accessFlushInterval: opts.AccessFlushInterval,
 		gcInterval:          opts.GCInterval,
 		inflight:            make(map[digest.Digest]*download),
+		grew:                make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -160,6 +176,7 @@ func (s *Store) initGauges(ctx context.Context) error {
 	}
 	s.metrics.blobs.Set(float64(st.Blobs))
 	s.metrics.sizeBytes.Set(float64(st.Bytes))
+	s.usage.Store(st.Bytes)
 	return nil
 }
 

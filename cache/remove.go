@@ -1,0 +1,263 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// removeChunk bounds the digests claimed and deleted per transaction.
+const removeChunk = 256
+
+// Removal reports what RemoveBlobs or RemoveManifests did.
+type Removal struct {
+	// Removed is what left the cache; Freed is the bytes of the removed blobs.
+	Removed []digest.Digest
+	Freed   int64
+	// InUse were skipped: a reader or a download holds them right now.
+	InUse []digest.Digest
+	// Kept were skipped: Keep marked them.
+	Kept []digest.Digest
+	// Tags counts the tags removed with their manifests.
+	Tags int
+}
+
+func (r *Removal) add(o Removal) {
+	r.Removed = append(r.Removed, o.Removed...)
+	r.Freed += o.Freed
+	r.InUse = append(r.InUse, o.InUse...)
+	r.Kept = append(r.Kept, o.Kept...)
+	r.Tags += o.Tags
+}
+
+// RemoveBlobs deletes blobs from the index and the disk, with the records of
+// which repositories used them. It skips, and reports, blobs that are being
+// read or downloaded and blobs marked by Keep; digests not cached are
+// ignored. progress, when not nil, is called after each chunk with the
+// digests handled so far. On error, the Removal tells what was done.
+func (s *Store) RemoveBlobs(ctx context.Context, ds []digest.Digest, progress func(done int)) (Removal, error) {
+	var total Removal
+	for done := 0; done < len(ds); {
+		chunk := ds[done:min(done+removeChunk, len(ds))]
+		r, err := s.removeBlobChunk(ctx, chunk)
+		total.add(r)
+		if err != nil {
+			return total, fmt.Errorf("remove blobs: %w", err)
+		}
+		done += len(chunk)
+		if progress != nil {
+			progress(done)
+		}
+	}
+	return total, nil
+}
+
+func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Removal, error) {
+	for _, d := range ds {
+		if err := checkDigest(d); err != nil {
+			return Removal{}, err
+		}
+	}
+	claimed, inUse := s.claim(ds)
+	defer s.uses.unclaim(claimed)
+
+	var r Removal
+	var sizes map[digest.Digest]int64
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		r, sizes = Removal{InUse: inUse}, make(map[digest.Digest]int64)
+		for _, d := range claimed {
+			size, kept, err := deleteBlob(ctx, txn, d)
+			switch {
+			case err != nil:
+				return err
+			case kept:
+				r.Kept = append(r.Kept, d)
+			case size >= 0:
+				sizes[d] = size
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Removal{InUse: inUse}, err
+	}
+	// The rows are gone: from here on a failure leaves an orphan file, which
+	// the next Open reconciles, never a row without its file.
+	for _, d := range claimed {
+		size, ok := sizes[d]
+		if !ok {
+			continue
+		}
+		if err := os.Remove(blobPath(s.blobRoot, d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("remove blob file", "digest", d, "err", err)
+		}
+		s.forget(size)
+		r.Removed = append(r.Removed, d)
+		r.Freed += size
+	}
+	return r, nil
+}
+
+// claim marks the digests that no reader or download holds as being removed.
+func (s *Store) claim(ds []digest.Digest) (claimed, inUse []digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uses.claim(ds, func(d digest.Digest) bool { return s.inflight[d] != nil })
+}
+
+// deleteBlob deletes the row of d and its references unless d is kept. size
+// is -1 when d is not indexed.
+func deleteBlob(ctx context.Context, txn *badger.Txn, d digest.Digest) (size int64, kept bool, err error) {
+	if kept, err := isKept(txn, d); err != nil || kept {
+		return -1, kept, err
+	}
+	v, err := getValue(txn, blobKey(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return -1, false, nil
+	}
+	if err != nil {
+		return -1, false, err
+	}
+	row, err := unmarshalBlobRow(v)
+	if err != nil {
+		return -1, false, err
+	}
+	if err := txn.Delete(blobKey(d)); err != nil {
+		return -1, false, err
+	}
+	return row.Size, false, deleteReferences(ctx, txn, d)
+}
+
+// deleteReferences deletes both directions of every reference to d.
+func deleteReferences(ctx context.Context, txn *badger.Txn, d digest.Digest) error {
+	prefix := prefixUsedBy + string(d) + fieldSep
+	var repos []string
+	err := scan(ctx, txn, prefix, false, func(item *badger.Item) error {
+		repos = append(repos, string(item.Key()[len(prefix):]))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, repo := range repos {
+		if err := txn.Delete(usedByKey(d, repo)); err != nil {
+			return err
+		}
+		if err := txn.Delete(repoRefKey(repo, d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveManifests deletes manifests from the index, with the tags that point
+// to them and the records of which repositories used them. It skips, and
+// reports, manifests marked by Keep. The blobs they name stay: removing
+// those is the caller's decision. progress is as for RemoveBlobs.
+func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progress func(done int)) (Removal, error) {
+	for _, d := range ds {
+		if err := checkDigest(d); err != nil {
+			return Removal{}, fmt.Errorf("remove manifests: %w", err)
+		}
+	}
+	tagsOf, err := s.tagsByDigest(ctx)
+	if err != nil {
+		return Removal{}, fmt.Errorf("remove manifests: %w", err)
+	}
+	var total Removal
+	for done := 0; done < len(ds); {
+		chunk := ds[done:min(done+removeChunk, len(ds))]
+		var r Removal
+		err := s.update(ctx, func(txn *badger.Txn) error {
+			r = Removal{}
+			for _, d := range chunk {
+				if err := deleteManifest(ctx, txn, d, tagsOf[d], &r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("remove manifests: %w", err)
+		}
+		total.add(r)
+		done += len(chunk)
+		if progress != nil {
+			progress(done)
+		}
+	}
+	return total, nil
+}
+
+// deleteManifest deletes d, its access time, references and tags, unless d is
+// kept, and records the outcome in r.
+func deleteManifest(ctx context.Context, txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal) error {
+	if kept, err := isKept(txn, d); err != nil || kept {
+		if kept {
+			r.Kept = append(r.Kept, d)
+		}
+		return err
+	}
+	if _, err := txn.Get(manifestKey(d)); errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	for _, key := range [][]byte{manifestKey(d), manifestAccessKey(d)} {
+		if err := txn.Delete(key); err != nil {
+			return err
+		}
+	}
+	n, err := deleteTagsTo(txn, d, tags)
+	if err != nil {
+		return err
+	}
+	r.Tags += n
+	r.Removed = append(r.Removed, d)
+	return deleteReferences(ctx, txn, d)
+}
+
+// deleteTagsTo deletes the tags among keys that still point to d: one may
+// have moved since the keys were listed.
+func deleteTagsTo(txn *badger.Txn, d digest.Digest, keys [][]byte) (int, error) {
+	var n int
+	for _, key := range keys {
+		v, err := getValue(txn, key)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if row, err := unmarshalTagRow(v); err != nil || row.Digest != d {
+			continue
+		}
+		if err := txn.Delete(key); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// tagsByDigest maps each manifest digest to the keys of the tags naming it.
+func (s *Store) tagsByDigest(ctx context.Context) (map[digest.Digest][][]byte, error) {
+	tags := make(map[digest.Digest][][]byte)
+	err := s.view(ctx, func(txn *badger.Txn) error {
+		return scan(ctx, txn, prefixTag, true, func(item *badger.Item) error {
+			return item.Value(func(v []byte) error {
+				row, err := unmarshalTagRow(v)
+				if err == nil {
+					tags[row.Digest] = append(tags[row.Digest], item.KeyCopy(nil))
+				}
+				return nil
+			})
+		})
+	})
+	return tags, err
+}
