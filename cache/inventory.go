@@ -208,7 +208,7 @@ func scanTags(ctx context.Context, txn *badger.Txn) ([]TagInfo, error) {
 // manifests and indexes, OCI artifacts, Docker schema 1) that names other
 // content.
 type manifestRefs struct {
-	Config    *struct{ Digest digest.Digest } `json:"config"`
+	Config    *struct{ Digest digest.Digest }  `json:"config"`
 	Layers    []struct{ Digest digest.Digest } `json:"layers"`
 	Blobs     []struct{ Digest digest.Digest } `json:"blobs"`
 	Manifests []struct{ Digest digest.Digest } `json:"manifests"`
