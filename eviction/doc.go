@@ -1,5 +1,16 @@
-// Package eviction decides what leaves the cache when it outgrows its
-// budget: the least recently used blobs first, until usage is back under the
-// low watermark, never anything pinned or in use. Selection is a pure
-// function of the candidates, so it is table-tested without a disk.
+// Package eviction keeps the cache within its budget and plans prunes.
+//
+// An Evictor watches usage (woken by the cache when it grows, and on an
+// interval for free disk space) and, once usage is above the high watermark
+// or free disk below its minimum, removes the least recently used blobs
+// until usage is back under the low watermark. It never removes what the
+// cache refuses: blobs being read or downloaded, and kept (hosted) content.
+// Manifests are not evicted: they are small, and a later pull fetches the
+// blobs of a manifest whose blobs went.
+//
+// PlanPrune decides what an operator's prune removes, by image rather than
+// by blob: by age, size and repository, sparing pinned repositories'
+// manifests and every blob a remaining manifest names. Selection and
+// planning are pure functions of their inputs, so they are table-tested
+// without a disk.
 package eviction
