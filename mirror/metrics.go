@@ -27,6 +27,9 @@ type metrics struct {
 	lookups     *prometheus.CounterVec
 	bytesServed *prometheus.CounterVec
 	staleServes *prometheus.CounterVec
+	// fetchesInFlight and fetchesWaiting show each upstream's fetch cap at work.
+	fetchesInFlight *prometheus.GaugeVec
+	fetchesWaiting  *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,11 +55,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_stale_serves_total",
 			Help: "Tags served from the cache past their TTL because the upstream failed.",
 		}, []string{"upstream"}),
+		fetchesInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "regmirror_upstream_fetches_in_flight",
+			Help: "Requests to an upstream in progress (blob downloads until their body is closed), at most its max_concurrent_fetches.",
+		}, []string{"upstream"}),
+		fetchesWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "regmirror_upstream_fetches_waiting",
+			Help: "Requests to an upstream waiting for a slot because max_concurrent_fetches are in flight.",
+		}, []string{"upstream"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.fetchesInFlight, m.fetchesWaiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -67,6 +78,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) observeRequest(route, method string, status int, took time.Duration) {
 	m.requests.WithLabelValues(route, method, statusClass(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// forgetUpstream drops the series of an upstream the mirror no longer
+// keeps, so that hosts named by clients (allow_any) do not pile up.
+func (m *metrics) forgetUpstream(host string) {
+	labels := prometheus.Labels{"upstream": host}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.lookups, m.staleServes, m.fetchesInFlight, m.fetchesWaiting,
+	} {
+		v.DeletePartialMatch(labels)
+	}
 }
 
 func (m *metrics) lookup(upstream, kind, result string) {

@@ -30,12 +30,28 @@ type Remote struct {
 	// StaleIfError is how long past its TTL a cached tag may still be served
 	// while the upstream fails. Zero means DefaultStaleIfError; negative means never.
 	StaleIfError time.Duration
+	// MaxConcurrentFetches caps this upstream's requests in flight (a blob
+	// download counts until its body is closed); further ones wait for a
+	// slot instead of failing. Zero means DefaultMaxConcurrentFetches;
+	// negative means no cap.
+	MaxConcurrentFetches int
+	// Allow, when not empty, lists the repositories (globs on the path on
+	// Host, e.g. "library/*" or "org/**") that may be pulled; Deny lists
+	// those that may not, and wins. A refused pull touches neither the cache
+	// nor the upstream.
+	Allow, Deny []string
 }
 
 // Options configure a Mirror. Cache and at least one Remote are required.
 type Options struct {
 	Cache   Cache
 	Remotes []Remote
+	// NewRemote, when set, makes the Remote for a registry host that has
+	// none in Remotes, the first time a client names it; the mirror keeps
+	// the most recently used ones. It must not block: no connection is
+	// needed to make a Remote. An error refuses the request. When nil,
+	// such hosts are refused.
+	NewRemote func(host string) (Remote, error)
 	// DefaultHost is the registry of names without a host prefix or ns
 	// parameter; empty means docker.io, which is what dockerd sends.
 	DefaultHost string
@@ -55,6 +71,7 @@ type Options struct {
 type Mirror struct {
 	cache       Cache
 	remotes     map[string]*Remote
+	dynamic     *dynamicRemotes // nil without Options.NewRemote
 	defaultHost string
 	log         *slog.Logger
 	now         func() time.Time
@@ -90,20 +107,22 @@ func New(opts Options) (*Mirror, error) {
 	if m.fillTimeout == 0 {
 		m.fillTimeout = 2 * time.Minute
 	}
-	for i := range opts.Remotes {
-		r := opts.Remotes[i]
-		if r.Upstream == nil {
-			return nil, fmt.Errorf("mirror: remote %q has no upstream", r.Host)
-		}
-		host := canonicalHost(r.Host)
-		if _, dup := m.remotes[host]; dup {
-			return nil, fmt.Errorf("mirror: remote %q configured twice", host)
-		}
-		m.remotes[host] = &r
-	}
 	var err error
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
+	}
+	for _, r := range opts.Remotes {
+		rem, err := prepareRemote(r, m.metrics)
+		if err != nil {
+			return nil, fmt.Errorf("mirror: %w", err)
+		}
+		if _, dup := m.remotes[rem.Host]; dup {
+			return nil, fmt.Errorf("mirror: remote %q configured twice", rem.Host)
+		}
+		m.remotes[rem.Host] = rem
+	}
+	if opts.NewRemote != nil {
+		m.dynamic = newDynamicRemotes(opts.NewRemote, m.metrics, maxDynamicRemotes)
 	}
 	m.handler = m.accessLog(http.HandlerFunc(m.serve))
 	return m, nil
@@ -153,13 +172,15 @@ func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, e
 	if err != nil {
 		return nil, target{}, err
 	}
-	rem, ok := m.remotes[t.host]
-	if !ok {
-		// Never contact a host that is not configured: a client must not be
-		// able to make the mirror connect wherever it likes.
-		return nil, target{}, newError(codeNameUnknown, "registry %q is not mirrored here", truncate(t.host))
+	rem, err := m.remote(t.host)
+	if err != nil {
+		return nil, target{}, err
 	}
 	noteUpstream(ctx, t.host)
+	if !rem.permits(t.path) {
+		return nil, target{}, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
+			t.host, truncate(t.path), t.host)
+	}
 	return rem, t, nil
 }
 
