@@ -1,0 +1,69 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// ErrLowDisk means the data directory's filesystem has less free space than
+// a readiness check asked for.
+var ErrLowDisk = errors.New("free disk space below the floor")
+
+// Ready reports whether the Store can serve and fill the cache right now:
+// the index is open, the data directory is writable, and its filesystem has
+// at least minFreeBytes available (a non-positive floor skips that check).
+// It costs a few system calls and no index scan, so a load balancer may
+// call it as often as it likes. Failures wrap ErrClosed or ErrLowDisk, or
+// carry the failing system call.
+func (s *Store) Ready(ctx context.Context, minFreeBytes int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.indexOpen(); err != nil {
+		return err
+	}
+	if err := s.probeWritable(); err != nil {
+		return err
+	}
+	if minFreeBytes <= 0 {
+		return nil
+	}
+	free, err := FreeBytes(s.tmpDir)
+	if err != nil {
+		return err
+	}
+	if free >= 0 && free < minFreeBytes {
+		return fmt.Errorf("%w: %d bytes free, the floor is %d", ErrLowDisk, free, minFreeBytes)
+	}
+	return nil
+}
+
+func (s *Store) indexOpen() error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed || s.db.IsClosed() {
+		return fmt.Errorf("index: %w", ErrClosed)
+	}
+	return nil
+}
+
+// probeWritable creates and removes a file where downloads are written, on
+// the blobs' filesystem: a read-only remount or an exhausted inode table
+// shows up here before a client's pull fails on it.
+func (s *Store) probeWritable() error {
+	f, err := os.CreateTemp(s.tmpDir, "ready-*")
+	if err != nil {
+		return fmt.Errorf("data directory not writable: %w", err)
+	}
+	name := f.Name()
+	_, werr := f.Write([]byte("ok"))
+	cerr := f.Close()
+	rerr := os.Remove(name)
+	if err := errors.Join(werr, cerr, rerr); err != nil {
+		return fmt.Errorf("data directory not writable: %w", err)
+	}
+	return nil
+}
