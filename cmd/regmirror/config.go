@@ -22,8 +22,18 @@ type Config struct {
 	// TLSCert and TLSKey, when both set, make the listener serve HTTPS.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
-	// Upstreams are the registries mirrored; none means Docker Hub alone.
+	// Upstreams are the registries mirrored with settings of their own;
+	// none means Docker Hub with the defaults. The well-known public
+	// registries (wellKnownRegistries) are mirrored too, listed or not.
 	Upstreams []UpstreamConfig `yaml:"upstreams"`
+	// ListedUpstreamsOnly mirrors only the registries in Upstreams, not
+	// the well-known public ones that are not listed.
+	ListedUpstreamsOnly bool `yaml:"listed_upstreams_only"`
+	// AllowAnyUpstream mirrors any other registry a client names (with ns
+	// or a host prefix): over https, with credentials from docker's
+	// config.json or the environment if it has any, and only at public
+	// addresses (a client must not reach the mirror's private network).
+	AllowAnyUpstream bool `yaml:"allow_any_upstream"`
 }
 
 // UpstreamConfig is one mirrored registry.
@@ -43,6 +53,14 @@ type UpstreamConfig struct {
 	// StaleIfError is how long past its TTL a tag may be served while the
 	// upstream fails (default 168h; negative: never).
 	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// MaxConcurrentFetches caps the requests to this upstream in flight at
+	// once; more wait their turn (default 16; negative: no cap).
+	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"`
+	// Allow, when set, lists the repositories that may be pulled; Deny
+	// lists those that may not, and wins. Globs on the repository path,
+	// e.g. "library/*" (one level) or "myorg/**" (any depth).
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
 }
 
 // Defaults.
@@ -53,12 +71,6 @@ const (
 
 // dockerHubUpstream is the embedded default upstream.
 var dockerHubUpstream = UpstreamConfig{Host: "docker.io", URL: "https://registry-1.docker.io"}
-
-// knownRegistryURLs are the endpoints of registries whose API lives elsewhere
-// than their name, so that "host: docker.io" alone is enough.
-var knownRegistryURLs = map[string]string{
-	"docker.io": "https://registry-1.docker.io",
-}
 
 // loadConfig reads a YAML config file; an empty path means no file.
 func loadConfig(path string) (Config, error) {
@@ -93,7 +105,7 @@ func (c Config) withDefaults() Config {
 	ups := make([]UpstreamConfig, len(c.Upstreams))
 	for i, u := range c.Upstreams {
 		if u.URL == "" {
-			u.URL = knownRegistryURLs[u.Host]
+			u.URL = wellKnownURL(u.Host)
 		}
 		if u.URL == "" && u.Host != "" {
 			u.URL = "https://" + u.Host
@@ -109,6 +121,9 @@ func (c Config) validate() error {
 	var errs []error
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls_cert and tls_key must be set together"))
+	}
+	if c.AllowAnyUpstream && c.ListedUpstreamsOnly {
+		errs = append(errs, errors.New("allow_any_upstream and listed_upstreams_only contradict each other"))
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Upstreams {

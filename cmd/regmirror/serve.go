@@ -16,9 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regmirror/regmirror/cache"
-	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/mirror"
-	"github.com/regmirror/regmirror/upstream"
 )
 
 // shutdownGrace is how long in-flight transfers may finish after SIGTERM.
@@ -102,12 +100,12 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 		}
 	}()
 
-	remotes, err := newRemotes(cfg.Upstreams, log, reg)
+	remotes, newRemote, err := mirrorRemotes(cfg, log, reg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, Logger: log, Registerer: reg})
+	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg})
 	if err != nil {
 		ln.Close()
 		return err
@@ -158,40 +156,4 @@ func routes(m http.Handler, reg *prometheus.Registry) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
-}
-
-// newRemotes builds an upstream client for every configured registry.
-func newRemotes(ups []UpstreamConfig, log *slog.Logger, reg prometheus.Registerer) ([]mirror.Remote, error) {
-	keys, err := upstreamKeychain(ups)
-	if err != nil {
-		return nil, err
-	}
-	remotes := make([]mirror.Remote, 0, len(ups))
-	for _, u := range ups {
-		client, err := upstream.New(upstream.Config{Host: u.Host, URL: u.URL}, keys,
-			upstream.Options{Logger: log, Registerer: reg})
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", u.Host, err)
-		}
-		remotes = append(remotes, mirror.Remote{
-			Host:         u.Host,
-			Upstream:     client,
-			TagTTL:       u.TagTTL,
-			StaleIfError: u.StaleIfError,
-		})
-	}
-	return remotes, nil
-}
-
-// upstreamKeychain gathers the config file's credentials; the keychain adds
-// docker's config.json, credential helpers and the environment behind them.
-func upstreamKeychain(ups []UpstreamConfig) (*credentials.Keychain, error) {
-	static := map[string]credentials.Static{}
-	for _, u := range ups {
-		if u.Username == "" {
-			continue
-		}
-		static[u.Host] = credentials.Static{Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile}
-	}
-	return credentials.New(credentials.Config{Static: static})
 }
