@@ -7,37 +7,18 @@ import (
 	"os"
 )
 
-// ErrLowDisk means the data directory's filesystem has less free space than
-// a readiness check asked for.
-var ErrLowDisk = errors.New("free disk space below the floor")
-
 // Ready reports whether the Store can serve and fill the cache right now:
-// the index is open, the data directory is writable, and its filesystem has
-// at least minFreeBytes available (a non-positive floor skips that check).
-// It costs a few system calls and no index scan, so a load balancer may
-// call it as often as it likes. Failures wrap ErrClosed or ErrLowDisk, or
-// carry the failing system call.
-func (s *Store) Ready(ctx context.Context, minFreeBytes int64) error {
+// the index is open and the data directory is writable. It costs a few
+// system calls and no index scan, so a load balancer may call it as often
+// as it likes. Failures wrap ErrClosed or carry the failing system call.
+func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := s.indexOpen(); err != nil {
 		return err
 	}
-	if err := s.probeWritable(); err != nil {
-		return err
-	}
-	if minFreeBytes <= 0 {
-		return nil
-	}
-	free, err := FreeBytes(s.tmpDir)
-	if err != nil {
-		return err
-	}
-	if free >= 0 && free < minFreeBytes {
-		return fmt.Errorf("%w: %d bytes free, the floor is %d", ErrLowDisk, free, minFreeBytes)
-	}
-	return nil
+	return s.probeWritable()
 }
 
 func (s *Store) indexOpen() error {

@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"errors"
-	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,15 +12,12 @@ func TestReady(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		floor    int64
 		sabotage func(t *testing.T, s *Store)
 		wantErr  error // nil: ready; errAny: any error
 	}{
-		{name: "healthy", floor: 1},
-		{name: "no floor", floor: 0},
-		{name: "disk below floor", floor: math.MaxInt64, wantErr: ErrLowDisk},
-		{name: "closed", floor: 1, sabotage: func(t *testing.T, s *Store) { s.Close() }, wantErr: ErrClosed},
-		{name: "data dir not writable", floor: 1, wantErr: errAny, sabotage: func(t *testing.T, s *Store) {
+		{name: "healthy"},
+		{name: "closed", sabotage: func(t *testing.T, s *Store) { s.Close() }, wantErr: ErrClosed},
+		{name: "data dir not writable", wantErr: errAny, sabotage: func(t *testing.T, s *Store) {
 			// A file where the download directory should be: writes fail
 			// even for root, which ignores permission bits.
 			if err := os.RemoveAll(s.tmpDir); err != nil {
@@ -39,7 +35,7 @@ func TestReady(t *testing.T) {
 			if tt.sabotage != nil {
 				tt.sabotage(t, s)
 			}
-			err := s.Ready(context.Background(), tt.floor)
+			err := s.Ready(context.Background())
 			switch {
 			case tt.wantErr == nil && err != nil:
 				t.Fatalf("Ready = %v, want nil", err)
@@ -57,11 +53,3 @@ func TestReady(t *testing.T) {
 
 // errAny stands for "some error" in a table.
 var errAny = errors.New("any error")
-
-func TestFreeBytes(t *testing.T) {
-	t.Parallel()
-	free, err := FreeBytes(t.TempDir())
-	if err != nil || free == 0 {
-		t.Fatalf("FreeBytes = %d, %v; want a positive size (or -1 where unsupported)", free, err)
-	}
-}
