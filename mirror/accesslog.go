@@ -13,8 +13,10 @@ import (
 type requestNotes struct {
 	kind     kind
 	upstream string
-	result   string
-	err      error
+	// repository is the path on upstream, known once the request is routed.
+	repository string
+	result     string
+	err        error
 }
 
 type notesKey struct{}
@@ -27,10 +29,11 @@ func notesFrom(ctx context.Context) *requestNotes {
 	return n
 }
 
-func noteKind(ctx context.Context, k kind)       { notesFrom(ctx).kind = k }
-func noteUpstream(ctx context.Context, h string) { notesFrom(ctx).upstream = h }
-func noteResult(ctx context.Context, r string)   { notesFrom(ctx).result = r }
-func noteError(ctx context.Context, err error)   { notesFrom(ctx).err = err }
+func noteKind(ctx context.Context, k kind)         { notesFrom(ctx).kind = k }
+func noteUpstream(ctx context.Context, h string)   { notesFrom(ctx).upstream = h }
+func noteRepository(ctx context.Context, r string) { notesFrom(ctx).repository = r }
+func noteResult(ctx context.Context, r string)     { notesFrom(ctx).result = r }
+func noteError(ctx context.Context, err error)     { notesFrom(ctx).err = err }
 
 // statusRecorder remembers what was answered, for the access log.
 type statusRecorder struct {
@@ -82,6 +85,7 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 		status = http.StatusOK
 	}
 	m.metrics.observeRequest(n.kind.String(), r.Method, status, took)
+	m.recent.record(r, n, status, rec.bytes, took, m.now())
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", truncate(r.URL.Path)),

@@ -77,6 +77,7 @@ type Mirror struct {
 	now         func() time.Time
 	fillTimeout time.Duration
 	metrics     *metrics
+	recent      pullLog // the latest pulls, for RecentPulls
 	// manifestFills coalesces concurrent upstream lookups of one manifest or tag.
 	manifestFills singleflight.Group
 	handler       http.Handler
@@ -177,6 +178,7 @@ func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, e
 		return nil, target{}, err
 	}
 	noteUpstream(ctx, t.host)
+	noteRepository(ctx, t.path)
 	if !rem.permits(t.path) {
 		return nil, target{}, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
 			t.host, truncate(t.path), t.host)
