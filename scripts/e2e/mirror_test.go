@@ -37,7 +37,7 @@ func TestDockerPullThroughRegmirror(t *testing.T) {
 	}
 	hub.Reset()
 
-	mirrorURL := startRegmirror(t, hub.URL())
+	mirrorURL := startRegmirror(t, upstreamSpec{host: "docker.io", url: hub.URL(), user: hubUser, password: hubPassword})
 	d := e2e.StartDockerd(t, mirrorURL)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
@@ -90,9 +90,14 @@ func pull(ctx context.Context, t *testing.T, d *e2e.Dockerd, image string) {
 	t.Logf("docker pull %s took %v", image, time.Since(start).Round(time.Millisecond))
 }
 
-// startRegmirror runs the daemon binary under test with the upstream's
-// credentials in its config file and returns its URL once it answers.
-func startRegmirror(t *testing.T, upstreamURL string) string {
+// upstreamSpec is one upstream of the regmirror under test.
+type upstreamSpec struct {
+	host, url, user, password string
+}
+
+// startRegmirror runs the daemon binary under test with the upstreams and
+// their credentials in its config file and returns its URL once it answers.
+func startRegmirror(t *testing.T, ups ...upstreamSpec) string {
 	t.Helper()
 	bin := os.Getenv("REGMIRROR_BIN")
 	if bin == "" {
@@ -100,12 +105,15 @@ func startRegmirror(t *testing.T, upstreamURL string) string {
 	}
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
-	passwordFile := filepath.Join(dir, "hub-password")
-	if err := os.WriteFile(passwordFile, []byte(hubPassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	yaml := "upstreams:\n"
+	for _, u := range ups {
+		passwordFile := filepath.Join(dir, u.host+"-password")
+		if err := os.WriteFile(passwordFile, []byte(u.password+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		yaml += fmt.Sprintf("  - host: %s\n    url: %s\n    username: %s\n    password_file: %s\n",
+			u.host, u.url, u.user, passwordFile)
 	}
-	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n",
-		upstreamURL, hubUser, passwordFile)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +138,12 @@ func startRegmirror(t *testing.T, upstreamURL string) string {
 				t.Logf("regmirror log:\n%s", log)
 			}
 		}
-		if log, err := os.ReadFile(logPath); err == nil && strings.Contains(string(log), hubPassword) {
-			t.Errorf("the upstream password appears in regmirror's log")
+		if log, err := os.ReadFile(logPath); err == nil {
+			for _, u := range ups {
+				if strings.Contains(string(log), u.password) {
+					t.Errorf("the %s password appears in regmirror's log", u.host)
+				}
+			}
 		}
 	})
 	url := "http://" + addr
