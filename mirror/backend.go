@@ -50,3 +50,93 @@ type Upstream interface {
 	// ListTags returns all tags of repo.
 	ListTags(ctx context.Context, repo string) ([]string, error)
 }
+
+// Hosted is what the mirror needs from the store of the repositories clients
+// push to. name is a hosted repository's name as the mirror resolves it:
+// "team/app" for the default registry, "ghcr.io/org/app" for another.
+// Methods fail with an error wrapping fs.ErrNotExist when the repository
+// does not hold what they are asked for.
+type Hosted interface {
+	HostedUploads
+	HostedBlobs
+	HostedManifests
+	HostedTags
+	HostedRepositories
+}
+
+// HostedUploads stages pushed blobs on disk until they are complete and
+// their digest is verified. Sessions belong to one repository and survive
+// a restart.
+type HostedUploads interface {
+	// StartUpload opens an empty upload session and returns its id.
+	StartUpload(ctx context.Context, name string) (id string, err error)
+	// UploadSize returns how many bytes the upload holds.
+	UploadSize(ctx context.Context, name, id string) (int64, error)
+	// WriteUpload appends body at offset and returns the upload's new size,
+	// durably, also when body fails midway. When offset is not the upload's
+	// size it fails with an error implementing interface{ UploadSize() int64 }.
+	WriteUpload(ctx context.Context, name, id string, offset int64, body io.Reader) (int64, error)
+	// CommitUpload ends the upload, storing its bytes as blob d of the
+	// repository, and returns the blob's size. When the bytes do not hash to
+	// d it stores nothing, ends the upload, and fails with an error
+	// implementing interface{ ContentDigest() digest.Digest }.
+	CommitUpload(ctx context.Context, name, id string, d digest.Digest) (int64, error)
+	// CancelUpload ends the upload, discarding its bytes.
+	CancelUpload(ctx context.Context, name, id string) error
+}
+
+// HostedBlobs are the blobs of hosted repositories.
+type HostedBlobs interface {
+	// StatBlob returns the size of blob d of the repository.
+	StatBlob(ctx context.Context, name string, d digest.Digest) (int64, error)
+	// OpenBlob opens blob d of the repository at offset and returns its size.
+	OpenBlob(ctx context.Context, name string, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
+	// LinkBlob adds d, which must be stored already, to the repository (a
+	// cross-repository mount) and returns its size.
+	LinkBlob(ctx context.Context, name string, d digest.Digest) (int64, error)
+	// UnlinkBlob removes blob d from the repository.
+	UnlinkBlob(ctx context.Context, name string, d digest.Digest) error
+}
+
+// HostedManifests are the manifests of hosted repositories.
+type HostedManifests interface {
+	// PutManifest stores data, described by desc, in the repository; links
+	// refs, the blobs and manifests it names, which must be stored; lists it
+	// among subject's referrers when subject is set; and points tags at it.
+	// When some of refs are not stored it fails with an error wrapping
+	// fs.ErrNotExist that implements interface{ MissingDigest() digest.Digest }.
+	PutManifest(ctx context.Context, name string, desc ocispec.Descriptor, data []byte,
+		refs []digest.Digest, subject digest.Digest, tags []string) error
+	// Manifest returns the media type and exact bytes of manifest d.
+	Manifest(ctx context.Context, name string, d digest.Digest) (mediaType string, data []byte, err error)
+	// DeleteManifest removes manifest d, the repository's tags that point to
+	// it and its referrers entries.
+	DeleteManifest(ctx context.Context, name string, d digest.Digest) error
+	// Referrers returns the descriptors of the repository's manifests whose
+	// subject is d; none is not an error.
+	Referrers(ctx context.Context, name string, subject digest.Digest) ([]ocispec.Descriptor, error)
+}
+
+// HostedTags are the tags of hosted repositories.
+type HostedTags interface {
+	// Tag returns the digest of the manifest tag points to.
+	Tag(ctx context.Context, name, tag string) (digest.Digest, error)
+	// Tags returns the repository's tags in lexical order.
+	Tags(ctx context.Context, name string) ([]string, error)
+	// DeleteTag removes a tag; its manifest stays.
+	DeleteTag(ctx context.Context, name, tag string) error
+}
+
+// HostedRepositories tells hosted content from cached content.
+type HostedRepositories interface {
+	// HasRepository reports whether the repository holds any content.
+	HasRepository(ctx context.Context, name string) (bool, error)
+	// Repositories lists the hosted repositories in lexical order.
+	Repositories(ctx context.Context) ([]string, error)
+	// HostedOnly reports whether d is stored only because it was pushed:
+	// no cached repository uses it.
+	HostedOnly(ctx context.Context, d digest.Digest) (bool, error)
+	// RecordCached records that the cached repository repo (a cache key,
+	// "<host>/<path>") uses the stored content d.
+	RecordCached(ctx context.Context, repo string, d digest.Digest) error
+}

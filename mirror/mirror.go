@@ -64,6 +64,9 @@ type Options struct {
 	// detached from any one client so that a hang-up does not fail the others.
 	// Zero means two minutes.
 	FillTimeout time.Duration
+	// Hosted, when set, adds hosted repositories: pushes to the mirror's own
+	// URL, served first to pulls of their names. Nil means pulls only.
+	Hosted *HostedOptions
 }
 
 // Mirror serves the read side of the OCI distribution API from a cache,
@@ -81,6 +84,7 @@ type Mirror struct {
 	// manifestFills coalesces concurrent upstream lookups of one manifest or tag.
 	manifestFills singleflight.Group
 	handler       http.Handler
+	hosted        *hostedRepos // nil without Options.Hosted
 }
 
 // New returns a Mirror for opts.
@@ -125,6 +129,11 @@ func New(opts Options) (*Mirror, error) {
 	if opts.NewRemote != nil {
 		m.dynamic = newDynamicRemotes(opts.NewRemote, m.metrics, maxDynamicRemotes)
 	}
+	if opts.Hosted != nil {
+		if m.hosted, err = newHostedRepos(opts.Hosted); err != nil {
+			return nil, fmt.Errorf("mirror: %w", err)
+		}
+	}
 	m.handler = m.accessLog(http.HandlerFunc(m.serve))
 	return m, nil
 }
@@ -148,6 +157,11 @@ func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	noteKind(r.Context(), req.kind)
+	if m.hosted != nil {
+		if handled, err := m.serveHosted(w, r, req); handled || err != nil {
+			return err
+		}
+	}
 	if !isReadMethod(r.Method) {
 		return newError(codeUnsupported, "%s is not supported on %s: this mirror serves pulls only", r.Method, req.kind)
 	}

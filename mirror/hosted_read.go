@@ -1,0 +1,255 @@
+package mirror
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Cache results of content served from a hosted repository.
+const (
+	resultHosted = "hosted"
+	sourceHosted = "hosted"
+)
+
+// serveHostedRead serves a manifest or blob from the hosted repository and
+// reports whether it had it; when it did not, the pull goes upstream.
+func (m *Mirror) serveHostedRead(w http.ResponseWriter, r *http.Request, hr hostedRequest) (bool, error) {
+	var err error
+	switch hr.kind {
+	case kindManifest:
+		err = m.serveHostedManifest(w, r, hr)
+	case kindBlob:
+		err = m.serveHostedBlob(w, r, hr)
+	default:
+		return false, nil
+	}
+	if hostedNotFound(err) {
+		return false, nil
+	}
+	if err == nil {
+		noteResult(r.Context(), resultHosted)
+	}
+	return true, err
+}
+
+func (m *Mirror) serveHostedManifest(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	ctx := r.Context()
+	store := m.hosted.store
+	d := hr.digest
+	if d == "" {
+		var err error
+		if d, err = store.Tag(ctx, hr.hostedName, hr.tag); err != nil {
+			return err
+		}
+	}
+	mediaType, data, err := store.Manifest(ctx, hr.hostedName, d)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", mediaType)
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Length", strconv.Itoa(len(data)))
+	h.Set("ETag", `"`+d.String()+`"`)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = w.Write(data)
+	return err
+}
+
+func (m *Mirror) serveHostedBlob(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	ctx := r.Context()
+	spec, ranged, err := parseRange(r.Header.Get("Range"))
+	if err != nil {
+		return err
+	}
+	offset := int64(0)
+	if ranged {
+		offset = spec.startHint()
+	}
+	rc, size, err := m.hosted.store.OpenBlob(ctx, hr.hostedName, hr.digest, offset)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+
+	h := w.Header()
+	h.Set("Docker-Content-Digest", hr.digest.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+hr.digest.String()+`"`)
+	span := byteRange{start: 0, end: size - 1}
+	status := http.StatusOK
+	if ranged {
+		if span, err = spec.resolve(size); err != nil {
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			return err
+		}
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", span.start, span.end, size))
+	}
+	h.Set("Content-Length", strconv.FormatInt(max(span.length(), 0), 10))
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead || size == 0 {
+		return nil
+	}
+	m.copyBlob(ctx, w, blobBody{rc: rc, offset: offset, size: size, source: sourceHosted}, span)
+	return nil
+}
+
+// serveMergedTags lists a hosted repository's tags together with its
+// upstream namesake's, as a group repository does. An upstream that fails
+// does not hide the hosted tags: they are listed alone, with a warning.
+func (m *Mirror) serveMergedTags(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	ctx := r.Context()
+	tags, err := m.hosted.store.Tags(ctx, hr.hostedName)
+	if err != nil {
+		return fmt.Errorf("listing hosted tags of %s: %w", hr.hostedName, err)
+	}
+	upstreamTags, err := m.upstreamTags(r, hr.request)
+	switch {
+	case err == nil:
+		tags = append(tags, upstreamTags...)
+	case len(tags) == 0:
+		return err
+	case upstreamStatus(err) != http.StatusNotFound:
+		m.log.WarnContext(ctx, "listing hosted tags without the upstream's", "repository", hr.hostedName, "error", err)
+		w.Header().Set("Warning", `199 - "upstream tags unavailable; listing hosted tags only"`)
+	}
+	slices.Sort(tags)
+	return writeTagPage(w, r, hr.name, slices.Compact(tags))
+}
+
+// upstreamTags lists the tags of the repository's upstream namesake.
+func (m *Mirror) upstreamTags(r *http.Request, req request) ([]string, error) {
+	rem, t, err := m.remoteFor(r.Context(), req)
+	if err != nil {
+		return nil, notFoundOrErr(err, kindTags)
+	}
+	tags, err := rem.Upstream.ListTags(r.Context(), t.path)
+	if err != nil {
+		return nil, fromUpstream(err, rem.Host, kindTags)
+	}
+	return tags, nil
+}
+
+// writeTagPage answers a tag listing with the page of sorted tags that n and
+// last ask for.
+func writeTagPage(w http.ResponseWriter, r *http.Request, name string, sorted []string) error {
+	q := r.URL.Query()
+	page, more := pageTags(sorted, q.Get("last"), q.Get("n"))
+	if more {
+		w.Header().Set("Link", nextLink(r.URL.Path, len(page), page[len(page)-1]))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if page == nil {
+		page = []string{}
+	}
+	return json.NewEncoder(w).Encode(tagList{Name: name, Tags: page})
+}
+
+func nextLink(path string, n int, last string) string {
+	q := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
+	return `<` + path + "?" + q.Encode() + `>; rel="next"`
+}
+
+// serveReferrers answers the referrers API from the hosted repository. A
+// repository that is not hosted has no referrers here: the API is
+// supported, so the answer is an empty list, never 404.
+func (h *hostedRepos) serveReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest, hosted bool) error {
+	var descs []ocispec.Descriptor
+	if hosted {
+		var err error
+		if descs, err = h.store.Referrers(r.Context(), hr.hostedName, hr.digest); err != nil {
+			return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
+		}
+	}
+	if artifactType := r.URL.Query().Get("artifactType"); artifactType != "" {
+		descs = slices.DeleteFunc(descs, func(d ocispec.Descriptor) bool { return d.ArtifactType != artifactType })
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	if descs == nil {
+		descs = []ocispec.Descriptor{}
+	}
+	body, err := json.Marshal(ocispec.Index{
+		Versioned: specsVersioned,
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: descs,
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = w.Write(body)
+	return err
+}
+
+var specsVersioned = specs.Versioned{SchemaVersion: 2}
+
+// catalog is the body of a _catalog answer.
+type catalog struct {
+	Repositories []string `json:"repositories"`
+}
+
+// serveCatalog lists the hosted repositories, paged like tags; the
+// upstreams' repositories are not listed.
+func (h *hostedRepos) serveCatalog(w http.ResponseWriter, r *http.Request) error {
+	if !isReadMethod(r.Method) {
+		return newError(codeUnsupported, "%s is not supported on the catalog", r.Method)
+	}
+	if h.privatePulls && !h.authenticated(r) {
+		return challenge(w, "listing hosted repositories needs credentials: docker login")
+	}
+	names, err := h.store.Repositories(r.Context())
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	page, more := pageTags(names, q.Get("last"), q.Get("n"))
+	if more {
+		w.Header().Set("Link", nextLink(r.URL.Path, len(page), page[len(page)-1]))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if page == nil {
+		page = []string{}
+	}
+	return json.NewEncoder(w).Encode(catalog{Repositories: page})
+}
+
+// readAll reads at most limit bytes of body and reports whether there were more.
+func readAll(body io.Reader, limit int64) (data []byte, tooBig bool, err error) {
+	data, err = io.ReadAll(io.LimitReader(body, limit+1))
+	if int64(len(data)) > limit {
+		return nil, true, err
+	}
+	return data, false, err
+}
+
+// blobLocation and manifestLocation are where pushed content is read back.
+func blobLocation(name string, d digest.Digest) string {
+	return "/v2/" + name + "/blobs/" + d.String()
+}
+
+func manifestLocation(name string, d digest.Digest) string {
+	return "/v2/" + name + "/manifests/" + d.String()
+}
