@@ -20,6 +20,7 @@ func newApp() *cli.App {
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			serveCommand(),
+			cacheCommand(),
 			versionCommand(),
 		},
 	}

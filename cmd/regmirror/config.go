@@ -34,6 +34,8 @@ type Config struct {
 	// config.json or the environment if it has any, and only at public
 	// addresses (a client must not reach the mirror's private network).
 	AllowAnyUpstream bool `yaml:"allow_any_upstream"`
+	// Cache is the cache's size budget and what eviction must spare.
+	Cache CacheConfig `yaml:"cache"`
 }
 
 // UpstreamConfig is one mirrored registry.
@@ -146,6 +148,9 @@ func (c Config) validate() error {
 		if u.TagTTL < 0 {
 			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): tag_ttl must not be negative", i, u.Host))
 		}
+	}
+	if err := c.Cache.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

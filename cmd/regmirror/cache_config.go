@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"gopkg.in/yaml.v3"
+
+	"github.com/regmirror/regmirror/eviction"
+)
+
+// CacheConfig is the cache's budget: the `cache:` section of the config file.
+type CacheConfig struct {
+	// MaxSize is the budget for cached blobs, e.g. "50GiB". Unset means
+	// unlimited (the daemon warns): the cache then grows until free disk
+	// falls under MinFreeDisk.
+	MaxSize Size `yaml:"max_size"`
+	// HighWatermark is the share of MaxSize at which eviction starts, and
+	// LowWatermark the share it brings usage down to: "90%" and "80%" by default.
+	HighWatermark Ratio `yaml:"high_watermark"`
+	LowWatermark  Ratio `yaml:"low_watermark"`
+	// MinFreeDisk makes the daemon evict, whatever the budget, when the data
+	// directory's filesystem has less free space. Default 1GiB; "0" turns it off.
+	MinFreeDisk *Size `yaml:"min_free_disk"`
+	// Pin lists repository globs whose manifests are never evicted or
+	// pruned, e.g. "library/*" or "ghcr.io/team/*".
+	Pin []string `yaml:"pin"`
+}
+
+// defaultMinFreeDisk keeps the filesystem from filling up, which would stop
+// the index from writing, when no budget says otherwise.
+const defaultMinFreeDisk = Size(1 << 30)
+
+// eviction turns the section into the eviction package's budget.
+func (c CacheConfig) eviction() eviction.Config {
+	minFree := defaultMinFreeDisk
+	if c.MinFreeDisk != nil {
+		minFree = *c.MinFreeDisk
+	}
+	return eviction.Config{
+		MaxSize:       int64(c.MaxSize),
+		HighWatermark: float64(c.HighWatermark),
+		LowWatermark:  float64(c.LowWatermark),
+		MinFreeDisk:   int64(minFree),
+	}
+}
+
+// pins parses Pin.
+func (c CacheConfig) pins() (eviction.Globs, error) {
+	return eviction.ParseGlobs(c.Pin)
+}
+
+func (c CacheConfig) validate() error {
+	var errs []error
+	if err := c.eviction().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("cache: %w", err))
+	}
+	if _, err := c.pins(); err != nil {
+		errs = append(errs, fmt.Errorf("cache.pin: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Size is a byte count written for humans: "50GiB", "500 MB", "1048576".
+type Size int64
+
+// ParseSize reads a human size; binary (KiB, MiB, GiB) and decimal (kB, MB,
+// GB) units are both understood.
+func ParseSize(s string) (Size, error) {
+	n, err := humanize.ParseBytes(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	if n > math.MaxInt64 {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return Size(n), nil
+}
+
+// UnmarshalYAML accepts a human size or a plain number of bytes.
+func (s *Size) UnmarshalYAML(node *yaml.Node) error {
+	v, err := ParseSize(node.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", node.Line, err)
+	}
+	*s = v
+	return nil
+}
+
+// String writes the size in binary units, e.g. "50 GiB".
+func (s Size) String() string {
+	return humanize.IBytes(uint64(max(s, 0)))
+}
+
+// Ratio is a share written as a percentage ("90%") or a fraction (0.9).
+type Ratio float64
+
+// ParseRatio reads "90%" or "0.9".
+func ParseRatio(s string) (Ratio, error) {
+	s = strings.TrimSpace(s)
+	pct, isPct := strings.CutSuffix(s, "%")
+	v, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+	if err != nil {
+		return 0, fmt.Errorf("ratio %q: want a percentage like 90%% or a fraction like 0.9", s)
+	}
+	if isPct || v > 1 {
+		v /= 100
+	}
+	return Ratio(v), nil
+}
+
+// UnmarshalYAML accepts a percentage or a fraction.
+func (r *Ratio) UnmarshalYAML(node *yaml.Node) error {
+	v, err := ParseRatio(node.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", node.Line, err)
+	}
+	*r = v
+	return nil
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/eviction"
+)
+
+// cacheOps are the cache administration commands, run by the daemon for the
+// admin socket or by the CLI on a store it opened itself.
+type cacheOps struct {
+	store  *cache.Store
+	budget eviction.Config
+	pins   eviction.Globs
+	now    func() time.Time
+	// traffic reads the running daemon's counters; nil when the CLI opened
+	// the store itself and there is no traffic to speak of.
+	traffic func() (*trafficReport, error)
+}
+
+func newCacheOps(store *cache.Store, cfg CacheConfig, traffic func() (*trafficReport, error)) (*cacheOps, error) {
+	pins, err := cfg.pins()
+	if err != nil {
+		return nil, err
+	}
+	return &cacheOps{store: store, budget: cfg.eviction(), pins: pins, now: time.Now, traffic: traffic}, nil
+}
+
+// progressEvent tells how far a long operation has come.
+type progressEvent struct {
+	Phase string `json:"phase"` // "manifests", "blobs" or "verify"
+	Done  int    `json:"done"`
+	Total int    `json:"total"`
+}
+
+// statsReport is `regmirror cache stats`.
+type statsReport struct {
+	Bytes         int64          `json:"bytes"`
+	Budget        int64          `json:"budget_bytes"` // 0: unlimited
+	HighWatermark float64        `json:"high_watermark"`
+	LowWatermark  float64        `json:"low_watermark"`
+	Blobs         int            `json:"blobs"`
+	KeptBlobs     int            `json:"kept_blobs"`
+	Manifests     int            `json:"manifests"`
+	Tags          int            `json:"tags"`
+	OldestAccess  time.Time      `json:"oldest_access,omitzero"`
+	NewestAccess  time.Time      `json:"newest_access,omitzero"`
+	TopRepos      []repoUsage    `json:"top_repositories"`
+	Traffic       *trafficReport `json:"traffic,omitempty"` // only from a running daemon
+}
+
+// repoUsage is the blob bytes one repository uses; shared blobs count for
+// every repository that uses them.
+type repoUsage struct {
+	Repo  string `json:"repository"`
+	Bytes int64  `json:"bytes"`
+	Blobs int    `json:"blobs"`
+}
+
+// trafficReport is what the running daemon served since it started.
+type trafficReport struct {
+	Since         time.Time `json:"since"`
+	Hits          int64     `json:"hits"`   // lookups answered from the cache
+	Misses        int64     `json:"misses"` // lookups that went upstream (coalesced ones included)
+	HitRatio      float64   `json:"hit_ratio"`
+	CacheBytes    int64     `json:"bytes_from_cache"`
+	UpstreamBytes int64     `json:"bytes_from_upstream"`
+}
+
+// topRepoCount is how many repositories stats lists.
+const topRepoCount = 10
+
+func (o *cacheOps) stats(ctx context.Context) (statsReport, error) {
+	inv, err := o.store.Inventory(ctx)
+	if err != nil {
+		return statsReport{}, err
+	}
+	r := statsReport{
+		Budget: o.budget.MaxSize, HighWatermark: o.budget.HighWatermark, LowWatermark: o.budget.LowWatermark,
+		Blobs: len(inv.Blobs), Manifests: len(inv.Manifests), Tags: len(inv.Tags),
+	}
+	repos := map[string]*repoUsage{}
+	for _, b := range inv.Blobs {
+		r.Bytes += b.Size
+		if b.Kept {
+			r.KeptBlobs++
+		}
+		if r.OldestAccess.IsZero() || b.LastAccess.Before(r.OldestAccess) {
+			r.OldestAccess = b.LastAccess
+		}
+		if b.LastAccess.After(r.NewestAccess) {
+			r.NewestAccess = b.LastAccess
+		}
+		for _, repo := range b.Repos {
+			u := repos[repo]
+			if u == nil {
+				u = &repoUsage{Repo: repo}
+				repos[repo] = u
+			}
+			u.Bytes += b.Size
+			u.Blobs++
+		}
+	}
+	r.TopRepos = topRepos(repos, topRepoCount)
+	if o.traffic != nil {
+		if r.Traffic, err = o.traffic(); err != nil {
+			return r, fmt.Errorf("read traffic counters: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func topRepos(repos map[string]*repoUsage, n int) []repoUsage {
+	all := make([]repoUsage, 0, len(repos))
+	for _, u := range repos {
+		all = append(all, *u)
+	}
+	slices.SortFunc(all, func(a, b repoUsage) int {
+		if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Repo, b.Repo)
+	})
+	return all[:min(n, len(all))]
+}
+
+// pruneRequest is `regmirror cache prune`'s flags.
+type pruneRequest struct {
+	MaxSize   int64         `json:"max_size,omitempty"`
+	OlderThan time.Duration `json:"older_than,omitempty"`
+	Repos     []string      `json:"repos,omitempty"`
+	DryRun    bool          `json:"dry_run,omitempty"`
+}
+
+// pruneReport lists what a prune removed, or would remove.
+type pruneReport struct {
+	DryRun    bool             `json:"dry_run"`
+	Manifests []prunedManifest `json:"manifests"`
+	Blobs     []prunedBlob     `json:"blobs"`
+	Bytes     int64            `json:"bytes_freed"`
+	// Shared counts blobs of pruned manifests kept because a remaining
+	// manifest uses them.
+	Shared int `json:"shared_blobs_kept"`
+	// Skipped are blobs the plan chose that were in use or kept by the time
+	// they were to go.
+	Skipped []digest.Digest `json:"skipped,omitempty"`
+}
+
+type prunedManifest struct {
+	Digest     digest.Digest `json:"digest"`
+	Repos      []string      `json:"repositories"`
+	LastAccess time.Time     `json:"last_access"`
+}
+
+type prunedBlob struct {
+	Digest     digest.Digest `json:"digest"`
+	Size       int64         `json:"size"`
+	LastAccess time.Time     `json:"last_access"`
+}
+
+func (o *cacheOps) prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error) {
+	repos, err := eviction.ParseGlobs(req.Repos)
+	if err != nil {
+		return pruneReport{}, err
+	}
+	inv, err := o.store.Inventory(ctx)
+	if err != nil {
+		return pruneReport{}, err
+	}
+	plan, err := eviction.PlanPrune(pruneInventory(inv), eviction.PruneOptions{
+		MaxSize: req.MaxSize, OlderThan: req.OlderThan, Now: o.now(), Repos: repos, Pins: o.pins,
+	})
+	if err != nil {
+		return pruneReport{}, err
+	}
+	if req.DryRun {
+		return reportPlan(plan, true), nil
+	}
+	return o.carryOut(ctx, plan, progress)
+}
+
+// carryOut removes what plan chose and reports what actually went.
+func (o *cacheOps) carryOut(ctx context.Context, plan eviction.Plan, progress func(progressEvent)) (pruneReport, error) {
+	report := reportPlan(plan, false)
+	manifests := make([]digest.Digest, len(plan.Manifests))
+	for i, m := range plan.Manifests {
+		manifests[i] = m.Digest
+	}
+	removedManifests, err := o.store.RemoveManifests(ctx, manifests, phaseProgress(progress, "manifests", len(manifests)))
+	if err != nil {
+		return report, err
+	}
+	blobs := make([]digest.Digest, len(plan.Blobs))
+	for i, b := range plan.Blobs {
+		blobs[i] = b.Digest
+	}
+	removedBlobs, err := o.store.RemoveBlobs(ctx, blobs, phaseProgress(progress, "blobs", len(blobs)))
+	if err != nil {
+		return report, err
+	}
+	report.Manifests = onlyRemoved(report.Manifests, removedManifests.Removed, func(m prunedManifest) digest.Digest { return m.Digest })
+	report.Blobs = onlyRemoved(report.Blobs, removedBlobs.Removed, func(b prunedBlob) digest.Digest { return b.Digest })
+	report.Bytes = removedBlobs.Freed
+	report.Skipped = slices.Concat(removedManifests.Kept, removedBlobs.Kept, removedBlobs.InUse)
+	return report, nil
+}
+
+func phaseProgress(progress func(progressEvent), phase string, total int) func(int) {
+	if progress == nil {
+		return nil
+	}
+	return func(done int) { progress(progressEvent{Phase: phase, Done: done, Total: total}) }
+}
+
+// onlyRemoved keeps the entries whose digest is among removed, in order.
+func onlyRemoved[T any](entries []T, removed []digest.Digest, key func(T) digest.Digest) []T {
+	gone := make(map[digest.Digest]bool, len(removed))
+	for _, d := range removed {
+		gone[d] = true
+	}
+	return slices.DeleteFunc(entries, func(e T) bool { return !gone[key(e)] })
+}
+
+func reportPlan(plan eviction.Plan, dryRun bool) pruneReport {
+	r := pruneReport{DryRun: dryRun, Bytes: plan.Bytes, Shared: plan.Shared,
+		Manifests: []prunedManifest{}, Blobs: []prunedBlob{}}
+	for _, m := range plan.Manifests {
+		r.Manifests = append(r.Manifests, prunedManifest{Digest: m.Digest, Repos: m.Repos, LastAccess: m.LastAccess})
+	}
+	for _, b := range plan.Blobs {
+		r.Blobs = append(r.Blobs, prunedBlob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess})
+	}
+	return r
+}
+
+// pruneInventory converts the cache's inventory to the planner's.
+func pruneInventory(inv cache.Inventory) eviction.Inventory {
+	out := eviction.Inventory{
+		Blobs:     make([]eviction.Blob, len(inv.Blobs)),
+		Manifests: make([]eviction.Manifest, len(inv.Manifests)),
+	}
+	for i, b := range inv.Blobs {
+		out.Blobs[i] = eviction.Blob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Kept: b.Kept, Repos: b.Repos}
+	}
+	for i, m := range inv.Manifests {
+		out.Manifests[i] = eviction.Manifest{Digest: m.Digest, LastAccess: m.LastAccess, Kept: m.Kept,
+			Repos: m.Repos, Blobs: m.Blobs, Manifests: m.Manifests}
+	}
+	return out
+}
+
+// verifyRequest is `regmirror cache verify`'s flags.
+type verifyRequest struct {
+	Sample int `json:"sample,omitempty"`
+}
+
+// verifyReport is what verify found and removed.
+type verifyReport struct {
+	Checked int             `json:"checked"`
+	Bytes   int64           `json:"bytes"`
+	Corrupt []corruptBlob   `json:"corrupt"`
+	Removed []digest.Digest `json:"removed"`
+}
+
+type corruptBlob struct {
+	Digest digest.Digest `json:"digest"`
+	Reason string        `json:"reason"`
+}
+
+func (o *cacheOps) verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (verifyReport, error) {
+	opts := cache.VerifyOptions{Sample: req.Sample}
+	if progress != nil {
+		// One event per percent at most: each may cross the admin socket.
+		opts.Progress = func(done, total int, _ int64) {
+			if done == total || done%max(total/100, 1) == 0 {
+				progress(progressEvent{Phase: "verify", Done: done, Total: total})
+			}
+		}
+	}
+	v, err := o.store.Verify(ctx, opts)
+	r := verifyReport{Checked: v.Checked, Bytes: v.Bytes, Corrupt: []corruptBlob{}, Removed: v.Removal.Removed}
+	for _, c := range v.Corrupt {
+		r.Corrupt = append(r.Corrupt, corruptBlob{Digest: c.Digest, Reason: c.Reason})
+	}
+	if r.Removed == nil {
+		r.Removed = []digest.Digest{}
+	}
+	return r, err
+}
+
+// evictionCache adapts the store to what the eviction loop needs.
+type evictionCache struct {
+	store *cache.Store
+}
+
+var _ eviction.Cache = evictionCache{}
+
+func (c evictionCache) Usage() int64 { return c.store.Usage() }
+
+func (c evictionCache) Candidates(ctx context.Context) ([]eviction.Candidate, error) {
+	blobs, err := c.store.Blobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]eviction.Candidate, len(blobs))
+	for i, b := range blobs {
+		out[i] = eviction.Candidate{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Keep: b.Kept}
+	}
+	return out, nil
+}
+
+func (c evictionCache) Remove(ctx context.Context, ds []digest.Digest) (int, int64, error) {
+	r, err := c.store.RemoveBlobs(ctx, ds, nil)
+	return len(r.Removed), r.Freed, err
+}

@@ -1,0 +1,15 @@
+//go:build linux || darwin || freebsd
+
+package main
+
+import "golang.org/x/sys/unix"
+
+// freeBytes returns the space an unprivileged user may still fill on the
+// filesystem holding path.
+func freeBytes(path string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
