@@ -36,6 +36,8 @@ type Config struct {
 	AllowAnyUpstream bool `yaml:"allow_any_upstream"`
 	// Cache is the cache's size budget and what eviction must spare.
 	Cache CacheConfig `yaml:"cache"`
+	// Hosted turns on repositories that clients push to.
+	Hosted HostedConfig `yaml:"hosted"`
 }
 
 // UpstreamConfig is one mirrored registry.
@@ -150,6 +152,9 @@ func (c Config) validate() error {
 		}
 	}
 	if err := c.Cache.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Hosted.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -105,7 +105,13 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 		ln.Close()
 		return err
 	}
-	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg})
+	hosted, hostedOpts, err := openHosted(store, cfg.Hosted)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
+		Hosted: hostedOpts})
 	if err != nil {
 		ln.Close()
 		return err
@@ -119,6 +125,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return store.Run(gctx) })
+	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
 	g.Go(func() error { return runCacheUpkeep(gctx, store, cfg, reg, log) })
 	g.Go(func() error {
 		log.Info("regmirror listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "")
