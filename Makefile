@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # How long each fuzz target runs in `make test`; `make fuzz` runs longer.
 FUZZTIME ?= 10s
 
-.PHONY: run build test unit fuzz-smoke fuzz e2e bench lint clean
+.PHONY: run build test unit fuzz-smoke fuzz conformance e2e bench lint clean
 
 ## run: the daemon on embedded defaults (:5000, data in ./data)
 run: build
@@ -16,8 +16,8 @@ run: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/regmirror
 
-## test: lint, unit and integration tests with -race, fuzz smoke, end-to-end with a real dockerd
-test: lint unit fuzz-smoke e2e
+## test: lint, unit and integration tests with -race, fuzz smoke, OCI conformance, end-to-end with a real dockerd and containerd
+test: lint unit fuzz-smoke conformance e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -29,6 +29,10 @@ fuzz-smoke:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRequest$$' -fuzztime=$(FUZZTIME) ./mirror
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRange$$' -fuzztime=$(FUZZTIME) ./mirror
+
+## conformance: the OCI distribution-spec conformance suite against the hosted repositories
+conformance: build
+	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/conformance.sh
 
 ## e2e: pull through the mirror with a private dockerd in a loopback-only network namespace
 e2e: build
