@@ -34,7 +34,7 @@ fuzz:
 conformance: build
 	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/conformance.sh
 
-## e2e: pull through the mirror with a private dockerd in a loopback-only network namespace
+## e2e: pull through the mirror with a private dockerd and containerd in a loopback-only network namespace
 e2e: build
 	scripts/install-deps.sh
 	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/e2e.sh
