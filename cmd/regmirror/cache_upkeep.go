@@ -37,12 +37,14 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 	if err != nil {
 		return err
 	}
-	ln, err := listenAdmin(cfg.DataDir)
-	if err != nil {
-		return err
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ev.Run(gctx, store.Grew()) })
-	g.Go(func() error { return serveAdmin(gctx, ln, ops, log) })
+	// The mirror is more important than its admin socket: without the
+	// socket (say, a data directory path too long for one) it still serves.
+	if ln, err := listenAdmin(cfg.DataDir); err != nil {
+		log.Error("no admin socket: cache commands cannot reach this daemon", "err", err)
+	} else {
+		g.Go(func() error { return serveAdmin(gctx, ln, ops, log) })
+	}
 	return g.Wait()
 }

@@ -118,28 +118,38 @@ func (e *budgetEnv) push(t *testing.T, repo string, seed uint64, layers int, siz
 	return img
 }
 
-// pull does what docker pull does through the mirror, verifying every byte,
-// then lets the evictor run, as the daemon's loop would right after.
+// pull pulls repo:1 through the mirror, then lets the evictor run, as the
+// daemon's loop would right after.
 func (e *budgetEnv) pull(t *testing.T, repo string) {
 	t.Helper()
-	data := e.get(t, "/v2/"+repo+"/manifests/1", registrytest.MediaTypeDockerManifest)
-	var m ocispec.Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	for _, desc := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
-		if got := digest.FromBytes(e.get(t, "/v2/"+repo+"/blobs/"+desc.Digest.String(), "")); got != desc.Digest {
-			t.Fatalf("blob %s arrived as %s", desc.Digest, got)
-		}
-	}
+	pullImage(t, e.mirror.URL, repo, "1")
 	if _, err := e.evictor.Evict(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (e *budgetEnv) get(t *testing.T, path, accept string) []byte {
+// pullImage does what docker pull does for a single-platform image,
+// verifying every byte, and returns the bytes of the blobs.
+func pullImage(t *testing.T, base, repo, tag string) (blobBytes int64) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.mirror.URL+path, nil)
+	data := httpGet(t, base+"/v2/"+repo+"/manifests/"+tag, registrytest.MediaTypeDockerManifest)
+	var m ocispec.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, desc := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		blob := httpGet(t, base+"/v2/"+repo+"/blobs/"+desc.Digest.String(), "")
+		if got := digest.FromBytes(blob); got != desc.Digest {
+			t.Fatalf("blob %s arrived as %s", desc.Digest, got)
+		}
+		blobBytes += int64(len(blob))
+	}
+	return blobBytes
+}
+
+func httpGet(t *testing.T, url, accept string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +163,7 @@ func (e *budgetEnv) get(t *testing.T, path, accept string) []byte {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s = %d, %v", path, resp.StatusCode, err)
+		t.Fatalf("GET %s = %d, %v", url, resp.StatusCode, err)
 	}
 	return body
 }
