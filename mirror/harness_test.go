@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +49,7 @@ type env struct {
 	store    *cache.Store
 	clock    *clock
 	metrics  *prometheus.Registry
+	m        *mirror.Mirror
 }
 
 type envOptions struct {
@@ -55,13 +57,30 @@ type envOptions struct {
 	withoutCreds bool
 	tagTTL       time.Duration
 	staleIfError time.Duration
+	// upstream and remote adjust the upstream client's config and the
+	// mirror's Remote; newEnv fills in hosts, URL and client.
+	upstream upstream.Config
+	remote   mirror.Remote
 }
 
-// clock is a settable time source shared by the mirror and the cache.
-type clock struct{ now time.Time }
+// clock is a settable time source shared by the mirror, the cache and the
+// upstream client.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
 
-func (c *clock) Now() time.Time          { return c.now }
-func (c *clock) Advance(d time.Duration) { c.now = c.now.Add(d) }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
@@ -87,13 +106,24 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := upstream.New(upstream.Config{Host: "docker.io", URL: reg.URL()}, keys, upstream.Options{Registerer: metrics})
+	upCfg := o.upstream
+	upCfg.Host, upCfg.URL = "docker.io", reg.URL()
+	client, err := upstream.New(upCfg, keys, upstream.Options{Registerer: metrics, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(client.Close)
+	rem := o.remote
+	rem.Host, rem.Upstream = "docker.io", client
+	if o.tagTTL != 0 {
+		rem.TagTTL = o.tagTTL
+	}
+	if o.staleIfError != 0 {
+		rem.StaleIfError = o.staleIfError
+	}
 	m, err := mirror.New(mirror.Options{
 		Cache:      store,
-		Remotes:    []mirror.Remote{{Host: "docker.io", Upstream: client, TagTTL: o.tagTTL, StaleIfError: o.staleIfError}},
+		Remotes:    []mirror.Remote{rem},
 		Registerer: metrics,
 		Now:        clk.Now,
 	})
@@ -102,7 +132,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	srv := httptest.NewServer(m)
 	t.Cleanup(srv.Close)
-	return &env{upstream: reg, mirror: srv, store: store, clock: clk, metrics: metrics}
+	return &env{upstream: reg, m: m, mirror: srv, store: store, clock: clk, metrics: metrics}
 }
 
 // pushNode publishes the test's library/node:10, a two-platform index.

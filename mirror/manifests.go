@@ -55,11 +55,14 @@ func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d 
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return manifest{}, err
 	}
-	mf, shared, err := m.coalesce(ctx, "manifest:"+t.cacheKey()+"@"+d.String(), func(ctx context.Context) (manifest, error) {
-		return m.fetchManifest(ctx, rem, t, d)
+	key := manifestKey(t, d)
+	mf, shared, err := m.coalesce(ctx, key, func(ctx context.Context) (manifest, error) {
+		return m.askUnlessNotFound(rem, key, func() (manifest, error) {
+			return m.fetchManifest(ctx, rem, t, d)
+		})
 	})
 	if err != nil {
-		m.lookupResult(ctx, rem, "manifest", resultError)
+		m.lookupResult(ctx, rem, "manifest", failureResult(err))
 		return manifest{}, fromUpstream(err, rem.Host, kindManifest)
 	}
 	m.lookupResult(ctx, rem, "manifest", missOrCoalesced(shared))
@@ -76,6 +79,7 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return manifest{}, fmt.Errorf("reading tag %s:%s: %w", t.cacheKey(), tag, err)
 	}
+	m.notePull(rem, t, tag)
 	age := m.now().Sub(fetchedAt)
 	if haveTag && age < rem.tagTTL() {
 		if mf, err := m.cachedManifest(ctx, known); err == nil {
@@ -83,25 +87,65 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 			return mf, nil
 		}
 	}
-	mf, shared, err := m.coalesce(ctx, "tag:"+t.cacheKey()+":"+tag, func(ctx context.Context) (manifest, error) {
-		return m.revalidateTag(ctx, rem, t, tag)
-	})
+	mf, shared, err := m.resolveTag(ctx, rem, t, tag)
 	if err == nil {
 		m.lookupResult(ctx, rem, "tag", missOrCoalesced(shared))
 		return mf, nil
 	}
-	if haveTag && age < rem.tagTTL()+rem.staleIfError() {
-		if stale, cacheErr := m.cachedManifest(ctx, known); cacheErr == nil {
+	if haveTag {
+		return m.serveStale(ctx, w, rem, t, tag, known, age, err)
+	}
+	m.lookupResult(ctx, rem, "tag", failureResult(err))
+	return manifest{}, fromUpstream(err, rem.Host, kindManifest)
+}
+
+// resolveTag revalidates a tag upstream, unless the upstream said 404 for
+// it moments ago; concurrent callers (pulls and background refresh) share one
+// revalidation.
+func (m *Mirror) resolveTag(ctx context.Context, rem *Remote, t target, tag string) (mf manifest, joined bool, err error) {
+	key := tagKey(t, tag)
+	return m.coalesce(ctx, key, func(ctx context.Context) (manifest, error) {
+		return m.askUnlessNotFound(rem, key, func() (manifest, error) {
+			return m.revalidateTag(ctx, rem, t, tag)
+		})
+	})
+}
+
+// serveStale answers with the cached manifest of a tag whose revalidation
+// failed with cause, if the tag was confirmed recently enough for that
+// failure, with a Warning header, a log line and a metric. Otherwise it
+// refuses, saying why.
+func (m *Mirror) serveStale(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, tag string,
+	known digest.Digest, age time.Duration, cause error) (manifest, error) {
+	window := rem.staleWindow(cause)
+	if age < window {
+		if stale, err := m.cachedManifest(ctx, known); err == nil {
 			m.lookupResult(ctx, rem, "tag", resultStale)
 			m.metrics.staleServes.WithLabelValues(rem.Host).Inc()
 			m.log.WarnContext(ctx, "serving stale tag", "upstream", rem.Host, "repository", t.path,
-				"tag", tag, "age", age.Round(time.Second), "error", err)
+				"tag", tag, "age", age.Round(time.Second), "error", cause)
 			w.Header().Set("Warning", `110 - "Response is Stale"`)
 			return stale, nil
 		}
 	}
-	m.lookupResult(ctx, rem, "tag", resultError)
-	return manifest{}, fromUpstream(err, rem.Host, kindManifest)
+	m.lookupResult(ctx, rem, "tag", failureResult(cause))
+	err := fromUpstream(cause, rem.Host, kindManifest)
+	if window > 0 && age >= window {
+		err = tooStale(err, age, rem)
+	}
+	return manifest{}, err
+}
+
+// tooStale adds to an upstream failure why the cached copy was not served.
+func tooStale(err error, age time.Duration, rem *Remote) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	refused := *e
+	refused.Message += fmt.Sprintf("; the cached tag was last confirmed %s ago, longer than tag_ttl (%s) + stale_if_error (%s) allow",
+		age.Round(time.Second), rem.tagTTL(), rem.staleIfError())
+	return &refused
 }
 
 // revalidateTag asks the upstream where a tag points now and makes sure that
@@ -123,6 +167,13 @@ func (m *Mirror) revalidateTag(ctx context.Context, rem *Remote, t target, tag s
 		return manifest{}, fmt.Errorf("recording tag %s:%s: %w", t.cacheKey(), tag, err)
 	}
 	return mf, nil
+}
+
+// tagKey and manifestKey name an upstream reference, for coalescing and
+// for remembering 404s.
+func tagKey(t target, tag string) string { return "tag:" + t.cacheKey() + ":" + tag }
+func manifestKey(t target, d digest.Digest) string {
+	return "manifest:" + t.cacheKey() + "@" + d.String()
 }
 
 // fetchManifest downloads a manifest by digest and stores it.

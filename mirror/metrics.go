@@ -13,6 +13,8 @@ const (
 	resultCoalesced = "coalesced"
 	resultStale     = "stale"
 	resultError     = "error"
+	// resultNotFoundCached: answered 404 from a remembered upstream 404.
+	resultNotFoundCached = "negative"
 )
 
 // Byte sources, the values of the "source" label.
@@ -27,6 +29,8 @@ type metrics struct {
 	lookups     *prometheus.CounterVec
 	bytesServed *prometheus.CounterVec
 	staleServes *prometheus.CounterVec
+	// refreshes counts background revalidations of hot tags.
+	refreshes *prometheus.CounterVec
 	// fetchesInFlight and fetchesWaiting show each upstream's fetch cap at work.
 	fetchesInFlight *prometheus.GaugeVec
 	fetchesWaiting  *prometheus.GaugeVec
@@ -45,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regmirror_cache_lookups_total",
-			Help: "Cache lookups by upstream, kind (blob, manifest, tag) and result (hit, miss, coalesced, stale, error).",
+			Help: "Cache lookups by upstream, kind (blob, manifest, tag) and result (hit, miss, coalesced, stale, error, negative: a remembered upstream 404).",
 		}, []string{"upstream", "kind", "result"}),
 		bytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regmirror_served_bytes_total",
@@ -55,6 +59,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_stale_serves_total",
 			Help: "Tags served from the cache past their TTL because the upstream failed.",
 		}, []string{"upstream"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_tag_refreshes_total",
+			Help: "Background revalidations of recently pulled tags, by result (unchanged, changed, error).",
+		}, []string{"upstream", "result"}),
 		fetchesInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "regmirror_upstream_fetches_in_flight",
 			Help: "Requests to an upstream in progress (blob downloads until their body is closed), at most its max_concurrent_fetches.",
@@ -67,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.fetchesInFlight, m.fetchesWaiting} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -30,6 +30,18 @@ type Remote struct {
 	// StaleIfError is how long past its TTL a cached tag may still be served
 	// while the upstream fails. Zero means DefaultStaleIfError; negative means never.
 	StaleIfError time.Duration
+	// NotFoundTTL is how long an upstream 404 for a tag or manifest is
+	// remembered and answered without asking again. Zero means
+	// DefaultNotFoundTTL; negative means not at all.
+	NotFoundTTL time.Duration
+	// NoStaleOnNotFound passes an upstream 404 for a cached tag on to
+	// clients. By default the tag is served stale, like on any other upstream
+	// failure, so that images deleted upstream keep working.
+	NoStaleOnNotFound bool
+	// BackgroundRefresh revalidates recently pulled tags shortly before
+	// their TTL ends (see Mirror.Run), so pulls of hot tags never wait on
+	// the upstream.
+	BackgroundRefresh bool
 	// MaxConcurrentFetches caps this upstream's requests in flight (a blob
 	// download counts until its body is closed); further ones wait for a
 	// slot instead of failing. Zero means DefaultMaxConcurrentFetches;
@@ -85,6 +97,11 @@ type Mirror struct {
 	manifestFills singleflight.Group
 	handler       http.Handler
 	hosted        *hostedRepos // nil without Options.Hosted
+
+	// notFound remembers upstream 404s; hot remembers pulled tags for
+	// background refresh.
+	notFound notFoundCache
+	hot      hotTags
 }
 
 // New returns a Mirror for opts.

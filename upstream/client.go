@@ -364,18 +364,31 @@ func (c *Client) attempts(ctx context.Context, o opError, attempt func(context.C
 		if err == nil {
 			return nil
 		}
-		if n >= c.retries || !isTemporary(err) || ctx.Err() != nil || statusOf(err) == http.StatusTooManyRequests {
+		delay := backoff(n)
+		if n >= c.retries || !isTemporary(err) || statusOf(err) == http.StatusTooManyRequests || !fitsDeadline(ctx, delay) {
 			c.metrics.errors.WithLabelValues(c.host, o.metricLabel()).Inc()
 			return err
 		}
-		delay := backoff(n)
 		c.metrics.retries.WithLabelValues(c.host, o.metricLabel()).Inc()
 		c.log.DebugContext(ctx, "retrying upstream request", "upstream", c.host, "op", o.op, "repo", o.repo,
 			"retry", n+1, "delay", delay, "err", err)
-		if serr := c.sleep(ctx, delay); serr != nil {
-			return o.fromErr(serr)
+		if c.sleep(ctx, delay) != nil {
+			// The deadline or the caller ended the wait: the attempt's
+			// error says more about the upstream than the context's.
+			c.metrics.errors.WithLabelValues(c.host, o.metricLabel()).Inc()
+			return err
 		}
 	}
+}
+
+// fitsDeadline reports whether a retry after delay could still run before
+// ctx ends; waiting for one that cannot would only delay the failure.
+func fitsDeadline(ctx context.Context, delay time.Duration) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) > delay
 }
 
 // withTimeout bounds a metadata operation, handshake and retries included.
