@@ -55,8 +55,31 @@ type UpstreamConfig struct {
 	// TagTTL is how long a tag is served without asking upstream (default 5m).
 	TagTTL time.Duration `yaml:"tag_ttl"`
 	// StaleIfError is how long past its TTL a tag may be served while the
-	// upstream fails (default 168h; negative: never).
-	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// upstream fails (default 168h; 0s: never).
+	StaleIfError *time.Duration `yaml:"stale_if_error"`
+	// ServeStaleOnNotFound serves a cached tag stale when the upstream
+	// answers 404 for it, so images deleted upstream keep working (default true).
+	ServeStaleOnNotFound *bool `yaml:"serve_stale_on_not_found"`
+	// NotFoundTTL is how long an upstream 404 for a tag or manifest is
+	// remembered (default 30s; 0s: not at all).
+	NotFoundTTL *time.Duration `yaml:"not_found_ttl"`
+	// BackgroundRefresh revalidates recently pulled tags shortly before
+	// their tag_ttl ends (default false).
+	BackgroundRefresh bool `yaml:"background_refresh"`
+	// DialTimeout bounds connecting (default 3s), ResponseHeaderTimeout
+	// waiting for an answer (default 5s), and Timeout a whole metadata
+	// request with its token fetch and retries (default 10s).
+	DialTimeout           time.Duration `yaml:"dial_timeout"`
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	Timeout               time.Duration `yaml:"timeout"`
+	// Retries is how often a failing idempotent request is retried
+	// (default 2; 0: never).
+	Retries *int `yaml:"retries"`
+	// BreakerThreshold is how many failed requests in a row make the mirror
+	// skip the upstream for BreakerCooldown, then probe it (defaults 3 and
+	// 30s; 0: no breaker).
+	BreakerThreshold *int          `yaml:"breaker_threshold"`
+	BreakerCooldown  time.Duration `yaml:"breaker_cooldown"`
 	// MaxConcurrentFetches caps the requests to this upstream in flight at
 	// once; more wait their turn (default 16; negative: no cap).
 	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"`
@@ -150,6 +173,7 @@ func (c Config) validate() error {
 		if u.TagTTL < 0 {
 			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): tag_ttl must not be negative", i, u.Host))
 		}
+		errs = append(errs, u.freshnessErrors(i)...)
 	}
 	if err := c.Cache.validate(); err != nil {
 		errs = append(errs, err)

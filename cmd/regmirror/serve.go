@@ -125,6 +125,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return store.Run(gctx) })
+	g.Go(func() error { return m.Run(gctx) }) // background refresh of hot tags
 	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
 	g.Go(func() error { return runCacheUpkeep(gctx, store, cfg, reg, log) })
 	g.Go(func() error {

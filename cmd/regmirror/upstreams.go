@@ -74,8 +74,7 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 	ups := cfg.effectiveUpstreams()
 	remotes := make([]mirror.Remote, 0, len(ups))
 	for _, u := range ups {
-		client, err := upstream.New(upstream.Config{Host: u.Host, URL: u.URL}, keys,
-			upstream.Options{Logger: log, Registerer: reg})
+		client, err := upstream.New(u.clientConfig(), keys, upstream.Options{Logger: log, Registerer: reg})
 		if err != nil {
 			return nil, nil, fmt.Errorf("upstream %s: %w", u.Host, err)
 		}
@@ -83,7 +82,10 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 			Host:                 u.Host,
 			Upstream:             client,
 			TagTTL:               u.TagTTL,
-			StaleIfError:         u.StaleIfError,
+			StaleIfError:         u.staleIfError(),
+			NotFoundTTL:          u.notFoundTTL(),
+			NoStaleOnNotFound:    u.noStaleOnNotFound(),
+			BackgroundRefresh:    u.BackgroundRefresh,
 			MaxConcurrentFetches: u.MaxConcurrentFetches,
 			Allow:                u.Allow,
 			Deny:                 u.Deny,
