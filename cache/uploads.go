@@ -21,7 +21,8 @@ import (
 // Sessions live on the blobs' filesystem, so a finished upload is renamed
 // into the blob tree rather than copied, and they survive a restart, so a
 // client can resume an interrupted upload. The data file's modification time
-// is the session's last activity, which its expiry counts from.
+// is the session's last activity, which its expiry counts from; it is set
+// from the store's clock, so that expiry follows that clock.
 const (
 	sessionRepoFile = "repository"
 	sessionDataFile = "data"
@@ -45,6 +46,7 @@ func (h *Hosted) StartUpload(ctx context.Context, name string) (string, error) {
 	err := errors.Join(
 		writeFileSync(filepath.Join(dir, sessionRepoFile), []byte(name)),
 		writeFileSync(filepath.Join(dir, sessionDataFile), nil),
+		h.touch(id),
 		syncDir(h.uploadDir),
 	)
 	if err != nil {
@@ -91,7 +93,7 @@ func (h *Hosted) WriteUpload(ctx context.Context, name, id string, offset int64,
 		return size, fmt.Errorf("upload %s: %w", id, err)
 	}
 	n, copyErr := io.Copy(f, body)
-	err = errors.Join(copyErr, f.Sync(), f.Close())
+	err = errors.Join(copyErr, f.Sync(), f.Close(), h.touch(id))
 	if err != nil {
 		return size + n, fmt.Errorf("upload %s: %w", id, err)
 	}
@@ -264,6 +266,12 @@ func (h *Hosted) openSession(name, id string) (int64, error) {
 
 func (h *Hosted) expired(fi fs.FileInfo) bool {
 	return h.s.now().Sub(fi.ModTime()) > h.uploadTTL
+}
+
+// touch records activity on session id.
+func (h *Hosted) touch(id string) error {
+	now := h.s.now()
+	return os.Chtimes(filepath.Join(h.sessionDir(id), sessionDataFile), now, now)
 }
 
 func (h *Hosted) sessionDir(id string) string { return filepath.Join(h.uploadDir, id) }
