@@ -64,11 +64,12 @@ func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
 		chunk := missing[:min(removeChunk, len(missing))]
 		missing = missing[len(chunk):]
 		err := s.update(ctx, func(txn *badger.Txn) error {
+			users := usersOf(txn, chunk)
 			for _, d := range chunk {
 				if err := txn.Delete(blobKey(d)); err != nil {
 					return err
 				}
-				if err := deleteReferences(ctx, txn, d); err != nil {
+				if err := deleteReferences(txn, d, users[d]); err != nil {
 					return err
 				}
 			}

@@ -70,8 +70,9 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 	var sizes map[digest.Digest]int64
 	err := s.update(ctx, func(txn *badger.Txn) error {
 		r, sizes = Removal{InUse: inUse}, make(map[digest.Digest]int64)
+		users := usersOf(txn, claimed)
 		for _, d := range claimed {
-			size, kept, err := deleteBlob(ctx, txn, d)
+			size, kept, err := deleteBlob(txn, d, users[d])
 			switch {
 			case err != nil:
 				return err
@@ -110,9 +111,9 @@ func (s *Store) claim(ds []digest.Digest) (claimed, inUse []digest.Digest) {
 	return s.uses.claim(ds, func(d digest.Digest) bool { return s.inflight[d] != nil })
 }
 
-// deleteBlob deletes the row of d and its references unless d is kept. size
-// is -1 when d is not indexed.
-func deleteBlob(ctx context.Context, txn *badger.Txn, d digest.Digest) (size int64, kept bool, err error) {
+// deleteBlob deletes the row of d and its references from repos unless d is
+// kept. size is -1 when d is not indexed.
+func deleteBlob(txn *badger.Txn, d digest.Digest, repos []string) (size int64, kept bool, err error) {
 	if kept, err := isKept(txn, d); err != nil || kept {
 		return -1, kept, err
 	}
@@ -130,20 +131,26 @@ func deleteBlob(ctx context.Context, txn *badger.Txn, d digest.Digest) (size int
 	if err := txn.Delete(blobKey(d)); err != nil {
 		return -1, false, err
 	}
-	return row.Size, false, deleteReferences(ctx, txn, d)
+	return row.Size, false, deleteReferences(txn, d, repos)
 }
 
-// deleteReferences deletes both directions of every reference to d.
-func deleteReferences(ctx context.Context, txn *badger.Txn, d digest.Digest) error {
-	prefix := prefixUsedBy + string(d) + fieldSep
-	var repos []string
-	err := scan(ctx, txn, prefix, false, func(item *badger.Item) error {
-		repos = append(repos, string(item.Key()[len(prefix):]))
-		return nil
-	})
-	if err != nil {
-		return err
+// usersOf lists the repositories that use each of ds, with one iterator for
+// all of them: creating an iterator costs far more than seeking one.
+func usersOf(txn *badger.Txn, ds []digest.Digest) map[digest.Digest][]string {
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixUsedBy)})
+	defer it.Close()
+	users := make(map[digest.Digest][]string, len(ds))
+	for _, d := range ds {
+		prefix := []byte(prefixUsedBy + string(d) + fieldSep)
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			users[d] = append(users[d], string(it.Item().Key()[len(prefix):]))
+		}
 	}
+	return users
+}
+
+// deleteReferences deletes both directions of the references to d from repos.
+func deleteReferences(txn *badger.Txn, d digest.Digest, repos []string) error {
 	for _, repo := range repos {
 		if err := txn.Delete(usedByKey(d, repo)); err != nil {
 			return err
@@ -176,7 +183,7 @@ func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progres
 		err := s.update(ctx, func(txn *badger.Txn) error {
 			r = Removal{}
 			for _, d := range chunk {
-				if err := deleteManifest(ctx, txn, d, tagsOf[d], &r); err != nil {
+				if err := deleteManifest(txn, d, tagsOf[d], &r); err != nil {
 					return err
 				}
 			}
@@ -196,7 +203,7 @@ func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progres
 
 // deleteManifest deletes d, its access time, references and tags, unless d is
 // kept, and records the outcome in r.
-func deleteManifest(ctx context.Context, txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal) error {
+func deleteManifest(txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal) error {
 	if kept, err := isKept(txn, d); err != nil || kept {
 		if kept {
 			r.Kept = append(r.Kept, d)
@@ -219,7 +226,7 @@ func deleteManifest(ctx context.Context, txn *badger.Txn, d digest.Digest, tags 
 	}
 	r.Tags += n
 	r.Removed = append(r.Removed, d)
-	return deleteReferences(ctx, txn, d)
+	return deleteReferences(txn, d, usersOf(txn, []digest.Digest{d})[d])
 }
 
 // deleteTagsTo deletes the tags among keys that still point to d: one may
