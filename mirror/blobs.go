@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -99,18 +100,33 @@ func (m *Mirror) copyBlob(ctx context.Context, w http.ResponseWriter, body blobB
 			m.abort(ctx, fmt.Errorf("skipping to offset %d: %w", span.start, err))
 		}
 	}
-	var n int64
-	var err error
+	var src io.Reader = body.rc
 	if body.size >= 0 {
-		n, err = io.CopyN(w, body.rc, span.length())
-	} else {
-		n, err = io.Copy(w, body.rc)
+		src = io.LimitReader(body.rc, span.length())
+	}
+	buf := copyBuffers.Get().(*[]byte)
+	n, err := io.CopyBuffer(w, src, *buf)
+	copyBuffers.Put(buf)
+	if err == nil && body.size >= 0 && n < span.length() {
+		err = io.ErrUnexpectedEOF
 	}
 	m.metrics.bytesServed.WithLabelValues(body.source).Add(float64(n))
 	if err != nil {
 		m.abort(ctx, fmt.Errorf("sending blob after %d bytes: %w", n, err))
 	}
 }
+
+// copyBufferSize is the chunk a blob is sent in. io.Copy's 32 KiB costs a
+// read and a write system call per 32 KiB, which on virtual machines takes
+// more CPU than moving the bytes; 128 KiB, the chunk the cache fills
+// downloads in, amortises them while keeping a slow client's buffer small.
+const copyBufferSize = 128 << 10
+
+// copyBuffers recycles send buffers across requests.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, copyBufferSize)
+	return &b
+}}
 
 func (m *Mirror) abort(ctx context.Context, err error) {
 	noteError(ctx, err)
