@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
@@ -223,7 +225,8 @@ func TestBreakerSkipsFailingUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := newFakeClock()
-	c, _ := newClient(t, reg, Config{BreakerThreshold: 2, BreakerCooldown: time.Minute}, nil, Options{Now: clk.Now})
+	prom := prometheus.NewRegistry()
+	c, _ := newClient(t, reg, Config{BreakerThreshold: 2, BreakerCooldown: time.Minute}, nil, Options{Now: clk.Now, Registerer: prom})
 	head := func() error {
 		_, err := c.HeadManifest(context.Background(), "library/alpine", "3")
 		return err
@@ -245,6 +248,10 @@ func TestBreakerSkipsFailingUpstream(t *testing.T) {
 	if got := c.breaker.current(); got != open {
 		t.Fatalf("state %v, want open", got)
 	}
+	if state, skipped := metricValue(t, prom, "regmirror_upstream_breaker_state"),
+		metricValue(t, prom, "regmirror_upstream_skipped_total"); state != 1 || skipped != 1 {
+		t.Fatalf("breaker state gauge %v and skipped counter %v, want 1 and 1", state, skipped)
+	}
 
 	reg.SetDown(false)
 	clk.Advance(time.Minute)
@@ -254,6 +261,30 @@ func TestBreakerSkipsFailingUpstream(t *testing.T) {
 	if got := c.breaker.current(); got != closed {
 		t.Fatalf("state after a good probe %v, want closed", got)
 	}
+	if state := metricValue(t, prom, "regmirror_upstream_breaker_state"); state != 0 {
+		t.Fatalf("breaker state gauge %v after a good probe, want 0", state)
+	}
+}
+
+// metricValue is the value of the one series of a gauge or counter in reg.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name || len(f.GetMetric()) != 1 {
+			continue
+		}
+		m := f.GetMetric()[0]
+		if m.GetGauge() != nil {
+			return m.GetGauge().GetValue()
+		}
+		return m.GetCounter().GetValue()
+	}
+	t.Fatalf("no single series of %s", name)
+	return 0
 }
 
 // hangingListener accepts connections and never answers, like an upstream
