@@ -88,7 +88,7 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 	m.recent.record(r, n, status, rec.bytes, took, m.now())
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
-		slog.String("path", truncate(r.URL.Path)),
+		slog.String("path", clip(r.URL.Path, maxLoggedPath)),
 		slog.Int("status", status),
 		slog.Int64("bytes", rec.bytes),
 		slog.Duration("duration", took),
@@ -112,6 +112,19 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 		level = slog.LevelWarn
 	}
 	m.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// maxLoggedPath keeps every valid request path whole (repository names are
+// at most 255 characters, a digest 71) while bounding what a hostile client
+// can make the mirror write to its log.
+const maxLoggedPath = 400
+
+// clip shortens s to at most limit bytes, marking the cut.
+func clip(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "..."
 }
 
 func statusClass(status int) string {

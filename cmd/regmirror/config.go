@@ -22,6 +22,10 @@ type Config struct {
 	// TLSCert and TLSKey, when both set, make the listener serve HTTPS.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// MetricsListen, when set, is a second address serving /metrics,
+	// /healthz and /readyz (never the registry API or the status page),
+	// e.g. "127.0.0.1:9090" for a scraper on a private network.
+	MetricsListen string `yaml:"metrics_listen"`
 	// Upstreams are the registries mirrored with settings of their own;
 	// none means Docker Hub with the defaults. The well-known public
 	// registries (wellKnownRegistries) are mirrored too, listed or not.

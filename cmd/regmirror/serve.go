@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
@@ -39,6 +38,12 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key file", EnvVars: []string{"REGMIRROR_TLS_KEY"}},
 			logLevelFlag,
 			logFormatFlag,
+			&cli.StringFlag{
+				Name:        "metrics-listen",
+				Usage:       "also serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090",
+				EnvVars:     []string{"REGMIRROR_METRICS_LISTEN"},
+				DefaultText: "off",
+			},
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
@@ -65,6 +70,8 @@ func configFromCLI(c *cli.Context) (Config, error) {
 		"data-dir": &cfg.DataDir,
 		"tls-cert": &cfg.TLSCert,
 		"tls-key":  &cfg.TLSKey,
+
+		"metrics-listen": &cfg.MetricsListen,
 	}
 	for flag, field := range overrides {
 		if c.IsSet(flag) {
@@ -116,8 +123,13 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 		ln.Close()
 		return err
 	}
+	ops, err := newOperator(cfg, store, m, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
-		Handler:           routes(m, reg),
+		Handler:           routes(m, ops.mux()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -128,6 +140,9 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 	g.Go(func() error { return m.Run(gctx) }) // background refresh of hot tags
 	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
 	g.Go(func() error { return runCacheUpkeep(gctx, store, cfg, reg, log) })
+	if cfg.MetricsListen != "" {
+		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
+	}
 	g.Go(func() error {
 		log.Info("regmirror listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "")
 		var err error
@@ -154,15 +169,9 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 	return nil
 }
 
-// routes mounts the registry API and the operational endpoints.
-func routes(m http.Handler, reg *prometheus.Registry) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/v2/", m)
-	mux.Handle("/v2", m)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
+// routes mounts the registry API beside the operational endpoints (see operatorMux).
+func routes(m http.Handler, ops *http.ServeMux) http.Handler {
+	ops.Handle("/v2/", m)
+	ops.Handle("/v2", m)
+	return ops
 }

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/regmirror/regmirror/internal/registrytest"
+)
+
+// A cold pull moves the miss and upstream-bytes counters by exactly what
+// was pulled, a warm pull the hit and cache-bytes counters, and the warm
+// pull sends nothing upstream.
+func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
+	t.Parallel()
+	hub, cfg := startHub(t)
+	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 2, LayerSize: 20 << 10, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := float64(len(img.Blobs()))
+	var size float64
+	for _, b := range img.Blobs() {
+		size += float64(b.Size)
+	}
+	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
+
+	before := c.scrape()
+	c.pullImage("library/node", "10", img)
+	cold := c.scrape()
+	c.pullImage("library/node", "10", img)
+	warm := c.scrape()
+
+	lookup := func(kind, result string) string {
+		return `regmirror_cache_lookups_total{kind="` + kind + `",result="` + result + `",upstream="docker.io"}`
+	}
+	requests := func(route, method string) string {
+		return `regmirror_http_requests_total{method="` + method + `",route="` + route + `",status="2xx"}`
+	}
+	const (
+		fromCache    = `regmirror_served_bytes_total{source="cache"}`
+		fromUpstream = `regmirror_served_bytes_total{source="upstream"}`
+	)
+	tests := []struct {
+		metric           string
+		coldDelta        float64
+		warmDelta        float64
+		gaugeAfterPulls  bool // compare the value itself, not a delta
+		wantAfterEachRun float64
+	}{
+		{metric: lookup("tag", "miss"), coldDelta: 1},
+		{metric: lookup("tag", "hit"), warmDelta: 1},
+		// Revalidating the tag fetched its manifest: the GET by digest is a hit.
+		{metric: lookup("manifest", "hit"), coldDelta: 1, warmDelta: 1},
+		{metric: lookup("blob", "miss"), coldDelta: blobs},
+		{metric: lookup("blob", "hit"), warmDelta: blobs},
+		{metric: fromUpstream, coldDelta: size},
+		{metric: fromCache, warmDelta: size},
+		{metric: requests("blob", "GET"), coldDelta: blobs, warmDelta: blobs},
+		{metric: requests("manifest", "HEAD"), coldDelta: 1, warmDelta: 1},
+		{metric: requests("manifest", "GET"), coldDelta: 1, warmDelta: 1},
+		{metric: `regmirror_http_request_duration_seconds{route="blob"}#count`, coldDelta: blobs, warmDelta: blobs},
+		{metric: "regmirror_cache_coalesced_waiters_total"},
+		{metric: "regmirror_cache_digest_mismatches_total"},
+		{metric: "regmirror_cache_blobs", gaugeAfterPulls: true, wantAfterEachRun: blobs},
+		{metric: "regmirror_cache_size_bytes", gaugeAfterPulls: true, wantAfterEachRun: size},
+	}
+	for _, tt := range tests {
+		if tt.gaugeAfterPulls {
+			if cold[tt.metric] != tt.wantAfterEachRun || warm[tt.metric] != tt.wantAfterEachRun {
+				t.Errorf("%s = %v after the cold pull, %v after the warm one; want %v", tt.metric, cold[tt.metric], warm[tt.metric], tt.wantAfterEachRun)
+			}
+			continue
+		}
+		if got := cold[tt.metric] - before[tt.metric]; got != tt.coldDelta {
+			t.Errorf("cold pull moved %s by %v, want %v", tt.metric, got, tt.coldDelta)
+		}
+		if got := warm[tt.metric] - cold[tt.metric]; got != tt.warmDelta {
+			t.Errorf("warm pull moved %s by %v, want %v", tt.metric, got, tt.warmDelta)
+		}
+	}
+	if got, want := sumFamily(warm, "regmirror_upstream_requests_total"), sumFamily(cold, "regmirror_upstream_requests_total"); got != want || want == 0 {
+		t.Errorf("upstream requests: %v after the cold pull, %v after the warm one; want some, then no more", want, got)
+	}
+	for _, family := range []string{"go_goroutines", "process_resident_memory_bytes", "regmirror_upstream_request_duration_seconds"} {
+		if !hasFamily(warm, family) {
+			t.Errorf("/metrics has no %s", family)
+		}
+	}
+}
+
+// sumFamily adds up every series of a family (histograms by their count).
+func sumFamily(v metricValues, family string) float64 {
+	var sum float64
+	for key, value := range v {
+		if familyOf(key) == family {
+			sum += value
+		}
+	}
+	return sum
+}
+
+func hasFamily(v metricValues, family string) bool {
+	for key := range v {
+		if familyOf(key) == family {
+			return true
+		}
+	}
+	return false
+}
+
+func familyOf(key string) string {
+	name, _, _ := strings.Cut(key, "{")
+	name, _, _ = strings.Cut(name, "#")
+	return name
+}

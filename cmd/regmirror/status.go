@@ -1,0 +1,208 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/mirror"
+)
+
+// statusPageHTML is the status page: static HTML whose inline script polls
+// /status.json and renders it. No build step, nothing fetched from elsewhere.
+//
+//go:embed status.html
+var statusPageHTML []byte
+
+// statusReport is /status.json, everything the status page shows.
+type statusReport struct {
+	Version     string    `json:"version"`
+	StartedAt   time.Time `json:"started_at"`
+	GeneratedAt time.Time `json:"generated_at"`
+	// Cache is exactly what `regmirror cache stats` reports.
+	Cache       statsReport      `json:"cache"`
+	Upstreams   []upstreamHealth `json:"upstreams"`
+	RecentPulls []recentPull     `json:"recent_pulls"`
+}
+
+// upstreamHealth is one upstream registry as the daemon's counters see it.
+type upstreamHealth struct {
+	Host string `json:"host"`
+	// State is the circuit breaker's: "up" (closed), "down" (open: requests
+	// are not sent after repeated failures) or "probing" (half-open).
+	State string `json:"state"`
+	// Requests counts HTTP requests sent (tokens and redirects included);
+	// FailedRequests those answered 5xx or not at all.
+	Requests       int64 `json:"requests"`
+	FailedRequests int64 `json:"failed_requests"`
+	// Errors counts operations that failed after retries.
+	Errors   int64 `json:"errors"`
+	InFlight int64 `json:"in_flight"`
+}
+
+// recentPull is a mirror.Pull for the page.
+type recentPull struct {
+	Time       time.Time `json:"time"`
+	Method     string    `json:"method"`
+	Kind       string    `json:"kind"`
+	Repository string    `json:"repository"` // with its registry, e.g. "docker.io/library/node"
+	Reference  string    `json:"reference"`
+	Cache      string    `json:"cache"`
+	Status     int       `json:"status"`
+	Bytes      int64     `json:"bytes"`
+	DurationMS float64   `json:"duration_ms"`
+}
+
+// breakerStates names the values of regmirror_upstream_breaker_state.
+var breakerStates = map[float64]string{0: "up", 1: "down", 2: "probing"}
+
+// statusPage serves the status page and its JSON. It is safe for
+// concurrent use.
+type statusPage struct {
+	stats     func(context.Context) (statsReport, error)
+	recent    func() []mirror.Pull
+	metrics   prometheus.Gatherer
+	upstreams []string // the configured hosts, listed even before any traffic
+	version   string
+	started   time.Time
+	now       func() time.Time
+	log       *slog.Logger
+
+	// mu serialises rebuilding the cache report, which scans the index;
+	// the fields below it are the last report and how long it took.
+	mu       sync.Mutex
+	cached   statsReport
+	cachedAt time.Time
+	took     time.Duration
+}
+
+// statsReuseFactor bounds how much of its time the daemon spends scanning
+// the index for the page: a report that took d to build is reused for
+// statsReuseFactor×d, so a small cache is always fresh and a huge one is
+// scanned at most a few percent of the time, however many pages poll.
+const statsReuseFactor = 20
+
+func (p *statusPage) serveHTML(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	// The page runs its own inline script and talks to its own origin only.
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(statusPageHTML)
+}
+
+func (p *statusPage) serveJSON(w http.ResponseWriter, r *http.Request) {
+	report, err := p.report(r.Context())
+	if err != nil {
+		p.log.Warn("status report failed", "err", err)
+		http.Error(w, "status unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(report)
+}
+
+// report assembles the page's numbers: the cache report (reused while
+// fresh), then the live counters and recent pulls.
+func (p *statusPage) report(ctx context.Context) (statusReport, error) {
+	stats, err := p.cacheStats(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	snap, err := gatherMetrics(p.metrics)
+	if err != nil {
+		return statusReport{}, err
+	}
+	return statusReport{
+		Version:     p.version,
+		StartedAt:   p.started,
+		GeneratedAt: p.now(),
+		Cache:       stats,
+		Upstreams:   upstreamsHealth(snap, p.upstreams),
+		RecentPulls: recentPulls(p.recent()),
+	}, nil
+}
+
+func (p *statusPage) cacheStats(ctx context.Context) (statsReport, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	start := p.now()
+	if !p.cachedAt.IsZero() && start.Sub(p.cachedAt) < statsReuseFactor*p.took {
+		return p.cached, nil
+	}
+	r, err := p.stats(ctx)
+	if err != nil {
+		return statsReport{}, err
+	}
+	p.cached, p.cachedAt, p.took = r, start, p.now().Sub(start)
+	return r, nil
+}
+
+// upstreamsHealth reads each upstream's breaker, request and error counters:
+// the configured hosts first, in order, then any other host that has series
+// (registries clients named, with allow_any_upstream), by name.
+func upstreamsHealth(snap metricsSnapshot, configured []string) []upstreamHealth {
+	byHost := map[string]*upstreamHealth{}
+	var hosts []string
+	health := func(host string) *upstreamHealth {
+		h, ok := byHost[host]
+		if !ok {
+			h = &upstreamHealth{Host: host, State: "up"}
+			byHost[host] = h
+			hosts = append(hosts, host)
+		}
+		return h
+	}
+	for _, host := range configured {
+		health(host)
+	}
+	listed := len(hosts)
+	for _, s := range snap["regmirror_upstream_breaker_state"] {
+		health(s.labels["upstream"]).State = cmp.Or(breakerStates[s.value], "unknown")
+	}
+	for _, s := range snap["regmirror_upstream_requests_total"] {
+		h := health(s.labels["upstream"])
+		h.Requests += int64(s.value)
+		if code := s.labels["code"]; code == "5xx" || code == "error" {
+			h.FailedRequests += int64(s.value)
+		}
+	}
+	for _, s := range snap["regmirror_upstream_errors_total"] {
+		health(s.labels["upstream"]).Errors += int64(s.value)
+	}
+	for _, s := range snap["regmirror_upstream_fetches_in_flight"] {
+		health(s.labels["upstream"]).InFlight += int64(s.value)
+	}
+	slices.Sort(hosts[listed:])
+	out := make([]upstreamHealth, 0, len(hosts))
+	for _, host := range hosts {
+		out = append(out, *byHost[host])
+	}
+	return out
+}
+
+func recentPulls(pulls []mirror.Pull) []recentPull {
+	out := make([]recentPull, 0, len(pulls))
+	for _, p := range pulls {
+		repo := p.Repository
+		if p.Upstream != "" {
+			repo = p.Upstream + "/" + p.Repository
+		}
+		out = append(out, recentPull{
+			Time: p.Time, Method: p.Method, Kind: p.Kind, Repository: repo, Reference: p.Reference,
+			Cache: p.Cache, Status: p.Status, Bytes: p.Bytes,
+			DurationMS: float64(p.Duration.Microseconds()) / 1000,
+		})
+	}
+	return out
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/registrytest"
+)
+
+// After a cold and a warm pull, /status.json shows what was pulled, and
+// its cache section is exactly what `regmirror cache stats --json` prints.
+func TestStatusJSONAfterPullsMatchesCacheStats(t *testing.T) {
+	t.Parallel()
+	hub, cfg := startHub(t)
+	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 2, LayerSize: 8 << 10, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
+	size := c.pullImage("library/node", "10", img)
+	c.pullImage("library/node", "10", img)
+
+	status := c.status()
+	blobs := len(img.Blobs())
+	got := status.Cache
+	if got.Bytes != size || got.Blobs != blobs || got.Manifests != 1 || got.Tags != 1 {
+		t.Errorf("cache: %d bytes, %d blobs, %d manifests, %d tags; want %d, %d, 1, 1",
+			got.Bytes, got.Blobs, got.Manifests, got.Tags, size, blobs)
+	}
+	wantTop := []repoUsage{{Repo: "docker.io/library/node", Bytes: size, Blobs: blobs}}
+	if !slices.Equal(got.TopRepos, wantTop) {
+		t.Errorf("top repositories = %+v, want %+v", got.TopRepos, wantTop)
+	}
+	// Cold: tag miss, manifest hit (the tag's revalidation fetched it),
+	// blob misses. Warm: all hits.
+	wantHits, wantMisses := int64(1+1+blobs+1), int64(1+blobs)
+	if tr := got.Traffic; tr == nil || tr.Hits != wantHits || tr.Misses != wantMisses ||
+		tr.CacheBytes != size || tr.UpstreamBytes != size || tr.HitRatio != float64(wantHits)/float64(wantHits+wantMisses) {
+		t.Errorf("traffic = %+v, want %d hits, %d misses, %d bytes each from cache and upstream", tr, wantHits, wantMisses, size)
+	}
+
+	if n := len(status.RecentPulls); n != 2*(2+blobs) {
+		t.Fatalf("%d recent pulls, want %d", n, 2*(2+blobs))
+	}
+	newest, oldest := status.RecentPulls[0], status.RecentPulls[len(status.RecentPulls)-1]
+	lastLayer := img.Layers[len(img.Layers)-1]
+	if newest.Repository != "docker.io/library/node" || newest.Reference != lastLayer.Digest.String() ||
+		newest.Cache != "hit" || newest.Bytes != lastLayer.Size || newest.Kind != "blob" {
+		t.Errorf("newest pull = %+v, want the warm pull's last layer, a hit", newest)
+	}
+	if oldest.Method != http.MethodHead || oldest.Reference != "10" || oldest.Cache != "miss" {
+		t.Errorf("oldest pull = %+v, want the cold HEAD of tag 10, a miss", oldest)
+	}
+	if len(status.Upstreams) == 0 || status.Upstreams[0].Host != "docker.io" || status.Upstreams[0].State != "up" ||
+		status.Upstreams[0].Requests == 0 || status.Upstreams[0].FailedRequests != 0 {
+		t.Errorf("upstreams = %+v, want docker.io first, up, with requests and no failures", status.Upstreams)
+	}
+
+	// The CLI reaches the daemon through its admin socket.
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &out
+	if err := app.RunContext(context.Background(), []string{"regmirror", "cache", "stats", "--json", "--data-dir", cfg.DataDir}); err != nil {
+		t.Fatalf("cache stats: %v\n%s", err, out.String())
+	}
+	var cli statsReport
+	if err := json.Unmarshal(out.Bytes(), &cli); err != nil {
+		t.Fatalf("cache stats --json printed %q: %v", out.String(), err)
+	}
+	page := status.Cache
+	// Each report's traffic is read from the same counters; only the
+	// moment the daemon's two readers started differs.
+	if cli.Traffic == nil || page.Traffic == nil {
+		t.Fatalf("traffic missing: cli %+v, page %+v", cli.Traffic, page.Traffic)
+	}
+	cli.Traffic.Since, page.Traffic.Since = time.Time{}, time.Time{}
+	cliJSON, _ := json.Marshal(cli)
+	pageJSON, _ := json.Marshal(page)
+	if !bytes.Equal(cliJSON, pageJSON) {
+		t.Errorf("status page and cache stats disagree:\npage %s\ncli  %s", pageJSON, cliJSON)
+	}
+}
+
+func (c *client) status() statusReport {
+	c.t.Helper()
+	code, body := c.do(http.MethodGet, "/status.json")
+	if code != http.StatusOK {
+		c.t.Fatalf("GET /status.json = %d: %s", code, body)
+	}
+	var r statusReport
+	if err := json.Unmarshal(body, &r); err != nil {
+		c.t.Fatalf("status.json: %v", err)
+	}
+	return r
+}
+
+func TestOperatorEndpoints(t *testing.T) {
+	t.Parallel()
+	_, cfg := startHub(t)
+	cfg.MetricsListen = freeAddr(t)
+	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
+	metricsOnly := newClient(t, "http://"+cfg.MetricsListen)
+	waitFor(t, metricsOnly.base+"/healthz")
+
+	tests := []struct {
+		name        string
+		c           *client
+		path        string
+		wantStatus  int
+		wantType    string
+		wantContain string
+	}{
+		{"healthz", c, "/healthz", http.StatusOK, "text/plain", "ok"},
+		{"readyz", c, "/readyz", http.StatusOK, "text/plain", "ready"},
+		{"status page", c, "/", http.StatusOK, "text/html", "<title>regmirror status</title>"},
+		{"status json", c, "/status.json", http.StatusOK, "application/json", `"recent_pulls"`},
+		{"metrics", c, "/metrics", http.StatusOK, "text/plain", "regmirror_cache_size_bytes"},
+		{"unknown path is not the page", c, "/nope", http.StatusNotFound, "", ""},
+		{"metrics listener: metrics", metricsOnly, "/metrics", http.StatusOK, "text/plain", "regmirror_cache_blobs"},
+		{"metrics listener: readyz", metricsOnly, "/readyz", http.StatusOK, "text/plain", "ready"},
+		{"metrics listener: no status page", metricsOnly, "/", http.StatusNotFound, "", ""},
+		{"metrics listener: no registry", metricsOnly, "/v2/", http.StatusNotFound, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, tt.c.base+tt.path, nil)
+			resp, err := tt.c.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body bytes.Buffer
+			body.ReadFrom(resp.Body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("GET %s = %d, want %d", tt.path, resp.StatusCode, tt.wantStatus)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, tt.wantType) {
+				t.Errorf("Content-Type %q, want %s", ct, tt.wantType)
+			}
+			if !strings.Contains(body.String(), tt.wantContain) {
+				t.Errorf("body does not contain %q", tt.wantContain)
+			}
+		})
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+type fakeReadyStore struct{ err error }
+
+func (f fakeReadyStore) Ready(context.Context) error { return f.err }
+
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	disk := func(free int64, err error) func(string) (int64, error) {
+		return func(string) (int64, error) { return free, err }
+	}
+	tests := []struct {
+		name      string
+		store     error
+		minFree   int64
+		freeBytes func(string) (int64, error)
+		wantErr   string // "" means ready
+	}{
+		{name: "ready", minFree: 100, freeBytes: disk(101, nil)},
+		{name: "exactly at the floor", minFree: 100, freeBytes: disk(100, nil)},
+		{name: "below the floor", minFree: 100, freeBytes: disk(99, nil), wantErr: "below the floor"},
+		{name: "no floor", minFree: 0, freeBytes: disk(0, nil)},
+		{name: "free space unmeasurable here", minFree: 100, freeBytes: disk(0, errors.ErrUnsupported)},
+		{name: "statfs fails", minFree: 100, freeBytes: disk(0, errors.New("EIO")), wantErr: "EIO"},
+		{name: "cache closed", store: cache.ErrClosed, minFree: 100, freeBytes: disk(1000, nil), wantErr: "cache closed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rd := readiness{store: fakeReadyStore{tt.store}, dataDir: "/data", minFree: tt.minFree, freeBytes: tt.freeBytes}
+			err := rd.check(context.Background())
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("check = %v, want ready", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("check = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestReadyFloorIsHalfOfMinFreeDisk(t *testing.T) {
+	t.Parallel()
+	off := Size(0)
+	for _, tt := range []struct {
+		cfg  CacheConfig
+		want int64
+	}{
+		{CacheConfig{}, int64(defaultMinFreeDisk) / 2},
+		{CacheConfig{MinFreeDisk: &off}, 0},
+	} {
+		if got := readyFloor(tt.cfg); got != tt.want {
+			t.Errorf("readyFloor(%+v) = %d, want %d", tt.cfg, got, tt.want)
+		}
+	}
+}
+
+// The cache report, which scans the index, is reused for statsReuseFactor
+// times as long as it took to build, and rebuilt after.
+func TestStatusPageRationsIndexScans(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	scans := 0
+	p := &statusPage{
+		now: func() time.Time { return now },
+		stats: func(context.Context) (statsReport, error) {
+			scans++
+			now = now.Add(time.Second) // each scan takes a second
+			return statsReport{Blobs: scans}, nil
+		},
+	}
+	steps := []struct {
+		advance   time.Duration
+		wantScans int
+	}{
+		{0, 1},                 // first report: scanned
+		{5 * time.Second, 1},   // fresh: reused
+		{13 * time.Second, 1},  // 19 s after the scan began: still reused
+		{1 * time.Second, 2},   // 20 s: rebuilt
+		{18 * time.Second, 2},  // 19 s after the second scan began: reused
+		{100 * time.Second, 3}, // long stale: rebuilt
+	}
+	for i, s := range steps {
+		now = now.Add(s.advance)
+		r, err := p.cacheStats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if scans != s.wantScans || r.Blobs != scans {
+			t.Fatalf("step %d: %d scans (report from scan %d), want %d", i, scans, r.Blobs, s.wantScans)
+		}
+	}
+}
+
+func TestUpstreamsHealth(t *testing.T) {
+	t.Parallel()
+	series := func(labels map[string]string, v float64) sample { return sample{labels: labels, value: v} }
+	snap := metricsSnapshot{
+		"regmirror_upstream_breaker_state": {
+			series(map[string]string{"upstream": "docker.io"}, 0),
+			series(map[string]string{"upstream": "ghcr.io"}, 1),
+			series(map[string]string{"upstream": "zz.example"}, 2),
+			series(map[string]string{"upstream": "aa.example"}, 0),
+		},
+		"regmirror_upstream_requests_total": {
+			series(map[string]string{"upstream": "docker.io", "method": "GET", "code": "2xx"}, 10),
+			series(map[string]string{"upstream": "docker.io", "method": "HEAD", "code": "2xx"}, 4),
+			series(map[string]string{"upstream": "ghcr.io", "method": "GET", "code": "5xx"}, 3),
+			series(map[string]string{"upstream": "ghcr.io", "method": "GET", "code": "error"}, 2),
+			series(map[string]string{"upstream": "ghcr.io", "method": "GET", "code": "4xx"}, 1),
+		},
+		"regmirror_upstream_errors_total": {
+			series(map[string]string{"upstream": "ghcr.io", "operation": "get blob"}, 2),
+		},
+		"regmirror_upstream_fetches_in_flight": {
+			series(map[string]string{"upstream": "docker.io"}, 3),
+		},
+	}
+	got := upstreamsHealth(snap, []string{"ghcr.io", "docker.io", "quay.io"})
+	want := []upstreamHealth{
+		{Host: "ghcr.io", State: "down", Requests: 6, FailedRequests: 5, Errors: 2},
+		{Host: "docker.io", State: "up", Requests: 14, InFlight: 3},
+		{Host: "quay.io", State: "up"},
+		{Host: "aa.example", State: "up"},
+		{Host: "zz.example", State: "probing"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("upstreamsHealth =\n%+v\nwant\n%+v", got, want)
+	}
+}
