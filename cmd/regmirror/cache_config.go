@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -43,8 +44,8 @@ func (c CacheConfig) eviction() eviction.Config {
 	}
 	return eviction.Config{
 		MaxSize:       int64(c.MaxSize),
-		HighWatermark: float64(c.HighWatermark),
-		LowWatermark:  float64(c.LowWatermark),
+		HighWatermark: cmp.Or(float64(c.HighWatermark), eviction.DefaultHighWatermark),
+		LowWatermark:  cmp.Or(float64(c.LowWatermark), eviction.DefaultLowWatermark),
 		MinFreeDisk:   int64(minFree),
 	}
 }

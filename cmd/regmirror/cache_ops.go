@@ -163,6 +163,7 @@ type prunedBlob struct {
 	Digest     digest.Digest `json:"digest"`
 	Size       int64         `json:"size"`
 	LastAccess time.Time     `json:"last_access"`
+	Repos      []string      `json:"repositories"`
 }
 
 func (o *cacheOps) prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error) {
@@ -235,7 +236,7 @@ func reportPlan(plan eviction.Plan, dryRun bool) pruneReport {
 		r.Manifests = append(r.Manifests, prunedManifest{Digest: m.Digest, Repos: m.Repos, LastAccess: m.LastAccess})
 	}
 	for _, b := range plan.Blobs {
-		r.Blobs = append(r.Blobs, prunedBlob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess})
+		r.Blobs = append(r.Blobs, prunedBlob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Repos: b.Repos})
 	}
 	return r
 }

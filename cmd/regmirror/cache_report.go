@@ -72,7 +72,7 @@ func writePrune(w io.Writer, r pruneReport) error {
 			fmt.Fprintf(tw, "manifest\t%s\t-\t%s\t%s\n", m.Digest, m.LastAccess.Local().Format(timeLayout), strings.Join(m.Repos, ","))
 		}
 		for _, b := range r.Blobs {
-			fmt.Fprintf(tw, "blob\t%s\t%s\t%s\t\n", b.Digest, humanize.IBytes(uint64(b.Size)), b.LastAccess.Local().Format(timeLayout))
+			fmt.Fprintf(tw, "blob\t%s\t%s\t%s\t%s\n", b.Digest, humanize.IBytes(uint64(b.Size)), b.LastAccess.Local().Format(timeLayout), strings.Join(b.Repos, ","))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
