@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench.sh [BENCH FLAGS...]: performance numbers for regmirror. Runs the
+# pull benchmark (scripts/bench: the real daemon against an in-process
+# Docker-Hub-like upstream over loopback) and the packages' Go
+# micro-benchmarks, and prints a report. Nothing here passes or fails on
+# timings; the report prints the targets next to the numbers.
+#
+# REGMIRROR_BIN: the daemon under test (default: build bin/regmirror).
+# BENCHTIME:     -benchtime of the micro-benchmarks (default 20x; the ones
+#                that rebuild a large index per round always run once).
+# MICRO=0:       skip the micro-benchmarks.
+# Extra arguments go to the pull benchmark, e.g. -rounds 1 -size-mib 512
+# (run `go run ./scripts/bench -h` for all).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if [[ -z ${REGMIRROR_BIN:-} ]]; then
+	CGO_ENABLED=0 go build -trimpath -o bin/regmirror ./cmd/regmirror
+	export REGMIRROR_BIN=$root/bin/regmirror
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+go build -o "$out/bench" ./scripts/bench
+
+"$out/bench" "$@"
+
+if [[ ${MICRO:-1} == 0 ]]; then
+	exit 0
+fi
+# Benchmarks named *100k set up 100,000 entries per round: one round is enough.
+echo
+echo "micro-benchmarks (go test -bench, -benchtime ${BENCHTIME:-20x}; *100k: 1x)"
+go test -run '^$' -bench . -skip '100k' -benchmem -benchtime "${BENCHTIME:-20x}" ./cache/ ./eviction/
+go test -run '^$' -bench '100k' -benchmem -benchtime 1x ./cache/ ./eviction/

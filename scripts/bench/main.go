@@ -1,0 +1,139 @@
+// Command bench measures regmirror against an in-process, Docker-Hub-like
+// upstream (internal/registrytest, token auth with credentials) over
+// loopback and prints a report: cold pull throughput through the mirror
+// against pulling directly from the upstream, warm pull throughput against a
+// plain Go file server over the same blob files, the daemon's peak memory
+// while several clients pull at once, and how a throttled upstream is shared
+// by concurrent cold clients (one upstream fetch per blob).
+//
+// The daemon is the real `regmirror serve` binary (-bin or REGMIRROR_BIN),
+// each measurement on a fresh data directory. Nothing here asserts: targets
+// are printed next to the numbers. scripts/bench.sh runs it (`make bench`).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the benchmark's shape; the defaults are what `make bench` runs.
+type config struct {
+	bin     string
+	workDir string
+	// The large image: about 1 GB in a handful of layers.
+	sizeMiB int
+	layers  int
+	// The small image for the throttled run, so it takes seconds.
+	smallSizeMiB int
+	smallLayers  int
+	throttleMBps float64
+	// linkMBps limits the upstream in the link-bound cold comparison.
+	linkMBps float64
+	// clients pull at once in the memory and throttled runs; concurrency is
+	// each client's parallel blob downloads (dockerd's default is 3).
+	clients     int
+	concurrency int
+	rounds      int
+	// sections are the parts of the report to run, e.g. "throughput".
+	sections   string
+	cpuProfile string
+}
+
+func parseFlags() config {
+	var c config
+	flag.StringVar(&c.bin, "bin", os.Getenv("REGMIRROR_BIN"), "regmirror binary (default $REGMIRROR_BIN)")
+	flag.StringVar(&c.workDir, "work-dir", "", "where the daemons' fresh data directories go (default: the system temp dir)")
+	flag.IntVar(&c.sizeMiB, "size-mib", 1024, "size of the large image's layers together, MiB")
+	flag.IntVar(&c.layers, "layers", 8, "layers of the large image")
+	flag.IntVar(&c.smallSizeMiB, "small-size-mib", 160, "size of the throttled run's image, MiB")
+	flag.IntVar(&c.smallLayers, "small-layers", 5, "layers of the throttled run's image")
+	flag.Float64Var(&c.linkMBps, "link-mbps", 100, "upstream bandwidth in the link-bound cold comparison, MB/s")
+	flag.Float64Var(&c.throttleMBps, "throttle-mbps", 20, "upstream bandwidth in the throttled run, MB/s (10^6 bytes)")
+	flag.IntVar(&c.clients, "clients", 4, "clients pulling at once in the memory and throttled runs")
+	flag.IntVar(&c.concurrency, "concurrency", 3, "blobs each client downloads at once (dockerd: 3)")
+	flag.IntVar(&c.rounds, "rounds", 3, "repetitions of the cold and warm throughput runs (the median is reported)")
+	flag.StringVar(&c.sections, "sections", strings.Join(allSections, ","), "comma-separated parts of the report to run")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write this process's CPU profile (upstream and clients) to a file")
+	flag.Parse()
+	return c
+}
+
+func main() {
+	cfg := parseFlags()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, cfg, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	if cfg.bin == "" {
+		return fmt.Errorf("no regmirror binary: pass -bin or set REGMIRROR_BIN")
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	steps, err := sections(cfg.sections)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	b, err := newBench(cfg, out)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	b.header()
+	for _, step := range steps {
+		if err := b.section(step)(ctx); err != nil {
+			return err
+		}
+	}
+	b.summary(time.Since(start))
+	return nil
+}
+
+// allSections are the parts of the report, in the order they run.
+var allSections = []string{"throughput", "link", "memory", "coalescing"}
+
+// sections parses -sections, keeping the report's order.
+func sections(list string) ([]string, error) {
+	want := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(allSections, name) {
+			return nil, fmt.Errorf("-sections: no section %q (have %s)", name, strings.Join(allSections, ", "))
+		}
+		want[name] = true
+	}
+	return slices.DeleteFunc(slices.Clone(allSections), func(s string) bool { return !want[s] }), nil
+}
+
+func (b *bench) section(name string) func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"throughput": b.throughput,
+		"link":       b.linkBound,
+		"memory":     b.memory,
+		"coalescing": b.coalescing,
+	}[name]
+}
