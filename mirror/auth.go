@@ -26,17 +26,34 @@ type Authenticator interface {
 const basicRealm = "regmirror"
 
 // challenge answers a request that needs credentials: 401 with a Basic
-// challenge, which docker, containerd and the other clients answer with the
-// credentials `docker login` stored for the mirror.
+// challenge, which containerd and the other clients that take a challenge
+// from any response answer with the credentials stored for the mirror.
+// dockerd takes its challenge from the ping (see auth_token.go) and comes
+// with a token instead.
 func challenge(w http.ResponseWriter, why string) error {
 	w.Header().Set("WWW-Authenticate", `Basic realm="`+basicRealm+`"`)
 	return newError(codeUnauthorized, "%s", why)
 }
 
-// authenticated reports whether r carries valid credentials.
+// authenticated reports whether r carries a user's valid credentials or
+// token.
 func (h *hostedRepos) authenticated(r *http.Request) bool {
-	user, password, ok := r.BasicAuth()
-	return ok && h.users.Authenticate(user, password)
+	user, ok := h.identify(r)
+	return ok && user != ""
+}
+
+// identify returns who a request's Authorization names: a user, by valid
+// Basic credentials or token, or "" for a valid anonymous token. ok is
+// false for no Authorization or an invalid one.
+func (h *hostedRepos) identify(r *http.Request) (user string, ok bool) {
+	if name, password, basic := r.BasicAuth(); basic {
+		return name, h.users.Authenticate(name, password)
+	}
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return h.tokens.verify(strings.TrimSpace(token))
 }
 
 // Htpasswd holds users and bcrypt password hashes from an htpasswd file

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"time"
 )
 
 // HostedOptions turn on hosted repositories: clients push to the mirror's
@@ -39,9 +40,10 @@ type hostedRepos struct {
 	patterns     []string
 	privatePulls bool
 	allowDelete  bool
+	tokens       *tokenIssuer
 }
 
-func newHostedRepos(o *HostedOptions) (*hostedRepos, error) {
+func newHostedRepos(o *HostedOptions, now func() time.Time) (*hostedRepos, error) {
 	if o.Store == nil {
 		return nil, errors.New("hosted repositories need a store")
 	}
@@ -57,6 +59,7 @@ func newHostedRepos(o *HostedOptions) (*hostedRepos, error) {
 		patterns:     o.Repositories,
 		privatePulls: o.PrivatePulls,
 		allowDelete:  o.AllowDelete,
+		tokens:       newTokenIssuer(now),
 	}, nil
 }
 
@@ -145,18 +148,15 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 	return false, m.guardPushedContent(r.Context(), req)
 }
 
-// serveBase answers the ping. It challenges a client that sends no valid
-// credentials: docker only sends the credentials of `docker login` to a
-// registry whose ping asked for them, so without the challenge neither
-// login nor push would work. Pulls are unaffected: a ping's 401 is how a
-// registry says it takes credentials, and the pulls that follow are served
-// anonymously.
+// serveBase answers the ping. A client with neither a token nor valid
+// credentials gets a Bearer challenge: see auth_token.go for why docker
+// needs one to log in and push, and why it must be Bearer.
 func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
 	if !isReadMethod(r.Method) {
 		return newError(codeUnsupported, "%s is not supported on the base endpoint", r.Method)
 	}
-	if !h.authenticated(r) {
-		return challenge(w, "log in to push: docker login")
+	if _, ok := h.identify(r); !ok {
+		return pingChallenge(w, r)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, err := w.Write([]byte("{}"))

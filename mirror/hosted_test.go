@@ -252,7 +252,6 @@ func TestPushesNeedCredentials(t *testing.T) {
 		{http.MethodPut, "/v2/team/app/manifests/1"},
 		{http.MethodDelete, "/v2/team/app/manifests/1"},
 		{http.MethodDelete, "/v2/team/app/blobs/" + d.String()},
-		{http.MethodGet, "/v2/"}, // the ping: docker login and push need its challenge
 	}
 	creds := []struct{ name, user, password string }{
 		{"no credentials", "", ""},
@@ -284,6 +283,69 @@ func TestPushesNeedCredentials(t *testing.T) {
 		t.Parallel()
 		if r := e.send(t, http.MethodGet, "/v2/", nil, nil, pushUser, pushPassword); r.status != http.StatusOK {
 			t.Fatalf("status %d, want 200", r.status)
+		}
+	})
+}
+
+// TestPingChallengeAndTokens: the ping's Bearer challenge leads to the
+// token endpoint, which gives anyone a token that pulls (so a dockerd
+// pulling through the mirror never falls back to Docker Hub) and only a
+// user a token that pushes.
+func TestPingChallengeAndTokens(t *testing.T) {
+	t.Parallel()
+	e := newHostedEnv(t, mirror.HostedOptions{})
+	r := e.send(t, http.MethodGet, "/v2/", nil, nil, "", "")
+	realm := "http://" + e.host() + "/v2/token"
+	if want := `Bearer realm="` + realm + `",service="regmirror"`; r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") != want {
+		t.Fatalf("ping = %d, WWW-Authenticate %q; want 401, %s", r.status, r.header.Get("WWW-Authenticate"), want)
+	}
+	pullScope := "?service=regmirror&scope=repository:library/node:pull"
+	pushScope := "?service=regmirror&scope=repository:team/app:pull,push"
+	login := "?service=regmirror&offline_token=true&client_id=docker"
+	tests := []struct {
+		name           string
+		query          string
+		user, password string
+		wantStatus     int
+		wantPush       bool // the token authorizes pushes
+	}{
+		{"anonymous pull", pullScope, "", "", http.StatusOK, false},
+		{"pull with another registry's credentials", pullScope, "hub-user", "hub-password", http.StatusOK, false},
+		{"push as the user", pushScope, pushUser, pushPassword, http.StatusOK, true},
+		{"push with a wrong password", pushScope, pushUser, "guess", http.StatusUnauthorized, false},
+		{"docker login", login, pushUser, pushPassword, http.StatusOK, true},
+		{"docker login with a wrong password", login, pushUser, "guess", http.StatusUnauthorized, false},
+		{"anonymous push", pushScope, "", "", http.StatusOK, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := e.send(t, http.MethodGet, "/v2/token"+tt.query, nil, nil, tt.user, tt.password)
+			if r.status != tt.wantStatus {
+				t.Fatalf("token = %d %s, want %d", r.status, r.body, tt.wantStatus)
+			}
+			if r.status != http.StatusOK {
+				return
+			}
+			var tok struct{ Token string }
+			if err := json.Unmarshal(r.body, &tok); err != nil || tok.Token == "" {
+				t.Fatalf("token body %s: %v", r.body, err)
+			}
+			bearer := http.Header{"Authorization": {"Bearer " + tok.Token}}
+			if r := e.send(t, http.MethodGet, "/v2/", nil, bearer, "", ""); r.status != http.StatusOK {
+				t.Errorf("ping with the token = %d, want 200", r.status)
+			}
+			r = e.send(t, http.MethodPost, "/v2/team/app/blobs/uploads/", nil, bearer, "", "")
+			if pushed := r.status == http.StatusAccepted; pushed != tt.wantPush {
+				t.Errorf("upload with the token = %d, want push allowed: %v", r.status, tt.wantPush)
+			}
+		})
+	}
+	t.Run("forged token", func(t *testing.T) {
+		t.Parallel()
+		forged := http.Header{"Authorization": {"Bearer " + "MTk5OTk5OTk5OTpjaS1ib3Q.c2ln"}}
+		if r := e.send(t, http.MethodPost, "/v2/team/app/blobs/uploads/", nil, forged, "", ""); r.status != http.StatusUnauthorized {
+			t.Fatalf("upload with a forged token = %d, want 401", r.status)
 		}
 	})
 }

@@ -147,7 +147,7 @@ func New(opts Options) (*Mirror, error) {
 		m.dynamic = newDynamicRemotes(opts.NewRemote, m.metrics, maxDynamicRemotes)
 	}
 	if opts.Hosted != nil {
-		if m.hosted, err = newHostedRepos(opts.Hosted); err != nil {
+		if m.hosted, err = newHostedRepos(opts.Hosted, m.now); err != nil {
 			return nil, fmt.Errorf("mirror: %w", err)
 		}
 	}
@@ -169,6 +169,9 @@ func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
+	if m.hosted != nil && r.URL.Path == tokenPath {
+		return m.hosted.serveToken(w, r)
+	}
 	req, err := parseRequest(r.URL)
 	if err != nil {
 		return err
