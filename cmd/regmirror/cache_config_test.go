@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCacheConfigParsing(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		yaml    string
+		want    CacheConfig
+		wantErr string
+	}{
+		{name: "binary units and percentages",
+			yaml: "cache:\n  max_size: 50GiB\n  high_watermark: 95%\n  low_watermark: 70%\n  min_free_disk: 2GB\n  pin: [library/*]\n",
+			want: CacheConfig{MaxSize: 50 << 30, HighWatermark: 0.95, LowWatermark: 0.70, MinFreeDisk: ptr(Size(2_000_000_000)), Pin: []string{"library/*"}}},
+		{name: "plain bytes and fractions",
+			yaml: "cache:\n  max_size: 1048576\n  high_watermark: 0.5\n  low_watermark: 0.25\n",
+			want: CacheConfig{MaxSize: 1 << 20, HighWatermark: 0.5, LowWatermark: 0.25}},
+		{name: "unreadable size", yaml: "cache:\n  max_size: fifty gigs\n", wantErr: "fifty gigs"},
+		{name: "low above high", yaml: "cache:\n  high_watermark: 50%\n  low_watermark: 60%\n", wantErr: "watermarks"},
+		{name: "bad pin", yaml: "cache:\n  pin: ['team/[']\n", wantErr: "cache.pin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "regmirror.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := loadConfig(path)
+			if err == nil {
+				err = cfg.withDefaults().validate()
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.Cache
+			if got.MaxSize != tt.want.MaxSize || got.HighWatermark != tt.want.HighWatermark ||
+				got.LowWatermark != tt.want.LowWatermark || strings.Join(got.Pin, ",") != strings.Join(tt.want.Pin, ",") ||
+				(got.MinFreeDisk == nil) != (tt.want.MinFreeDisk == nil) || (got.MinFreeDisk != nil && *got.MinFreeDisk != *tt.want.MinFreeDisk) {
+				t.Errorf("cache = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCacheConfigDefaults(t *testing.T) {
+	t.Parallel()
+	ev := CacheConfig{}.eviction()
+	if ev.MaxSize != 0 || ev.HighWatermark != 0.9 || ev.LowWatermark != 0.8 || ev.MinFreeDisk != 1<<30 {
+		t.Errorf("defaults = %+v; want no budget, 90%%/80%%, 1 GiB free disk", ev)
+	}
+	if off := (CacheConfig{MinFreeDisk: ptr(Size(0))}).eviction(); off.MinFreeDisk != 0 {
+		t.Errorf("min_free_disk: 0 gives %d, want the floor off", off.MinFreeDisk)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
