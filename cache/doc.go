@@ -6,6 +6,15 @@
 // download per digest, streams it to every concurrent reader while it is
 // being written, and publishes it only after its size and digest have been
 // verified, so a reader never receives the final byte of an unverified blob.
+//
+// For eviction and pruning, the Store keeps its usage in memory (Usage,
+// Grew), lists what it holds with access times that include reads not yet
+// flushed (Blobs, Inventory), and removes content (RemoveBlobs,
+// RemoveManifests) except what Keep marked and any blob with an open reader
+// or a download in flight: readers and removals exclude each other through
+// a use table, so no reader ever sees a blob vanish. Open reconciles the
+// index with the blob files after a crash; Verify re-hashes blobs.
+//
 // Badger stays inside this package: absent content is reported with errors
 // wrapping fs.ErrNotExist.
 package cache
