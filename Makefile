@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # How long each fuzz target runs in `make test`; `make fuzz` runs longer.
 FUZZTIME ?= 10s
 
-.PHONY: run build test unit fuzz-smoke fuzz conformance e2e bench lint clean
+.PHONY: run build test unit fuzz-smoke fuzz conformance browser screenshot e2e bench lint clean
 
 ## run: the daemon on embedded defaults (:5000, data in ./data)
 run: build
@@ -16,8 +16,8 @@ run: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/regmirror
 
-## test: lint, unit and integration tests with -race, fuzz smoke, OCI conformance, end-to-end with a real dockerd and containerd
-test: lint unit fuzz-smoke conformance e2e
+## test: lint, unit and integration tests with -race, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd
+test: lint unit fuzz-smoke conformance browser e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -33,6 +33,16 @@ fuzz:
 ## conformance: the OCI distribution-spec conformance suite against the hosted repositories
 conformance: build
 	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/conformance.sh
+
+## browser: the status page rendered by a real headless Chromium (installed if missing) shows the numbers of a pull
+browser:
+	scripts/install-chromium.sh
+	$(GO) test -race -count=1 -tags browser -run '^TestStatusPageInBrowser$$' ./cmd/regmirror
+
+## screenshot: refresh docs/status-page.png from the browser test
+screenshot:
+	scripts/install-chromium.sh
+	REGMIRROR_SCREENSHOT=$(CURDIR)/docs/status-page.png $(GO) test -count=1 -tags browser -run '^TestStatusPageInBrowser$$' ./cmd/regmirror
 
 ## e2e: pull through the mirror with a private dockerd and containerd in a loopback-only network namespace
 e2e: build
