@@ -13,6 +13,8 @@
 # REGMIRROR_BIN:       the daemon under test (default: build bin/regmirror)
 # CONFORMANCE_VERSION: the suite's module version
 # CONFORMANCE_KEEP:    a directory to copy the suite's reports into
+# OCI_VERSION:         the spec version tested (default "dev": 1.1 plus upload
+#                      cancel, tag parameters and required digest headers)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -92,7 +94,7 @@ mkdir "$work/results"
 status=0
 (
 	cd "$work"
-	export OCI_REGISTRY=$addr OCI_TLS=disabled \
+	export OCI_VERSION=${OCI_VERSION:-dev} OCI_REGISTRY=$addr OCI_TLS=disabled \
 		OCI_REPO1=conformance/repo1 OCI_REPO2=conformance/repo2 \
 		OCI_USERNAME=$user OCI_PASSWORD=$password \
 		OCI_API_PULL=true OCI_API_PUSH=true \
