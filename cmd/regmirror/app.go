@@ -30,9 +30,10 @@ func newApp() *cli.App {
 // Flags shared by every command that opens the data directory.
 var (
 	configFlag = &cli.StringFlag{
-		Name:    "config",
-		Usage:   "YAML configuration file (see README); flags and environment override it",
-		EnvVars: []string{"REGMIRROR_CONFIG"},
+		Name:        "config",
+		Usage:       "YAML configuration file (see docs/configuration.md); flags and environment override it",
+		EnvVars:     []string{"REGMIRROR_CONFIG"},
+		DefaultText: "none: built-in defaults",
 	}
 	dataDirFlag = &cli.StringFlag{
 		Name:        "data-dir",

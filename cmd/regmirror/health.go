@@ -106,8 +106,8 @@ func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *promethe
 	if err != nil {
 		return nil, err
 	}
-	hosts := make([]string, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
+	var hosts []string
+	for _, u := range cfg.effectiveUpstreams() {
 		hosts = append(hosts, u.Host)
 	}
 	return &operator{

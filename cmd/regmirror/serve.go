@@ -25,6 +25,10 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the mirror",
+		Description: "Flags override the environment, which overrides the config file (--config). Upstreams,\n" +
+			"credentials and the cache budget are set in the config file: every setting is listed in\n" +
+			"docs/configuration.md. SIGHUP re-reads the config file's upstream settings without\n" +
+			"dropping transfers in flight.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:        "listen",
@@ -34,8 +38,8 @@ func serveCommand() *cli.Command {
 			},
 			dataDirFlag,
 			configFlag,
-			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate file; with --tls-key, serve HTTPS", EnvVars: []string{"REGMIRROR_TLS_CERT"}},
-			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key file", EnvVars: []string{"REGMIRROR_TLS_KEY"}},
+			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate file; with --tls-key, serve HTTPS", EnvVars: []string{"REGMIRROR_TLS_CERT"}, DefaultText: "none: plain HTTP"},
+			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key file", EnvVars: []string{"REGMIRROR_TLS_KEY"}, DefaultText: "none"},
 			logLevelFlag,
 			logFormatFlag,
 			&cli.StringFlag{

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+)
+
+// updateDocs rewrites the generated parts of the docs instead of checking
+// them: go test ./cmd/regmirror -run TestDocs -args -update-docs
+var updateDocs = flag.Bool("update-docs", false, "rewrite the generated parts of docs/ from the code")
+
+const configurationDoc = "../../docs/configuration.md"
+
+// Every flag of `regmirror serve` shows its environment variable and its
+// default in --help.
+func TestDocsServeHelpShowsEnvAndDefaultOfEveryFlag(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &out
+	if err := app.RunContext(context.Background(), []string{"regmirror", "serve", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, f := range serveFlags(t) {
+		line := helpLine(help, "--"+f.Names()[0])
+		if line == "" {
+			t.Errorf("--%s is not in serve --help", f.Names()[0])
+			continue
+		}
+		if len(f.GetEnvVars()) == 0 || !strings.Contains(line, "[$"+f.GetEnvVars()[0]+"]") {
+			t.Errorf("--%s: help line %q names no environment variable", f.Names()[0], line)
+		}
+		if !strings.Contains(line, "(default: ") {
+			t.Errorf("--%s: help line %q shows no default", f.Names()[0], line)
+		}
+	}
+}
+
+func helpLine(help, flagName string) string {
+	for _, line := range strings.Split(help, "\n") {
+		if fields := strings.Fields(line); len(fields) > 0 && fields[0] == flagName {
+			return line
+		}
+	}
+	return ""
+}
+
+// serveFlags are serve's flags as urfave/cli documents them, --help aside.
+func serveFlags(t *testing.T) []cli.DocGenerationFlag {
+	t.Helper()
+	var flags []cli.DocGenerationFlag
+	for _, f := range serveCommand().Flags {
+		doc, ok := f.(cli.DocGenerationFlag)
+		if !ok {
+			t.Fatalf("flag %v cannot be documented", f.Names())
+		}
+		flags = append(flags, doc)
+	}
+	return flags
+}
+
+// The flags table of docs/configuration.md is generated from the flags.
+func TestDocsConfigurationFlagsTable(t *testing.T) {
+	t.Parallel()
+	var table strings.Builder
+	table.WriteString("| Flag | Environment | Default | Meaning |\n|---|---|---|---|\n")
+	for _, f := range serveFlags(t) {
+		def := strings.Trim(f.GetDefaultText(), `"`)
+		if def == "" {
+			def = strings.Trim(f.GetValue(), `"`)
+		}
+		fmt.Fprintf(&table, "| `--%s` | `%s` | %s | %s |\n", f.Names()[0], strings.Join(f.GetEnvVars(), "`, `"),
+			markdownCell(def), markdownCell(f.GetUsage()))
+	}
+	checkGenerated(t, configurationDoc, "serve-flags", table.String())
+}
+
+func markdownCell(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+// checkGenerated compares the block between <!-- name:begin --> and
+// <!-- name:end --> in a doc with want, or rewrites it with -update-docs.
+func checkGenerated(t *testing.T, path, name, want string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin, end := "<!-- "+name+":begin -->\n", "<!-- "+name+":end -->"
+	before, rest, ok := strings.Cut(string(data), begin)
+	got, after, ok2 := strings.Cut(rest, end)
+	if !ok || !ok2 {
+		t.Fatalf("%s has no %q ... %q block", path, strings.TrimSpace(begin), end)
+	}
+	if got == want {
+		return
+	}
+	if *updateDocs {
+		if err := os.WriteFile(path, []byte(before+begin+want+end+after), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("the %s block of %s is out of date; run\n\tgo test ./cmd/regmirror -run TestDocs -args -update-docs\nwant:\n%s", name, path, want)
+}
+
+// docKey matches a configuration key written as the first cell of a table
+// row of docs/configuration.md, e.g. "| `upstreams[].tag_ttl` |".
+var docKey = regexp.MustCompile("(?m)^\\| `([a-z_]+(?:\\[\\])?(?:\\.[a-z_]+(?:\\[\\])?)*)` \\|")
+
+// Every key of the config file is documented in docs/configuration.md, and
+// every key documented there exists.
+func TestDocsConfigurationCoversEveryKey(t *testing.T) {
+	t.Parallel()
+	keys := configKeys(reflect.TypeFor[Config](), "")
+	data, err := os.ReadFile(configurationDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, m := range docKey.FindAllStringSubmatch(string(data), -1) {
+		documented = append(documented, m[1])
+	}
+	for _, k := range keys {
+		if !slices.Contains(documented, k) {
+			t.Errorf("config key %s is not documented: add a row \"| `%s` | ...\" to docs/configuration.md", k, k)
+		}
+	}
+	for _, k := range documented {
+		if !slices.Contains(keys, k) {
+			t.Errorf("docs/configuration.md documents %s, which the config file does not have", k)
+		}
+	}
+}
+
+// configKeys lists the YAML keys of a config struct as dotted paths: "listen",
+// "cache.max_size", "upstreams[].host". Types that decode themselves
+// (sizes, ratios, durations) are leaves.
+func configKeys(typ reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		key := prefix + name
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case isLeaf(ft):
+			keys = append(keys, key)
+		case ft.Kind() == reflect.Struct:
+			keys = append(keys, configKeys(ft, key+".")...)
+		case ft.Kind() == reflect.Slice && isStruct(ft.Elem()):
+			keys = append(keys, configKeys(ft.Elem(), key+"[].")...)
+		default:
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+func isStruct(t reflect.Type) bool { return t.Kind() == reflect.Struct && !isLeaf(t) }
+
+func isLeaf(t reflect.Type) bool {
+	if t == reflect.TypeFor[time.Duration]() || t == reflect.TypeFor[time.Time]() {
+		return true
+	}
+	p := reflect.PointerTo(t)
+	return p.Implements(reflect.TypeFor[yaml.Unmarshaler]()) || p.Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
