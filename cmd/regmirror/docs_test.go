@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -192,4 +195,89 @@ func isLeaf(t reflect.Type) bool {
 	}
 	p := reflect.PointerTo(t)
 	return p.Implements(reflect.TypeFor[yaml.Unmarshaler]()) || p.Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
+
+// metricDefinition finds the metrics the code defines, e.g.
+// `Name: "regmirror_cache_blobs"` in a metrics.go.
+var metricDefinition = regexp.MustCompile(`Name:\s*"(regmirror_[a-z_]+)"`)
+
+// metricReference finds metric names in docs and PromQL; histogram series
+// (_bucket, _count, _sum) are reduced to their family by definedMetric.
+var metricReference = regexp.MustCompile(`\bregmirror_[a-z_]+\b`)
+
+// Every metric the code defines is documented in docs/metrics.md, and the
+// docs and the Grafana dashboard name only metrics that exist.
+func TestDocsMetricsMatchTheCode(t *testing.T) {
+	t.Parallel()
+	defined := definedMetrics(t, "../..")
+	if len(defined) < 20 {
+		t.Fatalf("found only %d metric definitions: is the source scan broken?", len(defined))
+	}
+	docs, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range defined {
+		if !strings.Contains(string(docs), "`"+name+"`") {
+			t.Errorf("metric %s is not documented in docs/metrics.md", name)
+		}
+	}
+	dashboard, err := os.ReadFile("../../scripts/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parsed map[string]any
+	if err := json.Unmarshal(dashboard, &parsed); err != nil {
+		t.Fatalf("scripts/grafana-dashboard.json is not JSON: %v", err)
+	}
+	for file, text := range map[string]string{"docs/metrics.md": string(docs), "scripts/grafana-dashboard.json": string(dashboard)} {
+		for _, name := range metricReference.FindAllString(text, -1) {
+			if _, ok := definedMetric(defined, name); !ok {
+				t.Errorf("%s names %s, which no code defines", file, name)
+			}
+		}
+	}
+}
+
+// definedMetrics scans the module's non-test Go files for metric definitions.
+func definedMetrics(t *testing.T, root string) map[string]bool {
+	t.Helper()
+	defined := map[string]bool{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range metricDefinition.FindAllStringSubmatch(string(src), -1) {
+			defined[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return defined
+}
+
+// definedMetric maps a series name to its defined family: a histogram's
+// _bucket, _count and _sum series belong to it.
+func definedMetric(defined map[string]bool, name string) (string, bool) {
+	if defined[name] {
+		return name, true
+	}
+	for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+		if family, ok := strings.CutSuffix(name, suffix); ok && defined[family] {
+			return family, true
+		}
+	}
+	return "", false
 }
