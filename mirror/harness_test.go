@@ -50,6 +50,7 @@ type env struct {
 	clock    *clock
 	metrics  *prometheus.Registry
 	m        *mirror.Mirror
+	dir      string // the cache's data directory
 }
 
 type envOptions struct {
@@ -61,6 +62,11 @@ type envOptions struct {
 	// mirror's Remote; newEnv fills in hosts, URL and client.
 	upstream upstream.Config
 	remote   mirror.Remote
+	// transport, when set, is the upstream client's HTTP transport (tests
+	// put faults between the mirror and the registry with it); cache
+	// adjusts the store's options, newEnv fills in Dir, Registerer and Now.
+	transport http.RoundTripper
+	cache     cache.Options
 }
 
 // clock is a settable time source shared by the mirror, the cache and the
@@ -92,7 +98,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 	metrics := prometheus.NewRegistry()
 
-	store, err := cache.Open(context.Background(), cache.Options{Dir: t.TempDir(), Registerer: metrics, Now: clk.Now})
+	cacheOpts := o.cache
+	cacheOpts.Dir, cacheOpts.Registerer, cacheOpts.Now = t.TempDir(), metrics, clk.Now
+	store, err := cache.Open(context.Background(), cacheOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +116,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	upCfg := o.upstream
 	upCfg.Host, upCfg.URL = "docker.io", reg.URL()
-	client, err := upstream.New(upCfg, keys, upstream.Options{Registerer: metrics, Now: clk.Now})
+	client, err := upstream.New(upCfg, keys, upstream.Options{Registerer: metrics, Now: clk.Now, Transport: o.transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +140,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	srv := httptest.NewServer(m)
 	t.Cleanup(srv.Close)
-	return &env{upstream: reg, m: m, mirror: srv, store: store, clock: clk, metrics: metrics}
+	return &env{upstream: reg, m: m, mirror: srv, store: store, clock: clk, metrics: metrics, dir: cacheOpts.Dir}
 }
 
 // pushNode publishes the test's library/node:10, a two-platform index.

@@ -185,6 +185,10 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 	if err != nil {
 		return manifest{}, err
 	}
+	if mediaType, err = checkUpstreamManifest(mediaType, data); err != nil {
+		m.metrics.invalidManifests.WithLabelValues(rem.Host).Inc()
+		return manifest{}, invalidUpstreamManifest(rem.Host, d, err)
+	}
 	got, err := m.cache.PutManifest(ctx, t.cacheKey(), mediaType, data)
 	if err != nil {
 		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)

@@ -34,6 +34,11 @@ type metrics struct {
 	// fetchesInFlight and fetchesWaiting show each upstream's fetch cap at work.
 	fetchesInFlight *prometheus.GaugeVec
 	fetchesWaiting  *prometheus.GaugeVec
+	// invalidManifests counts upstream manifests refused before caching;
+	// notExposed counts pulls refused because only the mirror's own
+	// credentials can read the repository (see Remote.Expose).
+	invalidManifests *prometheus.CounterVec
+	notExposed       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -71,11 +76,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_upstream_fetches_waiting",
 			Help: "Requests to an upstream waiting for a slot because max_concurrent_fetches are in flight.",
 		}, []string{"upstream"}),
+		invalidManifests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_upstream_invalid_manifests_total",
+			Help: "Manifests an upstream sent that were not valid (not JSON, not a manifest type, malformed digests) and were refused, not cached.",
+		}, []string{"upstream"}),
+		notExposed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_not_exposed_total",
+			Help: "Pulls refused because the upstream serves the repository only with the mirror's credentials and upstreams[].expose does not list it.",
+		}, []string{"upstream"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting,
+		m.invalidManifests, m.notExposed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -93,7 +107,7 @@ func (m *metrics) observeRequest(route, method string, status int, took time.Dur
 func (m *metrics) forgetUpstream(host string) {
 	labels := prometheus.Labels{"upstream": host}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.lookups, m.staleServes, m.fetchesInFlight, m.fetchesWaiting,
+		m.lookups, m.staleServes, m.fetchesInFlight, m.fetchesWaiting, m.invalidManifests, m.notExposed,
 	} {
 		v.DeletePartialMatch(labels)
 	}
