@@ -67,6 +67,11 @@ type Config struct {
 	// through. Zero means the defaults; a negative threshold disables the breaker.
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
+	// AuthHosts are host names, besides the registry's own, that may
+	// receive the registry's credentials: its token service, when a bearer
+	// challenge names a realm elsewhere (Docker Hub's auth.docker.io and a
+	// few others are known). Credentials are withheld from any other host.
+	AuthHosts []string
 }
 
 // Options are the client's collaborators; every field may be nil.
@@ -173,7 +178,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 	c.breaker = &breaker{threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, now: now, changed: c.breakerChanged}
 	c.http = transport.NewUserAgent(&instrumented{
 		inner: &watchRateLimit{
-			inner:  &fixedScheme{inner: inner, host: base.Host, scheme: base.Scheme},
+			inner:  &fixedScheme{inner: newCredentialGuard(inner, base.Host, cfg.Host, cfg.AuthHosts), host: base.Host, scheme: base.Scheme},
 			now:    now,
 			paused: c.rateLimited,
 			limit:  c.limit,
