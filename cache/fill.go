@@ -81,7 +81,7 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 		s.signalGrowth()
 	}
 	h := sha256.New()
-	written, err := copyBody(dl, io.MultiWriter(f, h), body, size, func() { stall.Reset(s.stallTimeout) })
+	written, err := copyBody(dl, io.MultiWriter(newWritebackFile(f), h), body, size, func() { stall.Reset(s.stallTimeout) })
 	if err != nil {
 		return err
 	}
