@@ -27,33 +27,43 @@ func newApp() *cli.App {
 	}
 }
 
-// Flags shared by every command that opens the data directory.
-var (
-	configFlag = &cli.StringFlag{
+// Flags shared by several commands. Each call makes a new flag: urfave/cli
+// writes into a flag while parsing, so one instance must not serve two apps.
+func configFlag() cli.Flag {
+	return &cli.StringFlag{
 		Name:        "config",
 		Usage:       "YAML configuration file (see docs/configuration.md); flags and environment override it",
 		EnvVars:     []string{"REGMIRROR_CONFIG"},
 		DefaultText: "none: built-in defaults",
 	}
-	dataDirFlag = &cli.StringFlag{
+}
+
+func dataDirFlag() cli.Flag {
+	return &cli.StringFlag{
 		Name:        "data-dir",
 		Usage:       "directory of the cache: blob files and the index",
 		EnvVars:     []string{"REGMIRROR_DATA_DIR"},
 		DefaultText: defaultDataDir,
 	}
-	logLevelFlag = &cli.StringFlag{
+}
+
+func logLevelFlag() cli.Flag {
+	return &cli.StringFlag{
 		Name:    "log-level",
 		Usage:   "debug, info, warn or error",
 		EnvVars: []string{"REGMIRROR_LOG_LEVEL"},
 		Value:   "info",
 	}
-	logFormatFlag = &cli.StringFlag{
+}
+
+func logFormatFlag() cli.Flag {
+	return &cli.StringFlag{
 		Name:    "log-format",
 		Usage:   "text or json",
 		EnvVars: []string{"REGMIRROR_LOG_FORMAT"},
 		Value:   "text",
 	}
-)
+}
 
 // newLogger builds the process's logger from the log flags.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

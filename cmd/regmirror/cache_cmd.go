@@ -44,7 +44,9 @@ func (d daemonAdmin) verify(ctx context.Context, req verifyRequest, progress fun
 	return r, d.client.call(ctx, adminVerifyPath, req, &r, progress)
 }
 
-var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print the report as JSON, for scripts"}
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print the report as JSON, for scripts"}
+}
 
 func cacheCommand() *cli.Command {
 	return &cli.Command{
@@ -54,13 +56,13 @@ func cacheCommand() *cli.Command {
 			{
 				Name:   "stats",
 				Usage:  "size against the budget, content counts, traffic since the daemon started, top repositories",
-				Flags:  []cli.Flag{dataDirFlag, configFlag, jsonFlag},
+				Flags:  []cli.Flag{dataDirFlag(), configFlag(), jsonFlag()},
 				Action: cacheAction(runStats),
 			},
 			{
 				Name:  "prune",
 				Usage: "remove images by size, age or repository (see --dry-run)",
-				Flags: []cli.Flag{dataDirFlag, configFlag, jsonFlag,
+				Flags: []cli.Flag{dataDirFlag(), configFlag(), jsonFlag(),
 					&cli.StringFlag{Name: "max-size", Usage: "remove least recently used images until the cache holds at most `SIZE` (e.g. 20GiB)"},
 					&cli.DurationFlag{Name: "older-than", Usage: "remove images not used for `DURATION` (e.g. 720h)"},
 					&cli.StringSliceFlag{Name: "repo", Usage: "only repositories matching `GLOB` (e.g. 'library/*'); alone, removes all of them"},
@@ -71,7 +73,7 @@ func cacheCommand() *cli.Command {
 			{
 				Name:  "verify",
 				Usage: "re-hash cached blobs; report and remove corrupt ones",
-				Flags: []cli.Flag{dataDirFlag, configFlag, jsonFlag,
+				Flags: []cli.Flag{dataDirFlag(), configFlag(), jsonFlag(),
 					&cli.IntFlag{Name: "sample", Usage: "check `N` blobs picked at random instead of all"},
 				},
 				Action: cacheAction(runVerify),
