@@ -16,6 +16,9 @@ import (
 // streams gigabytes, so Badger's defaults (64 MiB memtables, five of them, a
 // 256 MiB block cache, 1 GiB value-log files) would dominate its memory.
 func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
+	if err := checkTables(dir); err != nil {
+		return nil, err
+	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log: log}).
 		WithLoggingLevel(badger.WARNING).
@@ -27,6 +30,13 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithCompression(options.None).
+		// A table whose bytes changed on disk fails Open with an error
+		// instead of answering with garbage rows; tables are small, so
+		// checking them once when they are opened costs little.
+		WithChecksumVerificationMode(options.OnTableRead).
+		// Values in the value log (large manifests) are checked on every
+		// read, so a damaged one is an error, never other bytes.
+		WithVerifyValueChecksum(true).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(2 << 20).
 		WithValueLogFileSize(64 << 20).
@@ -34,7 +44,7 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithValueThreshold(4 << 10)
 	db, err := badger.Open(opts)
 	if err != nil {
-		return nil, fmt.Errorf("open index %s: %w", dir, err)
+		return nil, fmt.Errorf("open index %s: %w (%s)", dir, err, damagedIndexHint(dir))
 	}
 	return db, nil
 }

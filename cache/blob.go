@@ -207,6 +207,10 @@ func (s *Store) openFile(ctx context.Context, d digest.Digest, offset int64) (*o
 		}
 		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
 	}
+	if err := s.checkContent(ctx, d, f, row); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
 	if !s.skipAccess {
 		s.access.touch(d, s.now())
 	}
@@ -256,6 +260,12 @@ func (s *Store) hasBlob(ctx context.Context, d digest.Digest) (bool, error) {
 // returns the error that reports the blob as absent. The row goes only if it
 // is still the one that was read: a fresh download may have replaced it.
 func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, reason string) error {
+	_, err := s.dropRow(ctx, d, seen, reason)
+	return err
+}
+
+// dropRow is dropDamaged, also reporting whether this call dropped the row.
+func (s *Store) dropRow(ctx context.Context, d digest.Digest, seen blobRow, reason string) (bool, error) {
 	s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
 	var dropped bool
 	err := s.update(ctx, func(txn *badger.Txn) error {
@@ -274,10 +284,10 @@ func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, 
 		return txn.Delete(blobKey(d))
 	})
 	if err != nil {
-		return fmt.Errorf("read blob %s: drop damaged row: %w", d, err)
+		return false, fmt.Errorf("read blob %s: drop damaged row: %w", d, err)
 	}
 	if dropped {
 		s.forget(seen.Size)
 	}
-	return fmt.Errorf("read blob %s: %s: %w", d, reason, fs.ErrNotExist)
+	return dropped, fmt.Errorf("read blob %s: %s: %w", d, reason, fs.ErrNotExist)
 }

@@ -22,6 +22,9 @@ type download struct {
 	// repos that joined this download, guarded by Store.mu. Their references
 	// are recorded once the blob is committed.
 	repos map[string]struct{}
+	// passedThrough is set, by the filler alone, when the verified blob was
+	// too large to keep (see Store.SetMaxBlobSize).
+	passedThrough bool
 
 	mu      sync.Mutex
 	file    *os.File

@@ -39,7 +39,7 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetch
 	delete(s.inflight, dl.digest)
 	joiners := dl.repos
 	s.mu.Unlock()
-	if err == nil {
+	if err == nil && !dl.passedThrough {
 		for r := range joiners {
 			s.access.addRef(reference{repo: r, d: dl.digest, kind: kindBlob})
 		}
@@ -73,7 +73,7 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 	defer stopClosing()
 
 	dl.start(size)
-	if size > 0 {
+	if size > 0 && s.keeps(size) {
 		// Count the download against the budget before it lands, so that
 		// eviction makes room while it streams.
 		s.reserved.Add(size)
@@ -88,6 +88,10 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 	stall.Stop() // upstream is done; what remains is local work
 	if err := verify(dl.digest, h, size, written); err != nil {
 		return err
+	}
+	if !s.keeps(written) {
+		s.passThrough(dl)
+		return nil
 	}
 	return s.publish(ctx, dl.digest, f, repo, written)
 }
@@ -137,6 +141,7 @@ func (s *Store) publish(ctx context.Context, d digest.Digest, f *os.File, repo s
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("blob %s: sync temp file: %w", d, err)
 	}
+	crashPoint(stepSynced)
 	final := blobPath(s.blobRoot, d)
 	if err := makeDir(filepath.Dir(final)); err != nil {
 		return fmt.Errorf("blob %s: %w", d, err)
@@ -148,10 +153,13 @@ func (s *Store) publish(ctx context.Context, d digest.Digest, f *os.File, repo s
 		os.Remove(final)
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
+	crashPoint(stepRenamed)
 	if err := s.commitBlob(ctx, d, size, repo); err != nil {
 		os.Remove(final)
 		return fmt.Errorf("blob %s: index: %w", d, err)
 	}
+	crashPoint(stepCommitted)
+	s.verified.add(d) // hashed on its way in
 	return nil
 }
 

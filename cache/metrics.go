@@ -15,6 +15,11 @@ type metrics struct {
 	coalescedWaiters  prometheus.Counter
 	sizeBytes         prometheus.Gauge
 	blobs             prometheus.Gauge
+	// corruptFiles counts cached blob files found not to hash to their
+	// digest on their first read after Open.
+	corruptFiles prometheus.Counter
+	// passedThrough counts blobs served without caching: larger than the budget.
+	passedThrough prometheus.Counter
 }
 
 // newMetrics builds the collectors and registers them on reg, which may be
@@ -42,6 +47,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_cache_blobs",
 			Help: "Number of cached blobs.",
 		}),
+		corruptFiles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cache_corrupt_files_total",
+			Help: "Cached blob files that did not hash to their digest when first read after a restart; dropped, never served.",
+		}),
+		passedThrough: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cache_passed_through_total",
+			Help: "Blob downloads served to clients but not cached because the blob is larger than the cache budget.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -59,6 +72,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if err == nil {
 		m.blobs, err = register(reg, m.blobs)
+	}
+	if err == nil {
+		m.corruptFiles, err = register(reg, m.corruptFiles)
+	}
+	if err == nil {
+		m.passedThrough, err = register(reg, m.passedThrough)
 	}
 	return m, err
 }

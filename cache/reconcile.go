@@ -142,6 +142,7 @@ func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, 
 	if err != nil {
 		return false, err
 	}
+	s.verified.add(d)
 	s.log.Warn("indexed a verified blob file the index had lost", "digest", d)
 	return true, nil
 }

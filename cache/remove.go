@@ -89,6 +89,7 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 	}
 	// The rows are gone: from here on a failure leaves an orphan file, which
 	// the next Open reconciles, never a row without its file.
+	crashPoint(stepRowsDeleted)
 	for _, d := range claimed {
 		size, ok := sizes[d]
 		if !ok {
@@ -98,6 +99,7 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 			s.log.Warn("remove blob file", "digest", d, "err", err)
 		}
 		s.forget(size)
+		s.verified.forget(d)
 		r.Removed = append(r.Removed, d)
 		r.Freed += size
 	}

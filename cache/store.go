@@ -43,6 +43,9 @@ type Options struct {
 	// GCInterval is how often Run compacts the index's value log.
 	// Default: DefaultGCInterval.
 	GCInterval time.Duration
+	// MaxBlobSize is the largest blob the cache keeps; larger ones are
+	// served without being cached (see Store.SetMaxBlobSize). Default: no limit.
+	MaxBlobSize int64
 }
 
 // Store is the on-disk cache. Its methods are safe for concurrent use.
@@ -65,10 +68,13 @@ type Store struct {
 	// measure what tracking costs the read path.
 	skipAccess bool
 
+	verified verifiedSet  // blobs whose content this process has hashed
 	uses     useTable     // open readers, and blobs being removed
 	usage    atomic.Int64 // bytes of the indexed blobs
 	reserved atomic.Int64 // announced bytes of the downloads in flight
-	grew     chan struct{}
+	// maxBlobSize is the largest blob kept (SetMaxBlobSize); <= 0: no limit.
+	maxBlobSize atomic.Int64
+	grew        chan struct{}
 
 	fills sync.WaitGroup // download goroutines
 
@@ -136,6 +142,7 @@ func newStore(opts Options) *Store {
 		inflight:            make(map[digest.Digest]*download),
 		grew:                make(chan struct{}, 1),
 	}
+	s.maxBlobSize.Store(opts.MaxBlobSize)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
