@@ -1,6 +1,7 @@
 package main
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestFreshnessSettings(t *testing.T) {
 				noStaleOnNotFound: u.noStaleOnNotFound(),
 				backgroundRefresh: u.BackgroundRefresh,
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("settings\n got %+v\nwant %+v", got, tt.want)
 			}
 		})
