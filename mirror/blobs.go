@@ -78,6 +78,9 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	if !errors.Is(err, fs.ErrNotExist) {
 		return blobBody{}, fmt.Errorf("reading cached blob %s: %w", d, err)
 	}
+	if err := m.recheckExposed(ctx, rem, t, kindBlob); err != nil {
+		return blobBody{}, err
+	}
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		return rem.Upstream.GetBlob(ctx, t.path, d)
 	}

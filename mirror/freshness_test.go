@@ -195,6 +195,10 @@ func TestUpstreamFailureServesCachedTagFast(t *testing.T) {
 				upstream: upstream.Config{DialTimeout: timeout, ResponseHeaderTimeout: timeout, Timeout: timeout},
 			})
 			ix := e.pushNode(t, 1, 1024)
+			// The uncached image exists upstream: what fails is fetching it.
+			if _, err := e.upstream.PushImage("library/other", "1", registrytest.ImageOptions{}); err != nil {
+				t.Fatal(err)
+			}
 			e.pullIndex(t, "library/node", "10", ix)
 			e.clock.Advance(2 * time.Minute)
 			tt.fail(t, e)

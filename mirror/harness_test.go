@@ -54,7 +54,10 @@ type env struct {
 }
 
 type envOptions struct {
+	// private makes library/* need credentials upstream, and exposes it
+	// (Remote.Expose) unless unexposed is set too.
 	private      bool
+	unexposed    bool
 	withoutCreds bool
 	tagTTL       time.Duration
 	staleIfError time.Duration
@@ -122,7 +125,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	t.Cleanup(client.Close)
 	rem := o.remote
-	rem.Host, rem.Upstream = "docker.io", client
+	rem.Host, rem.Upstream, rem.Visibility = "docker.io", client, client
+	if o.private && !o.unexposed {
+		// The private fixture is served to anonymous clients only because
+		// the operator exposed it.
+		rem.Expose = []string{"library/*"}
+	}
 	if o.tagTTL != 0 {
 		rem.TagTTL = o.tagTTL
 	}

@@ -52,6 +52,15 @@ type Remote struct {
 	// those that may not, and wins. A refused pull touches neither the cache
 	// nor the upstream.
 	Allow, Deny []string
+	// Visibility, when set, tells which repositories the upstream serves
+	// without credentials. A repository that only the mirror's own
+	// credentials can read is then refused to clients that did not
+	// authenticate to the mirror, unless Expose lists it. Nil serves every
+	// repository: right when the mirror has no credentials for the upstream.
+	Visibility Visibility
+	// Expose lists repositories (globs, like Allow) served to every client
+	// even when they are not public upstream.
+	Expose []string
 }
 
 // Options configure a Mirror. Cache and at least one Remote are required.
@@ -102,6 +111,8 @@ type Mirror struct {
 	// background refresh.
 	notFound notFoundCache
 	hot      hotTags
+	// exposure remembers which upstream repositories are public.
+	exposure visibilityCache
 }
 
 // New returns a Mirror for opts.
@@ -162,6 +173,7 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r = r.WithContext(m.withClient(r.Context(), r))
 	if err := m.dispatch(w, r); err != nil {
 		noteError(r.Context(), err)
 		writeError(w, r, err)
@@ -216,6 +228,9 @@ func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, e
 	if !rem.permits(t.path) {
 		return nil, target{}, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
 			t.host, truncate(t.path), t.host)
+	}
+	if err := m.checkExposed(ctx, rem, t, req.kind, false); err != nil {
+		return nil, target{}, err
 	}
 	return rem, t, nil
 }

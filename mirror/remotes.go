@@ -27,6 +27,9 @@ func prepareRemote(r Remote, m *metrics) (*Remote, error) {
 	if err := checkPatterns(r.Deny); err != nil {
 		return nil, fmt.Errorf("remote %s: deny: %w", r.Host, err)
 	}
+	if err := checkPatterns(r.Expose); err != nil {
+		return nil, fmt.Errorf("remote %s: expose: %w", r.Host, err)
+	}
 	limit := r.MaxConcurrentFetches
 	if limit == 0 {
 		limit = DefaultMaxConcurrentFetches
