@@ -92,6 +92,16 @@ type UpstreamConfig struct {
 	// e.g. "library/*" (one level) or "myorg/**" (any depth).
 	Allow []string `yaml:"allow"`
 	Deny  []string `yaml:"deny"`
+	// Expose lists repositories (globs, like allow) that clients without
+	// credentials of their own may pull even though the upstream serves
+	// them only with the mirror's credentials. Repositories the upstream
+	// serves to anyone need no listing; the others are refused (see the
+	// README's security section).
+	Expose []string `yaml:"expose"`
+	// AuthHosts are host names, besides the registry's, that may receive
+	// the mirror's credentials for it: a token service on another host.
+	// Docker Hub's auth.docker.io and a few others are known already.
+	AuthHosts []string `yaml:"auth_hosts"`
 }
 
 // Defaults.

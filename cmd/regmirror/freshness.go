@@ -23,6 +23,7 @@ func (u UpstreamConfig) clientConfig() upstream.Config {
 		Retries:               zeroMeansOff(u.Retries),
 		BreakerThreshold:      zeroMeansOff(u.BreakerThreshold),
 		BreakerCooldown:       u.BreakerCooldown,
+		AuthHosts:             u.AuthHosts,
 	}
 }
 

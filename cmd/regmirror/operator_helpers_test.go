@@ -33,6 +33,7 @@ func startHub(t *testing.T) (*registrytest.Registry, Config) {
 	hub := registrytest.New(t, registrytest.Options{Username: hubUser, Password: hubPassword, Private: []string{"library/*"}})
 	cfg := Config{DataDir: t.TempDir(), Upstreams: []UpstreamConfig{{
 		Host: "docker.io", URL: hub.URL(), Username: hubUser, Password: hubPassword,
+		Expose: []string{"library/*"}, // private upstream, passed on by the operator's choice
 	}}}
 	return hub, cfg
 }

@@ -61,7 +61,8 @@ func TestServePullsAndShutsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{DataDir: t.TempDir(), Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL(), Username: "bot", Password: "hub-secret-password"}}}.withDefaults()
+	cfg := Config{DataDir: t.TempDir(), Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL(), Username: "bot", Password: "hub-secret-password",
+		Expose: []string{"library/*"}}}}.withDefaults()
 	var logs strings.Builder
 	url, stop := startDaemon(t, cfg, &syncWriter{w: &logs})
 

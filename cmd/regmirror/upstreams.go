@@ -89,6 +89,8 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 			MaxConcurrentFetches: u.MaxConcurrentFetches,
 			Allow:                u.Allow,
 			Deny:                 u.Deny,
+			Visibility:           client,
+			Expose:               u.Expose,
 		})
 	}
 	if !cfg.AllowAnyUpstream {
@@ -127,7 +129,7 @@ func (a anyUpstream) remote(host string) (mirror.Remote, error) {
 	if err != nil {
 		return mirror.Remote{}, err
 	}
-	return mirror.Remote{Host: host, Upstream: client}, nil
+	return mirror.Remote{Host: host, Upstream: client, Visibility: client}, nil
 }
 
 // publicOnlyTransport is the transport of allow_any_upstream registries. Its

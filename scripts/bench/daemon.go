@@ -47,7 +47,7 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 		return err
 	}
 	config := filepath.Join(d.dir, "config.yaml")
-	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n",
+	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\"]\n",
 		upstreamURL, user, passwordFile)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		return err

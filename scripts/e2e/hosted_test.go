@@ -112,6 +112,7 @@ func startHostedRegmirror(t *testing.T, upstreamURL string) string {
     url: %s
     username: %s
     password_file: %s
+    expose: ["library/*"]
 hosted:
   htpasswd: %s
   repositories: ["team/*"]

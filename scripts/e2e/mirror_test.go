@@ -111,7 +111,9 @@ func startRegmirror(t *testing.T, ups ...upstreamSpec) string {
 		if err := os.WriteFile(passwordFile, []byte(u.password+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		yaml += fmt.Sprintf("  - host: %s\n    url: %s\n    username: %s\n    password_file: %s\n",
+		// The fixtures' private repositories reach dockerd only because
+		// the operator exposes them (upstreams[].expose).
+		yaml += fmt.Sprintf("  - host: %s\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\", \"org/*\"]\n",
 			u.host, u.url, u.user, passwordFile)
 	}
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
