@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,8 +95,7 @@ type Options struct {
 // filling it from upstream registries. It is safe for concurrent use.
 type Mirror struct {
 	cache       Cache
-	remotes     map[string]*Remote
-	dynamic     *dynamicRemotes // nil without Options.NewRemote
+	remotes     atomic.Pointer[remoteTable] // routing; SetRemotes swaps it whole
 	defaultHost string
 	log         *slog.Logger
 	now         func() time.Time
@@ -122,7 +122,6 @@ func New(opts Options) (*Mirror, error) {
 	}
 	m := &Mirror{
 		cache:       opts.Cache,
-		remotes:     make(map[string]*Remote, len(opts.Remotes)),
 		defaultHost: canonicalHost(opts.DefaultHost),
 		log:         opts.Logger,
 		now:         opts.Now,
@@ -144,19 +143,11 @@ func New(opts Options) (*Mirror, error) {
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	for _, r := range opts.Remotes {
-		rem, err := prepareRemote(r, m.metrics)
-		if err != nil {
-			return nil, fmt.Errorf("mirror: %w", err)
-		}
-		if _, dup := m.remotes[rem.Host]; dup {
-			return nil, fmt.Errorf("mirror: remote %q configured twice", rem.Host)
-		}
-		m.remotes[rem.Host] = rem
+	table, err := newRemoteTable(opts.Remotes, opts.NewRemote, m.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	if opts.NewRemote != nil {
-		m.dynamic = newDynamicRemotes(opts.NewRemote, m.metrics, maxDynamicRemotes)
-	}
+	m.remotes.Store(table)
 	if opts.Hosted != nil {
 		if m.hosted, err = newHostedRepos(opts.Hosted, m.now); err != nil {
 			return nil, fmt.Errorf("mirror: %w", err)

@@ -45,13 +45,14 @@ func prepareRemote(r Remote, m *metrics) (*Remote, error) {
 // connection is made, so clients cannot make the mirror connect wherever
 // they like.
 func (m *Mirror) remote(host string) (*Remote, error) {
-	if rem, ok := m.remotes[host]; ok {
+	table := m.remotes.Load()
+	if rem, ok := table.byHost[host]; ok {
 		return rem, nil
 	}
-	if m.dynamic == nil {
+	if table.dynamic == nil {
 		return nil, newError(codeNameUnknown, "registry %q is not mirrored here", truncate(host))
 	}
-	rem, err := m.dynamic.get(host)
+	rem, err := table.dynamic.get(host)
 	if err != nil {
 		var mirrorErr *Error
 		if errors.As(err, &mirrorErr) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -41,13 +41,19 @@ func startHub(t *testing.T) (*registrytest.Registry, Config) {
 // startDaemonLogging is startDaemon with the logger the test chooses.
 func startDaemonLogging(t *testing.T, cfg Config, log *slog.Logger) string {
 	t.Helper()
+	return startDaemonReloading(t, cfg, log, reloadSource{})
+}
+
+// startDaemonReloading runs a daemon that reloads its configuration from src.
+func startDaemonReloading(t *testing.T, cfg Config, log *slog.Logger, src reloadSource) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveOn(ctx, ln, cfg.withDefaults(), log) }()
+	go func() { done <- serveReloading(ctx, ln, cfg.withDefaults(), log, src) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -184,4 +190,7 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-var errNoLine = errors.New("no such log line")
+// digestOf is the sha256 digest of data, as a string.
+func digestOf(data []byte) string {
+	return digest.FromBytes(data).String()
+}

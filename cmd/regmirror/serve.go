@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,7 +61,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return serve(c.Context, cfg, log)
+			return serve(c.Context, cfg, log, func() (Config, error) { return configFromCLI(c) })
 		},
 	}
 }
@@ -86,17 +89,26 @@ func configFromCLI(c *cli.Context) (Config, error) {
 	return cfg, cfg.validate()
 }
 
-// serve runs the daemon until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+// serve runs the daemon until ctx ends, then shuts down gracefully. On
+// SIGHUP it reloads the configuration with load.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, load func() (Config, error)) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	return serveOn(ctx, ln, cfg, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return serveReloading(ctx, ln, cfg, log, reloadSource{load: load, requests: hup})
 }
 
 // serveOn runs the daemon on an open listener; tests pass one on port 0.
 func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) error {
+	return serveReloading(ctx, ln, cfg, log, reloadSource{})
+}
+
+// serveReloading is serveOn with configuration reloads from src.
+func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger, src reloadSource) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -147,6 +159,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}
+	g.Go(func() error { return watchReloads(gctx, src, cfg, m, reg, log) })
 	g.Go(func() error {
 		log.Info("regmirror listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "")
 		var err error

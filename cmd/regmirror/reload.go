@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/mirror"
+)
+
+// reloadSource is how the daemon learns of a new configuration: a value on
+// requests (SIGHUP) makes it call load, which reads the configuration the
+// way startup did.
+type reloadSource struct {
+	load     func() (Config, error)
+	requests <-chan os.Signal
+	// applied, when set, hears how each reload ended; tests wait on it.
+	applied func(error)
+}
+
+// watchReloads applies a new configuration each time one is requested,
+// until ctx ends. A reload that fails leaves the running configuration as
+// it was; the daemon never stops because of one.
+func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirror.Mirror, reg prometheus.Registerer, log *slog.Logger) error {
+	if src.load == nil || src.requests == nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-src.requests:
+		}
+		next, err := reload(running, src.load, m, reg, log)
+		if err != nil {
+			log.Error("configuration not reloaded: the running one stays", "err", err)
+		} else {
+			running = next
+		}
+		if src.applied != nil {
+			src.applied(err)
+		}
+	}
+}
+
+// reload reads the configuration and swaps in its upstreams: credentials,
+// endpoints and every per-upstream setting, and which registries are
+// mirrored. Transfers in flight finish on the upstreams they started with.
+// Settings that only a restart can change are reported, not applied. It
+// returns the configuration now running.
+func reload(running Config, load func() (Config, error), m *mirror.Mirror, reg prometheus.Registerer, log *slog.Logger) (Config, error) {
+	next, err := load()
+	if err != nil {
+		return running, err
+	}
+	remotes, newRemote, err := mirrorRemotes(next, log, reg)
+	if err != nil {
+		return running, err
+	}
+	if err := m.SetRemotes(remotes, newRemote); err != nil {
+		return running, err
+	}
+	applied := running
+	applied.Upstreams = next.Upstreams
+	applied.ListedUpstreamsOnly = next.ListedUpstreamsOnly
+	applied.AllowAnyUpstream = next.AllowAnyUpstream
+	if pending := restartOnly(applied, next); len(pending) > 0 {
+		log.Warn("configuration reloaded, but some changed settings take effect only after a restart", "settings", pending)
+	} else {
+		log.Info("configuration reloaded", "upstreams", len(remotes))
+	}
+	return applied, nil
+}
+
+// restartOnly names the config file's top-level keys that differ between
+// the running configuration and the one read, after the reloadable ones
+// were applied: they need a restart.
+func restartOnly(running, next Config) []string {
+	var changed []string
+	a, b := reflect.ValueOf(running), reflect.ValueOf(next)
+	for i := range a.NumField() {
+		if !a.Type().Field(i).IsExported() {
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			changed = append(changed, yamlKey(a.Type().Field(i)))
+		}
+	}
+	return changed
+}
+
+func yamlKey(f reflect.StructField) string {
+	if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
+		return name
+	}
+	return f.Name
+}
