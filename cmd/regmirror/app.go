@@ -23,6 +23,7 @@ func newApp() *cli.App {
 			cacheCommand(),
 			htpasswdCommand(),
 			versionCommand(),
+			completionCommand(),
 		},
 	}
 }
