@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,8 +99,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observeRequest(route, method string, status int, took time.Duration) {
-	m.requests.WithLabelValues(route, method, statusClass(status)).Inc()
+	m.requests.WithLabelValues(route, methodLabel(method), statusClass(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// methodLabel keeps the method label bounded: clients may send any token
+// as a method, and each would become a series of its own.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
 }
 
 // forgetUpstream drops the series of an upstream the mirror no longer

@@ -14,6 +14,8 @@ import (
 func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
 	t.Parallel()
 	hub, cfg := startHub(t)
+	const budget = 64 << 20
+	cfg.Cache.MaxSize = budget
 	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 2, LayerSize: 20 << 10, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +66,9 @@ func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
 		{metric: "regmirror_cache_digest_mismatches_total"},
 		{metric: "regmirror_cache_blobs", gaugeAfterPulls: true, wantAfterEachRun: blobs},
 		{metric: "regmirror_cache_size_bytes", gaugeAfterPulls: true, wantAfterEachRun: size},
+		{metric: "regmirror_cache_budget_bytes", gaugeAfterPulls: true, wantAfterEachRun: budget},
+		{metric: "regmirror_eviction_blobs_total"}, // well within the budget
+		{metric: "regmirror_eviction_freed_bytes_total"},
 	}
 	for _, tt := range tests {
 		if tt.gaugeAfterPulls {
@@ -82,7 +87,15 @@ func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
 	if got, want := sumFamily(warm, "regmirror_upstream_requests_total"), sumFamily(cold, "regmirror_upstream_requests_total"); got != want || want == 0 {
 		t.Errorf("upstream requests: %v after the cold pull, %v after the warm one; want some, then no more", want, got)
 	}
-	for _, family := range []string{"go_goroutines", "process_resident_memory_bytes", "regmirror_upstream_request_duration_seconds"} {
+	// Every family the dashboard and the docs rely on is exposed once traffic
+	// has touched it.
+	for _, family := range []string{
+		"go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total",
+		"regmirror_upstream_request_duration_seconds", "regmirror_upstream_breaker_state",
+		"regmirror_upstream_fetches_in_flight", "regmirror_cache_downloads_in_flight",
+		"regmirror_eviction_blobs_total", "regmirror_eviction_freed_bytes_total",
+		"regmirror_cache_coalesced_waiters_total", "regmirror_cache_digest_mismatches_total",
+	} {
 		if !hasFamily(warm, family) {
 			t.Errorf("/metrics has no %s", family)
 		}
