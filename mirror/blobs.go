@@ -108,8 +108,12 @@ func (m *Mirror) copyBlob(ctx context.Context, w http.ResponseWriter, body blobB
 		src = io.LimitReader(body.rc, span.length())
 	}
 	buf := copyBuffers.Get().(*[]byte)
-	n, err := io.CopyBuffer(w, src, *buf)
+	dw := newDeadlineWriter(w, m.sendTimeout)
+	n, err := io.CopyBuffer(dw, src, *buf)
 	copyBuffers.Put(buf)
+	if err == nil {
+		dw.clear()
+	}
 	if err == nil && body.size >= 0 && n < span.length() {
 		err = io.ErrUnexpectedEOF
 	}

@@ -70,6 +70,8 @@ type envOptions struct {
 	// adjusts the store's options, newEnv fills in Dir, Registerer and Now.
 	transport http.RoundTripper
 	cache     cache.Options
+	// sendTimeout is the mirror's Options.SendTimeout.
+	sendTimeout time.Duration
 }
 
 // clock is a settable time source shared by the mirror, the cache and the
@@ -138,10 +140,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 		rem.StaleIfError = o.staleIfError
 	}
 	m, err := mirror.New(mirror.Options{
-		Cache:      store,
-		Remotes:    []mirror.Remote{rem},
-		Registerer: metrics,
-		Now:        clk.Now,
+		Cache:       store,
+		Remotes:     []mirror.Remote{rem},
+		Registerer:  metrics,
+		Now:         clk.Now,
+		SendTimeout: o.sendTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)

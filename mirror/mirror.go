@@ -86,6 +86,12 @@ type Options struct {
 	// detached from any one client so that a hang-up does not fail the others.
 	// Zero means two minutes.
 	FillTimeout time.Duration
+	// SendTimeout bounds each write of a blob to a client: a client that
+	// takes longer to accept one chunk (128 KiB) is disconnected, so a
+	// stuck or trickling client cannot hold a connection, a goroutine and a
+	// file open forever. The download it shared goes on for the others.
+	// Zero means DefaultSendTimeout.
+	SendTimeout time.Duration
 	// Hosted, when set, adds hosted repositories: pushes to the mirror's own
 	// URL, served first to pulls of their names. Nil means pulls only.
 	Hosted *HostedOptions
@@ -113,6 +119,8 @@ type Mirror struct {
 	hot      hotTags
 	// exposure remembers which upstream repositories are public.
 	exposure visibilityCache
+
+	sendTimeout time.Duration // per blob write, see Options.SendTimeout
 }
 
 // New returns a Mirror for opts.
@@ -138,6 +146,9 @@ func New(opts Options) (*Mirror, error) {
 	}
 	if m.fillTimeout == 0 {
 		m.fillTimeout = 2 * time.Minute
+	}
+	if m.sendTimeout = opts.SendTimeout; m.sendTimeout <= 0 {
+		m.sendTimeout = DefaultSendTimeout
 	}
 	var err error
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
