@@ -44,7 +44,8 @@ type operator struct {
 // newOperator wires the endpoints to the daemon's cache, mirror and metrics.
 func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *prometheus.Registry, log *slog.Logger) (*operator, error) {
 	started := time.Now()
-	ops, err := newCacheOps(store, cfg.Cache, trafficFrom(reg, started))
+	traffic := trafficFrom(reg, started)
+	ops, err := newCacheOps(store, cfg.Cache, traffic)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +58,7 @@ func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *promethe
 		ready: readiness{store: store, dataDir: cfg.DataDir, minFree: readyFloor(cfg.Cache), freeBytes: freeBytes},
 		status: &statusPage{
 			stats:     ops.stats,
+			traffic:   traffic,
 			recent:    m.RecentPulls,
 			metrics:   reg,
 			upstreams: hosts,

@@ -68,6 +68,7 @@ var breakerStates = map[float64]string{0: "up", 1: "down", 2: "probing"}
 // concurrent use.
 type statusPage struct {
 	stats     func(context.Context) (statsReport, error)
+	traffic   func() (*trafficReport, error) // what stats reads traffic with
 	recent    func() []mirror.Pull
 	metrics   prometheus.Gatherer
 	upstreams []string // the configured hosts, listed even before any traffic
@@ -112,12 +113,18 @@ func (p *statusPage) serveJSON(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(report)
 }
 
-// report assembles the page's numbers: the cache report (reused while
-// fresh), then the live counters and recent pulls.
+// report assembles the page's numbers: the cache report (its index part
+// reused while fresh, its traffic always read anew), the upstreams and the
+// recent pulls.
 func (p *statusPage) report(ctx context.Context) (statusReport, error) {
 	stats, err := p.cacheStats(ctx)
 	if err != nil {
 		return statusReport{}, err
+	}
+	if p.traffic != nil {
+		if stats.Traffic, err = p.traffic(); err != nil {
+			return statusReport{}, err
+		}
 	}
 	snap, err := gatherMetrics(p.metrics)
 	if err != nil {

@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/mirror"
 )
 
 // After a cold and a warm pull, /status.json shows what was pulled, and
@@ -292,5 +295,35 @@ func TestUpstreamsHealth(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("upstreamsHealth =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// While the index part of the report is reused, its traffic is read anew.
+func TestStatusReportTrafficIsLive(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	scans, hits := 0, int64(0)
+	p := &statusPage{
+		now: func() time.Time { return now },
+		stats: func(context.Context) (statsReport, error) {
+			scans++
+			now = now.Add(time.Second)
+			return statsReport{Traffic: &trafficReport{Hits: -1}}, nil
+		},
+		traffic: func() (*trafficReport, error) {
+			hits++
+			return &trafficReport{Hits: hits}, nil
+		},
+		metrics: prometheus.NewRegistry(),
+		recent:  func() []mirror.Pull { return nil },
+	}
+	for want := int64(1); want <= 3; want++ {
+		r, err := p.report(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Cache.Traffic.Hits != want || scans != 1 {
+			t.Fatalf("report %d: %d hits after %d scans, want %d hits after 1 scan", want, r.Cache.Traffic.Hits, scans, want)
+		}
 	}
 }
