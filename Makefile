@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 FUZZ_SMOKE ?= 30000x
 FUZZTIME ?= 2m
 
-.PHONY: run build test unit fuzz-smoke fuzz conformance browser screenshot e2e bench lint clean
+.PHONY: run build test unit root-tests fuzz-smoke fuzz stress conformance browser screenshot e2e bench lint clean
 
 ## run: the daemon on embedded defaults (:5000, data in ./data)
 run: build
@@ -20,11 +20,20 @@ run: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/regmirror
 
-## test: lint, unit and integration tests with -race, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd
-test: lint unit fuzz-smoke conformance browser e2e
+## test: lint, unit and integration tests with -race (a stress smoke run among them), root-only tests, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd
+test: lint unit root-tests fuzz-smoke conformance browser e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## root-tests: tests that need root (a full disk on a small tmpfs); they fail, not skip, without it
+root-tests:
+	$(GO) test -race -count=1 -tags roottests -run '^TestDiskFullDuringDownload$$' ./cache
+
+## stress: ten loops pulling and removing five images under a tight budget, eviction forced every second, for STRESS_DURATION (prints the numbers)
+STRESS_DURATION ?= 8m
+stress:
+	REGMIRROR_STRESS_DURATION=$(STRESS_DURATION) $(GO) test -race -count=1 -tags stress -run '^TestStress$$' -timeout 20m -v ./cmd/regmirror
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZTIME=$(FUZZ_SMOKE)
@@ -33,6 +42,7 @@ fuzz-smoke:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRequest$$' -fuzztime=$(FUZZTIME) ./mirror
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRange$$' -fuzztime=$(FUZZTIME) ./mirror
+	$(GO) test -run='^$$' -fuzz='^FuzzCheckUpstreamManifest$$' -fuzztime=$(FUZZTIME) ./mirror
 
 ## conformance: the OCI distribution-spec conformance suite against the hosted repositories
 conformance: build
@@ -59,6 +69,7 @@ bench: build
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags 'roottests stress' ./cache ./cmd/regmirror
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
