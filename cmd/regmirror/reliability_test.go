@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,6 +20,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/internal/registrytest"
@@ -304,4 +308,66 @@ func verifyStopped(t *testing.T, dir string) cache.Verification {
 		t.Fatalf("%d blob files on disk, %d indexed (%v)", files, v.Checked, err)
 	}
 	return v
+}
+
+// pushWithLayers publishes repo:1, an image of the given layers, built by
+// hand so that two repositories can share a layer.
+func pushWithLayers(t *testing.T, hub *registrytest.Registry, repo string, layers ...[]byte) registrytest.Image {
+	t.Helper()
+	config := []byte(`{"architecture":"amd64","os":"linux","repo":"` + repo + `"}`)
+	img := registrytest.Image{Config: ocispec.Descriptor{
+		MediaType: ocispec.MediaTypeImageConfig, Digest: hub.PutBlob(config), Size: int64(len(config)),
+	}}
+	for _, l := range layers {
+		img.Layers = append(img.Layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: hub.PutBlob(l), Size: int64(len(l))})
+	}
+	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: img.Config, Layers: img.Layers}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := hub.PutManifest(repo, "1", ocispec.MediaTypeImageManifest, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.Manifest = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: int64(len(data))}
+	img.ManifestBytes = data
+	return img
+}
+
+// A layer two repositories share survives pruning one of them: the other
+// is then pulled with that layer from the cache, and only the pruned
+// repository's own layer is gone.
+func TestSharedLayerSurvivesPruningOneRepository(t *testing.T) {
+	t.Parallel()
+	hub, cfg := startHub(t)
+	shared, nodeOnly, pythonOnly := bytes.Repeat([]byte("shared "), 10000), []byte("node's own layer"), []byte("python's own layer")
+	node := pushWithLayers(t, hub, "library/node", shared, nodeOnly)
+	python := pushWithLayers(t, hub, "library/python", shared, pythonOnly)
+	base := startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler))
+	c := newClient(t, base)
+	c.pullImage("library/node", "1", node)
+	c.pullImage("library/python", "1", python)
+
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &out
+	if err := app.Run([]string{"regmirror", "cache", "prune", "--data-dir", cfg.DataDir, "--repo", "library/node"}); err != nil {
+		t.Fatalf("cache prune: %v\n%s", err, out.String())
+	}
+	hub.Reset()
+	c.pullImage("library/python", "1", python)
+	for _, b := range python.Blobs() {
+		if n := hub.BlobGets(b.Digest); n != 0 {
+			t.Fatalf("python's blob %s was fetched again after pruning node: the shared layer was lost", b.Digest)
+		}
+	}
+	c.pullImage("library/node", "1", node)
+	if n := hub.BlobGets(node.Layers[1].Digest); n != 1 {
+		t.Fatalf("node's own layer fetched %d times after the prune, want 1: it should have gone", n)
+	}
+	if n := hub.BlobGets(node.Layers[0].Digest); n != 0 {
+		t.Fatalf("the shared layer fetched %d times for node, want 0", n)
+	}
 }
