@@ -371,3 +371,31 @@ func TestSharedLayerSurvivesPruningOneRepository(t *testing.T) {
 		t.Fatalf("the shared layer fetched %d times for node, want 0", n)
 	}
 }
+
+// A blob larger than the whole budget is streamed to its client, intact,
+// without being cached and without flushing the cache to make room.
+func TestBlobOverBudgetPassesThroughWithoutFlushing(t *testing.T) {
+	t.Parallel()
+	hub, cfg := startHub(t)
+	noFloor := Size(0)
+	cfg.Cache = CacheConfig{MaxSize: Size(1 << 20), MinFreeDisk: &noFloor}
+	small := pushWithLayers(t, hub, "library/small", bytes.Repeat([]byte("s"), 100<<10))
+	huge := pushWithLayers(t, hub, "library/huge", bytes.Repeat([]byte("h"), 3<<20))
+	base := startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler))
+	c := newClient(t, base)
+	c.pullImage("library/small", "1", small)
+	for range 2 {
+		c.pullImage("library/huge", "1", huge)
+	}
+	if n := hub.BlobGets(huge.Layers[0].Digest); n != 2 {
+		t.Fatalf("the over-budget layer was fetched %d times for two pulls, want 2: it must not be cached", n)
+	}
+	hub.Reset()
+	c.pullImage("library/small", "1", small)
+	if n := hub.BlobGetsTotal(); n != 0 {
+		t.Fatalf("the small image was fetched again (%d blob GETs): the cache was flushed for the huge one", n)
+	}
+	if v := c.scrape()["regmirror_cache_passed_through_total"]; v != 2 {
+		t.Fatalf("passed through = %v, want 2", v)
+	}
+}
