@@ -175,6 +175,7 @@ func TestSlowlorisHeadersDropped(t *testing.T) {
 	if took > 10*time.Second+5*time.Second {
 		t.Fatalf("dropped after %v, want about 10s", took)
 	}
+	t.Logf("a client trickling its headers was dropped after %v", took.Round(time.Millisecond))
 }
 
 // Environment of TestDaemonChild: the config file of a daemon to run.
