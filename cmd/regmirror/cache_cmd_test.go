@@ -27,7 +27,7 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &errOut
 	app.ExitErrHandler = func(*cli.Context, error) {} // keep os.Exit out of tests
-	err = app.RunContext(context.Background(), append([]string{"regmirror"}, args...))
+	err = runAppLocked(context.Background(), app, append([]string{"regmirror"}, args...))
 	return out.String(), errOut.String(), err
 }
 

@@ -98,6 +98,6 @@ func runApp(t *testing.T, args ...string) (string, error) {
 	var out strings.Builder
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &out
-	err := app.RunContext(t.Context(), append([]string{"regmirror"}, args...))
+	err := runAppLocked(t.Context(), app, append([]string{"regmirror"}, args...))
 	return out.String(), err
 }

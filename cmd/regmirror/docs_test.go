@@ -34,7 +34,7 @@ func TestDocsServeHelpShowsEnvAndDefaultOfEveryFlag(t *testing.T) {
 	var out bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &out
-	if err := app.RunContext(context.Background(), []string{"regmirror", "serve", "--help"}); err != nil {
+	if err := runAppLocked(context.Background(), app, []string{"regmirror", "serve", "--help"}); err != nil {
 		t.Fatal(err)
 	}
 	help := out.String()

@@ -110,7 +110,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	var cli bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &cli, &cli
-	if err := app.Run([]string{"regmirror", "cache", "stats", "--data-dir", cfg.DataDir}); err != nil {
+	if err := runAppLocked(context.Background(), app, []string{"regmirror", "cache", "stats", "--data-dir", cfg.DataDir}); err != nil {
 		t.Fatalf("cache stats: %v\n%s", err, cli.String())
 	}
 
@@ -354,7 +354,7 @@ func TestSharedLayerSurvivesPruningOneRepository(t *testing.T) {
 	var out bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &out
-	if err := app.Run([]string{"regmirror", "cache", "prune", "--data-dir", cfg.DataDir, "--repo", "library/node"}); err != nil {
+	if err := runAppLocked(context.Background(), app, []string{"regmirror", "cache", "prune", "--data-dir", cfg.DataDir, "--repo", "library/node"}); err != nil {
 		t.Fatalf("cache prune: %v\n%s", err, out.String())
 	}
 	hub.Reset()

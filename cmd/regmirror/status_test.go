@@ -73,7 +73,7 @@ func TestStatusJSONAfterPullsMatchesCacheStats(t *testing.T) {
 	var out bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &out
-	if err := app.RunContext(context.Background(), []string{"regmirror", "cache", "stats", "--json", "--data-dir", cfg.DataDir}); err != nil {
+	if err := runAppLocked(context.Background(), app, []string{"regmirror", "cache", "stats", "--json", "--data-dir", cfg.DataDir}); err != nil {
 		t.Fatalf("cache stats: %v\n%s", err, out.String())
 	}
 	var cli statsReport

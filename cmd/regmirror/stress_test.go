@@ -200,21 +200,15 @@ func fetch(base, method, path string) (int, []byte, error) {
 	return resp.StatusCode, body, err
 }
 
-// cliRuns serialises runCache: urfave/cli's help flag is a package global
-// that every app's parsing writes to. The daemon still sees the commands
-// interleaved with the pulls.
-var cliRuns sync.Mutex
-
 // runCache runs `regmirror cache <args> --data-dir dir`, which goes through
-// the running daemon's admin socket.
+// the running daemon's admin socket. Runs are serialised (see appRuns); the
+// daemon still sees the commands interleaved with the pulls.
 func runCache(dir string, args ...string) error {
-	cliRuns.Lock()
-	defer cliRuns.Unlock()
 	var out bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &out
 	argv := append([]string{"regmirror", "cache", args[0], "--data-dir", dir}, args[1:]...)
-	if err := app.Run(argv); err != nil {
+	if err := runAppLocked(context.Background(), app, argv); err != nil {
 		return fmt.Errorf("%w: %s", err, out.String())
 	}
 	return nil
