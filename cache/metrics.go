@@ -1,10 +1,11 @@
 package cache
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/internal/promreg"
 )
 
 // metrics are the Store's Prometheus collectors. Their labels are bounded:
@@ -60,39 +61,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	m.digestMismatches, err = register(reg, m.digestMismatches)
+	m.digestMismatches, err = promreg.Register(reg, m.digestMismatches)
 	if err == nil {
-		m.downloadsInFlight, err = register(reg, m.downloadsInFlight)
+		m.downloadsInFlight, err = promreg.Register(reg, m.downloadsInFlight)
 	}
 	if err == nil {
-		m.coalescedWaiters, err = register(reg, m.coalescedWaiters)
+		m.coalescedWaiters, err = promreg.Register(reg, m.coalescedWaiters)
 	}
 	if err == nil {
-		m.sizeBytes, err = register(reg, m.sizeBytes)
+		m.sizeBytes, err = promreg.Register(reg, m.sizeBytes)
 	}
 	if err == nil {
-		m.blobs, err = register(reg, m.blobs)
+		m.blobs, err = promreg.Register(reg, m.blobs)
 	}
 	if err == nil {
-		m.corruptFiles, err = register(reg, m.corruptFiles)
+		m.corruptFiles, err = promreg.Register(reg, m.corruptFiles)
 	}
 	if err == nil {
-		m.passedThrough, err = register(reg, m.passedThrough)
-	}
-	return m, err
-}
-
-// register registers c, or returns the identical collector registered before.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var already prometheus.AlreadyRegisteredError
-	if errors.As(err, &already) {
-		if existing, ok := already.ExistingCollector.(C); ok {
-			return existing, nil
-		}
+		m.passedThrough, err = promreg.Register(reg, m.passedThrough)
 	}
 	if err != nil {
-		return c, fmt.Errorf("register cache metrics: %w", err)
+		return m, fmt.Errorf("register cache metrics: %w", err)
 	}
-	return c, nil
+	return m, nil
 }

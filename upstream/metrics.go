@@ -1,13 +1,14 @@
 package upstream
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/internal/promreg"
 )
 
 // metrics are the client's Prometheus collectors. Several clients (one per
@@ -51,44 +52,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"upstream", "reason"}),
 	}
 	var err error
-	if m.requests, err = register(reg, m.requests); err != nil {
-		return nil, err
+	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
-		return nil, err
+	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
-	if m.errors, err = register(reg, m.errors); err != nil {
-		return nil, err
+	if m.errors, err = promreg.Register(reg, m.errors); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
-	if m.retries, err = register(reg, m.retries); err != nil {
-		return nil, err
+	if m.retries, err = promreg.Register(reg, m.retries); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
-	if m.breakerState, err = register(reg, m.breakerState); err != nil {
-		return nil, err
+	if m.breakerState, err = promreg.Register(reg, m.breakerState); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
-	if m.skipped, err = register(reg, m.skipped); err != nil {
-		return nil, err
+	if m.skipped, err = promreg.Register(reg, m.skipped); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
 	return m, nil
-}
-
-// register adds c to reg, or returns the identical collector another client
-// registered before. A nil reg registers nothing.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	var already prometheus.AlreadyRegisteredError
-	if errors.As(err, &already) {
-		if existing, ok := already.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	if err != nil {
-		return c, fmt.Errorf("upstream: registering metrics: %w", err)
-	}
-	return c, nil
 }
 
 // instrumented counts and times every HTTP round trip to one upstream.
