@@ -303,8 +303,12 @@ func TestFiftyColdGETsOneDownloadLeaderHangsUp(t *testing.T) {
 	for i := range followers {
 		started.Add(1)
 		done.Go(func() {
-			resp := e.get(t, context.Background(), blobPath(layer.Digest), nil)
+			resp, err := e.start(context.Background(), blobPath(layer.Digest), nil)
 			started.Done()
+			if err != nil {
+				t.Errorf("follower %d: %v", i, err)
+				return
+			}
 			defer resp.Body.Close()
 			body, err := io.ReadAll(resp.Body)
 			if err != nil {
@@ -362,7 +366,11 @@ func TestRangesOnHitsAndDownloadsInProgress(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, offset := range []int64{half / 2, half + 1000} {
 		wg.Go(func() {
-			resp := e.get(t, context.Background(), blobPath(cold.Digest), http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}})
+			resp, err := e.start(context.Background(), blobPath(cold.Digest), http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}})
+			if err != nil {
+				t.Errorf("resume at %d: %v", offset, err)
+				return
+			}
 			defer resp.Body.Close()
 			body, err := io.ReadAll(resp.Body)
 			want := fmt.Sprintf("bytes %d-%d/%d", offset, cold.Size-1, cold.Size)
@@ -442,18 +450,28 @@ func blobPath(d digest.Digest) string { return "/v2/library/node/blobs/" + d.Str
 // get starts a request and returns the response with its body unread.
 func (e *env) get(t *testing.T, ctx context.Context, path string, header http.Header) *http.Response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.mirror.URL+path, nil)
+	resp, err := e.start(ctx, path, header)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp
+}
+
+// start is get for goroutines other than the test's, which must not
+// call t.Fatal.
+func (e *env) start(ctx context.Context, path string, header http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.mirror.URL+path, nil)
+	if err != nil {
+		return nil, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
 	}
 	resp, err := e.mirror.Client().Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		return nil, fmt.Errorf("GET %s: %w", path, err)
 	}
-	return resp
+	return resp, nil
 }
 
 // assertNotCached checks a blob is neither indexed nor on disk, and that no
