@@ -1,0 +1,38 @@
+// Package depcheck keeps the dependency arrows between regmirror's packages
+// as designed: cmd/regmirror wires everything; mirror, cache, eviction and
+// credentials import none of the others; upstream may use credentials.
+package depcheck
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/regmirror/regmirror/"
+
+// allowed lists, per package, the project packages it may import.
+var allowed = map[string][]string{
+	"mirror":      nil,
+	"cache":       {"internal/promreg"},
+	"eviction":    nil,
+	"credentials": nil,
+	"upstream":    {"credentials", "internal/promreg"},
+}
+
+func TestDependencyDirection(t *testing.T) {
+	t.Parallel()
+	for pkg, ok := range allowed {
+		out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, module+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		for _, imp := range strings.Fields(string(out)) {
+			own, isOwn := strings.CutPrefix(imp, module)
+			if isOwn && !slices.Contains(ok, own) {
+				t.Errorf("%s imports %s; the design allows only %v", pkg, own, ok)
+			}
+		}
+	}
+}
