@@ -165,6 +165,15 @@ func (s *Store) publish(ctx context.Context, d digest.Digest, f *os.File, repo s
 
 // commitBlob indexes a blob file and the repository that asked for it.
 func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, repo string) error {
+	return s.indexBlob(ctx, d, size, func(txn *badger.Txn) error {
+		return setReference(txn, repo, d, kindBlob)
+	})
+}
+
+// indexBlob adds the row of the blob file d, unless it has one already,
+// and runs attach (which records who uses the blob) in the same
+// transaction. A new row grows the usage the evictor watches.
+func (s *Store) indexBlob(ctx context.Context, d digest.Digest, size int64, attach func(*badger.Txn) error) error {
 	now := s.now()
 	var added bool
 	err := s.update(ctx, func(txn *badger.Txn) error {
@@ -178,7 +187,7 @@ func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, rep
 		case err != nil:
 			return err
 		}
-		return setReference(txn, repo, d, kindBlob)
+		return attach(txn)
 	})
 	if err == nil && added {
 		s.metrics.blobs.Inc()

@@ -163,28 +163,9 @@ func (h *Hosted) publishUpload(ctx context.Context, name string, d digest.Digest
 // commitHostedBlob indexes the blob file d, if it is not indexed yet, and
 // links it into repository name, in one transaction.
 func (h *Hosted) commitHostedBlob(ctx context.Context, name string, d digest.Digest, size int64) error {
-	now := h.s.now()
-	var added bool
-	err := h.s.update(ctx, func(txn *badger.Txn) error {
-		_, err := getValue(txn, blobKey(d))
-		switch added = errors.Is(err, fs.ErrNotExist); {
-		case added:
-			row := blobRow{Size: size, Created: now, LastAccess: now}
-			if err := txn.Set(blobKey(d), row.marshal()); err != nil {
-				return err
-			}
-		case err != nil:
-			return err
-		}
+	return h.s.indexBlob(ctx, d, size, func(txn *badger.Txn) error {
 		return link(txn, name, d, kindBlob)
 	})
-	if err == nil && added {
-		h.s.metrics.blobs.Inc()
-		h.s.metrics.sizeBytes.Add(float64(size))
-		h.s.usage.Add(size)
-		h.s.signalGrowth()
-	}
-	return err
 }
 
 // CancelUpload discards upload id of repository name.
