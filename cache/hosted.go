@@ -639,12 +639,7 @@ func deleteHostedTagsTo(ctx context.Context, txn *badger.Txn, name string, d dig
 	if err != nil {
 		return err
 	}
-	for _, key := range doomed {
-		if err := txn.Delete(key); err != nil {
-			return err
-		}
-	}
-	return nil
+	return deleteKeys(txn, doomed)
 }
 
 // deleteReferrerRows deletes the referrers entries of repository name that
@@ -661,7 +656,12 @@ func deleteReferrerRows(ctx context.Context, txn *badger.Txn, name string, d dig
 	if err != nil {
 		return err
 	}
-	for _, key := range doomed {
+	return deleteKeys(txn, doomed)
+}
+
+// deleteKeys deletes the keys a scan collected.
+func deleteKeys(txn *badger.Txn, keys [][]byte) error {
+	for _, key := range keys {
 		if err := txn.Delete(key); err != nil {
 			return err
 		}

@@ -146,6 +146,12 @@ func (m *Mirror) upstreamTags(r *http.Request, req request) ([]string, error) {
 // writeTagPage answers a tag listing with the page of sorted tags that n and
 // last ask for.
 func writeTagPage(w http.ResponseWriter, r *http.Request, name string, sorted []string) error {
+	return writePage(w, r, sorted, func(page []string) any { return tagList{Name: name, Tags: page} })
+}
+
+// writePage answers a listing (tags, catalog) with the page of sorted names
+// that n and last ask for; body puts the page in the listing's JSON shape.
+func writePage(w http.ResponseWriter, r *http.Request, sorted []string, body func(page []string) any) error {
 	q := r.URL.Query()
 	page, more := pageTags(sorted, q.Get("last"), q.Get("n"))
 	if more {
@@ -158,7 +164,7 @@ func writeTagPage(w http.ResponseWriter, r *http.Request, name string, sorted []
 	if page == nil {
 		page = []string{}
 	}
-	return json.NewEncoder(w).Encode(tagList{Name: name, Tags: page})
+	return json.NewEncoder(w).Encode(body(page))
 }
 
 func nextLink(path string, n int, last string) string {
@@ -221,19 +227,7 @@ func (h *hostedRepos) serveCatalog(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	page, more := pageTags(names, q.Get("last"), q.Get("n"))
-	if more {
-		w.Header().Set("Link", nextLink(r.URL.Path, len(page), page[len(page)-1]))
-	}
-	w.Header().Set("Content-Type", "application/json")
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	if page == nil {
-		page = []string{}
-	}
-	return json.NewEncoder(w).Encode(catalog{Repositories: page})
+	return writePage(w, r, names, func(page []string) any { return catalog{Repositories: page} })
 }
 
 // readAll reads at most limit bytes of body and reports whether there were more.
