@@ -21,7 +21,7 @@ func TestUpstreamConfigShapes(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name: "the list form of issue 2 is unchanged",
+			name: "the plain list form is unchanged",
 			yaml: "upstreams:\n  - host: docker.io\n    username: bot\n    password: p\n",
 			check: func(t *testing.T, c Config) {
 				if len(c.Upstreams) != 1 || c.Upstreams[0].URL != "https://registry-1.docker.io" || c.AllowAnyUpstream || c.ListedUpstreamsOnly {

@@ -16,7 +16,7 @@ import (
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
-// Targets from issue 2.
+// The performance targets the report holds the numbers against.
 const (
 	coldTarget   = 0.90 // of pulling directly from the upstream
 	warmTarget   = 0.80 // of a plain file server over the same files

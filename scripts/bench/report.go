@@ -58,7 +58,7 @@ func (t upstreamTraffic) describe(img image) string {
 }
 
 func (b *bench) summary(took time.Duration) {
-	b.printf("\nsummary (targets from issue 2; timings are this machine's, shared CPUs make them noisy)\n")
+	b.printf("\nsummary (timings are this machine's, shared CPUs make them noisy)\n")
 	for _, v := range b.verdicts {
 		b.printf("   %-4s %-44s %s (target %s)\n", v.word(), v.name, v.value, v.target)
 	}
