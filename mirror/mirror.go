@@ -97,8 +97,9 @@ type Options struct {
 	Hosted *HostedOptions
 }
 
-// Mirror serves the read side of the OCI distribution API from a cache,
-// filling it from upstream registries. It is safe for concurrent use.
+// Mirror serves the OCI distribution API: pulls from a cache that fills
+// itself from upstream registries and, with Options.Hosted, pushes to hosted
+// repositories. It is safe for concurrent use.
 type Mirror struct {
 	cache       Cache
 	remotes     atomic.Pointer[remoteTable] // routing; SetRemotes swaps it whole

@@ -1,4 +1,3 @@
-// Command regmirror is a pull-through container-registry mirror.
 package main
 
 import (

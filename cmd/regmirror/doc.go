@@ -1,0 +1,8 @@
+// Command regmirror is a pull-through container-registry mirror: `regmirror
+// serve` runs the daemon, `regmirror cache stats|prune|verify` inspect and
+// trim its cache (through the running daemon's admin socket, or directly
+// when it is stopped), `regmirror htpasswd` makes users for hosted
+// repositories. This package is wiring only: flags, environment and the
+// YAML config become plain structs that the mirror, cache, upstream,
+// credentials and eviction packages are built from.
+package main
