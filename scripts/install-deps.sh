@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: install what the e2e tests run, if missing: dockerd with
-# its containerd and runc (Debian's docker.io), ctr (containerd), unshare
-# (util-linux) and ip (iproute2). Idempotent: installs nothing when all are present, and runs
+# its containerd and runc (Debian's docker.io), ctr (containerd), podman,
+# unshare (util-linux) and ip (iproute2). Idempotent: installs nothing when all are present, and runs
 # apt-get update at most once, only when a package is not yet known to apt.
 set -euo pipefail
 
@@ -10,10 +10,11 @@ have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 missing=()
 have dockerd || missing+=(docker.io)
 have ctr || missing+=(containerd)
+have podman || missing+=(podman)
 have unshare || missing+=(util-linux)
 have ip || missing+=(iproute2)
 if [[ ${#missing[@]} -eq 0 ]]; then
-	echo "install-deps: dockerd, unshare and ip already installed"
+	echo "install-deps: dockerd, ctr, podman, unshare and ip already installed"
 	exit 0
 fi
 
