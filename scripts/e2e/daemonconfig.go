@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 )
 
@@ -109,25 +107,9 @@ func findDaemonTemplate() (string, error) {
 	if p := os.Getenv("E2E_DAEMON_JSON"); p != "" {
 		return p, nil
 	}
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
+	p, err := findUpward(daemonTemplateName)
+	if err != nil {
+		return "", fmt.Errorf("%w; set E2E_DAEMON_JSON", err)
 	}
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, dir := range starts {
-		for {
-			candidate := filepath.Join(dir, daemonTemplateName)
-			if _, err := os.Stat(candidate); err == nil {
-				return candidate, nil
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", fmt.Errorf("%s not found above %v; set E2E_DAEMON_JSON", daemonTemplateName, starts)
+	return p, nil
 }
