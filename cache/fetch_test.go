@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/regmirror/regmirror/internal/testclock"
 )
 
 func TestFetchBlobDiscardsBadDownloads(t *testing.T) {
@@ -485,14 +487,14 @@ func TestFetchBlobRecordsEveryRepository(t *testing.T) {
 func TestFlushAccessRecordsLastAccess(t *testing.T) {
 	t.Parallel()
 	created := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
-	clk := newClock(created)
+	clk := testclock.New(created)
 	s := openStore(t, Options{Now: clk.Now})
 	ctx := context.Background()
 	data, d := randomBlob(t, 10)
 	fetchAll(t, s, d, bytesFetch(data, int64(len(data)), nil))
 
 	read := created.Add(time.Hour)
-	clk.set(read)
+	clk.Set(read)
 	rc, _, err := s.ReadBlob(ctx, d, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -171,18 +171,6 @@ func repositoriesUsing(t testing.TB, s *Store, d digest.Digest) []string {
 	return repos
 }
 
-// clock is a settable time source.
-type clock struct{ now atomic.Pointer[time.Time] }
-
-func newClock(t time.Time) *clock {
-	c := &clock{}
-	c.set(t)
-	return c
-}
-
-func (c *clock) set(t time.Time) { c.now.Store(&t) }
-func (c *clock) Now() time.Time  { return *c.now.Load() }
-
 // metricValue reads a counter or gauge.
 func metricValue(t testing.TB, c prometheus.Metric) float64 {
 	t.Helper()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/testclock"
 )
 
 func TestRemoveBlobsSkipsReadersDownloadsAndKeptContent(t *testing.T) {
@@ -211,7 +213,7 @@ func TestVerifyRemovesCorruptBlobs(t *testing.T) {
 func TestInventoryAndRemoveManifests(t *testing.T) {
 	t.Parallel()
 	created := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	clk := newClock(created)
+	clk := testclock.New(created)
 	dir := t.TempDir()
 	ctx := context.Background()
 	s, err := Open(ctx, Options{Dir: dir, Now: clk.Now})
@@ -240,7 +242,7 @@ func TestInventoryAndRemoveManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	read := created.Add(time.Hour)
-	clk.set(read)
+	clk.Set(read)
 	if _, _, err := s.Manifest(ctx, dManifest); err != nil {
 		t.Fatal(err)
 	}

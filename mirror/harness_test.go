@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -47,7 +47,7 @@ type env struct {
 	upstream *registrytest.Registry
 	mirror   *httptest.Server
 	store    *cache.Store
-	clock    *clock
+	clock    *testclock.Clock
 	metrics  *prometheus.Registry
 	m        *mirror.Mirror
 	dir      string // the cache's data directory
@@ -74,25 +74,6 @@ type envOptions struct {
 	sendTimeout time.Duration
 }
 
-// clock is a settable time source shared by the mirror, the cache and the
-// upstream client.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	regOpts := registrytest.Options{Username: hubUser, Password: hubPassword}
@@ -100,7 +81,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		regOpts.Private = []string{"library/*"}
 	}
 	reg := registrytest.New(t, regOpts)
-	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	metrics := prometheus.NewRegistry()
 
 	cacheOpts := o.cache

@@ -25,6 +25,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -40,7 +41,7 @@ const (
 type hostedEnv struct {
 	hub    *registrytest.Registry
 	dir    string
-	clock  *clock
+	clock  *testclock.Clock
 	opts   mirror.HostedOptions
 	store  *cache.Store
 	hosted *cache.Hosted
@@ -61,7 +62,7 @@ func newHostedEnv(t *testing.T, opts mirror.HostedOptions) *hostedEnv {
 	e := &hostedEnv{
 		hub:   registrytest.New(t, registrytest.Options{}),
 		dir:   t.TempDir(),
-		clock: &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)},
+		clock: testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)),
 		opts:  opts,
 	}
 	e.start(t)

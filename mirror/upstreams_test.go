@@ -18,6 +18,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -55,7 +56,7 @@ func newMultiEnv(t *testing.T, o multiOptions) *multiEnv {
 	if o.ghcrURL != "" {
 		ghcrURL = o.ghcrURL
 	}
-	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	metrics := prometheus.NewRegistry()
 	store, err := cache.Open(context.Background(), cache.Options{Dir: t.TempDir(), Registerer: metrics, Now: clk.Now})
 	if err != nil {

@@ -13,29 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testclock"
 )
-
-// fakeClock is a settable clock, safe for concurrent use.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func TestBreaker(t *testing.T) {
 	t.Parallel()
@@ -100,7 +79,7 @@ func TestBreaker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			clk := newFakeClock()
+			clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 			b := &breaker{threshold: tt.threshold, cooldown: 30 * time.Second, now: clk.Now,
 				changed: func(breakerState, breakerState, time.Time) {}}
 			for i, s := range tt.steps {
@@ -187,7 +166,7 @@ func TestRateLimitPausesUpstream(t *testing.T) {
 	if _, err := reg.PushImage("library/alpine", "3", registrytest.ImageOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	clk := newFakeClock()
+	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	c, sleeps := newClient(t, reg, Config{}, nil, Options{Now: clk.Now})
 	if _, err := c.HeadManifest(context.Background(), "library/alpine", "3"); err != nil {
 		t.Fatal(err)
@@ -224,7 +203,7 @@ func TestBreakerSkipsFailingUpstream(t *testing.T) {
 	if _, err := reg.PushImage("library/alpine", "3", registrytest.ImageOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	clk := newFakeClock()
+	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	prom := prometheus.NewRegistry()
 	c, _ := newClient(t, reg, Config{BreakerThreshold: 2, BreakerCooldown: time.Minute}, nil, Options{Now: clk.Now, Registerer: prom})
 	head := func() error {

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,34 +20,17 @@ import (
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/eviction"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
 	"github.com/regmirror/regmirror/upstream"
 )
-
-// testClock is a settable clock shared by the cache and the mirror.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // budgetEnv is the real mirror and cache in front of an in-process upstream,
 // with an Evictor the test runs pass by pass.
 type budgetEnv struct {
 	hub     *registrytest.Registry
 	dir     string
-	clock   *testClock
+	clock   *testclock.Clock
 	budget  eviction.Config
 	store   *cache.Store
 	evictor *eviction.Evictor
@@ -60,7 +42,7 @@ func newBudgetEnv(t *testing.T, budget eviction.Config) *budgetEnv {
 	e := &budgetEnv{
 		hub:    registrytest.New(t, registrytest.Options{}),
 		dir:    t.TempDir(),
-		clock:  &testClock{now: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)},
+		clock:  testclock.New(time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)),
 		budget: budget,
 	}
 	e.open(t)

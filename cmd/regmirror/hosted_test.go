@@ -22,6 +22,7 @@ import (
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/eviction"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -35,7 +36,7 @@ func TestHostedContentSurvivesEviction(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	hub := registrytest.New(t, registrytest.Options{})
-	clk := &testClock{now: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC))
 	store, err := cache.Open(ctx, cache.Options{Dir: t.TempDir(), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +107,7 @@ func TestHostedContentSurvivesEviction(t *testing.T) {
 	}
 }
 
-func newHostedMirror(t *testing.T, store *cache.Store, hosted *cache.Hosted, hubURL string, clk *testClock) *mirror.Mirror {
+func newHostedMirror(t *testing.T, store *cache.Store, hosted *cache.Hosted, hubURL string, clk *testclock.Clock) *mirror.Mirror {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,25 +16,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/testclock"
 )
-
-// testClock is a settable clock for token expiry.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // fetchToken asks the token endpoint for scope, with credentials if user is set.
 func fetchToken(t *testing.T, r *Registry, scope, user, pass string) (string, int) {
@@ -112,7 +95,7 @@ func TestClassify(t *testing.T) {
 
 func TestTokenFlow(t *testing.T) {
 	t.Parallel()
-	clock := &testClock{now: time.Unix(1_700_000_000, 0)}
+	clock := testclock.New(time.Unix(1_700_000_000, 0))
 	r := New(t, Options{
 		Username: "alice", Password: "s3cret",
 		Private:  []string{"private/*"},
