@@ -17,14 +17,42 @@ func writeConfig(t *testing.T, yaml string) string {
 	return path
 }
 
+// configCase is a config file and what loading, defaulting and validating
+// it must give: a config that check accepts, or an error containing wantErr.
+type configCase struct {
+	name    string
+	yaml    string
+	check   func(t *testing.T, c Config)
+	wantErr string
+}
+
+func runConfigCases(t *testing.T, tests []configCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := loadConfig(writeConfig(t, tt.yaml))
+			if err == nil {
+				cfg = cfg.withDefaults()
+				err = cfg.validate()
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, cfg)
+		})
+	}
+}
+
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		yaml    string
-		check   func(t *testing.T, c Config)
-		wantErr string
-	}{
+	runConfigCases(t, []configCase{
 		{
 			name: "empty file means defaults",
 			yaml: "",
@@ -59,27 +87,7 @@ func TestLoadConfig(t *testing.T) {
 		{name: "password without user", yaml: "upstreams:\n  - host: x.io\n    password: p\n", wantErr: "needs a username"},
 		{name: "duplicate host", yaml: "upstreams:\n  - host: x.io\n  - host: x.io\n", wantErr: "listed twice"},
 		{name: "half a TLS pair", yaml: "tls_cert: c.pem\n", wantErr: "must be set together"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			cfg, err := loadConfig(writeConfig(t, tt.yaml))
-			if err == nil {
-				cfg = cfg.withDefaults()
-				err = cfg.validate()
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			tt.check(t, cfg)
-		})
-	}
+	})
 }
 
 // Secrets in the config never show up in validation errors.

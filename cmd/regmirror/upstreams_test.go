@@ -14,12 +14,7 @@ import (
 
 func TestUpstreamConfigShapes(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		yaml    string
-		check   func(t *testing.T, c Config)
-		wantErr string
-	}{
+	runConfigCases(t, []configCase{
 		{
 			name: "the plain list form is unchanged",
 			yaml: "upstreams:\n  - host: docker.io\n    username: bot\n    password: p\n",
@@ -71,27 +66,7 @@ func TestUpstreamConfigShapes(t *testing.T) {
 		{name: "both contradict", yaml: "listed_upstreams_only: true\nallow_any_upstream: true\n", wantErr: "contradict"},
 		{name: "typo inside an upstream", yaml: "upstreams:\n  - host: docker.io\n    alow: [x]\n", wantErr: "field alow not found"},
 		{name: "the old object idea is not a second form", yaml: "upstreams:\n  allow_any: true\n", wantErr: "cannot unmarshal"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			c, err := loadConfig(writeConfig(t, tt.yaml))
-			if err == nil {
-				c = c.withDefaults()
-				err = c.validate()
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			tt.check(t, c)
-		})
-	}
+	})
 }
 
 func hosts(ups []UpstreamConfig) []string {
