@@ -24,8 +24,11 @@ func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io
 	return s.openCached(ctx, d, offset)
 }
 
-// FetchBlob serves d from the cache, or downloads it with fetch on a miss.
-// Concurrent calls for one digest share one download; the returned reader
+// FetchBlob serves d from the cache, or downloads it with fetch on a miss,
+// for repository repo: content stored or being downloaded for other
+// repositories only is refused with a *NotLinkedError (see Linked), since
+// repo's upstream has not confirmed it has d. Concurrent calls for one
+// digest and repository share one download; the returned reader
 // streams the bytes as they arrive, starting at offset. size is -1 when
 // fetch could not tell it. coalesced reports that another call's download
 // (or one that just completed) served this one.
@@ -49,10 +52,14 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 	}
 	for {
 		rc, size, err := s.openCached(ctx, d, offset)
-		if !errors.Is(err, fs.ErrNotExist) {
-			if err == nil && !s.skipAccess {
-				s.access.addRef(reference{repo: repo, d: d, kind: kindBlob})
+		if err == nil {
+			err = s.requireBlobLink(ctx, repo, d)
+			if err != nil {
+				rc.Close()
+				rc = nil
 			}
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
 			return rc, size, true, err
 		}
 		dl, joined, err := s.joinFill(ctx, repo, d, fetch)
@@ -126,6 +133,10 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 		return nil, false, &removalInProgress{done: done}
 	}
 	if dl := s.inflight[d]; dl != nil {
+		if dl.repo != repo {
+			s.uses.release(d)
+			return nil, false, &NotLinkedError{Digest: d, Repo: repo, Downloading: dl.repo}
+		}
 		dl.acquire()
 		dl.repos[repo] = struct{}{}
 		return dl, true, nil
@@ -147,7 +158,7 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) *download {
 	// The fill outlives the caller, who may hang up while others still read.
 	fillCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	dl := newDownload(d, cancel)
+	dl := newDownload(d, repo, cancel)
 	dl.acquire() // the caller's
 	s.inflight[d] = dl
 	s.fills.Add(1)

@@ -81,11 +81,14 @@ func TestCrashRecovery(t *testing.T) {
 				t.Fatalf("temp dir after restart: %v, want empty", names)
 			}
 			assertIndexMatchesDisk(t, s)
-			fetch := bytesFetch(data, int64(len(data)), nil)
+			// A file adopted without its row has lost its links: it is read
+			// by digest here, and the mirror confirms it before serving it
+			// under a repository again.
+			read := func() []byte { return fetchAll(t, s, d, bytesFetch(data, int64(len(data)), nil)) }
 			if tt.cachedAfter {
-				fetch = failFetch(t)
+				read = func() []byte { return readCached(t, s, d) }
 			}
-			if got := fetchAll(t, s, d, fetch); !bytes.Equal(got, data) {
+			if got := read(); !bytes.Equal(got, data) {
 				t.Fatal("wrong bytes after the restart")
 			}
 			assertIndexMatchesDisk(t, s)
@@ -348,7 +351,7 @@ func TestLostIndexRebuiltFromBlobFiles(t *testing.T) {
 	}
 	s := openStore(t, Options{Dir: dir})
 	for d, data := range blobs {
-		if got := fetchAll(t, s, d, failFetch(t)); !bytes.Equal(got, data) {
+		if got := readCached(t, s, d); !bytes.Equal(got, data) {
 			t.Fatalf("blob %s: wrong bytes from the rebuilt index", d)
 		}
 	}

@@ -19,6 +19,9 @@ type download struct {
 	digest digest.Digest
 	cancel context.CancelCauseFunc // stops the fill: on Close, or when it stalls
 
+	// repo is the repository the blob is downloaded for; only requests
+	// for it may join.
+	repo string
 	// repos that joined this download, guarded by Store.mu. Their references
 	// are recorded once the blob is committed.
 	repos map[string]struct{}
@@ -37,9 +40,10 @@ type download struct {
 	changed chan struct{} // closed and replaced whenever the state changes
 }
 
-func newDownload(d digest.Digest, cancel context.CancelCauseFunc) *download {
+func newDownload(d digest.Digest, repo string, cancel context.CancelCauseFunc) *download {
 	return &download{
 		digest:  d,
+		repo:    repo,
 		cancel:  cancel,
 		repos:   make(map[string]struct{}),
 		size:    -1,

@@ -7,10 +7,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/internal/testclock"
 )
@@ -178,7 +181,7 @@ func TestFetchBlobLateJoinerReadsFromDiskThenFollows(t *testing.T) {
 	}
 
 	const offset = 1000
-	joiner, size, coalesced, err := s.FetchBlob(ctx, "docker.io/library/other", d, offset, failFetch(t))
+	joiner, size, coalesced, err := s.FetchBlob(ctx, testRepo, d, offset, failFetch(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,48 +442,59 @@ func TestReadBlobDropsDamagedFiles(t *testing.T) {
 	}
 }
 
-func TestFetchBlobRecordsEveryRepository(t *testing.T) {
+// A blob is served for the repositories that hold it only: the one it was
+// downloaded for, and those linked to it once their upstream proved it has
+// the bytes. Another repository neither joins the download nor reads the
+// stored file, and learns which repository the download is for.
+func TestFetchBlobServesOnlyLinkedRepositories(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, Options{})
 	data, d := randomBlob(t, 1000)
 	var calls atomic.Int32
 	fetch, upstream := pipeFetch(t, int64(len(data)), &calls)
 	ctx := context.Background()
-	repos := []string{"docker.io/library/node", "docker.io/library/python", "ghcr.io/acme/app"}
+	const owner, other, confirmed = "docker.io/library/node", "docker.io/library/python", "ghcr.io/acme/app"
 
-	var readers []io.ReadCloser
-	for _, repo := range repos[:2] { // these two share the download
-		rc, _, _, err := s.FetchBlob(ctx, repo, d, 0, fetch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		readers = append(readers, rc)
+	rc, _, _, err := s.FetchBlob(ctx, owner, d, 0, fetch)
+	if err != nil {
+		t.Fatal(err)
 	}
+	assertNotLinked(t, s, other, d, owner)
 	upstream.Write(data)
 	upstream.Close()
-	for _, rc := range readers {
-		if _, err := io.ReadAll(rc); err != nil {
-			t.Fatal(err)
-		}
-		rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("owner read: %v, bytes match %v", err, bytes.Equal(got, data))
 	}
-	rc, _, _, err := s.FetchBlob(ctx, repos[2], d, 0, failFetch(t)) // a hit
+	rc.Close()
+	assertNotLinked(t, s, other, d, "")
+
+	if err := s.Link(ctx, confirmed, d); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, _, err = s.FetchBlob(ctx, confirmed, d, 0, failFetch(t)) // a hit
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc.Close()
+	if got, want := repositoriesUsing(t, s, d), []string{owner, confirmed}; !slices.Equal(got, want) {
+		t.Fatalf("repositories using the blob = %v, want %v", got, want)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("upstream fetches = %d, want 1", calls.Load())
+	}
+}
 
-	if err := s.FlushAccess(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := repositoriesUsing(t, s, d)
-	if len(got) != len(repos) {
-		t.Fatalf("repositories using the blob = %v, want %v", got, repos)
-	}
-	for i := range repos {
-		if got[i] != repos[i] {
-			t.Errorf("repositories using the blob = %v, want %v", got, repos)
+// assertNotLinked checks that FetchBlob refuses d to repo, naming the
+// repository a download is in flight for ("" when d is stored).
+func assertNotLinked(t *testing.T, s *Store, repo string, d digest.Digest, downloading string) {
+	t.Helper()
+	rc, _, _, err := s.FetchBlob(context.Background(), repo, d, 0, failFetch(t))
+	var nl *NotLinkedError
+	if !errors.As(err, &nl) || nl.DownloadingFor() != downloading {
+		if rc != nil {
+			rc.Close()
 		}
+		t.Fatalf("FetchBlob for %s = %v, want a NotLinkedError downloading for %q", repo, err, downloading)
 	}
 }
 

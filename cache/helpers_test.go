@@ -95,6 +95,22 @@ func fetchAll(t testing.TB, s *Store, d digest.Digest, fetch fetchFunc) []byte {
 	return got
 }
 
+// readCached reads the whole cached blob d by digest alone, as reads that
+// need no repository's link do.
+func readCached(t testing.TB, s *Store, d digest.Digest) []byte {
+	t.Helper()
+	rc, _, err := s.ReadBlob(context.Background(), d, 0)
+	if err != nil {
+		t.Fatalf("ReadBlob: %v", err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("read cached blob: %v", err)
+	}
+	return got
+}
+
 // waitWritten blocks until the download of d has written n bytes.
 func waitWritten(t testing.TB, s *Store, d digest.Digest, n int64) {
 	t.Helper()

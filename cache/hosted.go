@@ -486,50 +486,6 @@ func (h *Hosted) IsHosted(ctx context.Context, d digest.Digest) (bool, error) {
 	return u.hosted, nil
 }
 
-// HostedOnly reports whether d is in the store only because it was pushed:
-// hosted repositories hold it and no cached repository does. The mirror
-// then must not serve it for a repository that is not hosted without asking
-// that repository's upstream, or a digest would be enough to read content
-// pushed to a private repository.
-func (h *Hosted) HostedOnly(ctx context.Context, d digest.Digest) (bool, error) {
-	var u usage
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
-		var err error
-		u, err = usageOf(ctx, txn, d)
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("is %s hosted only: %w", d, err)
-	}
-	return u.hosted && !u.cached, nil
-}
-
-// RecordCached records that the cached repository repo ("<host>/<path>")
-// uses the stored blob or manifest d, once its upstream has confirmed it
-// has it. Content the store does not have is ignored.
-func (h *Hosted) RecordCached(ctx context.Context, repo string, d digest.Digest) error {
-	if err := checkName("repository", repo); err != nil || strings.HasPrefix(repo, hostedPrefix) {
-		return fmt.Errorf("record cached use: %q is not a cached repository: %w", repo, ErrInvalidName)
-	}
-	if err := checkDigest(d); err != nil {
-		return fmt.Errorf("record cached use: %w", err)
-	}
-	err := h.s.update(ctx, func(txn *badger.Txn) error {
-		kind, err := storedKind(txn, d)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return setReference(txn, repo, d, kind)
-	})
-	if err != nil {
-		return fmt.Errorf("record %s using %s: %w", repo, d, err)
-	}
-	return nil
-}
-
 // link records that hosted repository name holds d and marks d kept.
 func link(txn *badger.Txn, name string, d digest.Digest, kind contentKind) error {
 	if err := setReference(txn, hostedKey(name), d, kind); err != nil {

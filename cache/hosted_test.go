@@ -93,8 +93,8 @@ func TestHostedLinksKeepContent(t *testing.T) {
 	if _, err := h.LinkBlob(ctx, "team/a", sd); err != nil {
 		t.Fatal(err)
 	}
-	if only, err := h.HostedOnly(ctx, sd); err != nil || only {
-		t.Fatalf("HostedOnly of a cached blob = %v, %v", only, err)
+	if cached, hosted, err := s.Holders(ctx, sd); err != nil || len(cached) != 1 || len(hosted) != 1 || hosted[0] != "team/a" {
+		t.Fatalf("Holders of a blob both cached and hosted = %v, %v, %v", cached, hosted, err)
 	}
 	if err := h.UnlinkBlob(ctx, "team/a", sd); err != nil {
 		t.Fatal(err)

@@ -157,7 +157,7 @@ func TestReconcileRepairsIndexAndFiles(t *testing.T) {
 		t.Errorf("garbage file survived: %v", err)
 	}
 	for _, b := range [][]byte{sound, orphan} {
-		if got := fetchAll(t, s, digest.FromBytes(b), failFetch(t)); !bytes.Equal(got, b) {
+		if got := readCached(t, s, digest.FromBytes(b)); !bytes.Equal(got, b) {
 			t.Errorf("blob %s not served from the cache", digest.FromBytes(b))
 		}
 	}

@@ -16,8 +16,12 @@ import (
 type Cache interface {
 	// ReadBlob opens the cached blob d for reading from offset and returns its total size.
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
-	// FetchBlob serves d from the cache, or downloads it with fetch on a miss.
-	// Concurrent calls for one digest share one download; the returned reader
+	// FetchBlob serves d from the cache, or downloads it with fetch on a miss,
+	// for repo. Content stored or being downloaded only for other
+	// repositories is refused with an error implementing
+	// interface{ DownloadingFor() string }, which names the repository a
+	// download in flight is for ("" when d is stored). Concurrent calls for
+	// one digest and repository share one download; the returned reader
 	// streams the bytes as they arrive, starting at offset. size is -1 when
 	// fetch could not tell it. coalesced reports that another call's download
 	// (or one that just completed) served this one. The reader's Read fails
@@ -25,6 +29,16 @@ type Cache interface {
 	// byte before the digest has been verified.
 	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
 		fetch func(context.Context) (io.ReadCloser, int64, error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
+
+	// Linked reports whether the cached repository repo holds d: it was
+	// fetched through repo, or repo's upstream sent bytes hashing to d.
+	Linked(ctx context.Context, repo string, d digest.Digest) (bool, error)
+	// Holders returns the repositories holding d: cached ones by cache key,
+	// hosted ones by hosted name.
+	Holders(ctx context.Context, d digest.Digest) (cached, hosted []string, err error)
+	// Link records that the cached repository repo holds the stored d,
+	// after its upstream sent bytes that hash to d.
+	Link(ctx context.Context, repo string, d digest.Digest) error
 
 	// Manifest returns a cached manifest's media type and exact bytes.
 	Manifest(ctx context.Context, d digest.Digest) (mediaType string, data []byte, err error)
@@ -127,16 +141,10 @@ type HostedTags interface {
 	DeleteTag(ctx context.Context, name, tag string) error
 }
 
-// HostedRepositories tells hosted content from cached content.
+// HostedRepositories lists hosted repositories.
 type HostedRepositories interface {
 	// HasRepository reports whether the repository holds any content.
 	HasRepository(ctx context.Context, name string) (bool, error)
 	// Repositories lists the hosted repositories in lexical order.
 	Repositories(ctx context.Context) ([]string, error)
-	// HostedOnly reports whether d is stored only because it was pushed:
-	// no cached repository uses it.
-	HostedOnly(ctx context.Context, d digest.Digest) (bool, error)
-	// RecordCached records that the cached repository repo (a cache key,
-	// "<host>/<path>") uses the stored content d.
-	RecordCached(ctx context.Context, repo string, d digest.Digest) error
 }

@@ -67,24 +67,69 @@ func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, req request) 
 	return nil
 }
 
-// openBlob serves from the cache, or joins or starts the one upstream
-// download of d, streaming it while it fills the cache.
+// openBlob serves from the cache what t holds or the client may read
+// anyway, or joins or starts the one upstream download of d for t,
+// streaming it while it fills the cache.
 func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (blobBody, error) {
-	rc, size, err := m.cache.ReadBlob(ctx, d, offset)
-	if err == nil {
-		m.lookupResult(ctx, rem, "blob", resultHit)
-		return blobBody{rc: rc, offset: offset, size: size, source: sourceCache}, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return blobBody{}, fmt.Errorf("reading cached blob %s: %w", d, err)
-	}
-	if err := m.recheckExposed(ctx, rem, t, kindBlob); err != nil {
-		return blobBody{}, err
+	if body, ok, err := m.cachedBlob(ctx, rem, t, d, offset); ok || err != nil {
+		return body, err
 	}
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		return rem.Upstream.GetBlob(ctx, t.path, d)
 	}
 	rc, size, joined, err := m.cache.FetchBlob(ctx, t.cacheKey(), d, offset, fetch)
+	var held interface{ DownloadingFor() string }
+	if errors.As(err, &held) {
+		return m.openHeldBlob(ctx, rem, t, d, offset, held.DownloadingFor())
+	}
+	if err != nil {
+		m.lookupResult(ctx, rem, "blob", resultError)
+		return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
+	}
+	m.lookupResult(ctx, rem, "blob", missOrCoalesced(joined))
+	return blobBody{rc: rc, offset: offset, size: size, source: sourceUpstream}, nil
+}
+
+// cachedBlob opens d from the cache when the client may read it under t
+// without asking upstream; ok is false when it may not, or d is not cached.
+func (m *Mirror) cachedBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (blobBody, bool, error) {
+	may, err := m.mayServe(ctx, t, d)
+	if err != nil || !may {
+		return blobBody{}, false, err
+	}
+	rc, size, err := m.cache.ReadBlob(ctx, d, offset)
+	if errors.Is(err, fs.ErrNotExist) {
+		return blobBody{}, false, nil
+	}
+	if err != nil {
+		return blobBody{}, false, fmt.Errorf("reading cached blob %s: %w", d, err)
+	}
+	m.lookupResult(ctx, rem, "blob", resultHit)
+	return blobBody{rc: rc, offset: offset, size: size, source: sourceCache}, true, nil
+}
+
+// openHeldBlob serves d, which other repositories than t hold or are
+// downloading. A download for a repository the client may read is joined;
+// otherwise t's upstream must first prove it has d by sending its bytes.
+func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64, downloadingFor string) (blobBody, error) {
+	if downloadingFor == "" || !m.mayReadCached(ctx, downloadingFor) {
+		if err := m.confirmBlob(ctx, rem, t, d); err != nil {
+			m.lookupResult(ctx, rem, "blob", resultError)
+			return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
+		}
+	}
+	if body, ok, err := m.cachedBlob(ctx, rem, t, d, offset); ok || err != nil {
+		return body, err
+	}
+	if downloadingFor == "" {
+		return blobBody{}, newError(codeUnavailable, "blob %s changed while it was read; retry", d)
+	}
+	// d is being downloaded for a repository whose content the client may
+	// read, or that t's upstream proved to be d: join that download.
+	gone := func(context.Context) (io.ReadCloser, int64, error) {
+		return nil, 0, newError(codeUnavailable, "the download of blob %s ended meanwhile; retry", d)
+	}
+	rc, size, joined, err := m.cache.FetchBlob(ctx, downloadingFor, d, offset, gone)
 	if err != nil {
 		m.lookupResult(ctx, rem, "blob", resultError)
 		return blobBody{}, fromUpstream(err, rem.Host, kindBlob)

@@ -78,17 +78,17 @@ func (r *Remote) exposes(repo string) bool {
 
 // checkExposed refuses a repository that only the mirror's credentials can
 // read to a client that did not authenticate to the mirror, unless the
-// operator exposed it. The upstream is asked once per repository; its
-// answer is used until the mirror goes upstream for the repository again
-// after visibilityTTL (fresh: see recheckExposed), so cache hits never cost
-// an upstream request. When the upstream cannot answer, its last answer
-// stands, and without one the pull fails as the upstream failed (a 404
-// included, which is not remembered): the mirror fails closed.
-func (m *Mirror) checkExposed(ctx context.Context, rem *Remote, t target, k kind, fresh bool) error {
+// operator exposed it. The upstream is asked once per repository and its
+// answer trusted for visibilityTTL; the first request after that, a cache
+// hit by digest included, renews it, so a repository made private upstream
+// stops being passed on within the hour. When the upstream cannot answer,
+// its last answer stands, and without one the pull fails as the upstream
+// failed (a 404 included, which is not remembered): the mirror fails closed.
+func (m *Mirror) checkExposed(ctx context.Context, rem *Remote, t target, k kind) error {
 	if rem.Visibility == nil || rem.exposes(t.path) || clientAuthenticated(ctx) {
 		return nil
 	}
-	public, err := m.visibility(ctx, rem, t, fresh)
+	public, err := m.visibility(ctx, rem, t)
 	switch {
 	case err != nil:
 		return fromUpstream(err, rem.Host, k)
@@ -101,18 +101,11 @@ func (m *Mirror) checkExposed(ctx context.Context, rem *Remote, t target, k kind
 	return nil
 }
 
-// recheckExposed is checkExposed before the mirror asks the upstream for
-// the repository: an answer older than visibilityTTL is renewed then, so a
-// repository made private upstream is no longer passed on.
-func (m *Mirror) recheckExposed(ctx context.Context, rem *Remote, t target, k kind) error {
-	return m.checkExposed(ctx, rem, t, k, true)
-}
-
 // visibility is the remembered, or else freshly asked, answer about t.
-func (m *Mirror) visibility(ctx context.Context, rem *Remote, t target, fresh bool) (bool, error) {
+func (m *Mirror) visibility(ctx context.Context, rem *Remote, t target) (bool, error) {
 	key := t.cacheKey()
 	known, ok := m.exposure.get(key)
-	if ok && (!fresh || m.now().Sub(known.at) < visibilityTTL) {
+	if ok && m.now().Sub(known.at) < visibilityTTL {
 		return known.public, nil
 	}
 	ch := m.exposure.asking.DoChan(key, func() (any, error) {

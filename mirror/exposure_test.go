@@ -65,9 +65,10 @@ func TestPrivateRepositoryNotPassedOnUnlessExposed(t *testing.T) {
 
 // The anonymous probe of a public repository costs one ping, one anonymous
 // token and one tag listing, once: the second pull, and cache hits, cost
-// nothing more. Only an upstream request after the answer's hour renews
-// it. (A private repository's probe costs two more: ggcr retries the
-// listing's 401 with a new token.)
+// nothing more. The first request after the answer's hour renews it, a
+// cache hit by digest included, so that a repository made private upstream
+// is not readable by digest forever. (A private repository's probe costs
+// two more: ggcr retries the listing's 401 with a new token.)
 func TestVisibilityAskedOncePerRepository(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{private: true, unexposed: true, tagTTL: time.Minute})
@@ -97,18 +98,25 @@ func TestVisibilityAskedOncePerRepository(t *testing.T) {
 		t.Fatalf("warm pull made %d upstream requests, want 0", n)
 	}
 
-	// Past the answer's hour, a digest reference from the cache still costs
-	// nothing; the tag's revalidation renews the answer along the way.
+	// Past the answer's hour, a digest reference from the cache renews it
+	// with one probe and fetches no content; the tag's revalidation that
+	// follows uses the renewed answer.
 	e.clock.Advance(2 * time.Hour)
 	e.expectContent(t, "/v2/team/app/manifests/"+img.Descriptor.Digest.String(), img.Descriptor, img.Bytes)
-	if n := len(e.upstream.Requests()); n != 0 {
-		t.Fatalf("a cached digest reference made %d upstream requests, want 0", n)
+	if n := probes(); n != 1 {
+		t.Fatalf("%d probes after an hour-old answer's digest read, want 1", n)
+	}
+	content := e.upstream.CountRequests(func(r registrytest.Request) bool {
+		return r.Kind == registrytest.KindManifest || r.Kind == registrytest.KindBlob
+	})
+	if content != 0 {
+		t.Fatalf("a cached digest reference fetched %d manifests or blobs, want 0", content)
 	}
 	if got := e.do(t, http.MethodHead, "/v2/team/app/manifests/1", nil); got.status != http.StatusOK {
 		t.Fatalf("HEAD after the TTL = %d", got.status)
 	}
 	if n := probes(); n != 1 {
-		t.Fatalf("%d probes renewing an hour-old answer, want 1", n)
+		t.Fatalf("%d probes, want 1: the tag's revalidation used the renewed answer", n)
 	}
 }
 

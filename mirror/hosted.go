@@ -112,7 +112,7 @@ func (h *hostedRepos) isHosted(ctx context.Context, hr hostedRequest) (bool, err
 // serveHosted answers the requests that involve hosted repositories: every
 // write, the ping, the catalog, the referrers API and pulls of hosted names.
 // It reports false, having answered nothing, for pulls that go upstream
-// only, after making sure those cannot read pushed content by digest.
+// only; those read pushed content by digest only as access.go allows.
 func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request) (bool, error) {
 	h := m.hosted
 	switch req.kind {
@@ -145,7 +145,7 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 			return true, err
 		}
 	}
-	return false, m.guardPushedContent(r.Context(), req)
+	return false, nil
 }
 
 // serveBase answers the ping. A client with neither a token nor valid
@@ -190,44 +190,6 @@ func (m *Mirror) serveHostedWrite(w http.ResponseWriter, r *http.Request, hr hos
 		return h.deleteBlob(w, r, hr)
 	}
 	return newError(codeUnsupported, "%s is not supported on %s", r.Method, hr.kind)
-}
-
-// guardPushedContent keeps a pull that goes upstream from reading pushed
-// content by digest: the cache serves any stored digest to any repository,
-// which is right for content some upstream served, but pushed content is
-// served for another repository only once that repository's upstream
-// confirms it has the same digest.
-func (m *Mirror) guardPushedContent(ctx context.Context, req request) error {
-	if req.digest == "" || (req.kind != kindBlob && req.kind != kindManifest) {
-		return nil
-	}
-	pushedOnly, err := m.hosted.store.HostedOnly(ctx, req.digest)
-	if err != nil {
-		return fmt.Errorf("checking whether %s was pushed: %w", req.digest, err)
-	}
-	if !pushedOnly {
-		return nil
-	}
-	rem, t, err := m.remoteFor(ctx, req)
-	if err != nil {
-		return notFoundOrErr(err, req.kind)
-	}
-	if req.kind == kindBlob {
-		var rc interface{ Close() error }
-		rc, _, err = rem.Upstream.GetBlob(ctx, t.path, req.digest)
-		if err == nil {
-			rc.Close()
-		}
-	} else {
-		_, err = rem.Upstream.HeadManifest(ctx, t.path, req.digest.String())
-	}
-	if err != nil {
-		return fromUpstream(err, rem.Host, req.kind)
-	}
-	if err := m.hosted.store.RecordCached(ctx, t.cacheKey(), req.digest); err != nil {
-		m.log.WarnContext(ctx, "recording upstream use of pushed content", "digest", req.digest, "error", err)
-	}
-	return nil
 }
 
 // notFoundOrErr turns "no such registry" into the kind's not-found answer:

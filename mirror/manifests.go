@@ -49,13 +49,10 @@ func (m *Mirror) serveManifest(w http.ResponseWriter, r *http.Request, req reque
 // manifestByDigest serves an immutable manifest: once cached, the upstream is
 // never asked again.
 func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d digest.Digest) (manifest, error) {
-	if mf, err := m.cachedManifest(ctx, d); err == nil {
+	if mf, err := m.cachedManifest(ctx, t, d); err == nil {
 		m.lookupResult(ctx, rem, "manifest", resultHit)
 		return mf, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return manifest{}, err
-	}
-	if err := m.recheckExposed(ctx, rem, t, kindManifest); err != nil {
 		return manifest{}, err
 	}
 	key := manifestKey(t, d)
@@ -85,13 +82,10 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 	m.notePull(rem, t, tag)
 	age := m.now().Sub(fetchedAt)
 	if haveTag && age < rem.tagTTL() {
-		if mf, err := m.cachedManifest(ctx, known); err == nil {
+		if mf, err := m.cachedManifest(ctx, t, known); err == nil {
 			m.lookupResult(ctx, rem, "tag", resultHit)
 			return mf, nil
 		}
-	}
-	if err := m.recheckExposed(ctx, rem, t, kindManifest); err != nil {
-		return manifest{}, err
 	}
 	mf, shared, err := m.resolveTag(ctx, rem, t, tag)
 	if err == nil {
@@ -125,7 +119,7 @@ func (m *Mirror) serveStale(ctx context.Context, w http.ResponseWriter, rem *Rem
 	known digest.Digest, age time.Duration, cause error) (manifest, error) {
 	window := rem.staleWindow(cause)
 	if age < window {
-		if stale, err := m.cachedManifest(ctx, known); err == nil {
+		if stale, err := m.cachedManifest(ctx, t, known); err == nil {
 			m.lookupResult(ctx, rem, "tag", resultStale)
 			m.metrics.staleServes.WithLabelValues(rem.Host).Inc()
 			m.log.WarnContext(ctx, "serving stale tag", "upstream", rem.Host, "repository", t.path,
@@ -162,7 +156,7 @@ func (m *Mirror) revalidateTag(ctx context.Context, rem *Remote, t target, tag s
 	if err != nil {
 		return manifest{}, err
 	}
-	mf, err := m.cachedManifest(ctx, desc.Digest)
+	mf, err := m.cachedManifest(ctx, t, desc.Digest)
 	if errors.Is(err, fs.ErrNotExist) {
 		mf, err = m.fetchManifest(ctx, rem, t, desc.Digest)
 	}
@@ -206,7 +200,17 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 	return manifest{digest: d, mediaType: mediaType, data: data}, nil
 }
 
-func (m *Mirror) cachedManifest(ctx context.Context, d digest.Digest) (manifest, error) {
+// cachedManifest returns manifest d from the cache when the client may read
+// it under t without asking t's upstream (see mayServe), and otherwise an
+// error wrapping fs.ErrNotExist: fetching it through t links it to t.
+func (m *Mirror) cachedManifest(ctx context.Context, t target, d digest.Digest) (manifest, error) {
+	may, err := m.mayServe(ctx, t, d)
+	if err != nil {
+		return manifest{}, err
+	}
+	if !may {
+		return manifest{}, fmt.Errorf("manifest %s is not held by %s: %w", d, t.cacheKey(), fs.ErrNotExist)
+	}
 	mediaType, data, err := m.cache.Manifest(ctx, d)
 	if err != nil {
 		return manifest{}, err

@@ -40,6 +40,9 @@ type metrics struct {
 	// credentials can read the repository (see Remote.Expose).
 	invalidManifests *prometheus.CounterVec
 	notExposed       *prometheus.CounterVec
+	// confirmations counts blobs a repository did not hold that were
+	// downloaded through it to prove its upstream has them (see access.go).
+	confirmations *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -85,12 +88,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_not_exposed_total",
 			Help: "Pulls refused because the upstream serves the repository only with the mirror's credentials and upstreams[].expose does not list it.",
 		}, []string{"upstream"}),
+		confirmations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_link_confirmations_total",
+			Help: "Cached blobs asked for under a repository that did not hold them, downloaded through that repository's upstream to prove it has them, by result (confirmed, refused: the bytes did not hash to the digest, error).",
+		}, []string{"upstream", "result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting,
-		m.invalidManifests, m.notExposed} {
+		m.invalidManifests, m.notExposed, m.confirmations} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -120,6 +127,7 @@ func (m *metrics) forgetUpstream(host string) {
 	labels := prometheus.Labels{"upstream": host}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.lookups, m.staleServes, m.fetchesInFlight, m.fetchesWaiting, m.invalidManifests, m.notExposed,
+		m.confirmations,
 	} {
 		v.DeletePartialMatch(labels)
 	}

@@ -111,8 +111,10 @@ type Mirror struct {
 	recent      pullLog // the latest pulls, for RecentPulls
 	// manifestFills coalesces concurrent upstream lookups of one manifest or tag.
 	manifestFills singleflight.Group
-	handler       http.Handler
-	hosted        *hostedRepos // nil without Options.Hosted
+	// confirms coalesces downloads that prove an upstream has a blob.
+	confirms singleflight.Group
+	handler  http.Handler
+	hosted   *hostedRepos // nil without Options.Hosted
 
 	// notFound remembers upstream 404s; hot remembers pulled tags for
 	// background refresh.
@@ -232,7 +234,7 @@ func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, e
 		return nil, target{}, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
 			t.host, truncate(t.path), t.host)
 	}
-	if err := m.checkExposed(ctx, rem, t, req.kind, false); err != nil {
+	if err := m.checkExposed(ctx, rem, t, req.kind); err != nil {
 		return nil, target{}, err
 	}
 	return rem, t, nil

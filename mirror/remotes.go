@@ -117,6 +117,18 @@ func (d *dynamicRemotes) get(host string) (*Remote, error) {
 	return rem, nil
 }
 
+// peek returns host's Remote if one was made, without making one or
+// counting a use.
+func (d *dynamicRemotes) peek(host string) (*Remote, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.byHost[host]
+	if !ok {
+		return nil, false
+	}
+	return e.remote, true
+}
+
 // evictOldestLocked drops the least recently used Remote. Requests still
 // using it finish normally; the next request for its host makes a new one.
 func (d *dynamicRemotes) evictOldestLocked() {

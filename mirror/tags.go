@@ -23,9 +23,6 @@ func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) 
 	if err != nil {
 		return err
 	}
-	if err := m.recheckExposed(ctx, rem, t, kindTags); err != nil {
-		return err
-	}
 	tags, err := rem.Upstream.ListTags(ctx, t.path)
 	if err != nil {
 		return fromUpstream(err, rem.Host, kindTags)

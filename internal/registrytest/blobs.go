@@ -28,6 +28,10 @@ type blobStore struct {
 
 	mu    sync.RWMutex
 	blobs map[v1.Hash][]byte
+	// repos scopes a blob to the repositories named, when it has an entry:
+	// other repositories answer 404 for it. Blobs without one are in every
+	// repository.
+	repos map[v1.Hash]map[string]bool
 }
 
 var (
@@ -36,13 +40,36 @@ var (
 	_ ggcrregistry.BlobDeleteHandler = (*blobStore)(nil)
 )
 
-func newBlobStore() *blobStore { return &blobStore{blobs: map[v1.Hash][]byte{}} }
+func newBlobStore() *blobStore {
+	return &blobStore{blobs: map[v1.Hash][]byte{}, repos: map[v1.Hash]map[string]bool{}}
+}
 
 func (s *blobStore) get(h v1.Hash) ([]byte, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	b, ok := s.blobs[h]
 	return b, ok
+}
+
+// getIn returns blob h if repo holds it.
+func (s *blobStore) getIn(repo string, h v1.Hash) ([]byte, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if scope, ok := s.repos[h]; ok && !scope[repo] {
+		return nil, false
+	}
+	b, ok := s.blobs[h]
+	return b, ok
+}
+
+// scope adds repo to the repositories that hold blob h.
+func (s *blobStore) scope(h v1.Hash, repo string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repos[h] == nil {
+		s.repos[h] = map[string]bool{}
+	}
+	s.repos[h][repo] = true
 }
 
 // put stores data, which the store owns from now on.
@@ -53,8 +80,8 @@ func (s *blobStore) put(h v1.Hash, data []byte) {
 }
 
 // Stat implements ggcr's BlobStatHandler.
-func (s *blobStore) Stat(_ context.Context, _ string, h v1.Hash) (int64, error) {
-	b, ok := s.get(h)
+func (s *blobStore) Stat(_ context.Context, repo string, h v1.Hash) (int64, error) {
+	b, ok := s.getIn(repo, h)
 	if !ok {
 		return 0, ggcrregistry.ErrNotFound
 	}
@@ -65,8 +92,8 @@ func (s *blobStore) Stat(_ context.Context, _ string, h v1.Hash) (int64, error) 
 }
 
 // Get implements ggcr's BlobHandler.
-func (s *blobStore) Get(_ context.Context, _ string, h v1.Hash) (io.ReadCloser, error) {
-	b, ok := s.get(h)
+func (s *blobStore) Get(_ context.Context, repo string, h v1.Hash) (io.ReadCloser, error) {
+	b, ok := s.getIn(repo, h)
 	if !ok {
 		return nil, ggcrregistry.ErrNotFound
 	}

@@ -170,14 +170,14 @@ func (r *Registry) pushImage(repo, tag string, opts ImageOptions, n int, p ocisp
 		if err != nil {
 			return Image{}, err
 		}
-		img.Layers = append(img.Layers, ocispec.Descriptor{MediaType: layerType, Digest: r.PutBlob(blob), Size: int64(len(blob))})
+		img.Layers = append(img.Layers, ocispec.Descriptor{MediaType: layerType, Digest: r.putRepoBlob(repo, blob), Size: int64(len(blob))})
 		diffIDs = append(diffIDs, diffID)
 	}
 	config, err := imageConfig(p, diffIDs)
 	if err != nil {
 		return Image{}, err
 	}
-	img.Config = ocispec.Descriptor{MediaType: configType, Digest: r.PutBlob(config), Size: int64(len(config))}
+	img.Config = ocispec.Descriptor{MediaType: configType, Digest: r.putRepoBlob(repo, config), Size: int64(len(config))}
 
 	m := ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
@@ -277,6 +277,15 @@ func (r *Registry) PutBlob(data []byte) digest.Digest {
 	d := digest.FromBytes(data)
 	h, _ := blobHash(d)
 	r.blobs.put(h, data)
+	return d
+}
+
+// putRepoBlob stores data as a blob of repo alone, as Docker Hub scopes
+// blobs to the repositories they were pushed to, and returns its digest.
+func (r *Registry) putRepoBlob(repo string, data []byte) digest.Digest {
+	d := r.PutBlob(data)
+	h, _ := blobHash(d)
+	r.blobs.scope(h, repo)
 	return d
 }
 

@@ -1,0 +1,124 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// Content is stored once per digest, but it is held by repositories: a
+// link (repository, digest) records that the content was fetched through
+// that repository from its upstream, or pushed or mounted into it. The
+// mirror serves a digest under a repository only through a link, so that a
+// digest alone never reads what another repository's credentials fetched.
+
+// ErrNotLinked means the content is stored, or being downloaded, but not
+// for the repository that asked for it.
+var ErrNotLinked = errors.New("held by other repositories only")
+
+// NotLinkedError is FetchBlob's refusal to serve a blob that repository
+// Repo does not hold. Downloading says for which repository the blob is
+// being fetched right now; it is empty when the blob is stored.
+type NotLinkedError struct {
+	Digest      digest.Digest
+	Repo        string
+	Downloading string
+}
+
+func (e *NotLinkedError) Error() string {
+	return fmt.Sprintf("blob %s is held by other repositories than %s", e.Digest, e.Repo)
+}
+
+func (e *NotLinkedError) Unwrap() error { return ErrNotLinked }
+
+// DownloadingFor returns the repository whose download of the blob is in
+// flight, or "" when the blob is stored.
+func (e *NotLinkedError) DownloadingFor() string { return e.Downloading }
+
+// Linked reports whether the cached repository repo ("<host>/<path>")
+// holds the blob or manifest d.
+func (s *Store) Linked(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	if checkName("repository", repo) != nil || checkDigest(d) != nil {
+		return false, nil
+	}
+	var linked bool
+	err := s.view(ctx, func(txn *badger.Txn) error {
+		_, err := txn.Get(usedByKey(d, repo))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		linked = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("is %s linked to %s: %w", d, repo, err)
+	}
+	return linked, nil
+}
+
+// Holders returns the repositories that hold d: cached ones by cache key
+// ("<host>/<path>"), hosted ones by their hosted name.
+func (s *Store) Holders(ctx context.Context, d digest.Digest) (cached, hosted []string, err error) {
+	if checkDigest(d) != nil {
+		return nil, nil, nil
+	}
+	prefix := prefixUsedBy + string(d) + fieldSep
+	err = s.view(ctx, func(txn *badger.Txn) error {
+		return scan(ctx, txn, prefix, false, func(item *badger.Item) error {
+			repo := string(item.Key()[len(prefix):])
+			if name, ok := strings.CutPrefix(repo, hostedPrefix); ok {
+				hosted = append(hosted, name)
+			} else {
+				cached = append(cached, repo)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("holders of %s: %w", d, err)
+	}
+	return cached, hosted, nil
+}
+
+// Link records that the cached repository repo ("<host>/<path>") holds the
+// stored blob or manifest d. The caller must have seen repo's upstream send
+// bytes that hash to d. Content the store does not have is ignored.
+func (s *Store) Link(ctx context.Context, repo string, d digest.Digest) error {
+	if err := checkName("repository", repo); err != nil || strings.HasPrefix(repo, hostedPrefix) {
+		return fmt.Errorf("link: %q is not a cached repository: %w", repo, ErrInvalidName)
+	}
+	if err := checkDigest(d); err != nil {
+		return fmt.Errorf("link: %w", err)
+	}
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		kind, err := storedKind(txn, d)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return setReference(txn, repo, d, kind)
+	})
+	if err != nil {
+		return fmt.Errorf("link %s to %s: %w", d, repo, err)
+	}
+	return nil
+}
+
+// requireBlobLink fails with a *NotLinkedError unless repo holds the blob d.
+func (s *Store) requireBlobLink(ctx context.Context, repo string, d digest.Digest) error {
+	linked, err := s.Linked(ctx, repo, d)
+	switch {
+	case err != nil:
+		return err
+	case !linked:
+		return &NotLinkedError{Digest: d, Repo: repo}
+	}
+	return nil
+}
