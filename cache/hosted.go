@@ -200,12 +200,12 @@ func (h *Hosted) UnlinkBlob(ctx context.Context, name string, d digest.Digest) e
 }
 
 // PutManifest stores the manifest data, described by desc, in repository
-// name, all in one transaction: it links refs (the blobs and manifests the
-// manifest names, which the store must have) into the repository, lists the
-// manifest among subject's referrers when subject is set, and points tags at
-// it. desc's digest must be data's sha256; desc, with its artifact type and
-// annotations, is what the referrers API lists. It fails with a
-// *MissingContentError when the store lacks one of refs.
+// name, all in one transaction: it checks that the repository holds refs
+// (the blobs and manifests the manifest names, pushed or mounted into it),
+// lists the manifest among subject's referrers when subject is set, and
+// points tags at it. desc's digest must be data's sha256; desc, with its
+// artifact type and annotations, is what the referrers API lists. It fails
+// with a *MissingContentError when the repository lacks one of refs.
 func (h *Hosted) PutManifest(ctx context.Context, name string, desc ocispec.Descriptor, data []byte,
 	refs []digest.Digest, subject digest.Digest, tags []string) error {
 	if err := checkManifest(name, desc.Digest, data, refs, subject, tags); err != nil {
@@ -218,7 +218,7 @@ func (h *Hosted) PutManifest(ctx context.Context, name string, desc ocispec.Desc
 	d := desc.Digest
 	now := h.s.now()
 	err = h.s.update(ctx, func(txn *badger.Txn) error {
-		if err := linkReferences(txn, name, refs); err != nil {
+		if err := requireReferences(txn, name, refs); err != nil {
 			return err
 		}
 		if _, err := txn.Get(manifestKey(d)); errors.Is(err, badger.ErrKeyNotFound) {
@@ -276,19 +276,15 @@ func checkManifest(name string, d digest.Digest, data []byte, refs []digest.Dige
 	return nil
 }
 
-// linkReferences links refs into the repository, each as a manifest when
-// the store has a manifest of that digest, else as a blob, or fails with a
-// *MissingContentError.
-func linkReferences(txn *badger.Txn, name string, refs []digest.Digest) error {
+// requireReferences checks that the repository holds every one of refs,
+// or fails with a *MissingContentError.
+func requireReferences(txn *badger.Txn, name string, refs []digest.Digest) error {
 	for _, d := range refs {
-		kind, err := storedKind(txn, d)
-		if errors.Is(err, fs.ErrNotExist) {
+		_, err := txn.Get(repoRefKey(hostedKey(name), d))
+		if errors.Is(err, badger.ErrKeyNotFound) {
 			return &MissingContentError{Digest: d}
 		}
 		if err != nil {
-			return err
-		}
-		if err := link(txn, name, d, kind); err != nil {
 			return err
 		}
 	}

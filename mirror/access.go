@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -153,8 +154,32 @@ func confirmationResult(err error) string {
 // mayPullHosted reports whether the client may pull the hosted repository
 // name.
 func (m *Mirror) mayPullHosted(ctx context.Context, name string) bool {
-	if m.hosted == nil {
-		return false
+	return m.hosted != nil && m.hosted.allowed(clientOf(ctx), name, ActionPull)
+}
+
+// mayMount reports whether the client may mount blob d from the repository
+// from (as a client names it) into a hosted one: from must hold d, and the
+// client must be allowed to read from. Otherwise the client uploads d.
+func (m *Mirror) mayMount(ctx context.Context, from string, d digest.Digest) (bool, error) {
+	if m.hosted != nil {
+		name, err := resolveHostedName(from, "", m.defaultHost)
+		if err != nil {
+			return false, nil
+		}
+		if m.hosted.isHostedName(name) {
+			if !m.mayPullHosted(ctx, name) {
+				return false, nil
+			}
+			_, err := m.hosted.store.StatBlob(ctx, name, d)
+			if errors.Is(err, fs.ErrNotExist) {
+				return false, nil
+			}
+			return err == nil, err
+		}
 	}
-	return !m.hosted.privatePulls || clientAuthenticated(ctx)
+	t, err := resolveTarget(from, "", m.defaultHost)
+	if err != nil || !m.mayReadCached(ctx, t.cacheKey()) {
+		return false, nil
+	}
+	return m.cache.Linked(ctx, t.cacheKey(), d)
 }

@@ -35,27 +35,6 @@ func challenge(w http.ResponseWriter, why string) error {
 	return newError(codeUnauthorized, "%s", why)
 }
 
-// authenticated reports whether r carries a user's valid credentials or
-// token.
-func (h *hostedRepos) authenticated(r *http.Request) bool {
-	user, ok := h.identify(r)
-	return ok && user != ""
-}
-
-// identify returns who a request's Authorization names: a user, by valid
-// Basic credentials or token, or "" for a valid anonymous token. ok is
-// false for no Authorization or an invalid one.
-func (h *hostedRepos) identify(r *http.Request) (user string, ok bool) {
-	if name, password, basic := r.BasicAuth(); basic {
-		return name, h.users.Authenticate(name, password)
-	}
-	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return h.tokens.verify(strings.TrimSpace(token))
-}
-
 // Htpasswd holds users and bcrypt password hashes from an htpasswd file
 // (`htpasswd -B`). A password that verified is remembered for
 // htpasswdVerifiedTTL as its SHA-256, so a push of many requests costs one

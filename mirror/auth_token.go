@@ -7,7 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 )
@@ -43,9 +43,9 @@ const tokenService = "regmirror"
 const tokenTTL = 5 * time.Minute
 
 // tokenIssuer issues and verifies the mirror's tokens: the user (empty for
-// an anonymous token) and an expiry, signed with a key that lives as long
-// as the process. A restart invalidates the tokens; clients then fetch new
-// ones. Safe for concurrent use.
+// an anonymous token), what the token grants and an expiry, signed with a
+// key that lives as long as the process. A restart invalidates the tokens;
+// clients then fetch new ones. Safe for concurrent use.
 type tokenIssuer struct {
 	key [32]byte
 	now func() time.Time
@@ -57,25 +57,45 @@ func newTokenIssuer(now func() time.Time) *tokenIssuer {
 	return t
 }
 
-func (t *tokenIssuer) issue(user string) string {
-	payload := []byte(strconv.FormatInt(t.now().Add(tokenTTL).Unix(), 10) + ":" + user)
+// tokenClaims are what a token says, as its signed JSON payload.
+type tokenClaims struct {
+	Expires int64       `json:"exp"`
+	User    string      `json:"sub,omitempty"`
+	Access  tokenAccess `json:"access,omitempty"`
+}
+
+// tokenAccess is what a token grants: the actions of the Docker token
+// specification's scopes, by hosted repository name.
+type tokenAccess []accessGrant
+
+type accessGrant struct {
+	Name    string   `json:"name"`
+	Actions []Action `json:"actions"`
+}
+
+// grants reports whether the token may do a on the repository name.
+func (ta tokenAccess) grants(name string, a Action) bool {
+	return slices.ContainsFunc(ta, func(g accessGrant) bool { return g.Name == name && slices.Contains(g.Actions, a) })
+}
+
+func (t *tokenIssuer) issue(user string, access tokenAccess) string {
+	payload, _ := json.Marshal(tokenClaims{Expires: t.now().Add(tokenTTL).Unix(), User: user, Access: access}) // cannot fail
 	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(t.sign(payload))
 }
 
-// verify returns the user of a valid token, "" for an anonymous one.
-func (t *tokenIssuer) verify(token string) (user string, ok bool) {
+// verify returns the claims of a valid, unexpired token.
+func (t *tokenIssuer) verify(token string) (tokenClaims, bool) {
 	p, s, found := strings.Cut(token, ".")
 	payload, err1 := base64.RawURLEncoding.DecodeString(p)
 	sig, err2 := base64.RawURLEncoding.DecodeString(s)
 	if !found || err1 != nil || err2 != nil || !hmac.Equal(sig, t.sign(payload)) {
-		return "", false
+		return tokenClaims{}, false
 	}
-	exp, user, _ := strings.Cut(string(payload), ":")
-	expiry, err := strconv.ParseInt(exp, 10, 64)
-	if err != nil || !t.now().Before(time.Unix(expiry, 0)) {
-		return "", false
+	var claims tokenClaims
+	if err := json.Unmarshal(payload, &claims); err != nil || !t.now().Before(time.Unix(claims.Expires, 0)) {
+		return tokenClaims{}, false
 	}
-	return user, true
+	return claims, true
 }
 
 func (t *tokenIssuer) sign(payload []byte) []byte {
@@ -94,9 +114,10 @@ type tokenResponse struct {
 }
 
 // serveToken hands out tokens: a user's for valid credentials, an anonymous
-// one without credentials. Wrong credentials are refused when the client
-// logs in or asks to push, and otherwise ignored (they may be another
-// registry's, see above): a failed login never locks out a pull.
+// one without credentials, each granting of the scopes asked for what the
+// permissions allow. Wrong credentials are refused when the client logs in
+// or asks to push, and otherwise ignored (they may be another registry's,
+// see above): a failed login never locks out a pull.
 func (h *hostedRepos) serveToken(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		// containerd tries an OAuth2 POST first and falls back to GET on 405.
@@ -111,7 +132,7 @@ func (h *hostedRepos) serveToken(w http.ResponseWriter, r *http.Request) error {
 			return newError(codeUnauthorized, "incorrect username or password")
 		}
 	}
-	token := h.tokens.issue(user)
+	token := h.tokens.issue(user, h.grant(principal{user: user}, r.URL.Query()["scope"]))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(tokenResponse{
@@ -120,6 +141,62 @@ func (h *hostedRepos) serveToken(w http.ResponseWriter, r *http.Request) error {
 		ExpiresIn:   int(tokenTTL.Seconds()),
 		IssuedAt:    h.tokens.now().UTC().Format(time.RFC3339),
 	})
+}
+
+// maxTokenScopes bounds the scopes one token carries: docker asks for two
+// at most (a push and a mount's source).
+const maxTokenScopes = 16
+
+// grant returns what who may have of the repository scopes asked for: of
+// a hosted repository, the actions its permissions allow; of any other,
+// pull, which the mirror serves to everyone. Scopes it cannot parse, and
+// other resource types, are left out, as the token specification allows.
+func (h *hostedRepos) grant(who principal, scopes []string) tokenAccess {
+	var access tokenAccess
+	for _, scope := range scopes {
+		for _, one := range strings.Fields(scope) {
+			if len(access) == maxTokenScopes {
+				return access
+			}
+			name, actions, ok := parseRepositoryScope(one)
+			if !ok {
+				continue
+			}
+			hostedName, err := resolveHostedName(name, "", h.defaultHost)
+			if err != nil {
+				continue
+			}
+			var granted []Action
+			for _, a := range actions {
+				if h.permitted(who, hostedName, a) || (a == ActionPull && !h.isHostedName(hostedName)) {
+					granted = append(granted, a)
+				}
+			}
+			if len(granted) > 0 {
+				access = append(access, accessGrant{Name: hostedName, Actions: granted})
+			}
+		}
+	}
+	return access
+}
+
+// parseRepositoryScope reads "repository:NAME:ACTION[,ACTION...]"; NAME may
+// hold a registry host with a port, so it is what lies between the first
+// and the last colon.
+func parseRepositoryScope(scope string) (name string, actions []Action, ok bool) {
+	kind, rest, found := strings.Cut(scope, ":")
+	i := strings.LastIndexByte(rest, ':')
+	if !found || kind != "repository" || i <= 0 {
+		return "", nil, false
+	}
+	for _, a := range strings.Split(rest[i+1:], ",") {
+		if a == "*" {
+			actions = append(actions, ActionPull, ActionPush, ActionDelete)
+		} else {
+			actions = append(actions, Action(a))
+		}
+	}
+	return rest[:i], slices.Compact(actions), true
 }
 
 // wantsWrite reports whether a token request is a login (docker asks for an

@@ -114,11 +114,12 @@ type HostedBlobs interface {
 
 // HostedManifests are the manifests of hosted repositories.
 type HostedManifests interface {
-	// PutManifest stores data, described by desc, in the repository; links
-	// refs, the blobs and manifests it names, which must be stored; lists it
-	// among subject's referrers when subject is set; and points tags at it.
-	// When some of refs are not stored it fails with an error wrapping
-	// fs.ErrNotExist that implements interface{ MissingDigest() digest.Digest }.
+	// PutManifest stores data, described by desc, in the repository, which
+	// must hold refs, the blobs and manifests it names (pushed or mounted
+	// into it); lists it among subject's referrers when subject is set; and
+	// points tags at it. When the repository lacks some of refs it fails
+	// with an error wrapping fs.ErrNotExist that implements
+	// interface{ MissingDigest() digest.Digest }.
 	PutManifest(ctx context.Context, name string, desc ocispec.Descriptor, data []byte,
 		refs []digest.Digest, subject digest.Digest, tags []string) error
 	// Manifest returns the media type and exact bytes of manifest d.

@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"context"
-	"net/http"
 	"sync"
 	"time"
 
@@ -130,21 +129,4 @@ func (m *Mirror) visibility(ctx context.Context, rem *Remote, t target) (bool, e
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
-}
-
-// clientKey carries whether the client authenticated to the mirror.
-type clientKey struct{}
-
-// withClient records in ctx how to tell whether r's client authenticated
-// as one of the mirror's users; it is worked out only if asked.
-func (m *Mirror) withClient(ctx context.Context, r *http.Request) context.Context {
-	if m.hosted == nil || r.Header.Get("Authorization") == "" {
-		return ctx
-	}
-	return context.WithValue(ctx, clientKey{}, sync.OnceValue(func() bool { return m.hosted.authenticated(r) }))
-}
-
-func clientAuthenticated(ctx context.Context) bool {
-	authenticated, ok := ctx.Value(clientKey{}).(func() bool)
-	return ok && authenticated()
 }

@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,40 +9,54 @@ import (
 )
 
 // HostedOptions turn on hosted repositories: clients push to the mirror's
-// own URL, and pulls look in the hosted repositories first, then upstream,
-// like a Nexus group.
+// own URL, and pulls of hosted names are answered from what was pushed.
 type HostedOptions struct {
 	// Store keeps the pushed content. Required.
 	Store Hosted
-	// Users checks the credentials of pushes, and of pulls from hosted
-	// repositories when PrivatePulls is set. Required.
+	// Users checks the credentials of clients that log in. Required.
 	Users Authenticator
 	// Repositories are globs of the names that are hosted ("team/*",
 	// "team/**", "ghcr.io/org/*"; see matchRepo). A name of the default
 	// registry is written without its host, e.g. "team/app", and
-	// single-component names with "library/". When empty, any name of the
-	// default registry may be pushed, and a name is hosted once it holds
-	// pushed content; names routed to another registry are never hosted then.
+	// single-component names with "library/". Only these names take pushes,
+	// and they are never looked up upstream, unless FallThrough says so:
+	// whoever registers such a name upstream must not be able to serve it
+	// here. None: nothing can be pushed.
 	Repositories []string
-	// PrivatePulls makes pulls from hosted repositories need credentials too.
-	// Pulls of names that are not hosted stay anonymous whatever a client
-	// sends: a failed login never locks a client out of proxied pulls.
+	// FallThrough lists hosted names (globs) whose pulls go upstream when
+	// the hosted repository lacks what is asked for, and whose tag lists
+	// merge the upstream's, like a Nexus group.
+	FallThrough []string
+	// Groups lists the users of each group that Permissions name.
+	Groups map[string][]string
+	// Permissions grant pull, push and delete on hosted repositories. None:
+	// every user may pull and push every hosted repository, and anyone may
+	// pull them unless PrivatePulls is set.
+	Permissions []Permission
+	// PrivatePulls, without Permissions, makes pulls from hosted
+	// repositories need a login too. Pulls of names that are not hosted stay
+	// anonymous whatever a client sends: a failed login never locks a client
+	// out of proxied pulls.
 	PrivatePulls bool
-	// AllowDelete enables DELETE of hosted manifests, tags and blobs.
+	// AllowDelete enables DELETE of hosted manifests, tags and blobs, for
+	// those whom a permission grants delete.
 	AllowDelete bool
 }
 
 // hostedRepos is the mirror's hosted side. Its fields are set once.
 type hostedRepos struct {
-	store        Hosted
-	users        Authenticator
-	patterns     []string
-	privatePulls bool
-	allowDelete  bool
-	tokens       *tokenIssuer
+	store       Hosted
+	users       Authenticator
+	patterns    []string
+	fallThrough []string
+	groups      map[string][]string
+	permissions []Permission
+	allowDelete bool
+	tokens      *tokenIssuer
+	defaultHost string
 }
 
-func newHostedRepos(o *HostedOptions, now func() time.Time) (*hostedRepos, error) {
+func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time) (*hostedRepos, error) {
 	if o.Store == nil {
 		return nil, errors.New("hosted repositories need a store")
 	}
@@ -53,13 +66,28 @@ func newHostedRepos(o *HostedOptions, now func() time.Time) (*hostedRepos, error
 	if err := checkPatterns(o.Repositories); err != nil {
 		return nil, fmt.Errorf("hosted repositories: %w", err)
 	}
+	if err := checkPatterns(o.FallThrough); err != nil {
+		return nil, fmt.Errorf("hosted fall-through: %w", err)
+	}
+	perms := o.Permissions
+	if len(perms) == 0 {
+		perms = defaultPermissions(o.Repositories, o.PrivatePulls)
+	}
+	for i, p := range o.Permissions {
+		if err := p.validate(); err != nil {
+			return nil, fmt.Errorf("hosted permission %d: %w", i+1, err)
+		}
+	}
 	return &hostedRepos{
-		store:        o.Store,
-		users:        o.Users,
-		patterns:     o.Repositories,
-		privatePulls: o.PrivatePulls,
-		allowDelete:  o.AllowDelete,
-		tokens:       newTokenIssuer(now),
+		store:       o.Store,
+		users:       o.Users,
+		patterns:    o.Repositories,
+		fallThrough: o.FallThrough,
+		groups:      o.Groups,
+		permissions: perms,
+		allowDelete: o.AllowDelete,
+		tokens:      newTokenIssuer(now),
+		defaultHost: defaultHost,
 	}, nil
 }
 
@@ -69,50 +97,39 @@ type hostedRequest struct {
 	// hostedName is the repository's hosted name: the path on the default
 	// registry ("team/app", "library/app"), else host and path.
 	hostedName string
-	// elsewhere says the name is routed to a registry other than the
-	// default one, by a host prefix or containerd's ns parameter.
-	elsewhere bool
 }
 
 func (m *Mirror) resolveHosted(req request) (hostedRequest, error) {
-	t, err := resolveTarget(req.name, req.ns, m.defaultHost)
+	name, err := resolveHostedName(req.name, req.ns, m.defaultHost)
 	if err != nil {
 		return hostedRequest{}, err
 	}
-	hr := hostedRequest{request: req, hostedName: t.path}
-	if t.host != m.defaultHost {
-		hr.hostedName, hr.elsewhere = t.host+"/"+t.path, true
-	}
-	return hr, nil
+	return hostedRequest{request: req, hostedName: name}, nil
 }
 
-// pushable reports whether clients may push to the repository.
-func (h *hostedRepos) pushable(hr hostedRequest) bool {
-	if len(h.patterns) > 0 {
-		return matchesAny(h.patterns, hr.hostedName)
-	}
-	return !hr.elsewhere
-}
-
-// isHosted reports whether pulls of the repository look at hosted content.
-func (h *hostedRepos) isHosted(ctx context.Context, hr hostedRequest) (bool, error) {
-	if len(h.patterns) > 0 {
-		return matchesAny(h.patterns, hr.hostedName), nil
-	}
-	if hr.elsewhere {
-		return false, nil
-	}
-	has, err := h.store.HasRepository(ctx, hr.hostedName)
+// resolveHostedName returns the hosted name of a repository name as a
+// client sends it: the path on the default registry, else host and path.
+func resolveHostedName(name, ns, defaultHost string) (string, error) {
+	t, err := resolveTarget(name, ns, defaultHost)
 	if err != nil {
-		return false, fmt.Errorf("looking up hosted repository %s: %w", hr.hostedName, err)
+		return "", err
 	}
-	return has, nil
+	if t.host != defaultHost {
+		return t.host + "/" + t.path, nil
+	}
+	return t.path, nil
 }
+
+// isHostedName reports whether name is a hosted repository's.
+func (h *hostedRepos) isHostedName(name string) bool { return matchesAny(h.patterns, name) }
+
+// fallsThrough reports whether pulls of the hosted name may go upstream.
+func (h *hostedRepos) fallsThrough(name string) bool { return matchesAny(h.fallThrough, name) }
 
 // serveHosted answers the requests that involve hosted repositories: every
 // write, the ping, the catalog, the referrers API and pulls of hosted names.
-// It reports false, having answered nothing, for pulls that go upstream
-// only; those read pushed content by digest only as access.go allows.
+// It reports false, having answered nothing, for pulls that go upstream:
+// names that are not hosted, and hosted names that fall through.
 func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request) (bool, error) {
 	h := m.hosted
 	switch req.kind {
@@ -128,24 +145,55 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 	if !isReadMethod(r.Method) || req.kind == kindBlobUpload {
 		return true, m.serveHostedWrite(w, r, hr)
 	}
-	hosted, err := h.isHosted(r.Context(), hr)
-	if err != nil {
+	if !h.isHostedName(hr.hostedName) {
+		if req.kind == kindReferrers {
+			return true, h.serveReferrers(w, r, hr, false)
+		}
+		return false, nil
+	}
+	if err := h.authorize(w, r, hr, ActionPull); err != nil {
 		return true, err
 	}
-	if hosted && h.privatePulls && !h.authenticated(r) {
-		return true, challenge(w, "pulling from "+hr.hostedName+" needs credentials: docker login")
-	}
+	through := h.fallsThrough(hr.hostedName)
 	switch {
 	case req.kind == kindReferrers:
-		return true, h.serveReferrers(w, r, hr, hosted)
-	case req.kind == kindTags && hosted:
+		return true, h.serveReferrers(w, r, hr, true)
+	case req.kind == kindTags && through:
 		return true, m.serveMergedTags(w, r, hr)
-	case hosted:
-		if served, err := m.serveHostedRead(w, r, hr); served || err != nil {
-			return true, err
-		}
+	case req.kind == kindTags:
+		return true, h.serveHostedTags(w, r, hr)
 	}
-	return false, nil
+	served, err := m.serveHostedRead(w, r, hr)
+	if served || err != nil || through {
+		return served || err != nil, err
+	}
+	return true, hostedNotFoundError(hr)
+}
+
+// hostedNotFoundError answers a pull of hosted content that is not there.
+func hostedNotFoundError(hr hostedRequest) error {
+	ref := hr.tag
+	if hr.digest != "" {
+		ref = hr.digest.String()
+	}
+	return newError(notFoundCode(hr.kind), "%s is not in the hosted repository %s", truncate(ref), truncate(hr.hostedName))
+}
+
+// authorize lets the request do a on its hosted repository, or answers
+// why not: a client that did not log in is challenged to, a user without
+// the permission is refused.
+func (h *hostedRepos) authorize(w http.ResponseWriter, r *http.Request, hr hostedRequest, a Action) error {
+	who := clientOf(r.Context())
+	if h.allowed(who, hr.hostedName, a) {
+		return nil
+	}
+	if !who.loggedIn() {
+		return challenge(w, string(a)+" on "+truncate(hr.hostedName)+" needs credentials: docker login")
+	}
+	if a == ActionDelete && !h.allowDelete {
+		return newError(codeUnsupported, "deleting is disabled on this mirror")
+	}
+	return newError(codeDenied, "%s may not %s %s", who.user, a, truncate(hr.hostedName))
 }
 
 // serveBase answers the ping. A client with neither a token nor valid
@@ -155,7 +203,7 @@ func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
 	if !isReadMethod(r.Method) {
 		return newError(codeUnsupported, "%s is not supported on the base endpoint", r.Method)
 	}
-	if _, ok := h.identify(r); !ok {
+	if _, ok := h.principalOf(r); !ok || r.Header.Get("Authorization") == "" {
 		return pingChallenge(w, r)
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -163,21 +211,23 @@ func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
-// serveHostedWrite answers pushes and deletes: they need credentials and a
-// repository that may be hosted.
+// serveHostedWrite answers pushes and deletes: they need a hosted
+// repository and a user whom a permission grants the action.
 func (m *Mirror) serveHostedWrite(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
 	h := m.hosted
-	if !h.authenticated(r) {
+	if !clientOf(r.Context()).loggedIn() {
 		return challenge(w, "pushing needs credentials: docker login")
 	}
-	if !h.pushable(hr) {
-		if hr.elsewhere {
-			return newError(codeDenied, "%s is mirrored from another registry, not hosted here", truncate(hr.hostedName))
-		}
-		return newError(codeDenied, "%s is not a hosted repository of this mirror", truncate(hr.hostedName))
+	if !h.isHostedName(hr.hostedName) {
+		return newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
+			truncate(hr.hostedName))
 	}
-	if r.Method == http.MethodDelete && hr.kind != kindBlobUpload && !h.allowDelete {
-		return newError(codeUnsupported, "deleting is disabled on this mirror")
+	action := ActionPush
+	if r.Method == http.MethodDelete && hr.kind != kindBlobUpload {
+		action = ActionDelete
+	}
+	if err := h.authorize(w, r, hr, action); err != nil {
+		return err
 	}
 	switch {
 	case hr.kind == kindBlobUpload:

@@ -107,6 +107,19 @@ func (m *Mirror) serveHostedBlob(w http.ResponseWriter, r *http.Request, hr host
 	return nil
 }
 
+// serveHostedTags lists a hosted repository's tags; a repository without
+// any is unknown.
+func (h *hostedRepos) serveHostedTags(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	tags, err := h.store.Tags(r.Context(), hr.hostedName)
+	if err != nil {
+		return fmt.Errorf("listing hosted tags of %s: %w", hr.hostedName, err)
+	}
+	if len(tags) == 0 {
+		return newError(codeNameUnknown, "the hosted repository %s has no tags", truncate(hr.hostedName))
+	}
+	return writeTagPage(w, r, hr.name, tags)
+}
+
 // serveMergedTags lists a hosted repository's tags together with its
 // upstream namesake's, as a group repository does. An upstream that fails
 // does not hide the hosted tags: they are listed alone, with a warning.
@@ -214,19 +227,18 @@ type catalog struct {
 	Repositories []string `json:"repositories"`
 }
 
-// serveCatalog lists the hosted repositories, paged like tags; the
-// upstreams' repositories are not listed.
+// serveCatalog lists the hosted repositories the client may pull, paged
+// like tags; the upstreams' repositories are not listed.
 func (h *hostedRepos) serveCatalog(w http.ResponseWriter, r *http.Request) error {
 	if !isReadMethod(r.Method) {
 		return newError(codeUnsupported, "%s is not supported on the catalog", r.Method)
-	}
-	if h.privatePulls && !h.authenticated(r) {
-		return challenge(w, "listing hosted repositories needs credentials: docker login")
 	}
 	names, err := h.store.Repositories(r.Context())
 	if err != nil {
 		return err
 	}
+	who := clientOf(r.Context())
+	names = slices.DeleteFunc(names, func(name string) bool { return !h.allowed(who, name, ActionPull) })
 	return writePage(w, r, names, func(page []string) any { return catalog{Repositories: page} })
 }
 

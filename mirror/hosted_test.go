@@ -239,7 +239,7 @@ func imageDigest(t *testing.T, img v1.Image) v1.Hash {
 // `docker login`; pulls of proxied names never depend on credentials.
 func TestPushesNeedCredentials(t *testing.T) {
 	t.Parallel()
-	e := newHostedEnv(t, mirror.HostedOptions{AllowDelete: true})
+	e := newHostedEnv(t, mirror.HostedOptions{Repositories: []string{"team/*"}, AllowDelete: true})
 	img, err := e.hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 1, LayerSize: 512})
 	if err != nil {
 		t.Fatal(err)
@@ -291,10 +291,10 @@ func TestPushesNeedCredentials(t *testing.T) {
 // TestPingChallengeAndTokens: the ping's Bearer challenge leads to the
 // token endpoint, which gives anyone a token that pulls (so a dockerd
 // pulling through the mirror never falls back to Docker Hub) and only a
-// user a token that pushes.
+// user a token that pushes, to the repository it was asked for.
 func TestPingChallengeAndTokens(t *testing.T) {
 	t.Parallel()
-	e := newHostedEnv(t, mirror.HostedOptions{})
+	e := newHostedEnv(t, mirror.HostedOptions{Repositories: []string{"team/*"}})
 	r := e.send(t, http.MethodGet, "/v2/", nil, nil, "", "")
 	realm := "http://" + e.host() + "/v2/token"
 	if want := `Bearer realm="` + realm + `",service="regmirror"`; r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") != want {
@@ -314,7 +314,11 @@ func TestPingChallengeAndTokens(t *testing.T) {
 		{"pull with another registry's credentials", pullScope, "hub-user", "hub-password", http.StatusOK, false},
 		{"push as the user", pushScope, pushUser, pushPassword, http.StatusOK, true},
 		{"push with a wrong password", pushScope, pushUser, "guess", http.StatusUnauthorized, false},
-		{"docker login", login, pushUser, pushPassword, http.StatusOK, true},
+		// docker login asks for no scope: its token proves the password and
+		// grants nothing; docker asks for a push token before it pushes.
+		{"docker login", login, pushUser, pushPassword, http.StatusOK, false},
+		{"pull scope as the user", "?service=regmirror&scope=repository:team/app:pull", pushUser, pushPassword, http.StatusOK, false},
+		{"push scope of another repository", "?service=regmirror&scope=repository:team/other:pull,push", pushUser, pushPassword, http.StatusOK, false},
 		{"docker login with a wrong password", login, pushUser, "guess", http.StatusUnauthorized, false},
 		{"anonymous push", pushScope, "", "", http.StatusOK, false},
 	}
@@ -351,12 +355,12 @@ func TestPingChallengeAndTokens(t *testing.T) {
 	})
 }
 
-// TestHostedRepositoryIsAGroup: a pushed image is pulled from the same URL;
-// a pushed tag shadows the upstream's, other tags still come from upstream,
-// and the tag list merges both.
+// TestHostedRepositoryIsAGroup: with fall-through, a pushed image is pulled
+// from the same URL; a pushed tag shadows the upstream's, other tags still
+// come from upstream, and the tag list merges both.
 func TestHostedRepositoryIsAGroup(t *testing.T) {
 	t.Parallel()
-	e := newHostedEnv(t, mirror.HostedOptions{})
+	e := newHostedEnv(t, mirror.HostedOptions{Repositories: []string{"team/*"}, FallThrough: []string{"team/*"}})
 	hub1, err := e.hub.PushImage("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 512, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +445,7 @@ func TestPushedContentIsNotReadableThroughOtherNames(t *testing.T) {
 // upload status reports, and the blob it completes is intact.
 func TestChunkedUploadResumesAfterRestart(t *testing.T) {
 	t.Parallel()
-	e := newHostedEnv(t, mirror.HostedOptions{})
+	e := newHostedEnv(t, mirror.HostedOptions{Repositories: []string{"team/*"}})
 	blob := make([]byte, 300<<10)
 	rand.Read(blob)
 	d := digest.FromBytes(blob)
@@ -592,7 +596,7 @@ func imageManifest(layer digest.Digest) []byte {
 // and ExpireUploads removes it.
 func TestUploadSessionsExpire(t *testing.T) {
 	t.Parallel()
-	e := newHostedEnv(t, mirror.HostedOptions{})
+	e := newHostedEnv(t, mirror.HostedOptions{Repositories: []string{"team/*"}})
 	loc := e.push(t, http.MethodPost, "/v2/team/app/blobs/uploads/", nil, nil).header.Get("Location")
 	e.clock.Advance(2 * time.Hour) // the env's TTL is one hour
 	if r := e.push(t, http.MethodGet, loc, nil, nil); r.status != http.StatusNotFound || r.errorCode() != "BLOB_UPLOAD_UNKNOWN" {

@@ -163,7 +163,7 @@ func New(opts Options) (*Mirror, error) {
 	}
 	m.remotes.Store(table)
 	if opts.Hosted != nil {
-		if m.hosted, err = newHostedRepos(opts.Hosted, m.now); err != nil {
+		if m.hosted, err = newHostedRepos(opts.Hosted, m.defaultHost, m.now); err != nil {
 			return nil, fmt.Errorf("mirror: %w", err)
 		}
 	}

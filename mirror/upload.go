@@ -66,15 +66,17 @@ func (m *Mirror) startUpload(w http.ResponseWriter, r *http.Request, hr hostedRe
 	return nil
 }
 
-// mountBlob links a blob the mirror stores into the repository, whichever
-// repository (hosted or cached) it came from: every user who may push may
-// also read every hosted repository. When the mirror does not have the
-// blob, it reports false and the client gets an upload session instead, as
-// the distribution spec asks.
+// mountBlob links a blob into the repository from the repository the
+// client names in from, when that repository holds it and the client may
+// read it (see mayMount). Otherwise it reports false and the client gets
+// an upload session instead, as the distribution spec asks.
 func (m *Mirror) mountBlob(w http.ResponseWriter, r *http.Request, hr hostedRequest, mount string) (bool, error) {
 	d, err := parseDigest(mount)
 	if err != nil {
 		return true, err
+	}
+	if may, err := m.mayMount(r.Context(), r.URL.Query().Get("from"), d); !may || err != nil {
+		return err != nil, err
 	}
 	if _, err := m.hosted.store.LinkBlob(r.Context(), hr.hostedName, d); hostedNotFound(err) {
 		return false, nil

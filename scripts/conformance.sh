@@ -81,6 +81,7 @@ upstreams:
     url: http://127.0.0.1:$upstream_port
 hosted:
   htpasswd: $work/htpasswd
+  repositories: ["conformance/*"]
   delete: true
 EOF
 mkdir "$work/docker-config" # no ambient docker credentials for the upstream

@@ -26,16 +26,37 @@ type HostedConfig struct {
 	// line, as `htpasswd -B` writes it.
 	Htpasswd string `yaml:"htpasswd"`
 	// Repositories are globs of the hosted names, e.g. "team/*" or
-	// "team/**". Empty: any name of Docker Hub may be pushed, and a name is
-	// hosted once it holds pushed content.
+	// "team/**": only these take pushes. Empty: nothing can be pushed.
 	Repositories []string `yaml:"repositories"`
+	// FallThrough lists hosted names (globs) that pulls also look up
+	// upstream, merging tags like a Nexus group. Empty: hosted names are
+	// never looked up upstream.
+	FallThrough []string `yaml:"fall_through"`
+	// Groups maps group names to their users, for Permissions.
+	Groups map[string][]string `yaml:"groups"`
+	// Permissions grant pull, push and delete on hosted repositories. Empty:
+	// every user may pull and push every hosted repository, and
+	// AnonymousPull says whether anyone may pull.
+	Permissions []PermissionConfig `yaml:"permissions"`
 	// AnonymousPull lets anyone pull hosted repositories (default true);
-	// false makes those pulls need a login too.
+	// false makes those pulls need a login too. With Permissions, say
+	// `anonymous: true` in a permission instead.
 	AnonymousPull *bool `yaml:"anonymous_pull"`
 	// Delete enables deleting hosted manifests, tags and blobs.
 	Delete bool `yaml:"delete"`
 	// UploadTTL is how long an unfinished upload may sit idle (default 24h).
 	UploadTTL time.Duration `yaml:"upload_ttl"`
+}
+
+// PermissionConfig is one entry of hosted.permissions: it grants actions
+// (pull, push, delete) on the repositories its globs name to users, to the
+// members of groups, and with anonymous to everyone (pull only).
+type PermissionConfig struct {
+	Repositories []string `yaml:"repositories"`
+	Users        []string `yaml:"users"`
+	Groups       []string `yaml:"groups"`
+	Anonymous    bool     `yaml:"anonymous"`
+	Actions      []string `yaml:"actions"`
 }
 
 func (c HostedConfig) enabled() bool { return c.Htpasswd != "" }
@@ -45,12 +66,37 @@ func (c HostedConfig) validate() error {
 		if c.UploadTTL < 0 {
 			return errors.New("hosted: upload_ttl must not be negative")
 		}
+		if len(c.Permissions) > 0 && c.AnonymousPull != nil {
+			return errors.New("hosted: anonymous_pull and permissions do not go together: grant anonymous pull in a permission")
+		}
+		for i, p := range c.Permissions {
+			for _, g := range p.Groups {
+				if _, ok := c.Groups[g]; !ok {
+					return fmt.Errorf("hosted: permission %d names group %q, which hosted.groups does not define", i+1, g)
+				}
+			}
+		}
 		return nil
 	}
-	if len(c.Repositories) > 0 || c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 {
+	if len(c.Repositories) > 0 || len(c.FallThrough) > 0 || len(c.Groups) > 0 || len(c.Permissions) > 0 ||
+		c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 {
 		return errors.New("hosted: set htpasswd to enable hosted repositories (pushes need users)")
 	}
 	return nil
+}
+
+// permissions converts the configured permissions for the mirror.
+func (c HostedConfig) permissions() []mirror.Permission {
+	var perms []mirror.Permission
+	for _, p := range c.Permissions {
+		actions := make([]mirror.Action, len(p.Actions))
+		for i, a := range p.Actions {
+			actions[i] = mirror.Action(a)
+		}
+		perms = append(perms, mirror.Permission{Repositories: p.Repositories, Users: p.Users, Groups: p.Groups,
+			Anonymous: p.Anonymous, Actions: actions})
+	}
+	return perms
 }
 
 // openHosted opens the hosted repositories of store and the mirror's
@@ -76,6 +122,9 @@ func openHosted(store *cache.Store, c HostedConfig) (*cache.Hosted, *mirror.Host
 		Store:        hosted,
 		Users:        users,
 		Repositories: c.Repositories,
+		FallThrough:  c.FallThrough,
+		Groups:       c.Groups,
+		Permissions:  c.permissions(),
 		PrivatePulls: c.AnonymousPull != nil && !*c.AnonymousPull,
 		AllowDelete:  c.Delete,
 	}, nil

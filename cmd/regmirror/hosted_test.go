@@ -129,7 +129,7 @@ func newHostedMirror(t *testing.T, store *cache.Store, hosted *cache.Hosted, hub
 		Cache:   store,
 		Remotes: []mirror.Remote{{Host: "docker.io", Upstream: client}},
 		Now:     clk.Now,
-		Hosted:  &mirror.HostedOptions{Store: hosted, Users: users},
+		Hosted:  &mirror.HostedOptions{Store: hosted, Users: users, Repositories: []string{"team/*"}},
 	})
 	if err != nil {
 		t.Fatal(err)

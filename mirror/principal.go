@@ -1,0 +1,72 @@
+package mirror
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// principal is who sent a request, as the hosted repositories' permissions
+// see it: a user, or "" for a client that did not log in, and, when the
+// request came with a token, what the token grants; a token limits what
+// its user's permissions allow to the scopes it was issued for.
+type principal struct {
+	user   string
+	token  bool
+	access tokenAccess
+}
+
+// loggedIn reports whether the client proved to be one of the users.
+func (p principal) loggedIn() bool { return p.user != "" }
+
+// principalOf works out who sent r. ok is false when r carries credentials
+// or a token that do not verify: such a client is anonymous for pulls and
+// is challenged when it needs to log in.
+func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
+	if name, password, basic := r.BasicAuth(); basic {
+		if !h.users.Authenticate(name, password) {
+			return principal{}, false
+		}
+		return principal{user: name}, true
+	}
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return principal{}, r.Header.Get("Authorization") == ""
+	}
+	claims, valid := h.tokens.verify(strings.TrimSpace(token))
+	if !valid {
+		return principal{}, false
+	}
+	return principal{user: claims.User, token: true, access: claims.Access}, true
+}
+
+// clientKey carries who the client is, worked out only if asked.
+type clientKey struct{}
+
+// withClient records in ctx how to tell who r's client is; the credentials
+// are checked (a bcrypt comparison, for a password) only if a handler asks.
+func (m *Mirror) withClient(ctx context.Context, r *http.Request) context.Context {
+	if m.hosted == nil || r.Header.Get("Authorization") == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, clientKey{}, sync.OnceValue(func() principal {
+		p, _ := m.hosted.principalOf(r)
+		return p
+	}))
+}
+
+// clientOf returns who the request of ctx came from; anonymous when it
+// brought no valid credentials.
+func clientOf(ctx context.Context) principal {
+	who, ok := ctx.Value(clientKey{}).(func() principal)
+	if !ok {
+		return principal{}
+	}
+	return who()
+}
+
+// clientAuthenticated reports whether the client logged in as one of the
+// mirror's users: such a client may read what the mirror's own upstream
+// credentials read.
+func clientAuthenticated(ctx context.Context) bool { return clientOf(ctx).loggedIn() }
