@@ -1,7 +1,10 @@
 package mirror_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/crypto/bcrypt"
 
@@ -44,6 +48,20 @@ type attackEnv struct {
 
 func newAttackEnv(t *testing.T) *attackEnv {
 	t.Helper()
+	return newAttackEnvHosting(t, mirror.HostedOptions{Repositories: []string{"secret/**"}, PrivatePulls: true})
+}
+
+// Users of the attack fixtures besides the mirror's own (pushUser): two
+// teams' members.
+const (
+	alice, alicePassword = "alice", "alice-password"
+	bob, bobPassword     = "bob", "bob-password"
+)
+
+// newAttackEnvHosting is newAttackEnv with hosted repositories as hosting
+// says; its users are pushUser, alice and bob.
+func newAttackEnvHosting(t *testing.T, hosting mirror.HostedOptions) *attackEnv {
+	t.Helper()
 	e := &attackEnv{clock: testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))}
 	e.hostileDigest.Store("")
 	e.hub = registrytest.New(t, registrytest.Options{
@@ -62,20 +80,24 @@ func newAttackEnv(t *testing.T) *attackEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(pushPassword), bcrypt.MinCost)
+	var htpasswd strings.Builder
+	for user, password := range map[string]string{pushUser: pushPassword, alice: alicePassword, bob: bobPassword} {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd.WriteString(user + ":" + string(hash) + "\n")
+	}
+	users, err := mirror.ParseHtpasswd(strings.NewReader(htpasswd.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := mirror.ParseHtpasswd(strings.NewReader(pushUser + ":" + string(hash) + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosting.Store, hosting.Users = hosted, users
 	m, err := mirror.New(mirror.Options{
 		Cache:   store,
 		Remotes: []mirror.Remote{e.remote(t, "docker.io", e.hub.URL(), true), e.remote(t, hostileHost, hostile.URL, false)},
 		Now:     e.clock.Now,
-		Hosted: &mirror.HostedOptions{Store: hosted, Users: users, Repositories: []string{"secret/**"},
-			PrivatePulls: true},
+		Hosted:  &hosting,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -135,15 +157,31 @@ func (e *attackEnv) serveHostile(w http.ResponseWriter, r *http.Request) {
 }
 
 // do sends a request to the mirror, logged in as the mirror's user when
-// user is set, anonymously otherwise.
+// loggedIn is set, anonymously otherwise.
 func (e *attackEnv) do(t *testing.T, method, path string, loggedIn bool) response {
 	t.Helper()
-	req, err := http.NewRequest(method, e.server.URL+path, nil)
+	var header http.Header
+	if loggedIn {
+		header = basicAuth(pushUser, pushPassword)
+	}
+	return e.send(t, method, path, nil, header)
+}
+
+func basicAuth(user, password string) http.Header {
+	req, _ := http.NewRequest(http.MethodGet, "/", nil)
+	req.SetBasicAuth(user, password)
+	return req.Header
+}
+
+// send sends a request with body and header to the mirror.
+func (e *attackEnv) send(t *testing.T, method, path string, body []byte, header http.Header) response {
+	t.Helper()
+	req, err := http.NewRequest(method, e.server.URL+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loggedIn {
-		req.SetBasicAuth(pushUser, pushPassword)
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := e.server.Client().Do(req)
 	if err != nil {
@@ -325,4 +363,212 @@ func mustRef(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// pushAs pushes img to ref (a name on the mirror) with go-containerregistry,
+// logged in as user, and returns the error.
+func (e *attackEnv) pushAs(t *testing.T, ref string, img v1.Image, user, password string) error {
+	t.Helper()
+	host := strings.TrimPrefix(e.server.URL, "http://")
+	auth := authn.FromConfig(authn.AuthConfig{Username: user, Password: password})
+	return remote.Write(mustRef(t, host+"/"+ref), img, remote.WithAuth(auth))
+}
+
+// With only users configured, nothing can be pushed: not a proxied name
+// that anonymous clients pull (which a push would shadow for everyone),
+// not any other. The proxied image stays the upstream's.
+func TestAttackPushShadowsProxiedImage(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnvHosting(t, mirror.HostedOptions{})
+	up, err := e.hub.PushImage("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 1024, Seed: 45})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"team/app:1", "library/node:latest", "node:latest", "docker.io/team/app:1"} {
+		err := e.pushAs(t, ref, randomImage(t), alice, alicePassword)
+		if err == nil || !strings.Contains(err.Error(), "DENIED") {
+			t.Errorf("push %s with no hosted repositories listed = %v, want DENIED", ref, err)
+		}
+	}
+	got := e.do(t, http.MethodHead, "/v2/team/app/manifests/1", false)
+	if d := got.header.Get("Docker-Content-Digest"); got.status != http.StatusOK || d != up.Manifest.Digest.String() {
+		t.Fatalf("team/app:1 after the pushes = %d %s, want the upstream's %s", got.status, d, up.Manifest.Digest)
+	}
+}
+
+// A hosted name is never looked up upstream unless the operator says so:
+// whoever registers the same name on Docker Hub cannot serve a new tag, a
+// manifest or a blob under it here.
+func TestAttackHostedNameFallsThroughToUpstream(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnvHosting(t, mirror.HostedOptions{Repositories: []string{"team/**"}})
+	if err := e.pushAs(t, "team/app:1", randomImage(t), alice, alicePassword); err != nil {
+		t.Fatal(err)
+	}
+	squatted, err := e.hub.PushImage("team/app", "2", registrytest.ImageOptions{Layers: 1, LayerSize: 1024, Seed: 46})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.hub.Reset()
+	paths := []string{
+		"/v2/team/app/manifests/2",
+		"/v2/team/app/manifests/" + squatted.Manifest.Digest.String(),
+		"/v2/team/app/blobs/" + squatted.Layers[0].Digest.String(),
+	}
+	e.assertRefused(t, paths)
+	got := e.do(t, http.MethodGet, "/v2/team/app/tags/list", false)
+	if got.status != http.StatusOK || strings.Contains(string(got.body), `"2"`) {
+		t.Fatalf("tags of the hosted repository = %d %s, want its own only", got.status, got.body)
+	}
+	asked := e.hub.CountRequests(func(r registrytest.Request) bool { return r.Repo == "team/app" })
+	if asked != 0 {
+		t.Fatalf("%d upstream requests for the hosted name team/app, want 0", asked)
+	}
+}
+
+// teamsHosting hosts two teams' repositories: team-a/** pulled by anyone,
+// pushed and deleted by group a (alice); team-b/** pulled and pushed by
+// group b (bob) only.
+func teamsHosting() mirror.HostedOptions {
+	return mirror.HostedOptions{
+		Repositories: []string{"team-a/**", "team-b/**"},
+		Groups:       map[string][]string{"a": {alice}, "b": {bob}},
+		Permissions: []mirror.Permission{
+			{Repositories: []string{"team-a/**"}, Groups: []string{"a"}, Actions: []mirror.Action{mirror.ActionPull, mirror.ActionPush, mirror.ActionDelete}},
+			{Repositories: []string{"team-a/**"}, Anonymous: true, Actions: []mirror.Action{mirror.ActionPull}},
+			{Repositories: []string{"team-b/**"}, Groups: []string{"b"}, Actions: []mirror.Action{mirror.ActionPull, mirror.ActionPush}},
+		},
+		AllowDelete: true,
+	}
+}
+
+// A logged-in user of another team can neither push to, delete from, nor
+// (where pulls are not public) read a team's repositories, by Basic
+// credentials or by a token that asked for more than it was granted; the
+// catalog lists only what the client may pull.
+func TestAttackUserOfAnotherTeam(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnvHosting(t, teamsHosting())
+	img := randomImage(t)
+	if err := e.pushAs(t, "team-a/app:1", img, alice, alicePassword); err != nil {
+		t.Fatalf("alice pushing to her team's repository: %v", err)
+	}
+	if err := e.pushAs(t, "team-b/app:1", img, bob, bobPassword); err != nil {
+		t.Fatalf("bob pushing to his team's repository: %v", err)
+	}
+	if err := e.pushAs(t, "team-a/app:2", randomImage(t), bob, bobPassword); err == nil || !strings.Contains(err.Error(), "DENIED") {
+		t.Errorf("bob pushing to team-a = %v, want DENIED", err)
+	}
+	d := imageDigest(t, img).String()
+	token := e.token(t, bob, bobPassword, "repository:team-a/app:pull,push,delete")
+	tests := []struct {
+		name, method, path string
+		header             http.Header
+		want               int
+	}{
+		{"bob deletes team-a's manifest", http.MethodDelete, "/v2/team-a/app/manifests/" + d, basicAuth(bob, bobPassword), http.StatusForbidden},
+		{"bob deletes team-a's tag", http.MethodDelete, "/v2/team-a/app/manifests/1", basicAuth(bob, bobPassword), http.StatusForbidden},
+		{"bob's token uploads to team-a", http.MethodPost, "/v2/team-a/app/blobs/uploads/", bearer(token), http.StatusForbidden},
+		{"bob's token deletes in team-a", http.MethodDelete, "/v2/team-a/app/manifests/" + d, bearer(token), http.StatusForbidden},
+		{"alice reads team-b", http.MethodGet, "/v2/team-b/app/manifests/1", basicAuth(alice, alicePassword), http.StatusForbidden},
+		{"anonymous reads team-b", http.MethodGet, "/v2/team-b/app/manifests/" + d, nil, http.StatusUnauthorized},
+		{"anonymous HEADs team-b", http.MethodHead, "/v2/team-b/app/manifests/1", nil, http.StatusUnauthorized},
+		{"alice deletes in team-b", http.MethodDelete, "/v2/team-b/app/manifests/1", basicAuth(alice, alicePassword), http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := e.send(t, tt.method, tt.path, nil, tt.header); got.status != tt.want {
+				t.Errorf("%s %s = %d %s, want %d", tt.method, tt.path, got.status, got.body, tt.want)
+			}
+		})
+	}
+	for who, want := range map[string]string{"": `["team-a/app"]`, bob: `["team-a/app","team-b/app"]`} {
+		header := http.Header(nil)
+		if who == bob {
+			header = basicAuth(bob, bobPassword)
+		}
+		got := e.send(t, http.MethodGet, "/v2/_catalog", nil, header)
+		if !strings.Contains(string(got.body), `"repositories":`+want) {
+			t.Errorf("catalog for %q = %d %s, want %s", who, got.status, got.body, want)
+		}
+	}
+	if got := e.send(t, http.MethodGet, "/v2/team-a/app/manifests/1", nil, nil); got.status != http.StatusOK {
+		t.Fatalf("team-a/app:1 after bob's attempts = %d, want it still there", got.status)
+	}
+}
+
+func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+
+// token fetches a token for scope from the mirror's token endpoint.
+func (e *attackEnv) token(t *testing.T, user, password, scope string) string {
+	t.Helper()
+	got := e.send(t, http.MethodGet, "/v2/token?service=regmirror&scope="+scope, nil, basicAuth(user, password))
+	var tok struct{ Token string }
+	if err := json.Unmarshal(got.body, &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token for %s = %d %s", scope, got.status, got.body)
+	}
+	return tok.Token
+}
+
+// A user may mount a blob only from a repository that holds it and that
+// the user may read, and may push a manifest only of content its
+// repository holds: neither a digest alone nor a cached private layer
+// makes its way into a repository anonymous clients pull.
+func TestAttackMountAndManifestOfContentNotHeld(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnvHosting(t, teamsHosting())
+	private, err := e.hub.PushIndex("library/node", "10", registrytest.ImageOptions{Layers: 1, LayerSize: 4096, Seed: 47})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hub.PushIndex("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 4096, Seed: 48}); err != nil {
+		t.Fatal(err)
+	}
+	e.pullAsUser(t, "library/node", private)
+	secret := randomImage(t)
+	if err := e.pushAs(t, "team-b/secret:1", secret, bob, bobPassword); err != nil {
+		t.Fatal(err)
+	}
+	privateLayer := private.Images[0].Layers[0].Digest.String()
+	secretLayer := layerDigest(t, secret, 0)
+
+	aliceAuth := basicAuth(alice, alicePassword)
+	for _, mount := range []struct{ digest, from string }{
+		{privateLayer, "team/app"},               // a proxied repository that does not hold it
+		{privateLayer, "team-a/app"},             // a hosted repository that does not hold it
+		{secretLayer, "team-b/secret"},           // holds it, but alice may not read it
+		{secretLayer, "docker.io/x/y"},           // nothing holds it there
+		{privateLayer, "evil.test/x/y"},          // a hostile upstream's name
+		{secretLayer, "team-b/../team-b/secret"}, // not a repository name at all
+	} {
+		got := e.send(t, http.MethodPost, "/v2/team-a/app/blobs/uploads/?mount="+mount.digest+"&from="+mount.from, nil, aliceAuth)
+		if got.status == http.StatusCreated {
+			t.Errorf("alice mounted %s from %s into team-a/app", mount.digest, mount.from)
+		}
+	}
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":%q,"size":1},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":%q,"size":1}]}`,
+		registrytest.MediaTypeDockerManifest, secretLayer, privateLayer)
+	header := basicAuth(alice, alicePassword)
+	header.Set("Content-Type", registrytest.MediaTypeDockerManifest)
+	if got := e.send(t, http.MethodPut, "/v2/team-a/app/manifests/stolen", []byte(manifest), header); got.status < 400 {
+		t.Errorf("a manifest naming content team-a/app does not hold was accepted: %d", got.status)
+	}
+	e.assertRefused(t, []string{
+		"/v2/team-a/app/blobs/" + privateLayer,
+		"/v2/team-a/app/blobs/" + secretLayer,
+		"/v2/team-a/app/manifests/stolen",
+	})
+}
+
+func layerDigest(t *testing.T, img v1.Image, i int) string {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[i].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
 }
