@@ -74,6 +74,9 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	if body, ok, err := m.cachedBlob(ctx, rem, t, d, offset); ok || err != nil {
 		return body, err
 	}
+	if err := m.chargeMiss(ctx); err != nil {
+		return blobBody{}, err
+	}
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		return rem.Upstream.GetBlob(ctx, t.path, d)
 	}
@@ -113,6 +116,9 @@ func (m *Mirror) cachedBlob(ctx context.Context, rem *Remote, t target, d digest
 // otherwise t's upstream must first prove it has d by sending its bytes.
 func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64, downloadingFor string) (blobBody, error) {
 	if downloadingFor == "" || !m.mayReadCached(ctx, downloadingFor) {
+		if err := m.chargeMiss(ctx); err != nil {
+			return blobBody{}, err
+		}
 		if err := m.confirmBlob(ctx, rem, t, d); err != nil {
 			m.lookupResult(ctx, rem, "blob", resultError)
 			return blobBody{}, fromUpstream(err, rem.Host, kindBlob)

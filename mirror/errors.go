@@ -57,6 +57,8 @@ type Error struct {
 	// Status overrides the status of Code when non-zero; upstream failures
 	// use it to tell 502 (bad gateway) from 504 (timeout).
 	Status int
+	// RetryAfter, when set, is sent as the Retry-After header: seconds.
+	RetryAfter string
 	// Err is the underlying cause, kept for logs; it is never sent to clients.
 	Err error
 }
@@ -105,6 +107,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Del("Content-Length")
 	w.Header().Del("Docker-Content-Digest")
+	if e.RetryAfter != "" {
+		w.Header().Set("Retry-After", e.RetryAfter)
+	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return

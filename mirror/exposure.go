@@ -107,6 +107,12 @@ func (m *Mirror) visibility(ctx context.Context, rem *Remote, t target) (bool, e
 	if ok && m.now().Sub(known.at) < visibilityTTL {
 		return known.public, nil
 	}
+	if err := m.chargeMiss(ctx); err != nil {
+		if ok {
+			return known.public, nil // the last word, as when the upstream fails
+		}
+		return false, err
+	}
 	ch := m.exposure.asking.DoChan(key, func() (any, error) {
 		askCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.fillTimeout)
 		defer cancel()

@@ -72,6 +72,8 @@ type envOptions struct {
 	cache     cache.Options
 	// sendTimeout is the mirror's Options.SendTimeout.
 	sendTimeout time.Duration
+	// missLimits is the mirror's Options.MissLimits.
+	missLimits mirror.MissLimits
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -126,6 +128,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Registerer:  metrics,
 		Now:         clk.Now,
 		SendTimeout: o.sendTimeout,
+		MissLimits:  o.missLimits,
 	})
 	if err != nil {
 		t.Fatal(err)

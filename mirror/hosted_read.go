@@ -149,6 +149,9 @@ func (m *Mirror) upstreamTags(r *http.Request, req request) ([]string, error) {
 	if err != nil {
 		return nil, notFoundOrErr(err, kindTags)
 	}
+	if err := m.chargeMiss(r.Context()); err != nil {
+		return nil, err
+	}
 	tags, err := rem.Upstream.ListTags(r.Context(), t.path)
 	if err != nil {
 		return nil, fromUpstream(err, rem.Host, kindTags)

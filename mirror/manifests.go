@@ -55,6 +55,9 @@ func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d 
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return manifest{}, err
 	}
+	if err := m.chargeMiss(ctx); err != nil {
+		return manifest{}, err
+	}
 	key := manifestKey(t, d)
 	mf, shared, err := m.coalesce(ctx, key, func(ctx context.Context) (manifest, error) {
 		return m.askUnlessNotFound(rem, key, func() (manifest, error) {
@@ -86,6 +89,12 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 			m.lookupResult(ctx, rem, "tag", resultHit)
 			return mf, nil
 		}
+	}
+	if err := m.chargeMiss(ctx); err != nil {
+		if haveTag {
+			return m.serveStale(ctx, w, rem, t, tag, known, age, err)
+		}
+		return manifest{}, err
 	}
 	mf, shared, err := m.resolveTag(ctx, rem, t, tag)
 	if err == nil {

@@ -43,6 +43,8 @@ type metrics struct {
 	// confirmations counts blobs a repository did not hold that were
 	// downloaded through it to prove its upstream has them (see access.go).
 	confirmations *prometheus.CounterVec
+	// missesRefused counts requests refused by the miss limits.
+	missesRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -92,12 +94,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_link_confirmations_total",
 			Help: "Cached blobs asked for under a repository that did not hold them, downloaded through that repository's upstream to prove it has them, by result (confirmed, refused: the bytes did not hash to the digest, error).",
 		}, []string{"upstream", "result"}),
+		missesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_misses_refused_total",
+			Help: "Requests the cache could not answer that were refused (503) because their client, or all clients together, passed the miss limits.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting,
-		m.invalidManifests, m.notExposed, m.confirmations} {
+		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

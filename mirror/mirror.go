@@ -92,6 +92,9 @@ type Options struct {
 	// file open forever. The download it shared goes on for the others.
 	// Zero means DefaultSendTimeout.
 	SendTimeout time.Duration
+	// MissLimits bound the requests that clients make the mirror pass on
+	// to upstreams; zero values mean the defaults.
+	MissLimits MissLimits
 	// Hosted, when set, adds hosted repositories: pushes to the mirror's own
 	// URL, served first to pulls of their names. Nil means pulls only.
 	Hosted *HostedOptions
@@ -124,6 +127,7 @@ type Mirror struct {
 	exposure visibilityCache
 
 	sendTimeout time.Duration // per blob write, see Options.SendTimeout
+	misses      *missLimiter
 }
 
 // New returns a Mirror for opts.
@@ -153,6 +157,7 @@ func New(opts Options) (*Mirror, error) {
 	if m.sendTimeout = opts.SendTimeout; m.sendTimeout <= 0 {
 		m.sendTimeout = DefaultSendTimeout
 	}
+	m.misses = newMissLimiter(opts.MissLimits, m.now)
 	var err error
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
@@ -178,7 +183,7 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	r = r.WithContext(m.withClient(r.Context(), r))
+	r = r.WithContext(withClientAddr(m.withClient(r.Context(), r), r))
 	if err := m.dispatch(w, r); err != nil {
 		noteError(r.Context(), err)
 		writeError(w, r, err)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -571,4 +573,69 @@ func layerDigest(t *testing.T, img v1.Image, i int) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+// clientFrom returns an HTTP client whose connections come from the
+// loopback address local, so that the mirror sees another client.
+func clientFrom(local string) *http.Client {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+}
+
+// An anonymous client inventing tags makes the mirror ask the upstream for
+// each, burning the mirror's quota there: past its burst it is refused
+// with 503 and Retry-After (never 429, which would stop a docker daemon's
+// pulls for good), while cache hits, and other clients, are served. Its
+// bucket refills with time.
+func TestAttackInventedNamesBurnUpstreamQuota(t *testing.T) {
+	t.Parallel()
+	const burst = 20
+	e := newEnv(t, envOptions{missLimits: mirror.MissLimits{PerClientRate: 1, PerClientBurst: burst}})
+	ix := e.pushNode(t, 1, 1024)
+	attacker, other := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
+	get := func(c *http.Client, path string) *http.Response {
+		t.Helper()
+		resp, err := c.Get(e.mirror.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	cached := "/v2/library/node/manifests/" + ix.Descriptor.Digest.String()
+	if resp := get(other, cached); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first pull = %d", resp.StatusCode)
+	}
+	e.upstream.Reset()
+
+	refused := 0
+	for i := range 100 {
+		resp := get(attacker, fmt.Sprintf("/v2/library/node/manifests/invented-%d", i))
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+		case http.StatusServiceUnavailable:
+			refused++
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("a refusal without Retry-After")
+			}
+		default:
+			t.Fatalf("invented tag %d = %d, want 404 or 503", i, resp.StatusCode)
+		}
+	}
+	heads := e.upstream.CountRequests(func(r registrytest.Request) bool { return r.Kind == registrytest.KindManifest })
+	if refused == 0 || heads > burst {
+		t.Fatalf("100 invented tags: %d refused, %d upstream manifest requests; want refusals and at most %d", refused, heads, burst)
+	}
+	if resp := get(attacker, cached); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a cache hit for the limited client = %d, want 200", resp.StatusCode)
+	}
+	if resp := get(other, "/v2/library/node/manifests/invented-by-other"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("another client's miss = %d, want 404 from the upstream", resp.StatusCode)
+	}
+	e.clock.Advance(10 * time.Second)
+	if resp := get(attacker, "/v2/library/node/manifests/later"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the limited client's miss after its bucket refilled = %d, want 404", resp.StatusCode)
+	}
+	t.Logf("100 invented tags from one client: %d refused, %d reached the upstream", refused, heads)
 }

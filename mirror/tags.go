@@ -23,6 +23,9 @@ func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) 
 	if err != nil {
 		return err
 	}
+	if err := m.chargeMiss(ctx); err != nil {
+		return err
+	}
 	tags, err := rem.Upstream.ListTags(ctx, t.path)
 	if err != nil {
 		return fromUpstream(err, rem.Host, kindTags)
