@@ -42,6 +42,26 @@ type Config struct {
 	Cache CacheConfig `yaml:"cache"`
 	// Hosted turns on repositories that clients push to.
 	Hosted HostedConfig `yaml:"hosted"`
+	// MissLimits bound the requests clients make the mirror pass upstream.
+	MissLimits MissLimitsConfig `yaml:"miss_limits"`
+}
+
+// MissLimitsConfig is the `miss_limits:` section: token buckets bounding
+// the requests the cache cannot answer, per client address and in all, so
+// that clients inventing names cannot burn the mirror's upstream quota.
+// Zero values mean the defaults.
+type MissLimitsConfig struct {
+	PerClientRate  float64 `yaml:"per_client_rate"`
+	PerClientBurst int     `yaml:"per_client_burst"`
+	TotalRate      float64 `yaml:"total_rate"`
+	TotalBurst     int     `yaml:"total_burst"`
+}
+
+func (c MissLimitsConfig) validate() error {
+	if c.PerClientRate < 0 || c.PerClientBurst < 0 || c.TotalRate < 0 || c.TotalBurst < 0 {
+		return errors.New("miss_limits: rates and bursts must not be negative")
+	}
+	return nil
 }
 
 // UpstreamConfig is one mirrored registry.
@@ -191,6 +211,9 @@ func (c Config) validate() error {
 	}
 	if err := c.Cache.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.MissLimits.validate(); err != nil {
+		return err
 	}
 	if err := c.Hosted.validate(); err != nil {
 		errs = append(errs, err)

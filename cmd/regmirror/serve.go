@@ -137,7 +137,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		log.Warn("hosted repositories are on but hosted.repositories lists none: every push is refused until it does")
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
-		Hosted: hostedOpts})
+		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits)})
 	if err != nil {
 		ln.Close()
 		return err
