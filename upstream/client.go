@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -72,13 +71,27 @@ type Config struct {
 	// challenge names a realm elsewhere (Docker Hub's auth.docker.io and a
 	// few others are known). Credentials are withheld from any other host.
 	AuthHosts []string
+	// RedirectHosts are host names, besides the registry's own and its
+	// AuthHosts, that the registry may send the client to even when they
+	// resolve to private addresses: an on-premises registry's blob
+	// storage. Any other host it redirects to, or names as its token
+	// realm, is reached only at public addresses (PublicAddress), checked
+	// after DNS on every connection.
+	RedirectHosts []string
+	// PublicOnly holds the registry's own host to public addresses too,
+	// and ignores HTTPS_PROXY: for registries that clients name rather
+	// than the operator, which must not become a client's way into the
+	// mirror's private network.
+	PublicOnly bool
 }
 
 // Options are the client's collaborators; every field may be nil.
 type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	// Transport replaces the default HTTP transport underneath auth.
+	// Transport replaces the default HTTP transports underneath auth for
+	// every host, and with them the address policy of Config.RedirectHosts
+	// and Config.PublicOnly, which lives in their dialers. Tests set it.
 	Transport http.RoundTripper
 	// Now is the clock of the circuit breaker and of rate-limit pauses;
 	// nil means time.Now.
@@ -151,7 +164,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 	}
 	inner := opts.Transport
 	if inner == nil {
-		inner = defaultTransport(cfg)
+		inner = defaultTransports(cfg, base)
 	}
 	idle, _ := inner.(interface{ CloseIdleConnections() })
 	now := opts.Now
@@ -232,16 +245,6 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 		cfg.Retries = 0
 	}
 	return cfg, &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
-}
-
-func defaultTransport(cfg Config) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
-	t.TLSHandshakeTimeout = cfg.DialTimeout
-	t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
-	// A cold image pull fetches many blobs of one registry at once.
-	t.MaxIdleConnsPerHost = 32
-	return t
 }
 
 // fixedScheme sends every request for the registry's host with the

@@ -19,4 +19,13 @@
 // circuit breaker skips the upstream for a cool-down after repeated
 // failures, and a 429 pauses all requests to it until its Retry-After.
 // Skipped operations fail at once with ErrCircuitOpen or ErrRateLimited.
+//
+// Every hop of every request is held to an address policy in the default
+// transport's dialer, after DNS: the hosts the operator configured (the
+// registry's, its token services, Config.RedirectHosts) are dialed where
+// they resolve; any other host a registry sends the client to (a blob
+// redirect, a token realm) only at public addresses (PublicAddress), and
+// with Config.PublicOnly, for a registry a client named, the registry's
+// own host too. Credentials go only to the registry's host and its token
+// services (credentialGuard).
 package upstream

@@ -129,10 +129,11 @@ func (o opError) fromErr(err error) *Error {
 	return &Error{
 		Host: o.host, Op: o.op, Repo: o.repo, Ref: o.ref,
 		Err: err,
-		// The caller's own cancellation is final, and so is the guard
-		// withholding credentials; anything else that kept the upstream
-		// from answering (refused, reset, timed out) may pass.
-		temporary: !errors.Is(err, context.Canceled) && !errors.Is(err, ErrCredentialsWithheld),
+		// The caller's own cancellation is final, and so are the guard
+		// withholding credentials and the address policy; anything else
+		// that kept the upstream from answering (refused, reset, timed
+		// out) may pass.
+		temporary: !errors.Is(err, context.Canceled) && !errors.Is(err, ErrCredentialsWithheld) && !errors.Is(err, ErrNotPublic),
 	}
 }
 
