@@ -8,11 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
@@ -294,4 +298,105 @@ func TestHostAliasesCannotEscapeRegistrySettings(t *testing.T) {
 			t.Errorf("the upstream was asked for a denied repository: %s %s", r.Method, r.Path)
 		}
 	}
+}
+
+// A registry redirects blob downloads to signed CDN URLs, and the CDN
+// hangs up (or, for a URL with user info, the credential guard refuses
+// it). The failures are logged and answered, and neither the log nor the
+// answers hold the signature or the user info: whoever reads them must not
+// be able to download with them.
+func TestSignedRedirectURLsNeverLogged(t *testing.T) {
+	t.Parallel()
+	const signature = "c2lnbmVkLXNlY3JldA"
+	reg := registrytest.New(t, registrytest.Options{RedirectBlobs: true})
+	img, err := reg.PushImage("library/app", "1", registrytest.ImageOptions{Layers: 2, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CDN accepts connections and closes them at once.
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hangup.Close()
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	query := "/blobs/x?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=" + signature
+	redirects := map[digest.Digest]string{
+		img.Layers[0].Digest: "http://" + hangup.Addr().String() + query,
+		img.Layers[1].Digest: "http://cdnuser:cdnpass@" + hangup.Addr().String() + query,
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for d, to := range redirects {
+			if strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+				http.Redirect(w, r, to, http.StatusTemporaryRedirect)
+				return
+			}
+		}
+		proxyTo(t, reg).ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	var logs strings.Builder
+	var logsMu sync.Mutex
+	cfg := Config{DataDir: t.TempDir(), Upstreams: []UpstreamConfig{{Host: "docker.io", URL: front.URL}}}.withDefaults()
+	base, _ := startDaemon(t, cfg, lockedWriter{&logsMu, &logs})
+	var bodies []byte
+	for d := range redirects {
+		resp, err := http.Get(base + "/v2/library/app/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 500 {
+			t.Fatalf("GET blob through a failing redirect = %d %s, want a 5xx", resp.StatusCode, body)
+		}
+		bodies = append(bodies, body...)
+	}
+	logsMu.Lock()
+	defer logsMu.Unlock()
+	if strings.Count(logs.String(), hangup.Addr().String()) < 2 {
+		t.Fatalf("the log does not mention both failed CDN requests: the test proves nothing\n%s", logs.String())
+	}
+	for _, secret := range []string{signature, "AKIAEXAMPLE", "cdnpass", "cdnuser"} {
+		if strings.Contains(logs.String(), secret) || strings.Contains(string(bodies), secret) {
+			t.Errorf("%q leaked:\nlog: %s\nbodies: %s", secret, logs.String(), bodies)
+		}
+	}
+}
+
+// proxyTo forwards a request to reg, its token service included.
+func proxyTo(t *testing.T, reg *registrytest.Registry) http.Handler {
+	u, err := url.Parse(reg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.ModifyResponse = func(resp *http.Response) error {
+		if c := resp.Header.Get("WWW-Authenticate"); c != "" {
+			resp.Header.Set("WWW-Authenticate", strings.Replace(c, reg.Host(), resp.Request.Host, 1))
+		}
+		return nil
+	}
+	return p
+}
+
+// lockedWriter serialises the daemon's log writes with the test's reads.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
