@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -125,10 +124,9 @@ type Client struct {
 	breaker *breaker
 	limit   *rateLimit
 
-	mu sync.Mutex
-	// transports holds one authenticated transport per repository; only
-	// successful handshakes are kept.
-	transports map[string]http.RoundTripper
+	// transports holds the authenticated transports (tokens) of the
+	// repositories used last; only successful handshakes are kept.
+	transports *transportCache
 	handshakes singleflight.Group
 }
 
@@ -186,7 +184,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		now:              now,
 		sleep:            sleepContext,
 		limit:            &rateLimit{},
-		transports:       map[string]http.RoundTripper{},
+		transports:       newTransportCache(maxCachedTransports),
 	}
 	c.breaker = &breaker{threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, now: now, changed: c.breakerChanged}
 	c.http = transport.NewUserAgent(&instrumented{
@@ -293,9 +291,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 		if err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
-		c.transports[repo] = rt
-		c.mu.Unlock()
+		c.transports.put(repo, rt)
 		return rt, nil
 	})
 	select {
@@ -310,9 +306,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 }
 
 func (c *Client) cachedTransport(repo string) http.RoundTripper {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.transports[repo]
+	return c.transports.get(repo)
 }
 
 // errCredentials marks failures to look up credentials: retrying won't help.

@@ -8,7 +8,8 @@
 // Authentication is go-containerregistry's transport: Docker-Hub-style
 // bearer tokens, one authenticated transport per repository, created once
 // (concurrent first uses share the handshake) and reused so a token is
-// requested once per repository scope and lifetime. Failures come back as
+// requested once per repository scope and lifetime. Only the 1024
+// repositories used last keep theirs: clients choose repository names. Failures come back as
 // one typed *Error that keeps the registry's status and error code and says
 // whether retrying may help; the client itself retries temporary failures
 // of its idempotent requests a bounded number of times.
