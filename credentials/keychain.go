@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/regmirror/regmirror/internal/registryhost"
 )
 
 // Static is one host's credentials from the config file. Exactly one of
@@ -21,21 +25,30 @@ type Static struct {
 	PasswordFile string
 }
 
-// Config says where secrets come from. The zero value uses the docker
-// config and the environment only.
+// Config says where secrets come from and for which registries. The zero
+// value releases no credentials at all.
 type Config struct {
 	// Static maps a registry host, e.g. "docker.io", "ghcr.io" or
 	// "127.0.0.1:5000", to its credentials.
 	Static map[string]Static
+	// Hosts are the other registries the operator configured: the docker
+	// config and the environment may hold credentials for them. No other
+	// host gets a credential from any source; above all not one a client
+	// named, however much its name looks like a configured one.
+	Hosts []string
 }
 
 // EnvPrefix starts the names of the environment variables holding upstream credentials.
 const EnvPrefix = "REGMIRROR_UPSTREAM_"
 
-// Keychain looks up upstream credentials by registry host. It implements
-// authn.Keychain and authn.ContextKeychain and is safe for concurrent use.
+// Keychain looks up upstream credentials by exact registry host. It
+// implements authn.Keychain and authn.ContextKeychain and is safe for
+// concurrent use.
 type Keychain struct {
 	static map[string]Static
+	// hosts are the canonical hosts credentials may be released for: those
+	// of Config.Static and Config.Hosts.
+	hosts map[string]bool
 	// docker is the docker config.json keychain (with credential helpers).
 	docker authn.Keychain
 	// lookupEnv reads the environment; tests replace it.
@@ -48,12 +61,22 @@ var (
 )
 
 // New validates cfg and returns its keychain. It checks that every password
-// file is readable now, so a typo fails at startup rather than at first pull.
+// file is readable now, so a typo fails at startup rather than at first
+// pull, and refuses environment variables that could be meant for two of
+// the hosts (see HostKey).
 func New(cfg Config) (*Keychain, error) {
+	return newKeychain(cfg, os.LookupEnv)
+}
+
+func newKeychain(cfg Config, lookupEnv func(string) (string, bool)) (*Keychain, error) {
 	k := &Keychain{
 		static:    make(map[string]Static, len(cfg.Static)),
+		hosts:     map[string]bool{},
 		docker:    authn.DefaultKeychain,
-		lookupEnv: os.LookupEnv,
+		lookupEnv: lookupEnv,
+	}
+	for _, host := range cfg.Hosts {
+		k.hosts[CanonicalHost(host)] = true
 	}
 	for host, s := range cfg.Static {
 		canonical := CanonicalHost(host)
@@ -67,8 +90,40 @@ func New(cfg Config) (*Keychain, error) {
 			return nil, fmt.Errorf("credentials: %s: %w", host, err)
 		}
 		k.static[canonical] = s
+		k.hosts[canonical] = true
+	}
+	if err := k.checkEnvKeys(); err != nil {
+		return nil, err
 	}
 	return k, nil
+}
+
+// checkEnvKeys refuses environment credentials whose variable names could
+// each be meant for two hosts: HostKey turns every character but letters
+// and digits into '_', so registry-gitlab.com and registry.gitlab.com share
+// REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_*, and the password one operator
+// set for one registry would go to the other.
+func (k *Keychain) checkEnvKeys() error {
+	byKey := map[string][]string{}
+	for host := range k.hosts {
+		byKey[HostKey(host)] = append(byKey[HostKey(host)], host)
+	}
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
+		hosts := byKey[key]
+		if len(hosts) < 2 {
+			continue
+		}
+		userVar, passVar := EnvNames(hosts[0])
+		_, hasUser := k.lookupEnv(userVar)
+		_, hasPass := k.lookupEnv(passVar)
+		if hasUser || hasPass {
+			slices.Sort(hosts)
+			errs = append(errs, fmt.Errorf("credentials: %s and %s could be meant for any of %s; "+
+				"give these registries their credentials in the config file instead", userVar, passVar, strings.Join(hosts, ", ")))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s Static) validate() error {
@@ -108,11 +163,15 @@ func (k *Keychain) ResolveContext(ctx context.Context, target authn.Resource) (a
 
 // Lookup returns the credential for a registry host, trying the static
 // config, the docker config and the environment in that order, or
-// authn.Anonymous when none has one. A non-nil result is a *Credential.
+// authn.Anonymous when none has one or the host is not one of the
+// configured ones. A result other than authn.Anonymous is a *Credential.
 // Errors (unreadable password file, malformed docker config, failing
 // credential helper, half-set environment) name the source, never a secret.
 func (k *Keychain) Lookup(ctx context.Context, host string) (authn.Authenticator, error) {
 	host = CanonicalHost(host)
+	if !k.hosts[host] {
+		return authn.Anonymous, nil
+	}
 	for _, lookup := range []func(context.Context, string) (*Credential, error){
 		k.fromStatic, k.fromDockerConfig, k.fromEnv,
 	} {
@@ -176,28 +235,17 @@ func (k *Keychain) fromEnv(_ context.Context, host string) (*Credential, error) 
 	return &Credential{host: host, source: SourceEnv, auth: authn.AuthConfig{Username: user, Password: pass}}, nil
 }
 
-// dockerHubNames are the hosts that all mean Docker Hub.
-var dockerHubNames = map[string]bool{
-	"docker.io":               true,
-	"index.docker.io":         true,
-	"registry-1.docker.io":    true,
-	"registry.hub.docker.com": true,
-}
-
-// CanonicalHost lower-cases a registry host and maps Docker Hub's aliases
-// to "docker.io", so every source agrees on one key per registry.
-func CanonicalHost(host string) string {
-	host = strings.ToLower(strings.TrimSuffix(host, "/"))
-	if dockerHubNames[host] {
-		return "docker.io"
-	}
-	return host
-}
+// CanonicalHost is the one name of a registry host (see
+// registryhost.Canonical), so every source agrees on one key per registry:
+// Docker Hub's aliases are "docker.io", case, trailing dots and the default
+// port do not count.
+func CanonicalHost(host string) string { return registryhost.Canonical(host) }
 
 // HostKey turns a host into the part of an environment variable name that
 // identifies it: the canonical host upper-cased with every character that
 // is not a letter or digit replaced by '_' ("127.0.0.1:5000" →
-// "127_0_0_1_5000").
+// "127_0_0_1_5000"). Several hosts can share a key; New refuses the
+// environment's credentials for a key shared by two configured hosts.
 func HostKey(host string) string {
 	return strings.Map(func(r rune) rune {
 		switch {

@@ -42,8 +42,9 @@ func TestHostKey(t *testing.T) {
 
 // dockerConfigDir writes a docker config.json with Hub and ghcr.io
 // entries, and a credential helper for helper.test, into a temp dir, and
-// points DOCKER_CONFIG, HOME and PATH at it.
-func dockerConfigDir(t *testing.T) {
+// points DOCKER_CONFIG, HOME and PATH at it. With credsStore the helper
+// also answers for every other host, as docker's desktop stores do.
+func dockerConfigDir(t *testing.T, credsStore bool) {
 	t.Helper()
 	dir := t.TempDir()
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -52,8 +53,8 @@ func dockerConfigDir(t *testing.T) {
 			"https://index.docker.io/v1/": {"auth": %q},
 			"ghcr.io": {"auth": %q}
 		},
-		"credHelpers": {"helper.test": "regmirrortest"}
-	}`, b64("hubuser:hubpass"), b64("ghcruser:ghcrpass"))
+		"credHelpers": {"helper.test": "regmirrortest"}%s
+	}`, b64("hubuser:hubpass"), b64("ghcruser:ghcrpass"), map[bool]string{true: `, "credsStore": "regmirrortest"`}[credsStore])
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func dockerConfigDir(t *testing.T) {
 // TestLookupOrder cannot run in parallel: the docker config keychain reads
 // DOCKER_CONFIG and PATH from the process environment.
 func TestLookupOrder(t *testing.T) {
-	dockerConfigDir(t)
+	dockerConfigDir(t, false)
 	passwordFile := filepath.Join(t.TempDir(), "password")
 	if err := os.WriteFile(passwordFile, []byte("filepass\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -87,10 +88,12 @@ func TestLookupOrder(t *testing.T) {
 	t.Setenv("REGMIRROR_UPSTREAM_127_0_0_1_5000_USERNAME", "envlocal")
 	t.Setenv("REGMIRROR_UPSTREAM_127_0_0_1_5000_PASSWORD", "envlocalpass")
 
-	withStatic := Config{Static: map[string]Static{
+	configured := []string{"docker.io", "ghcr.io", "helper.test", "127.0.0.1:5000", "nothing.example"}
+	withStatic := Config{Hosts: configured, Static: map[string]Static{
 		"docker.io": {Username: "statichub", Password: "statichubpass"},
 		"quay.io":   {Username: "filequay", PasswordFile: passwordFile},
 	}}
+	listed := Config{Hosts: configured}
 	tests := []struct {
 		name       string
 		cfg        Config
@@ -102,11 +105,11 @@ func TestLookupOrder(t *testing.T) {
 		{"static beats docker config and env", withStatic, "docker.io", SourceStatic, "statichub", "statichubpass"},
 		{"static under a Hub alias", withStatic, "registry-1.docker.io", SourceStatic, "statichub", "statichubpass"},
 		{"static password file", withStatic, "quay.io", SourceStatic, "filequay", "filepass"},
-		{"docker config for Hub under its v1 key", Config{}, "docker.io", SourceDockerConfig, "hubuser", "hubpass"},
-		{"docker config for Hub alias", Config{}, "index.docker.io", SourceDockerConfig, "hubuser", "hubpass"},
-		{"docker config beats env", Config{}, "ghcr.io", SourceDockerConfig, "ghcruser", "ghcrpass"},
-		{"credential helper", Config{}, "helper.test", SourceDockerConfig, "helperuser", "helpersecret"},
-		{"env with port in host", Config{}, "127.0.0.1:5000", SourceEnv, "envlocal", "envlocalpass"},
+		{"docker config for Hub under its v1 key", listed, "docker.io", SourceDockerConfig, "hubuser", "hubpass"},
+		{"docker config for Hub alias", listed, "index.docker.io", SourceDockerConfig, "hubuser", "hubpass"},
+		{"docker config beats env", listed, "ghcr.io", SourceDockerConfig, "ghcruser", "ghcrpass"},
+		{"credential helper", listed, "helper.test", SourceDockerConfig, "helperuser", "helpersecret"},
+		{"env with port in host", listed, "127.0.0.1:5000", SourceEnv, "envlocal", "envlocalpass"},
 		{"anonymous", withStatic, "nothing.example", "", "", ""},
 	}
 	for _, tt := range tests {
@@ -137,7 +140,7 @@ func TestLookupOrder(t *testing.T) {
 	}
 
 	// As an authn.Keychain, through ggcr's own names for Docker Hub.
-	k, err := New(Config{})
+	k, err := New(listed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +161,7 @@ func TestLookupErrors(t *testing.T) {
 	if err := os.WriteFile(passwordFile, []byte("rotating-secret"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k, err := New(Config{Static: map[string]Static{"gone.example": {Username: "u", PasswordFile: passwordFile}}})
+	k, err := New(Config{Hosts: []string{"half.example"}, Static: map[string]Static{"gone.example": {Username: "u", PasswordFile: passwordFile}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +184,74 @@ func TestLookupErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "rotating-secret") {
 				t.Errorf("error leaks the secret: %v", err)
+			}
+		})
+	}
+}
+
+// A host nobody configured gets no credential from any source, however
+// close its name is to a configured one: not the environment's (whose
+// variable names registry-gitlab.com shares with registry.gitlab.com), not
+// a credential store that answers for every host. With allow_any_upstream
+// such hosts are the ones clients name. Not parallel: the docker config
+// keychain reads DOCKER_CONFIG and PATH from the process environment.
+func TestUnconfiguredHostsGetNoCredentials(t *testing.T) {
+	dockerConfigDir(t, true)
+	t.Setenv("REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_USERNAME", "gitlabbot")
+	t.Setenv("REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_PASSWORD", "gitlab-secret")
+	k, err := New(Config{Static: map[string]Static{"quay.io": {Username: "quaybot", Password: "quay-secret"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"registry-gitlab.com", "registry.gitlab.com", "evil.example", "quay.io:8443", "ghcr.io"} {
+		t.Run(host, func(t *testing.T) {
+			auth, err := k.Lookup(context.Background(), host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if auth != authn.Anonymous {
+				t.Fatalf("Lookup(%s) = %v, want anonymous: nobody configured this host", host, auth)
+			}
+		})
+	}
+	// The configured host, under another spelling, still gets its own.
+	auth, err := k.Lookup(context.Background(), "Quay.IO.:443")
+	if c, ok := auth.(*Credential); err != nil || !ok || c.Username() != "quaybot" {
+		t.Fatalf("Lookup(Quay.IO.:443) = %v, %v; want quaybot", auth, err)
+	}
+}
+
+// Two configured hosts whose environment variable names collide cannot
+// take credentials from the environment: the daemon refuses to start
+// rather than guess which registry the password was meant for.
+func TestSharedEnvNamesRefused(t *testing.T) {
+	t.Parallel()
+	lookalikes := []string{"registry.gitlab.com", "registry-gitlab.com"}
+	tests := []struct {
+		name    string
+		cfg     Config
+		env     map[string]string
+		wantErr string
+	}{
+		{"shared name set", Config{Hosts: lookalikes},
+			map[string]string{"REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_PASSWORD": "p"}, "registry-gitlab.com, registry.gitlab.com"},
+		{"one static, one from env", Config{Hosts: lookalikes[1:], Static: map[string]Static{lookalikes[0]: {Username: "u", Password: "p"}}},
+			map[string]string{"REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_USERNAME": "u"}, "REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_USERNAME"},
+		{"shared name unset", Config{Hosts: lookalikes}, nil, ""},
+		{"distinct names", Config{Hosts: []string{"registry.gitlab.com", "ghcr.io"}},
+			map[string]string{"REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_PASSWORD": "p"}, ""},
+		{"aliases are one host", Config{Hosts: []string{"docker.io", "registry-1.docker.io:443"}},
+			map[string]string{"REGMIRROR_UPSTREAM_DOCKER_IO_PASSWORD": "p"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := newKeychain(tt.cfg, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("newKeychain: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("newKeychain error %v, want one mentioning %q", err, tt.wantErr)
 			}
 		})
 	}

@@ -4,27 +4,17 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+
+	"github.com/regmirror/regmirror/internal/registryhost"
 )
 
 // dockerHub is the registry that dockerd's registry-mirrors setting mirrors.
-const dockerHub = "docker.io"
+const dockerHub = registryhost.DockerHub
 
-// hostAliases maps the names Docker Hub is known by to the one the mirror uses.
-var hostAliases = map[string]string{
-	"index.docker.io":         dockerHub,
-	"registry-1.docker.io":    dockerHub,
-	"registry.hub.docker.com": dockerHub,
-}
-
-// canonicalHost folds aliases and case, so "ns=registry-1.docker.io" and
-// "ns=docker.io" address the same upstream.
-func canonicalHost(host string) string {
-	host = strings.ToLower(host)
-	if alias, ok := hostAliases[host]; ok {
-		return alias
-	}
-	return host
-}
+// canonicalHost folds aliases, case, trailing dots and default ports, so
+// "ns=registry-1.docker.io:443" and "ns=docker.io" address the same
+// upstream, with the same allow and deny lists.
+func canonicalHost(host string) string { return registryhost.Canonical(host) }
 
 // target is where a request goes: a registry and a repository on it.
 type target struct {

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -72,13 +70,27 @@ type Config struct {
 	// challenge names a realm elsewhere (Docker Hub's auth.docker.io and a
 	// few others are known). Credentials are withheld from any other host.
 	AuthHosts []string
+	// RedirectHosts are host names, besides the registry's own and its
+	// AuthHosts, that the registry may send the client to even when they
+	// resolve to private addresses: an on-premises registry's blob
+	// storage. Any other host it redirects to, or names as its token
+	// realm, is reached only at public addresses (PublicAddress), checked
+	// after DNS on every connection.
+	RedirectHosts []string
+	// PublicOnly holds the registry's own host to public addresses too,
+	// and ignores HTTPS_PROXY: for registries that clients name rather
+	// than the operator, which must not become a client's way into the
+	// mirror's private network.
+	PublicOnly bool
 }
 
 // Options are the client's collaborators; every field may be nil.
 type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	// Transport replaces the default HTTP transport underneath auth.
+	// Transport replaces the default HTTP transports underneath auth for
+	// every host, and with them the address policy of Config.RedirectHosts
+	// and Config.PublicOnly, which lives in their dialers. Tests set it.
 	Transport http.RoundTripper
 	// Now is the clock of the circuit breaker and of rate-limit pauses;
 	// nil means time.Now.
@@ -112,10 +124,9 @@ type Client struct {
 	breaker *breaker
 	limit   *rateLimit
 
-	mu sync.Mutex
-	// transports holds one authenticated transport per repository; only
-	// successful handshakes are kept.
-	transports map[string]http.RoundTripper
+	// transports holds the authenticated transports (tokens) of the
+	// repositories used last; only successful handshakes are kept.
+	transports *transportCache
 	handshakes singleflight.Group
 }
 
@@ -151,7 +162,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 	}
 	inner := opts.Transport
 	if inner == nil {
-		inner = defaultTransport(cfg)
+		inner = defaultTransports(cfg, base)
 	}
 	idle, _ := inner.(interface{ CloseIdleConnections() })
 	now := opts.Now
@@ -173,7 +184,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		now:              now,
 		sleep:            sleepContext,
 		limit:            &rateLimit{},
-		transports:       map[string]http.RoundTripper{},
+		transports:       newTransportCache(maxCachedTransports),
 	}
 	c.breaker = &breaker{threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, now: now, changed: c.breakerChanged}
 	c.http = transport.NewUserAgent(&instrumented{
@@ -234,16 +245,6 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 	return cfg, &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
-func defaultTransport(cfg Config) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
-	t.TLSHandshakeTimeout = cfg.DialTimeout
-	t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
-	// A cold image pull fetches many blobs of one registry at once.
-	t.MaxIdleConnsPerHost = 32
-	return t
-}
-
 // fixedScheme sends every request for the registry's host with the
 // configured scheme. ggcr's ping otherwise races https against http for
 // local and insecure registries, and an https hello to a plain-http server
@@ -290,9 +291,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 		if err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
-		c.transports[repo] = rt
-		c.mu.Unlock()
+		c.transports.put(repo, rt)
 		return rt, nil
 	})
 	select {
@@ -307,9 +306,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (http.RoundTripp
 }
 
 func (c *Client) cachedTransport(repo string) http.RoundTripper {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.transports[repo]
+	return c.transports.get(repo)
 }
 
 // errCredentials marks failures to look up credentials: retrying won't help.

@@ -8,7 +8,8 @@
 // Authentication is go-containerregistry's transport: Docker-Hub-style
 // bearer tokens, one authenticated transport per repository, created once
 // (concurrent first uses share the handshake) and reused so a token is
-// requested once per repository scope and lifetime. Failures come back as
+// requested once per repository scope and lifetime. Only the 1024
+// repositories used last keep theirs: clients choose repository names. Failures come back as
 // one typed *Error that keeps the registry's status and error code and says
 // whether retrying may help; the client itself retries temporary failures
 // of its idempotent requests a bounded number of times.
@@ -19,4 +20,13 @@
 // circuit breaker skips the upstream for a cool-down after repeated
 // failures, and a 429 pauses all requests to it until its Retry-After.
 // Skipped operations fail at once with ErrCircuitOpen or ErrRateLimited.
+//
+// Every hop of every request is held to an address policy in the default
+// transport's dialer, after DNS: the hosts the operator configured (the
+// registry's, its token services, Config.RedirectHosts) are dialed where
+// they resolve; any other host a registry sends the client to (a blob
+// redirect, a token realm) only at public addresses (PublicAddress), and
+// with Config.PublicOnly, for a registry a client named, the registry's
+// own host too. Credentials go only to the registry's host and its token
+// services (credentialGuard).
 package upstream

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -21,8 +22,9 @@ var (
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm")
 )
 
-// Error is a failed upstream operation. It never holds credentials, tokens
-// or Authorization headers.
+// Error is a failed upstream operation. It never holds credentials, tokens,
+// Authorization headers, or the user info and query values of a URL (a
+// signed CDN URL is a credential too).
 type Error struct {
 	// Host is the configured registry host, e.g. "docker.io".
 	Host string
@@ -126,14 +128,53 @@ func (o opError) fromErr(err error) *Error {
 	if errors.As(err, &terr) {
 		return o.fromStatus(terr.StatusCode, terr)
 	}
+	redactURLErrors(err)
 	return &Error{
 		Host: o.host, Op: o.op, Repo: o.repo, Ref: o.ref,
 		Err: err,
-		// The caller's own cancellation is final, and so is the guard
-		// withholding credentials; anything else that kept the upstream
-		// from answering (refused, reset, timed out) may pass.
-		temporary: !errors.Is(err, context.Canceled) && !errors.Is(err, ErrCredentialsWithheld),
+		// The caller's own cancellation is final, and so are the guard
+		// withholding credentials and the address policy; anything else
+		// that kept the upstream from answering (refused, reset, timed
+		// out) may pass.
+		temporary: !errors.Is(err, context.Canceled) && !errors.Is(err, ErrCredentialsWithheld) && !errors.Is(err, ErrNotPublic),
 	}
+}
+
+// redactURLErrors strips user info and query values from the URL of every
+// *url.Error in err's chain. net/http names the request's URL in its
+// errors, and a blob redirect's URL is signed (X-Amz-Signature and the
+// like): whoever reads the log could download with it. The errors were
+// made for this one request, so changing them in place is safe.
+func redactURLErrors(err error) {
+	switch e := err.(type) {
+	case *url.Error:
+		e.URL = redactURL(e.URL)
+		redactURLErrors(e.Err)
+	case interface{ Unwrap() []error }:
+		for _, inner := range e.Unwrap() {
+			redactURLErrors(inner)
+		}
+	case interface{ Unwrap() error }:
+		redactURLErrors(e.Unwrap())
+	}
+}
+
+// redactURL is rawURL without user info and fragment, its query values
+// replaced by REDACTED (the keys stay: they say what kind of URL it was).
+func redactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	u.User, u.Fragment, u.RawFragment = nil, "", ""
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // skipped makes the *Error for an operation that was not sent because the

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,30 +12,46 @@ import (
 )
 
 // Bounds on tag listing, so a broken or hostile registry cannot make the
-// client loop or buffer without end.
+// client loop or buffer without end: per page, and for the whole listing
+// (pages × page size alone would allow gigabytes). The largest public
+// repositories have tens of thousands of tags.
 const (
 	maxTagPages    = 1000
 	maxTagPageSize = 4 << 20
+	// MaxTags and MaxTagListSize cap a whole listing: its tags, and the
+	// bytes of all its pages together.
+	MaxTags        = 100_000
+	MaxTagListSize = 16 << 20
 )
 
 // ListTags returns all tags of repo, following Link pagination. Each page
-// is bounded by Config.Timeout.
+// is bounded by Config.Timeout; a listing of more than MaxTags tags or
+// MaxTagListSize bytes fails with ErrTagListTooLarge, before more pages
+// are fetched.
 func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 	o := opError{host: c.host, op: "list tags", repo: repo, notFoundCode: "NAME_UNKNOWN"}
 	if err := validRepo(repo); err != nil {
 		return nil, o.invalid(err)
 	}
 	var tags []string
+	var size int
 	next := c.endpoint(repo, "/tags/list")
 	for page := 0; next != ""; page++ {
 		if page == maxTagPages {
-			return nil, o.badContent(http.StatusOK, "UNKNOWN", false, nil, fmt.Sprintf("more than %d pages of tags", maxTagPages))
+			return nil, tooManyTags(o, fmt.Sprintf("more than %d pages of tags", maxTagPages))
 		}
-		pageTags, link, err := c.tagsPageWithRetries(ctx, o, next)
+		pageTags, pageSize, link, err := c.tagsPageWithRetries(ctx, o, next)
 		if err != nil {
 			return nil, err
 		}
 		tags = append(tags, pageTags...)
+		size += pageSize
+		switch {
+		case len(tags) > MaxTags:
+			return nil, tooManyTags(o, fmt.Sprintf("more than %d tags", MaxTags))
+		case size > MaxTagListSize:
+			return nil, tooManyTags(o, fmt.Sprintf("tag list exceeds %d bytes", MaxTagListSize))
+		}
 		if next, err = c.nextPage(next, link); err != nil {
 			return nil, o.badContent(http.StatusOK, "UNKNOWN", false, err, err.Error())
 		}
@@ -42,39 +59,50 @@ func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 	return tags, nil
 }
 
+// ErrTagListTooLarge: a tag listing exceeds MaxTags, MaxTagListSize or
+// its page bounds.
+var ErrTagListTooLarge = errors.New("tag list too large")
+
+// tooManyTags makes the error for a listing beyond its bounds; retrying
+// would fetch the same pages again.
+func tooManyTags(o opError, msg string) *Error {
+	return o.badContent(http.StatusOK, "UNKNOWN", false, ErrTagListTooLarge, msg)
+}
+
 // tagsPageWithRetries fetches one page within Config.Timeout.
-func (c *Client) tagsPageWithRetries(ctx context.Context, o opError, target string) (tags []string, link string, err error) {
+func (c *Client) tagsPageWithRetries(ctx context.Context, o opError, target string) (tags []string, size int, link string, err error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	err = c.retry(ctx, o, func(ctx context.Context) error {
 		var err error
-		tags, link, err = c.tagsPage(ctx, o, target)
+		tags, size, link, err = c.tagsPage(ctx, o, target)
 		return err
 	})
-	return tags, link, err
+	return tags, size, link, err
 }
 
-// tagsPage fetches one page of a tag list and its Link header.
-func (c *Client) tagsPage(ctx context.Context, o opError, target string) (tags []string, link string, err error) {
+// tagsPage fetches one page of a tag list: its tags, its size in bytes and
+// its Link header.
+func (c *Client) tagsPage(ctx context.Context, o opError, target string) (tags []string, size int, link string, err error) {
 	resp, err := c.send(ctx, o, http.MethodGet, target, nil, http.StatusOK)
 	if err != nil {
-		return nil, "", err
+		return nil, 0, "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTagPageSize+1))
 	if err != nil {
-		return nil, "", o.fromErr(err)
+		return nil, 0, "", o.fromErr(err)
 	}
 	if len(body) > maxTagPageSize {
-		return nil, "", o.badContent(resp.StatusCode, "UNKNOWN", false, nil, fmt.Sprintf("tag list page exceeds %d bytes", maxTagPageSize))
+		return nil, 0, "", tooManyTags(o, fmt.Sprintf("tag list page exceeds %d bytes", maxTagPageSize))
 	}
 	var list struct {
 		Tags []string `json:"tags"`
 	}
 	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, "", o.badContent(resp.StatusCode, "UNKNOWN", false, err, "tag list is not valid JSON")
+		return nil, 0, "", o.badContent(resp.StatusCode, "UNKNOWN", false, err, "tag list is not valid JSON")
 	}
-	return list.Tags, resp.Header.Get("Link"), nil
+	return list.Tags, len(body), resp.Header.Get("Link"), nil
 }
 
 // nextPage resolves a `Link: <url>; rel="next"` header against the current

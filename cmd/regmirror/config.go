@@ -34,9 +34,9 @@ type Config struct {
 	// the well-known public ones that are not listed.
 	ListedUpstreamsOnly bool `yaml:"listed_upstreams_only"`
 	// AllowAnyUpstream mirrors any other registry a client names (with ns
-	// or a host prefix): over https, with credentials from docker's
-	// config.json or the environment if it has any, and only at public
-	// addresses (a client must not reach the mirror's private network).
+	// or a host prefix): over https, anonymously (never with credentials
+	// from any source), and only at public addresses (a client must not
+	// reach the mirror's private network).
 	AllowAnyUpstream bool `yaml:"allow_any_upstream"`
 	// Cache is the cache's size budget and what eviction must spare.
 	Cache CacheConfig `yaml:"cache"`
@@ -122,6 +122,11 @@ type UpstreamConfig struct {
 	// the mirror's credentials for it: a token service on another host.
 	// Docker Hub's auth.docker.io and a few others are known already.
 	AuthHosts []string `yaml:"auth_hosts"`
+	// RedirectHosts are host names, besides the registry's and its
+	// auth_hosts, that the registry may send the mirror to even though
+	// they resolve to private addresses: an on-premises registry's blob
+	// storage. Any other host is reached at public addresses only.
+	RedirectHosts []string `yaml:"redirect_hosts"`
 }
 
 // Defaults.

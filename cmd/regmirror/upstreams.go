@@ -1,19 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/credentials"
+	"github.com/regmirror/regmirror/internal/registryhost"
 	"github.com/regmirror/regmirror/mirror"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -67,14 +63,16 @@ func (c Config) effectiveUpstreams() []UpstreamConfig {
 // with allow_any_upstream, the function that makes one for any other host
 // a client names (nil otherwise).
 func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]mirror.Remote, func(string) (mirror.Remote, error), error) {
-	keys, err := upstreamKeychain(cfg.Upstreams)
+	ups := cfg.effectiveUpstreams()
+	keys, err := upstreamKeychain(ups)
 	if err != nil {
 		return nil, nil, err
 	}
-	ups := cfg.effectiveUpstreams()
 	remotes := make([]mirror.Remote, 0, len(ups))
 	for _, u := range ups {
-		client, err := upstream.New(u.clientConfig(), keys, upstream.Options{Logger: log, Registerer: reg})
+		clientCfg := u.clientConfig()
+		clientCfg.RedirectHosts = u.RedirectHosts
+		client, err := upstream.New(clientCfg, keys, upstream.Options{Logger: log, Registerer: reg})
 		if err != nil {
 			return nil, nil, fmt.Errorf("upstream %s: %w", u.Host, err)
 		}
@@ -96,78 +94,63 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 	if !cfg.AllowAnyUpstream {
 		return remotes, nil, nil
 	}
-	return remotes, anyUpstream{keys: keys, log: log}.remote, nil
+	return remotes, newAnyUpstream(ups, log).remote, nil
 }
 
-// upstreamKeychain gathers the config file's credentials; the keychain adds
-// docker's config.json, credential helpers and the environment behind them.
+// upstreamKeychain gathers the config file's credentials of the mirrored
+// registries ups; the keychain adds docker's config.json, credential
+// helpers and the environment behind them, for these hosts only.
 func upstreamKeychain(ups []UpstreamConfig) (*credentials.Keychain, error) {
 	static := map[string]credentials.Static{}
+	hosts := make([]string, 0, len(ups))
 	for _, u := range ups {
+		hosts = append(hosts, u.Host)
 		if u.Username == "" {
 			continue
 		}
 		static[u.Host] = credentials.Static{Username: u.Username, Password: u.Password, PasswordFile: u.PasswordFile}
 	}
-	return credentials.New(credentials.Config{Static: static})
+	return credentials.New(credentials.Config{Static: static, Hosts: hosts})
 }
 
 // anyUpstream makes the remotes of allow_any_upstream: registries named by
 // clients, not by the operator.
 type anyUpstream struct {
-	keys *credentials.Keychain
-	log  *slog.Logger
+	log *slog.Logger
+	// configured are the host names (without ports) of the mirrored
+	// registries: named on another port, one of them would escape its own
+	// settings (allow, deny, expose).
+	configured map[string]bool
+	// transport replaces the client's public-only transport; tests set it.
+	transport http.RoundTripper
 }
 
-// remote makes host's remote without connecting anywhere. Its client gets
-// no metrics registerer: hosts chosen by clients must not grow the
+func newAnyUpstream(ups []UpstreamConfig, log *slog.Logger) anyUpstream {
+	a := anyUpstream{log: log, configured: map[string]bool{}}
+	for _, u := range ups {
+		a.configured[registryhost.Hostname(u.Host)] = true
+	}
+	return a
+}
+
+// remote makes host's remote without connecting anywhere. Its client has
+// no keychain: a host a client names never gets the mirror's credentials,
+// from any source, however its name resembles a configured one. It
+// reaches only public addresses (upstream.Config.PublicOnly), for the
+// registry, its token realm and its blob redirects alike, so whatever a
+// client names (ns=localhost:8080, ns=169.254.169.254, a name resolving to
+// 10.0.0.1), the mirror never becomes its way into the private network.
+// It gets no metrics registerer: hosts chosen by clients must not grow the
 // metrics without bound (the mirror's own per-upstream series are dropped
 // with the remote).
 func (a anyUpstream) remote(host string) (mirror.Remote, error) {
-	client, err := upstream.New(upstream.Config{Host: host, URL: "https://" + host}, a.keys,
-		upstream.Options{Logger: a.log, Transport: publicOnlyTransport()})
+	if a.configured[registryhost.Hostname(host)] {
+		return mirror.Remote{}, fmt.Errorf("%s is another port of a mirrored registry; list it under upstreams to mirror it", host)
+	}
+	client, err := upstream.New(upstream.Config{Host: host, URL: "https://" + host, PublicOnly: true}, nil,
+		upstream.Options{Logger: a.log, Transport: a.transport})
 	if err != nil {
 		return mirror.Remote{}, err
 	}
 	return mirror.Remote{Host: host, Upstream: client, Visibility: client}, nil
-}
-
-// publicOnlyTransport is the transport of allow_any_upstream registries. Its
-// dialer refuses every address that is not public, after DNS resolution,
-// for the registry, its token realm and its blob redirects alike: whatever
-// a client names (ns=localhost:8080, ns=169.254.169.254, a name resolving
-// to 10.0.0.1), the mirror never becomes its way into the private network.
-// It dials directly, ignoring HTTPS_PROXY, whose address is usually private.
-func publicOnlyTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil
-	t.DialContext = (&net.Dialer{
-		Timeout:   upstream.DefaultDialTimeout,
-		KeepAlive: 30 * time.Second,
-		Control:   refuseNonPublic,
-	}).DialContext
-	t.ResponseHeaderTimeout = upstream.DefaultResponseHeaderTimeout
-	t.MaxIdleConnsPerHost = 32
-	return t
-}
-
-// errNotPublic is returned by dials that refuseNonPublic stops.
-var errNotPublic = errors.New("not a public address; list this registry under upstreams to mirror it")
-
-// sharedAddressSpace is 100.64.0.0/10 (RFC 6598), carrier-grade NAT: not
-// global, yet not covered by netip's IsPrivate.
-var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
-
-// refuseNonPublic is a net.Dialer Control function that lets only global
-// unicast addresses outside the private ranges through.
-func refuseNonPublic(_, address string, _ syscall.RawConn) error {
-	hostPort, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("dialing %s: %w", address, err)
-	}
-	ip := hostPort.Addr().Unmap()
-	if !ip.IsGlobalUnicast() || ip.IsPrivate() || sharedAddressSpace.Contains(ip) {
-		return fmt.Errorf("dialing %s: %w", ip, errNotPublic)
-	}
-	return nil
 }

@@ -1,15 +1,24 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
 func TestUpstreamConfigShapes(t *testing.T) {
@@ -104,37 +113,6 @@ func TestEffectiveUpstreams(t *testing.T) {
 	}
 }
 
-func TestRefuseNonPublic(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		addr   string
-		public bool
-	}{
-		{"8.8.8.8:443", true},
-		{"[2606:4700:4700::1111]:443", true},
-		{"127.0.0.1:443", false},
-		{"127.8.9.10:5000", false},
-		{"[::1]:443", false},
-		{"[::ffff:127.0.0.1]:443", false},
-		{"10.1.2.3:443", false},
-		{"172.16.5.4:443", false},
-		{"192.168.1.1:443", false},
-		{"169.254.169.254:80", false},
-		{"100.64.0.1:443", false},
-		{"0.0.0.0:443", false},
-		{"224.0.0.1:443", false},
-		{"[fe80::1]:443", false},
-		{"[fc00::1]:443", false},
-		{"not-an-address:443", false},
-	}
-	for _, tt := range tests {
-		err := refuseNonPublic("tcp", tt.addr, nil)
-		if tt.public != (err == nil) {
-			t.Errorf("refuseNonPublic(%s) = %v, want public=%v", tt.addr, err, tt.public)
-		}
-	}
-}
-
 // With allow_any_upstream, a registry nobody listed is reached at its
 // https endpoint; a host naming a loopback address is refused before any
 // connection. Nothing is ever dialed here beyond loopback.
@@ -201,7 +179,224 @@ func TestMirrorRemotes(t *testing.T) {
 	if err != nil || r.Host != "registry.example.com" || r.Upstream == nil {
 		t.Fatalf("newRemote = %+v, %v", r, err)
 	}
-	if !errors.Is(refuseNonPublic("tcp", "10.0.0.1:443", nil), errNotPublic) {
-		t.Fatal("refusals must wrap errNotPublic")
+}
+
+// With allow_any_upstream, a client names a host whose credential sources
+// have something for a similar name: the environment variables an operator
+// set for registry.gitlab.com, which registry-gitlab.com shares. The
+// mirror asks that host anonymously; nothing secret reaches it.
+func TestClientNamedHostGetsNoCredentials(t *testing.T) {
+	t.Setenv("REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_USERNAME", "gitlabbot")
+	t.Setenv("REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_PASSWORD", "gitlab-secret")
+	var mu sync.Mutex
+	var seen []string
+	attacker := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="https://registry-gitlab.com/token",service="x"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer attacker.Close()
+	// Every host the client dials is the attacker's listener.
+	toAttacker := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, attacker.Listener.Addr().String())
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 	}
+	cfg := Config{AllowAnyUpstream: true}.withDefaults()
+	if _, _, err := mirrorRemotes(cfg, slog.New(slog.DiscardHandler), nil); err != nil {
+		t.Fatal(err)
+	}
+	clientNamed := newAnyUpstream(cfg.effectiveUpstreams(), slog.New(slog.DiscardHandler))
+	clientNamed.transport = toAttacker
+	r, err := clientNamed.remote("registry-gitlab.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Upstream.HeadManifest(context.Background(), "org/app", "1"); err == nil {
+		t.Fatal("HEAD succeeded against a listener that only answers 401")
+	}
+	if public, err := r.Visibility.Public(context.Background(), "org/app"); err != nil || !public {
+		t.Fatalf("Public = %v, %v: a remote without credentials has nothing to hide", public, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 {
+		t.Fatal("the attacker's host saw no request: the test proves nothing")
+	}
+	for _, req := range seen {
+		if strings.HasSuffix(req, " ") {
+			continue
+		}
+		t.Errorf("the client-named host received credentials: %s", req)
+	}
+}
+
+// Two configured registries whose environment variable names collide
+// (registry.gitlab.com, a well-known one, and registry-gitlab.com) make
+// the environment's credentials ambiguous: the daemon refuses to start.
+func TestSharedCredentialEnvNamesRefusedAtStartup(t *testing.T) {
+	t.Setenv("REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_USERNAME", "gitlabbot")
+	t.Setenv("REGMIRROR_UPSTREAM_REGISTRY_GITLAB_COM_PASSWORD", "gitlab-secret")
+	cfg := Config{Upstreams: []UpstreamConfig{{Host: "registry-gitlab.com"}}}.withDefaults()
+	_, _, err := mirrorRemotes(cfg, slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "registry-gitlab.com, registry.gitlab.com") {
+		t.Fatalf("mirrorRemotes error = %v, want one naming both registries", err)
+	}
+	if strings.Contains(err.Error(), "gitlab-secret") {
+		t.Fatalf("the error leaks the password: %v", err)
+	}
+}
+
+// A client names a configured registry by an alias (default port, case)
+// to get around its deny list, or by another port of its host with
+// allow_any_upstream. Aliases reach the configured registry, deny list
+// and all; other ports are not mirrored. No connection is made elsewhere.
+func TestHostAliasesCannotEscapeRegistrySettings(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t, registrytest.Options{})
+	img, err := reg.PushImage("library/app", "1", registrytest.ImageOptions{Layers: 1, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.PushImage("secret/app", "1", registrytest.ImageOptions{Layers: 1, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), AllowAnyUpstream: true, Upstreams: []UpstreamConfig{{
+		Host: "localhost", URL: reg.URL(), Deny: []string{"secret/**"},
+	}}}.withDefaults()
+	base, _ := startDaemon(t, cfg, io.Discard)
+
+	tests := []struct {
+		name, path string
+		status     int
+		code       string
+	}{
+		{"default port prefix", "/v2/localhost:443/secret/app/manifests/1", http.StatusForbidden, "DENIED"},
+		{"default port and case in ns", "/v2/secret/app/manifests/1?ns=LocalHost:443", http.StatusForbidden, "DENIED"},
+		{"http port", "/v2/localhost:80/secret/app/manifests/1", http.StatusForbidden, "DENIED"},
+		{"another port", "/v2/localhost:8443/secret/app/manifests/1", http.StatusNotFound, "NAME_UNKNOWN"},
+		{"allowed repository under an alias", "/v2/localhost:443/library/app/manifests/" + img.Manifest.Digest.String(), http.StatusOK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := http.Get(base + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.code) {
+				t.Fatalf("GET %s = %d %s, want %d %s", tt.path, resp.StatusCode, body, tt.status, tt.code)
+			}
+		})
+	}
+	for _, r := range reg.Requests() {
+		if strings.Contains(r.Path, "secret/") {
+			t.Errorf("the upstream was asked for a denied repository: %s %s", r.Method, r.Path)
+		}
+	}
+}
+
+// A registry redirects blob downloads to signed CDN URLs, and the CDN
+// hangs up (or, for a URL with user info, the credential guard refuses
+// it). The failures are logged and answered, and neither the log nor the
+// answers hold the signature or the user info: whoever reads them must not
+// be able to download with them.
+func TestSignedRedirectURLsNeverLogged(t *testing.T) {
+	t.Parallel()
+	const signature = "c2lnbmVkLXNlY3JldA"
+	reg := registrytest.New(t, registrytest.Options{RedirectBlobs: true})
+	img, err := reg.PushImage("library/app", "1", registrytest.ImageOptions{Layers: 2, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CDN accepts connections and closes them at once.
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hangup.Close()
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	query := "/blobs/x?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=" + signature
+	redirects := map[digest.Digest]string{
+		img.Layers[0].Digest: "http://" + hangup.Addr().String() + query,
+		img.Layers[1].Digest: "http://cdnuser:cdnpass@" + hangup.Addr().String() + query,
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for d, to := range redirects {
+			if strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+				http.Redirect(w, r, to, http.StatusTemporaryRedirect)
+				return
+			}
+		}
+		proxyTo(t, reg).ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	var logs strings.Builder
+	var logsMu sync.Mutex
+	cfg := Config{DataDir: t.TempDir(), Upstreams: []UpstreamConfig{{Host: "docker.io", URL: front.URL}}}.withDefaults()
+	base, _ := startDaemon(t, cfg, lockedWriter{&logsMu, &logs})
+	var bodies []byte
+	for d := range redirects {
+		resp, err := http.Get(base + "/v2/library/app/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 500 {
+			t.Fatalf("GET blob through a failing redirect = %d %s, want a 5xx", resp.StatusCode, body)
+		}
+		bodies = append(bodies, body...)
+	}
+	logsMu.Lock()
+	defer logsMu.Unlock()
+	if strings.Count(logs.String(), hangup.Addr().String()) < 2 {
+		t.Fatalf("the log does not mention both failed CDN requests: the test proves nothing\n%s", logs.String())
+	}
+	for _, secret := range []string{signature, "AKIAEXAMPLE", "cdnpass", "cdnuser"} {
+		if strings.Contains(logs.String(), secret) || strings.Contains(string(bodies), secret) {
+			t.Errorf("%q leaked:\nlog: %s\nbodies: %s", secret, logs.String(), bodies)
+		}
+	}
+}
+
+// proxyTo forwards a request to reg, its token service included.
+func proxyTo(t *testing.T, reg *registrytest.Registry) http.Handler {
+	u, err := url.Parse(reg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.ModifyResponse = func(resp *http.Response) error {
+		if c := resp.Header.Get("WWW-Authenticate"); c != "" {
+			resp.Header.Set("WWW-Authenticate", strings.Replace(c, reg.Host(), resp.Request.Host, 1))
+		}
+		return nil
+	}
+	return p
+}
+
+// lockedWriter serialises the daemon's log writes with the test's reads.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

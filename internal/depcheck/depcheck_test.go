@@ -14,11 +14,11 @@ const module = "github.com/regmirror/regmirror/"
 
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
-	"mirror":      nil,
+	"mirror":      {"internal/registryhost"},
 	"cache":       {"internal/promreg"},
 	"eviction":    nil,
-	"credentials": nil,
-	"upstream":    {"credentials", "internal/promreg"},
+	"credentials": {"internal/registryhost"},
+	"upstream":    {"credentials", "internal/promreg", "internal/registryhost"},
 }
 
 func TestDependencyDirection(t *testing.T) {
