@@ -18,6 +18,8 @@ type HostedOptions struct {
 	// Users checks the credentials of pushes, and of pulls from hosted
 	// repositories when PrivatePulls is set. Required.
 	Users Authenticator
+	// Logins limits failed logins and the password checks running at once.
+	Logins LoginLimits
 	// Repositories are globs of the names that are hosted ("team/*",
 	// "team/**", "ghcr.io/org/*"; see matchRepo). A name of the default
 	// registry is written without its host, e.g. "team/app", and
@@ -37,6 +39,7 @@ type HostedOptions struct {
 type hostedRepos struct {
 	store        Hosted
 	users        Authenticator
+	logins       *loginGuard
 	patterns     []string
 	privatePulls bool
 	allowDelete  bool
@@ -56,6 +59,7 @@ func newHostedRepos(o *HostedOptions, now func() time.Time) (*hostedRepos, error
 	return &hostedRepos{
 		store:        o.Store,
 		users:        o.Users,
+		logins:       newLoginGuard(o.Users, o.Logins, now),
 		patterns:     o.Repositories,
 		privatePulls: o.PrivatePulls,
 		allowDelete:  o.AllowDelete,
@@ -168,7 +172,7 @@ func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
 func (m *Mirror) serveHostedWrite(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
 	h := m.hosted
 	if !h.authenticated(r) {
-		return challenge(w, "pushing needs credentials: docker login")
+		return h.refuseLogin(w, r, "pushing needs credentials: docker login")
 	}
 	if !h.pushable(hr) {
 		if hr.elsewhere {
