@@ -20,6 +20,8 @@ type HostedOptions struct {
 	Users Authenticator
 	// Logins limits failed logins and the password checks running at once.
 	Logins LoginLimits
+	// Uploads caps what each user may push.
+	Uploads UploadLimits
 	// Repositories are globs of the names that are hosted ("team/*",
 	// "team/**", "ghcr.io/org/*"; see matchRepo). A name of the default
 	// registry is written without its host, e.g. "team/app", and
@@ -40,6 +42,7 @@ type hostedRepos struct {
 	store        Hosted
 	users        Authenticator
 	logins       *loginGuard
+	uploads      UploadLimits
 	patterns     []string
 	privatePulls bool
 	allowDelete  bool
@@ -60,6 +63,7 @@ func newHostedRepos(o *HostedOptions, now func() time.Time) (*hostedRepos, error
 		store:        o.Store,
 		users:        o.Users,
 		logins:       newLoginGuard(o.Users, o.Logins, now),
+		uploads:      o.Uploads.withDefaults(),
 		patterns:     o.Repositories,
 		privatePulls: o.PrivatePulls,
 		allowDelete:  o.AllowDelete,
