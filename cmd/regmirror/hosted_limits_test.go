@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -119,5 +120,63 @@ func TestSIGHUPReloadsHtpasswd(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "bob-pw") || strings.Contains(logs.String(), "$2a$") {
 		t.Error("a password or hash reached the log")
+	}
+}
+
+// In the config file a cap left out is the default, and only an explicit 0
+// lifts it; negative caps are refused.
+func TestHostedLimitsFromConfig(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		yaml    string
+		uploads mirror.UploadLimits
+		logins  mirror.LoginLimits
+		invalid string
+	}{
+		{name: "left out: the defaults", yaml: ""},
+		{
+			name:    "explicit zero: no cap",
+			yaml:    "max_upload_size: 0\nmax_upload_sessions: 0\nmax_storage_per_user: 0\nmax_failed_logins_per_client: 0\nmax_failed_logins_per_user: 0\n",
+			uploads: mirror.UploadLimits{MaxUploadSize: -1, MaxSessions: -1, MaxStorage: -1},
+			logins:  mirror.LoginLimits{MaxFailuresPerClient: -1, MaxFailuresPerUser: -1},
+		},
+		{
+			name:    "set",
+			yaml:    "max_upload_size: 1GiB\nmax_upload_sessions: 4\nmax_storage_per_user: 5GiB\nmax_failed_logins_per_client: 3\nfailed_login_window: 1h\n",
+			uploads: mirror.UploadLimits{MaxUploadSize: 1 << 30, MaxSessions: 4, MaxStorage: 5 << 30},
+			logins:  mirror.LoginLimits{MaxFailuresPerClient: 3, FailureWindow: time.Hour},
+		},
+		{name: "negative", yaml: "max_upload_sessions: -1\n", invalid: "max_upload_sessions must not be negative"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			indented := "  " + strings.ReplaceAll(strings.TrimSuffix(tc.yaml, "\n"), "\n", "\n  ")
+			if err := os.WriteFile(path, []byte("hosted:\n  htpasswd: /etc/regmirror/htpasswd\n"+indented+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.withDefaults().validate()
+			if tc.invalid != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.invalid) {
+					t.Fatalf("validate = %v, want %q", err, tc.invalid)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Hosted.uploadLimits(); got != tc.uploads {
+				t.Errorf("upload limits = %+v, want %+v", got, tc.uploads)
+			}
+			if got := cfg.Hosted.loginLimits(); got != tc.logins {
+				t.Errorf("login limits = %+v, want %+v", got, tc.logins)
+			}
+		})
 	}
 }
