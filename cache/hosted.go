@@ -95,8 +95,9 @@ type HostedOptions struct {
 }
 
 // DefaultUploadTTL is how long an idle upload session lives by default:
-// long enough for a client to resume after a restart of either side.
-const DefaultUploadTTL = 24 * time.Hour
+// long enough for a client to resume after a restart of either side, short
+// enough that abandoned sessions do not hold disk or a user's session quota.
+const DefaultUploadTTL = time.Hour
 
 // Hosted is the store of the repositories clients push to. Names are
 // repository names as the mirror resolves them, e.g. "team/app". Content

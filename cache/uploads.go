@@ -17,21 +17,49 @@ import (
 )
 
 // An upload session is a directory <data>/uploads/<id> holding "repository",
-// the hosted repository it belongs to, and "data", the bytes received so far.
+// the hosted repository it belongs to, "owner", the user who opened it (for
+// the per-user session cap), and "data", the bytes received so far.
 // Sessions live on the blobs' filesystem, so a finished upload is renamed
 // into the blob tree rather than copied, and they survive a restart, so a
 // client can resume an interrupted upload. The data file's modification time
 // is the session's last activity, which its expiry counts from; it is set
 // from the store's clock, so that expiry follows that clock.
 const (
-	sessionRepoFile = "repository"
-	sessionDataFile = "data"
-	sessionIDBytes  = 16
+	sessionRepoFile  = "repository"
+	sessionOwnerFile = "owner"
+	sessionDataFile  = "data"
+	sessionIDBytes   = 16
 )
 
 // StartUpload opens an empty upload session in repository name and returns
-// its id, which is unguessable.
+// its id, which is unguessable. It belongs to no user: StartUserUpload opens
+// the sessions of pushes.
 func (h *Hosted) StartUpload(ctx context.Context, name string) (string, error) {
+	return h.startUpload(ctx, name, "")
+}
+
+// StartUserUpload is StartUpload for user, who may hold at most maxSessions
+// sessions that have not expired (negative: any number); one more fails
+// with a *QuotaError.
+func (h *Hosted) StartUserUpload(ctx context.Context, name, user string, maxSessions int) (string, error) {
+	unlock, err := h.sessions.lock(ctx, userLockKey(user))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if maxSessions >= 0 {
+		open, err := h.openSessions(ctx, user)
+		if err != nil {
+			return "", fmt.Errorf("start upload: %w", err)
+		}
+		if open >= maxSessions {
+			return "", fmt.Errorf("start upload: %w", &QuotaError{User: user, What: quotaSessions, Limit: int64(maxSessions)})
+		}
+	}
+	return h.startUpload(ctx, name, user)
+}
+
+func (h *Hosted) startUpload(ctx context.Context, name, owner string) (string, error) {
 	if err := checkName("repository", name); err != nil {
 		return "", fmt.Errorf("start upload: %w", err)
 	}
@@ -45,6 +73,7 @@ func (h *Hosted) StartUpload(ctx context.Context, name string) (string, error) {
 	}
 	err := errors.Join(
 		writeFileSync(filepath.Join(dir, sessionRepoFile), []byte(name)),
+		writeFileSync(filepath.Join(dir, sessionOwnerFile), []byte(owner)),
 		writeFileSync(filepath.Join(dir, sessionDataFile), nil),
 		h.touch(id),
 		syncDir(h.uploadDir),
@@ -104,8 +133,25 @@ func (h *Hosted) WriteUpload(ctx context.Context, name, id string, offset int64,
 // to d, moves them into the store unless the store has d already, and links
 // d into the repository. It returns the blob's size. When the bytes do not
 // hash to d it fails with a *DigestError and discards the upload: nothing
-// is stored.
+// is stored. The blob is charged to no user: CommitUserUpload ends pushes.
 func (h *Hosted) CommitUpload(ctx context.Context, name, id string, d digest.Digest) (int64, error) {
+	return h.commitUpload(ctx, name, id, d, nil)
+}
+
+// CommitUserUpload is CommitUpload that charges the blob to user, whose
+// stored pushed blobs may total at most maxStorage bytes (negative: no
+// cap). An upload that would pass it is discarded and fails with a
+// *QuotaError; nothing is stored.
+func (h *Hosted) CommitUserUpload(ctx context.Context, name, id, user string, d digest.Digest, maxStorage int64) (int64, error) {
+	unlock, err := h.sessions.lock(ctx, userLockKey(user))
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	return h.commitUpload(ctx, name, id, d, &charge{user: user, limit: maxStorage})
+}
+
+func (h *Hosted) commitUpload(ctx context.Context, name, id string, d digest.Digest, c *charge) (int64, error) {
 	if err := checkHosted(name, d); err != nil {
 		return 0, fmt.Errorf("commit upload %s: %w", id, err)
 	}
@@ -125,7 +171,13 @@ func (h *Hosted) CommitUpload(ctx context.Context, name, id string, d digest.Dig
 		os.RemoveAll(h.sessionDir(id))
 		return 0, fmt.Errorf("commit upload %s: %w", id, &DigestError{Want: d, Got: got})
 	}
-	if err := h.publishUpload(ctx, name, d, data, size); err != nil {
+	if err := h.checkCharge(ctx, c, d, size); err != nil {
+		if errors.As(err, new(*QuotaError)) {
+			os.RemoveAll(h.sessionDir(id))
+		}
+		return 0, fmt.Errorf("commit upload %s: %w", id, err)
+	}
+	if err := h.publishUpload(ctx, name, d, data, size, c); err != nil {
 		return 0, fmt.Errorf("commit upload %s: %w", id, err)
 	}
 	if err := os.RemoveAll(h.sessionDir(id)); err != nil {
@@ -137,7 +189,7 @@ func (h *Hosted) CommitUpload(ctx context.Context, name, id string, d digest.Dig
 // publishUpload makes the verified file at path the blob d of repository
 // name. It holds d as if reading it, so eviction cannot remove the blob
 // between the file's rename and the index's commit.
-func (h *Hosted) publishUpload(ctx context.Context, name string, d digest.Digest, path string, size int64) error {
+func (h *Hosted) publishUpload(ctx context.Context, name string, d digest.Digest, path string, size int64, c *charge) error {
 	release, err := h.pin(ctx, d)
 	if err != nil {
 		return err
@@ -157,13 +209,19 @@ func (h *Hosted) publishUpload(ctx context.Context, name string, d digest.Digest
 			return err
 		}
 	}
-	return h.commitHostedBlob(ctx, name, d, size)
+	return h.commitHostedBlob(ctx, name, d, size, c)
 }
 
 // commitHostedBlob indexes the blob file d, if it is not indexed yet, and
-// links it into repository name, in one transaction.
-func (h *Hosted) commitHostedBlob(ctx context.Context, name string, d digest.Digest, size int64) error {
+// links it into repository name and charges it to c's user (when c is
+// set), in one transaction.
+func (h *Hosted) commitHostedBlob(ctx context.Context, name string, d digest.Digest, size int64, c *charge) error {
 	return h.s.indexBlob(ctx, d, size, func(txn *badger.Txn) error {
+		if c != nil {
+			if err := c.record(txn, d, size); err != nil {
+				return err
+			}
+		}
 		return link(txn, name, d, kindBlob)
 	})
 }
@@ -309,7 +367,9 @@ func writeFileSync(path string, data []byte) error {
 }
 
 // sessionLocks serialises the requests of one upload session, so that two
-// chunks never append at once. Entries are dropped when unused.
+// chunks never append at once, and the quota checks of one user (see
+// userLockKey), so that two uploads cannot both take the last of a quota.
+// Entries are dropped when unused.
 type sessionLocks struct {
 	mu    sync.Mutex
 	locks map[string]*sessionLock

@@ -123,6 +123,10 @@ func (h *hostedRepos) serveToken(w http.ResponseWriter, r *http.Request) error {
 		// containerd tries an OAuth2 POST first and falls back to GET on 405.
 		return newError(codeUnsupported, "fetch tokens with GET")
 	}
+	r, err := h.screenTokenLogin(w, r)
+	if err != nil {
+		return err
+	}
 	user := ""
 	if name, password, ok := r.BasicAuth(); ok {
 		switch {

@@ -72,6 +72,7 @@ type Upstream interface {
 // does not hold what they are asked for.
 type Hosted interface {
 	HostedUploads
+	HostedQuotas
 	HostedBlobs
 	HostedManifests
 	HostedTags

@@ -15,6 +15,10 @@ type HostedOptions struct {
 	Store Hosted
 	// Users checks the credentials of clients that log in. Required.
 	Users Authenticator
+	// Logins limits failed logins and the password checks running at once.
+	Logins LoginLimits
+	// Uploads caps what each user may push.
+	Uploads UploadLimits
 	// Repositories are globs of the names that are hosted ("team/*",
 	// "team/**", "ghcr.io/org/*"; see matchRepo). A name of the default
 	// registry is written without its host, e.g. "team/app", and
@@ -47,6 +51,8 @@ type HostedOptions struct {
 type hostedRepos struct {
 	store       Hosted
 	users       Authenticator
+	logins      *loginGuard
+	uploads     UploadLimits
 	patterns    []string
 	fallThrough []string
 	groups      map[string][]string
@@ -81,6 +87,8 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time) 
 	return &hostedRepos{
 		store:       o.Store,
 		users:       o.Users,
+		logins:      newLoginGuard(o.Users, o.Logins, now),
+		uploads:     o.Uploads.withDefaults(),
 		patterns:    o.Repositories,
 		fallThrough: o.FallThrough,
 		groups:      o.Groups,
@@ -216,7 +224,7 @@ func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
 func (m *Mirror) serveHostedWrite(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
 	h := m.hosted
 	if !clientOf(r.Context()).loggedIn() {
-		return challenge(w, "pushing needs credentials: docker login")
+		return h.refuseLogin(w, r, "pushing needs credentials: docker login")
 	}
 	if !h.isHostedName(hr.hostedName) {
 		return newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",

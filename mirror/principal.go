@@ -25,7 +25,11 @@ func (p principal) loggedIn() bool { return p.user != "" }
 // is challenged when it needs to log in.
 func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
 	if name, password, basic := r.BasicAuth(); basic {
-		if !h.users.Authenticate(name, password) {
+		// Through the login limits (logins.go): once a client address or a
+		// user name has used up its failed logins, its credentials count
+		// as invalid unchecked; pulls go on anonymously, writes are
+		// answered by refuseLogin.
+		if outcome, _ := h.logins.login(r.Context(), clientAddress(r), name, password); outcome != loginOK {
 			return principal{}, false
 		}
 		return principal{user: name}, true

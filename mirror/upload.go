@@ -1,13 +1,68 @@
 package mirror
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
 )
+
+// Defaults of UploadLimits: generous for real images, small enough that
+// one user cannot fill a disk by accident or on purpose.
+const (
+	DefaultMaxUploadSize     int64 = 10 << 30
+	DefaultMaxUploadSessions       = 16
+	DefaultMaxStoragePerUser int64 = 100 << 30
+)
+
+// UploadLimits cap what each user may push. A refused upload is discarded
+// whole: nothing of it stays on disk. The zero value means the defaults; a
+// negative field means no cap.
+type UploadLimits struct {
+	// MaxUploadSize caps the size of one blob; larger uploads are refused
+	// with SIZE_INVALID (413). Zero means DefaultMaxUploadSize.
+	MaxUploadSize int64
+	// MaxSessions caps a user's open upload sessions; one more is refused
+	// with DENIED (403). Zero means DefaultMaxUploadSessions.
+	MaxSessions int
+	// MaxStorage caps the bytes of the stored blobs a user pushed; an upload
+	// that would pass it is refused with DENIED (403). Blobs count once per
+	// user, until no repository holds them. Zero means DefaultMaxStoragePerUser.
+	MaxStorage int64
+}
+
+func (l UploadLimits) withDefaults() UploadLimits {
+	if l.MaxUploadSize == 0 {
+		l.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if l.MaxSessions == 0 {
+		l.MaxSessions = DefaultMaxUploadSessions
+	}
+	if l.MaxStorage == 0 {
+		l.MaxStorage = DefaultMaxStoragePerUser
+	}
+	return l
+}
+
+// HostedQuotas keeps the accounts UploadLimits are checked against: who
+// opened each upload session and how many bytes each user's pushes hold.
+// A check and what it allows happen atomically per user.
+type HostedQuotas interface {
+	// StartUserUpload is StartUpload for user, who may hold at most
+	// maxSessions open sessions (negative: any number). One more fails with
+	// an error implementing interface{ QuotaExceeded() string }.
+	StartUserUpload(ctx context.Context, name, user string, maxSessions int) (id string, err error)
+	// CommitUserUpload is CommitUpload that charges the blob to user, whose
+	// stored pushed blobs may total at most maxStorage bytes (negative: no
+	// cap). Past it, it discards the upload, stores nothing and fails with
+	// an error implementing interface{ QuotaExceeded() string }.
+	CommitUserUpload(ctx context.Context, name, id, user string, d digest.Digest, maxStorage int64) (int64, error)
+}
 
 // serveUpload answers the blob upload endpoint, /v2/<name>/blobs/uploads/[<id>]:
 //
@@ -54,9 +109,10 @@ func (m *Mirror) startUpload(w http.ResponseWriter, r *http.Request, hr hostedRe
 		}
 		want = d
 	}
-	id, err := store.StartUpload(ctx, hr.hostedName)
+	user := clientOf(r.Context()).user
+	id, err := store.StartUserUpload(ctx, hr.hostedName, user, m.hosted.uploads.MaxSessions)
 	if err != nil {
-		return err
+		return quotaErr(err)
 	}
 	if want != "" {
 		return m.monolithicUpload(w, r, hr, id, want)
@@ -91,7 +147,7 @@ func (m *Mirror) mountBlob(w http.ResponseWriter, r *http.Request, hr hostedRequ
 func (m *Mirror) monolithicUpload(w http.ResponseWriter, r *http.Request, hr hostedRequest, id string, d digest.Digest) error {
 	ctx := r.Context()
 	store := m.hosted.store
-	if _, err := store.WriteUpload(ctx, hr.hostedName, id, 0, r.Body); err != nil {
+	if _, err := m.writeBody(r, hr, id, 0); err != nil {
 		_ = store.CancelUpload(ctx, hr.hostedName, id)
 		return err
 	}
@@ -122,9 +178,12 @@ func (m *Mirror) finishUpload(w http.ResponseWriter, r *http.Request, hr hostedR
 }
 
 func (m *Mirror) commitUpload(w http.ResponseWriter, r *http.Request, hr hostedRequest, id string, d digest.Digest) error {
-	_, err := m.hosted.store.CommitUpload(r.Context(), hr.hostedName, id, d)
+	user := clientOf(r.Context()).user
+	_, err := m.hosted.store.CommitUserUpload(r.Context(), hr.hostedName, id, user, d, m.hosted.uploads.MaxStorage)
 	var mismatch interface{ ContentDigest() digest.Digest }
 	switch {
+	case isQuota(err):
+		return quotaErr(err)
 	case errors.As(err, &mismatch):
 		return &Error{Code: codeDigestInvalid, Err: err,
 			Message: "the uploaded content hashes to " + mismatch.ContentDigest().String() + ", not " + d.String() + "; nothing was stored"}
@@ -157,7 +216,7 @@ func (m *Mirror) appendChunk(w http.ResponseWriter, r *http.Request, hr hostedRe
 		}
 		offset = start
 	}
-	newSize, err := store.WriteUpload(ctx, hr.hostedName, hr.uploadID, offset, r.Body)
+	newSize, err := m.writeBody(r, hr, hr.uploadID, offset)
 	var offsetErr interface{ UploadSize() int64 }
 	if errors.As(err, &offsetErr) {
 		setUploadHeaders(w, hr, hr.uploadID, offsetErr.UploadSize())
@@ -186,6 +245,77 @@ func (m *Mirror) cancelUpload(w http.ResponseWriter, r *http.Request, hr hostedR
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// writeBody appends the request body to upload id at offset and returns
+// the upload's new size. A body that would take the upload past the size
+// cap is refused, before it is read when its length is known, and the
+// upload is discarded.
+func (m *Mirror) writeBody(r *http.Request, hr hostedRequest, id string, offset int64) (int64, error) {
+	limit := m.hosted.uploads.MaxUploadSize
+	body := io.Reader(r.Body)
+	if limit >= 0 {
+		if offset > limit || r.ContentLength > limit-offset {
+			return 0, m.refuseOversize(r.Context(), hr, id, limit)
+		}
+		body = &cappedReader{r: r.Body, left: limit - offset}
+	}
+	size, err := m.hosted.store.WriteUpload(r.Context(), hr.hostedName, id, offset, body)
+	if errors.Is(err, errUploadTooLarge) {
+		return 0, m.refuseOversize(r.Context(), hr, id, limit)
+	}
+	return size, err
+}
+
+// refuseOversize discards an upload that outgrew the size cap.
+func (m *Mirror) refuseOversize(ctx context.Context, hr hostedRequest, id string, limit int64) error {
+	err := m.hosted.store.CancelUpload(context.WithoutCancel(ctx), hr.hostedName, id)
+	if err != nil && !hostedNotFound(err) {
+		return err
+	}
+	return &Error{Code: codeSizeInvalid, Status: http.StatusRequestEntityTooLarge, Err: err,
+		Message: "a blob may have at most " + humanize.IBytes(uint64(limit)) + " on this mirror; the upload was discarded"}
+}
+
+var errUploadTooLarge = errors.New("upload exceeds the size cap")
+
+// cappedReader reads at most left bytes of r, and fails with
+// errUploadTooLarge when r holds more.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		var probe [1]byte
+		n, err := c.r.Read(probe[:])
+		if n > 0 {
+			return 0, errUploadTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// isQuota reports whether err is a user's quota refusing an upload.
+func isQuota(err error) bool {
+	var q interface{ QuotaExceeded() string }
+	return errors.As(err, &q)
+}
+
+// quotaErr answers a quota's refusal with DENIED, saying which cap it hit.
+func quotaErr(err error) error {
+	var q interface{ QuotaExceeded() string }
+	if errors.As(err, &q) {
+		return &Error{Code: codeDenied, Message: q.QuotaExceeded(), Err: err}
+	}
+	return err
 }
 
 func uploadErr(err error) error {

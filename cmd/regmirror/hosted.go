@@ -44,8 +44,22 @@ type HostedConfig struct {
 	AnonymousPull *bool `yaml:"anonymous_pull"`
 	// Delete enables deleting hosted manifests, tags and blobs.
 	Delete bool `yaml:"delete"`
-	// UploadTTL is how long an unfinished upload may sit idle (default 24h).
+	// UploadTTL is how long an unfinished upload may sit idle (default 1h).
 	UploadTTL time.Duration `yaml:"upload_ttl"`
+	// MaxUploadSize caps one pushed blob (default 10GiB; 0: no cap).
+	MaxUploadSize *Size `yaml:"max_upload_size"`
+	// MaxUploadSessions caps each user's unfinished uploads (default 16;
+	// 0: no cap).
+	MaxUploadSessions *int `yaml:"max_upload_sessions"`
+	// MaxStoragePerUser caps the stored bytes of the blobs each user pushed
+	// (default 100GiB; 0: no cap).
+	MaxStoragePerUser *Size `yaml:"max_storage_per_user"`
+	// MaxFailedLoginsPerClient and MaxFailedLoginsPerUser are how many
+	// failed logins one client address, and one user name from anywhere,
+	// may make per FailedLoginWindow (defaults 10, 30 and 15m; 0: no limit).
+	MaxFailedLoginsPerClient *int          `yaml:"max_failed_logins_per_client"`
+	MaxFailedLoginsPerUser   *int          `yaml:"max_failed_logins_per_user"`
+	FailedLoginWindow        time.Duration `yaml:"failed_login_window"`
 }
 
 // PermissionConfig is one entry of hosted.permissions: it grants actions
@@ -63,9 +77,6 @@ func (c HostedConfig) enabled() bool { return c.Htpasswd != "" }
 
 func (c HostedConfig) validate() error {
 	if c.enabled() {
-		if c.UploadTTL < 0 {
-			return errors.New("hosted: upload_ttl must not be negative")
-		}
 		if len(c.Permissions) > 0 && c.AnonymousPull != nil {
 			return errors.New("hosted: anonymous_pull and permissions do not go together: grant anonymous pull in a permission")
 		}
@@ -76,10 +87,10 @@ func (c HostedConfig) validate() error {
 				}
 			}
 		}
-		return nil
+		return c.checkLimits()
 	}
 	if len(c.Repositories) > 0 || len(c.FallThrough) > 0 || len(c.Groups) > 0 || len(c.Permissions) > 0 ||
-		c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 {
+		c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 || c.limitsSet() {
 		return errors.New("hosted: set htpasswd to enable hosted repositories (pushes need users)")
 	}
 	return nil
@@ -99,20 +110,97 @@ func (c HostedConfig) permissions() []mirror.Permission {
 	return perms
 }
 
+func (c HostedConfig) limitsSet() bool {
+	return c.MaxUploadSize != nil || c.MaxUploadSessions != nil || c.MaxStoragePerUser != nil ||
+		c.MaxFailedLoginsPerClient != nil || c.MaxFailedLoginsPerUser != nil || c.FailedLoginWindow != 0
+}
+
+func (c HostedConfig) checkLimits() error {
+	var errs []error
+	if c.UploadTTL < 0 {
+		errs = append(errs, errors.New("hosted: upload_ttl must not be negative"))
+	}
+	if c.FailedLoginWindow < 0 {
+		errs = append(errs, errors.New("hosted: failed_login_window must not be negative"))
+	}
+	for key, v := range map[string]*int{
+		"max_upload_sessions":          c.MaxUploadSessions,
+		"max_failed_logins_per_client": c.MaxFailedLoginsPerClient,
+		"max_failed_logins_per_user":   c.MaxFailedLoginsPerUser,
+	} {
+		if v != nil && *v < 0 {
+			errs = append(errs, fmt.Errorf("hosted: %s must not be negative (0 means no limit)", key))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// uploadLimits maps the config's caps to the mirror's, where 0 means the
+// default and a negative value no cap: in the config file, a cap left out
+// is the default and only an explicit 0 lifts it.
+func (c HostedConfig) uploadLimits() mirror.UploadLimits {
+	return mirror.UploadLimits{
+		MaxUploadSize: explicitCap((*int64)(c.MaxUploadSize)),
+		MaxSessions:   int(explicitCap(intPtr64(c.MaxUploadSessions))),
+		MaxStorage:    explicitCap((*int64)(c.MaxStoragePerUser)),
+	}
+}
+
+func (c HostedConfig) loginLimits() mirror.LoginLimits {
+	return mirror.LoginLimits{
+		MaxFailuresPerClient: int(explicitCap(intPtr64(c.MaxFailedLoginsPerClient))),
+		MaxFailuresPerUser:   int(explicitCap(intPtr64(c.MaxFailedLoginsPerUser))),
+		FailureWindow:        c.FailedLoginWindow,
+	}
+}
+
+// explicitCap is 0 (the default) for an unset cap, -1 (none) for an
+// explicit 0, else the cap.
+func explicitCap(v *int64) int64 {
+	switch {
+	case v == nil:
+		return 0
+	case *v == 0:
+		return -1
+	}
+	return *v
+}
+
+func intPtr64(v *int) *int64 {
+	if v == nil {
+		return nil
+	}
+	n := int64(*v)
+	return &n
+}
+
+// loadHtpasswd reads the users file and refuses hashes cheaper than
+// mirror.MinBcryptCost, whose passwords would be quick to guess.
+func loadHtpasswd(path string) (*mirror.Htpasswd, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("hosted: %w", err)
+	}
+	defer f.Close()
+	users, err := mirror.ParseHtpasswd(f)
+	if err == nil {
+		err = users.CheckCost(mirror.MinBcryptCost)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hosted: %s: %w", path, err)
+	}
+	return users, nil
+}
+
 // openHosted opens the hosted repositories of store and the mirror's
 // options for them; both are nil when hosting is off.
 func openHosted(store *cache.Store, c HostedConfig) (*cache.Hosted, *mirror.HostedOptions, error) {
 	if !c.enabled() {
 		return nil, nil, nil
 	}
-	f, err := os.Open(c.Htpasswd)
+	users, err := loadHtpasswd(c.Htpasswd)
 	if err != nil {
-		return nil, nil, fmt.Errorf("hosted: %w", err)
-	}
-	defer f.Close()
-	users, err := mirror.ParseHtpasswd(f)
-	if err != nil {
-		return nil, nil, fmt.Errorf("hosted: %s: %w", c.Htpasswd, err)
+		return nil, nil, err
 	}
 	hosted, err := store.Hosted(cache.HostedOptions{UploadTTL: c.UploadTTL})
 	if err != nil {
@@ -121,6 +209,8 @@ func openHosted(store *cache.Store, c HostedConfig) (*cache.Hosted, *mirror.Host
 	return hosted, &mirror.HostedOptions{
 		Store:        hosted,
 		Users:        users,
+		Logins:       c.loginLimits(),
+		Uploads:      c.uploadLimits(),
 		Repositories: c.Repositories,
 		FallThrough:  c.FallThrough,
 		Groups:       c.Groups,
@@ -128,6 +218,16 @@ func openHosted(store *cache.Store, c HostedConfig) (*cache.Hosted, *mirror.Host
 		PrivatePulls: c.AnonymousPull != nil && !*c.AnonymousPull,
 		AllowDelete:  c.Delete,
 	}, nil
+}
+
+// hostedUsers is the users of the hosted options, for reloads; nil when
+// hosting is off.
+func hostedUsers(o *mirror.HostedOptions) *mirror.Htpasswd {
+	if o == nil {
+		return nil
+	}
+	users, _ := o.Users.(*mirror.Htpasswd)
+	return users
 }
 
 // uploadSweepInterval is how often expired upload sessions are removed.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"reflect"
@@ -23,9 +24,10 @@ type reloadSource struct {
 }
 
 // watchReloads applies a new configuration each time one is requested,
-// until ctx ends. A reload that fails leaves the running configuration as
-// it was; the daemon never stops because of one.
-func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirror.Mirror, reg prometheus.Registerer, log *slog.Logger) error {
+// and reads the htpasswd file of users (when hosting is on) again, until
+// ctx ends. A reload that fails leaves the running configuration or users
+// as they were; the daemon never stops because of one.
+func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirror.Mirror, users *mirror.Htpasswd, reg prometheus.Registerer, log *slog.Logger) error {
 	if src.load == nil || src.requests == nil {
 		return nil
 	}
@@ -41,10 +43,27 @@ func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirr
 		} else {
 			running = next
 		}
+		if users != nil {
+			err = errors.Join(err, reloadUsers(running.Hosted.Htpasswd, users, log))
+		}
 		if src.applied != nil {
 			src.applied(err)
 		}
 	}
+}
+
+// reloadUsers reads the htpasswd file at path again and makes its users
+// the ones logins are checked against. A file that does not load (a
+// syntax error, a hash below mirror.MinBcryptCost) changes nothing.
+func reloadUsers(path string, users *mirror.Htpasswd, log *slog.Logger) error {
+	next, err := loadHtpasswd(path)
+	if err != nil {
+		log.Error("htpasswd not reloaded: the running users stay", "err", err)
+		return err
+	}
+	users.Replace(next)
+	log.Info("htpasswd reloaded", "path", path)
+	return nil
 }
 
 // reload reads the configuration and swaps in its upstreams: credentials,

@@ -162,7 +162,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}
-	g.Go(func() error { return watchReloads(gctx, src, cfg, m, reg, log) })
+	g.Go(func() error { return watchReloads(gctx, src, cfg, m, hostedUsers(hostedOpts), reg, log) })
 	g.Go(func() error {
 		log.Info("regmirror listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "")
 		var err error

@@ -70,7 +70,9 @@ func runStress(t *testing.T, o stressOptions) stressReport {
 	noFloor := Size(0)
 	dir := t.TempDir()
 	cfg := Config{DataDir: dir, Cache: CacheConfig{MaxSize: Size(rep.budget), MinFreeDisk: &noFloor},
-		Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL()}}, ListedUpstreamsOnly: true}
+		Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL()}}, ListedUpstreamsOnly: true,
+		// Every loop pulls cold, from one address: many clients' worth of misses.
+		MissLimits: MissLimitsConfig{PerClientRate: 1e6, PerClientBurst: 1e6, TotalRate: 1e6, TotalBurst: 1e6}}
 	ctx, stop := context.WithCancel(context.Background())
 	done := runDaemon(t, ctx, cfg)
 	base := "http://" + done.addr

@@ -99,7 +99,7 @@ func startHostedRegmirror(t *testing.T, upstreamURL string) string {
 		t.Fatal("REGMIRROR_BIN must name the regmirror binary under test (scripts/e2e.sh sets it)")
 	}
 	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte(pushPassword), bcrypt.MinCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(pushPassword), bcrypt.DefaultCost) // the daemon refuses cheaper hashes
 	if err != nil {
 		t.Fatal(err)
 	}
