@@ -42,6 +42,12 @@ type Config struct {
 	Cache CacheConfig `yaml:"cache"`
 	// Hosted turns on repositories that clients push to.
 	Hosted HostedConfig `yaml:"hosted"`
+	// TrustedProxies are the reverse proxies (CIDRs or addresses) whose
+	// X-Forwarded-For and X-Forwarded-Proto are believed; from any other
+	// peer those headers are dropped.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Connections bounds what clients may hold open.
+	Connections ConnectionsConfig `yaml:"connections"`
 }
 
 // UpstreamConfig is one mirrored registry.
@@ -195,5 +201,6 @@ func (c Config) validate() error {
 	if err := c.Hosted.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.edgeErrors()...)
 	return errors.Join(errs...)
 }
