@@ -48,6 +48,8 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Connections bounds what clients may hold open.
 	Connections ConnectionsConfig `yaml:"connections"`
+	// Status says who may see the status page in full.
+	Status StatusConfig `yaml:"status"`
 }
 
 // UpstreamConfig is one mirrored registry.

@@ -33,6 +33,15 @@ const (
 	defaultMaxConnectionsPerClient = 256
 )
 
+// StatusConfig is the `status:` section of the config file.
+type StatusConfig struct {
+	// Users are users of hosted.htpasswd who see repository names, tags
+	// and digests on the status page; everyone else sees only aggregate
+	// numbers. Empty: nobody, over HTTP; `regmirror cache stats` on the
+	// host still shows them.
+	Users []string `yaml:"users"`
+}
+
 // edgeErrors reports the problems of the settings of the network edge.
 func (c Config) edgeErrors() []error {
 	var errs []error
@@ -41,6 +50,9 @@ func (c Config) edgeErrors() []error {
 	}
 	if c.Connections.BodyIdleTimeout < 0 {
 		errs = append(errs, errors.New("connections.body_idle_timeout must not be negative"))
+	}
+	if len(c.Status.Users) > 0 && !c.Hosted.enabled() {
+		errs = append(errs, errors.New("status.users: set hosted.htpasswd, which holds those users' passwords"))
 	}
 	return errs
 }

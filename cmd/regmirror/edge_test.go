@@ -384,11 +384,12 @@ func TestEdgeConfig(t *testing.T) {
 	t.Parallel()
 	runConfigCases(t, []configCase{
 		{name: "defaults", yaml: "", check: func(t *testing.T, c Config) {
-			if len(c.TrustedProxies) != 0 || c.Connections != (ConnectionsConfig{}) {
-				t.Errorf("edge settings %v %+v, want none", c.TrustedProxies, c.Connections)
+			if len(c.TrustedProxies) != 0 || c.Connections != (ConnectionsConfig{}) || len(c.Status.Users) != 0 {
+				t.Errorf("edge settings %v %+v %+v, want none", c.TrustedProxies, c.Connections, c.Status)
 			}
 		}},
-		{name: "all set", yaml: "trusted_proxies: [10.0.0.0/8, 192.0.2.10]\nconnections:\n  max: 100\n  max_per_client: -1\n  body_idle_timeout: 30s\n",
+		{name: "all set", yaml: "trusted_proxies: [10.0.0.0/8, 192.0.2.10]\nconnections:\n  max: 100\n  max_per_client: -1\n  body_idle_timeout: 30s\n" +
+			"hosted:\n  htpasswd: /etc/regmirror/htpasswd\nstatus:\n  users: [alice]\n",
 			check: func(t *testing.T, c Config) {
 				if want := (ConnectionsConfig{Max: 100, MaxPerClient: -1, BodyIdleTimeout: 30 * time.Second}); c.Connections != want {
 					t.Errorf("connections %+v, want %+v", c.Connections, want)
@@ -396,6 +397,7 @@ func TestEdgeConfig(t *testing.T) {
 			}},
 		{name: "proxy not a network", yaml: "trusted_proxies: [proxy.example]\n", wantErr: "trusted_proxies"},
 		{name: "negative idle timeout", yaml: "connections:\n  body_idle_timeout: -1s\n", wantErr: "body_idle_timeout must not be negative"},
+		{name: "status users without hosted users", yaml: "status:\n  users: [alice]\n", wantErr: "status.users: set hosted.htpasswd"},
 	})
 }
 
