@@ -77,11 +77,14 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !canonical(r.URL.EscapedPath()):
 		g.refuse(w, r, refusedPath, "NAME_INVALID", "the path is not canonical: it has empty, \".\" or \"..\" segments")
 	case r.ContentLength != 0 && !takesBody(r.Method):
-		// The server would read the declared body before answering; a
-		// deadline bounds that, and the connection closes after.
+		// An HTTP/1 server reads the declared body before and after
+		// answering; a deadline bounds that, and the connection closes
+		// after. (HTTP/2 resets just the stream.)
 		drain := min(g.opts.BodyIdleTimeout, maxRefusedBodyDrain)
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(drain))
-		w.Header().Set("Connection", "close")
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
 		g.refuse(w, r, refusedBody, "UNSUPPORTED", r.Method+" requests must not carry a body")
 	case r.ContentLength != 0:
 		g.next.ServeHTTP(w, withIdleDeadline(w, r, g.opts.BodyIdleTimeout))
