@@ -223,7 +223,9 @@ func wantsWrite(r *http.Request) bool {
 
 // pingChallenge answers the ping of a client without a valid token or
 // valid credentials with a Bearer challenge whose realm is the token
-// endpoint on the host the client used.
+// endpoint on the host the client used. X-Forwarded-Proto counts because
+// only a trusted proxy's reaches the mirror: the daemon's edge (package
+// internal/edge) deletes it from every other peer's requests.
 func pingChallenge(w http.ResponseWriter, r *http.Request) error {
 	scheme := "http"
 	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {

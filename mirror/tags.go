@@ -3,6 +3,7 @@ package mirror
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 )
@@ -33,8 +34,7 @@ func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) 
 	slices.Sort(tags)
 	page, more := pageTags(tags, r.URL.Query().Get("last"), r.URL.Query().Get("n"))
 	if more {
-		next := r.URL.Path + "?n=" + strconv.Itoa(len(page)) + "&last=" + page[len(page)-1]
-		w.Header().Set("Link", `<`+next+`>; rel="next"`)
+		w.Header().Set("Link", tagsNextLink(r.URL, len(page), page[len(page)-1]))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if r.Method == http.MethodHead {
@@ -44,6 +44,20 @@ func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) 
 		page = []string{}
 	}
 	return json.NewEncoder(w).Encode(tagList{Name: req.name, Tags: page})
+}
+
+// tagsNextLink is the Link header to the page after last. Tags come from
+// the upstream and may hold anything ('>', ';', '&', line breaks), so the
+// URL is built escaped: nothing in a tag can end the link, add parameters
+// to it or to the header. The ns parameter stays, so the next page comes
+// from the same registry.
+func tagsNextLink(u *url.URL, n int, last string) string {
+	q := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
+	if ns := u.Query().Get("ns"); ns != "" {
+		q.Set("ns", ns)
+	}
+	next := url.URL{Path: u.Path, RawQuery: q.Encode()}
+	return `<` + next.String() + `>; rel="next"`
 }
 
 // pageTags returns the sorted tags after last, at most n of them (clamped to

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"html"
 	"log/slog"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +32,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatal("chromium is not installed: run scripts/install-chromium.sh (make browser does)")
 	}
 	hub, cfg := startHub(t)
+	withUsers(t, &cfg, "alice")
+	cfg.Status.Users = []string{"alice"} // who sees the repositories on the page
 	ghcr := registrytest.New(t, registrytest.Options{})
 	cfg.ListedUpstreamsOnly = true
 	cfg.Upstreams = append(cfg.Upstreams, UpstreamConfig{Host: "ghcr.io", URL: ghcr.URL()})
@@ -48,7 +53,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		{ghcr, "ghcr.io/acme/api", "v1.4.2", 2, 200 << 10, 2},
 		{hub, "library/python", "3.13", 2, 260 << 10, 1},
 	}
-	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
+	c := newUserClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)), "alice")
 	for i, p := range pulls {
 		upstreamRepo := strings.TrimPrefix(p.repo, "ghcr.io/")
 		img, err := p.upstream.PushImage(upstreamRepo, p.tag, registrytest.ImageOptions{Layers: p.layers, LayerSize: p.size, Seed: uint64(i + 10)})
@@ -62,7 +67,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// Read through the pulls' connection, so that every pull is counted.
 	want := c.status()
 
-	dom := chromiumDOM(t, chromium, c.base+"/")
+	page := signedIn(t, c.base, "alice")
+	dom := chromiumDOM(t, chromium, page+"/")
 	if state := attr(t, dom, "body", "data-state"); state != "ready" {
 		t.Fatalf("the page did not render its data: body data-state=%q", state)
 	}
@@ -131,9 +137,25 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 
 	if path := os.Getenv("REGMIRROR_SCREENSHOT"); path != "" {
-		chromiumScreenshot(t, chromium, c.base+"/", path)
+		chromiumScreenshot(t, chromium, page+"/", path)
 		t.Logf("screenshot saved to %s", path)
 	}
+}
+
+// signedIn is a proxy to the daemon at base that sends user's credentials
+// with every request, as a browser does once the user signed in at /?login.
+func signedIn(t *testing.T, base, user string) string {
+	t.Helper()
+	target, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Header.Set("Authorization", basicAuth(user))
+	}})
+	t.Cleanup(proxy.Close)
+	return proxy.URL
 }
 
 // recentPullsShown is how many recent pulls the page lists (status.html).

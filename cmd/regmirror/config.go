@@ -44,6 +44,14 @@ type Config struct {
 	Hosted HostedConfig `yaml:"hosted"`
 	// MissLimits bound the requests clients make the mirror pass upstream.
 	MissLimits MissLimitsConfig `yaml:"miss_limits"`
+	// TrustedProxies are the reverse proxies (CIDRs or addresses) whose
+	// X-Forwarded-For and X-Forwarded-Proto are believed; from any other
+	// peer those headers are dropped.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Connections bounds what clients may hold open.
+	Connections ConnectionsConfig `yaml:"connections"`
+	// Status says who may see the status page in full.
+	Status StatusConfig `yaml:"status"`
 }
 
 // MissLimitsConfig is the `miss_limits:` section: token buckets bounding
@@ -223,5 +231,6 @@ func (c Config) validate() error {
 	if err := c.Hosted.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.edgeErrors()...)
 	return errors.Join(errs...)
 }

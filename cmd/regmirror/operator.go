@@ -16,11 +16,12 @@ import (
 	"github.com/regmirror/regmirror/mirror"
 )
 
-// operatorMux serves the operational endpoints, all unauthenticated and
-// cheap except the status page, whose index scan statusPage rations:
-// /metrics, /healthz (the process is alive), /readyz (it can serve),
-// / (the status page) and /status.json. A nil status leaves the last two
-// out, for the separate metrics listener.
+// operatorMux serves the operational endpoints, all cheap except the
+// status page, whose index scan statusPage rations: /metrics, /healthz
+// (the process is alive), /readyz (it can serve), / (the status page) and
+// /status.json. None needs a login; the status page names repositories
+// only to the users of status.users. A nil status leaves the last two out,
+// for the separate metrics listener.
 func operatorMux(reg *prometheus.Registry, ready readiness, status *statusPage) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -66,6 +67,8 @@ func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *promethe
 			started:   started,
 			now:       time.Now,
 			log:       log,
+			users:     cfg.Status.Users,
+			identify:  m.User,
 		},
 	}, nil
 }

@@ -147,8 +147,18 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
+	guarded, handler, err := guardEdge(cfg, ln, routes(m, ops.mux()), reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	ln = guarded
 	srv := &http.Server{
-		Handler:           routes(m, ops.mux()),
+		Handler: handler,
+		// The header has to arrive in time; a body's reads have an idle
+		// deadline each (guardEdge). No ReadTimeout: it would cap whole
+		// pushes, and on a request without a body it would cancel a long
+		// download's context when it fires.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -27,10 +27,16 @@ type statusReport struct {
 	Version     string    `json:"version"`
 	StartedAt   time.Time `json:"started_at"`
 	GeneratedAt time.Time `json:"generated_at"`
-	// Cache is exactly what `regmirror cache stats` reports.
+	// Detail says whether the report names repositories, tags and
+	// digests, which only the users of status.users see. Without it, the
+	// cache's top repositories and the recent pulls are left out and the
+	// upstreams are the configured ones only: aggregate numbers, nothing
+	// that tells which private content exists.
+	Detail bool `json:"detail"`
+	// Cache is exactly what `regmirror cache stats` reports (with Detail).
 	Cache       statsReport      `json:"cache"`
 	Upstreams   []upstreamHealth `json:"upstreams"`
-	RecentPulls []recentPull     `json:"recent_pulls"`
+	RecentPulls []recentPull     `json:"recent_pulls,omitempty"`
 }
 
 // upstreamHealth is one upstream registry as the daemon's counters see it.
@@ -76,6 +82,10 @@ type statusPage struct {
 	started   time.Time
 	now       func() time.Time
 	log       *slog.Logger
+	// users may see the detail (status.users); identify names the user a
+	// request authenticates as (mirror.Mirror.User).
+	users    []string
+	identify func(*http.Request) (user string, ok bool)
 
 	// mu serialises rebuilding the cache report, which scans the index;
 	// the fields below it are the last report and how long it took.
@@ -91,7 +101,13 @@ type statusPage struct {
 // scanned at most a few percent of the time, however many pages poll.
 const statsReuseFactor = 20
 
-func (p *statusPage) serveHTML(w http.ResponseWriter, _ *http.Request) {
+// serveHTML serves the page. With ?login, it first asks the browser for
+// the credentials of a user of status.users (HTTP Basic), which the
+// browser then sends with the page's polls of /status.json.
+func (p *statusPage) serveHTML(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("login") && !p.login(w, r) {
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
@@ -101,8 +117,45 @@ func (p *statusPage) serveHTML(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(statusPageHTML)
 }
 
+// statusRealm names the status page in its Basic challenge; the browser
+// keeps the credentials for the whole origin, /status.json included.
+const statusRealm = `Basic realm="regmirror status", charset="UTF-8"`
+
+// login reports whether r comes from a user who may see the detail, and
+// otherwise answers: a challenge, or why there is nothing to log in to.
+func (p *statusPage) login(w http.ResponseWriter, r *http.Request) bool {
+	if len(p.users) == 0 {
+		http.Error(w, "no user may see the status detail over HTTP (status.users is empty): run `regmirror cache stats` on the host", http.StatusNotFound)
+		return false
+	}
+	user, ok := p.user(r)
+	switch {
+	case !ok:
+		w.Header().Set("WWW-Authenticate", statusRealm)
+		http.Error(w, "log in as a user of status.users", http.StatusUnauthorized)
+		return false
+	case !slices.Contains(p.users, user):
+		http.Error(w, "this user may not see the status detail: it is not in status.users", http.StatusForbidden)
+		return false
+	}
+	return true
+}
+
+// mayDetail reports whether r authenticates a user of status.users.
+func (p *statusPage) mayDetail(r *http.Request) bool {
+	user, ok := p.user(r)
+	return ok && slices.Contains(p.users, user)
+}
+
+func (p *statusPage) user(r *http.Request) (string, bool) {
+	if p.identify == nil {
+		return "", false
+	}
+	return p.identify(r)
+}
+
 func (p *statusPage) serveJSON(w http.ResponseWriter, r *http.Request) {
-	report, err := p.report(r.Context())
+	report, err := p.report(r.Context(), p.mayDetail(r))
 	if err != nil {
 		p.log.Warn("status report failed", "err", err)
 		http.Error(w, "status unavailable: "+err.Error(), http.StatusServiceUnavailable)
@@ -110,13 +163,15 @@ func (p *statusPage) serveJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	// The answer depends on who asks.
+	w.Header().Set("Vary", "Authorization")
 	_ = json.NewEncoder(w).Encode(report)
 }
 
 // report assembles the page's numbers: the cache report (its index part
-// reused while fresh, its traffic always read anew), the upstreams and the
-// recent pulls.
-func (p *statusPage) report(ctx context.Context) (statusReport, error) {
+// reused while fresh, its traffic always read anew), the upstreams and,
+// with detail, the recent pulls.
+func (p *statusPage) report(ctx context.Context, detail bool) (statusReport, error) {
 	stats, err := p.cacheStats(ctx)
 	if err != nil {
 		return statusReport{}, err
@@ -130,14 +185,29 @@ func (p *statusPage) report(ctx context.Context) (statusReport, error) {
 	if err != nil {
 		return statusReport{}, err
 	}
-	return statusReport{
+	report := statusReport{
 		Version:     p.version,
 		StartedAt:   p.started,
 		GeneratedAt: p.now(),
+		Detail:      detail,
 		Cache:       stats,
 		Upstreams:   upstreamsHealth(snap, p.upstreams),
-		RecentPulls: recentPulls(p.recent()),
-	}, nil
+	}
+	if !detail {
+		return withoutNames(report, len(p.upstreams)), nil
+	}
+	report.RecentPulls = recentPulls(p.recent())
+	return report, nil
+}
+
+// withoutNames leaves out of a report every repository, tag and digest,
+// and the registries that clients named rather than the operator
+// (allow_any_upstream): those come after the configured ones.
+func withoutNames(r statusReport, configured int) statusReport {
+	r.Cache.TopRepos = nil
+	r.RecentPulls = nil
+	r.Upstreams = r.Upstreams[:min(configured, len(r.Upstreams))]
+	return r
 }
 
 func (p *statusPage) cacheStats(ctx context.Context) (statsReport, error) {

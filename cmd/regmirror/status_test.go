@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -20,20 +21,26 @@ import (
 	"github.com/regmirror/regmirror/mirror"
 )
 
-// After a cold and a warm pull, /status.json shows what was pulled, and
-// its cache section is exactly what `regmirror cache stats --json` prints.
+// After a cold and a warm pull, /status.json shows a user of status.users
+// what was pulled, and its cache section is exactly what `regmirror cache
+// stats --json` prints.
 func TestStatusJSONAfterPullsMatchesCacheStats(t *testing.T) {
 	t.Parallel()
 	hub, cfg := startHub(t)
+	withUsers(t, &cfg, "alice")
+	cfg.Status.Users = []string{"alice"}
 	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 2, LayerSize: 8 << 10, Seed: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
+	c := newUserClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)), "alice")
 	size := c.pullImage("library/node", "10", img)
 	c.pullImage("library/node", "10", img)
 
 	status := c.status()
+	if !status.Detail {
+		t.Fatal("a user of status.users got no detail")
+	}
 	blobs := len(img.Blobs())
 	got := status.Cache
 	if got.Bytes != size || got.Blobs != blobs || got.Manifests != 1 || got.Tags != 1 {
@@ -94,6 +101,26 @@ func TestStatusJSONAfterPullsMatchesCacheStats(t *testing.T) {
 	}
 }
 
+// newUserClient is newClient logged in as user (see withUsers): every
+// request carries the user's Basic credentials.
+func newUserClient(t *testing.T, base, user string) *client {
+	c := newClient(t, base)
+	c.http.Transport = withAuthorization{basicAuth(user), c.http.Transport}
+	return c
+}
+
+// withAuthorization sets an Authorization header on every request.
+type withAuthorization struct {
+	value string
+	next  http.RoundTripper
+}
+
+func (a withAuthorization) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", a.value)
+	return a.next.RoundTrip(r)
+}
+
 func (c *client) status() statusReport {
 	c.t.Helper()
 	code, body := c.do(http.MethodGet, "/status.json")
@@ -126,7 +153,8 @@ func TestOperatorEndpoints(t *testing.T) {
 		{"healthz", c, "/healthz", http.StatusOK, "text/plain", "ok"},
 		{"readyz", c, "/readyz", http.StatusOK, "text/plain", "ready"},
 		{"status page", c, "/", http.StatusOK, "text/html", "<title>regmirror status</title>"},
-		{"status json", c, "/status.json", http.StatusOK, "application/json", `"recent_pulls"`},
+		{"status json", c, "/status.json", http.StatusOK, "application/json", `"detail":false`},
+		{"status login without status users", c, "/?login", http.StatusNotFound, "text/plain", "regmirror cache stats"},
 		{"metrics", c, "/metrics", http.StatusOK, "text/plain", "regmirror_cache_size_bytes"},
 		{"unknown path is not the page", c, "/nope", http.StatusNotFound, "", ""},
 		{"metrics listener: metrics", metricsOnly, "/metrics", http.StatusOK, "text/plain", "regmirror_cache_blobs"},
@@ -318,12 +346,110 @@ func TestStatusReportTrafficIsLive(t *testing.T) {
 		recent:  func() []mirror.Pull { return nil },
 	}
 	for want := int64(1); want <= 3; want++ {
-		r, err := p.report(context.Background())
+		r, err := p.report(context.Background(), true)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r.Cache.Traffic.Hits != want || scans != 1 {
 			t.Fatalf("report %d: %d hits after %d scans, want %d hits after 1 scan", want, r.Cache.Traffic.Hits, scans, want)
 		}
+	}
+}
+
+// Pulls of a private image by a logged-in user show on the status page
+// only to the users of status.users: an anonymous client and a user who
+// is not listed see aggregate numbers, and no repository, tag or digest.
+func TestStatusNamesNothingToAnonymousOrUnlistedClients(t *testing.T) {
+	t.Parallel()
+	hub := registrytest.New(t, registrytest.Options{Username: hubUser, Password: hubPassword, Private: []string{"acme/*"}})
+	img, err := hub.PushImage("acme/payroll-api", "v9-secret", registrytest.ImageOptions{Layers: 2, LayerSize: 8 << 10, Seed: 91})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), Upstreams: []UpstreamConfig{{
+		Host: "docker.io", URL: hub.URL(), Username: hubUser, Password: hubPassword, // nothing exposed
+	}}}
+	withUsers(t, &cfg, "alice", "bob")
+	cfg.Status.Users = []string{"alice"}
+	base := startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler))
+	newUserClient(t, base, "bob").pullImage("acme/payroll-api", "v9-secret", img)
+
+	secrets := []string{"payroll-api", "v9-secret", img.Manifest.Digest.Encoded()}
+	for _, b := range img.Blobs() {
+		secrets = append(secrets, b.Digest.Encoded())
+	}
+	tests := []struct {
+		name       string
+		c          *client
+		wantDetail bool
+	}{
+		{"anonymous", newClient(t, base), false},
+		{"user not in status.users", newUserClient(t, base, "bob"), false},
+		{"user in status.users", newUserClient(t, base, "alice"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for _, path := range []string{"/status.json", "/"} {
+				status, body := tt.c.do(http.MethodGet, path)
+				if status != http.StatusOK {
+					t.Fatalf("GET %s = %d", path, status)
+				}
+				for _, s := range secrets {
+					if shown := strings.Contains(string(body), s); shown != (tt.wantDetail && path == "/status.json") {
+						t.Errorf("GET %s shows %q: %v, want %v", path, s, shown, !shown)
+					}
+				}
+			}
+			r := tt.c.status()
+			if r.Detail != tt.wantDetail {
+				t.Errorf("detail = %v, want %v", r.Detail, tt.wantDetail)
+			}
+			// The aggregate numbers are there for everyone.
+			if r.Cache.Blobs != len(img.Blobs()) || r.Cache.Manifests != 1 || r.Cache.Traffic == nil || r.Cache.Traffic.Misses == 0 ||
+				len(r.Upstreams) == 0 || r.Upstreams[0].Host != "docker.io" || r.Upstreams[0].Requests == 0 {
+				t.Errorf("aggregate numbers missing: cache %+v, upstreams %+v", r.Cache, r.Upstreams)
+			}
+		})
+	}
+}
+
+// /?login asks for the credentials of a user of status.users, refuses
+// other users, and serves the page to the listed ones.
+func TestStatusLogin(t *testing.T) {
+	t.Parallel()
+	_, cfg := startHub(t)
+	withUsers(t, &cfg, "alice", "bob")
+	cfg.Status.Users = []string{"alice"}
+	base := startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler))
+	tests := []struct {
+		name      string
+		c         *client
+		want      int
+		challenge bool
+	}{
+		{"anonymous", newClient(t, base), http.StatusUnauthorized, true},
+		{"wrong password", &client{t: t, base: base, http: &http.Client{Transport: withAuthorization{"Basic " + base64.StdEncoding.EncodeToString([]byte("alice:nope")), http.DefaultTransport}}}, http.StatusUnauthorized, true},
+		{"user not in status.users", newUserClient(t, base, "bob"), http.StatusForbidden, false},
+		{"user in status.users", newUserClient(t, base, "alice"), http.StatusOK, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, base+"/?login", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := tt.c.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("GET /?login = %d, want %d", resp.StatusCode, tt.want)
+			}
+			if got := strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic "); got != tt.challenge {
+				t.Errorf("Basic challenge: %v, want %v", got, tt.challenge)
+			}
+		})
 	}
 }

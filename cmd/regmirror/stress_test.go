@@ -248,7 +248,17 @@ func runDaemon(t *testing.T, ctx context.Context, cfg Config) daemonRun {
 	run := daemonRun{addr: ln.Addr().String(), err: make(chan error, 1)}
 	go func() { run.err <- serveOn(ctx, ln, cfg.withDefaults(), slog.New(slog.DiscardHandler)) }()
 	waitFor(t, "http://"+run.addr+"/healthz")
-	return run
+	// The admin socket is bound beside the listener, not before it: the
+	// forced evictions need it.
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, adminSocketName)); err == nil {
+			return run
+		}
+		if i == 500 {
+			t.Fatal("the admin socket never appeared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // A few seconds of the stress run, in every `make test`: ten loops pulling

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/internal/edge"
+)
+
+// ConnectionsConfig is the `connections:` section of the config file: what
+// clients may hold open on the registry listener.
+type ConnectionsConfig struct {
+	// Max caps the connections open at once (default 4096; negative: no cap).
+	Max int `yaml:"max"`
+	// MaxPerClient caps those of one client address, an IPv6 /64 counting
+	// as one (default 256; negative: no cap). Connections from
+	// trusted_proxies count only against Max.
+	MaxPerClient int `yaml:"max_per_client"`
+	// BodyIdleTimeout is how long a request body (a push) may send
+	// nothing before its connection is closed (default 1m).
+	BodyIdleTimeout time.Duration `yaml:"body_idle_timeout"`
+}
+
+// Defaults of ConnectionsConfig.
+const (
+	defaultMaxConnections          = 4096
+	defaultMaxConnectionsPerClient = 256
+)
+
+// StatusConfig is the `status:` section of the config file.
+type StatusConfig struct {
+	// Users are users of hosted.htpasswd who see repository names, tags
+	// and digests on the status page; everyone else sees only aggregate
+	// numbers. Empty: nobody, over HTTP; `regmirror cache stats` on the
+	// host still shows them.
+	Users []string `yaml:"users"`
+}
+
+// edgeErrors reports the problems of the settings of the network edge.
+func (c Config) edgeErrors() []error {
+	var errs []error
+	if _, err := edge.ParseProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
+	}
+	if c.Connections.BodyIdleTimeout < 0 {
+		errs = append(errs, errors.New("connections.body_idle_timeout must not be negative"))
+	}
+	if len(c.Status.Users) > 0 && !c.Hosted.enabled() {
+		errs = append(errs, errors.New("status.users: set hosted.htpasswd, which holds those users' passwords"))
+	}
+	return errs
+}
+
+// limit maps a configured cap to edge's: 0 is the default, negative none.
+func limit(configured, def int) int {
+	switch {
+	case configured == 0:
+		return def
+	case configured < 0:
+		return 0
+	}
+	return configured
+}
+
+// guardEdge wraps the registry listener and its handler in the guards of
+// internal/edge: connection caps, trusted proxies, canonical paths and
+// request bodies.
+func guardEdge(cfg Config, ln net.Listener, h http.Handler, reg prometheus.Registerer, log *slog.Logger) (net.Listener, http.Handler, error) {
+	proxies, err := edge.ParseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, nil, fmt.Errorf("trusted_proxies: %w", err)
+	}
+	metrics, err := edge.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	limits := edge.ConnLimits{
+		Total:     limit(cfg.Connections.Max, defaultMaxConnections),
+		PerClient: limit(cfg.Connections.MaxPerClient, defaultMaxConnectionsPerClient),
+		Exempt:    proxies.Contains,
+	}
+	h = edge.Handler(h, edge.Options{
+		Proxies:         proxies,
+		BodyIdleTimeout: cfg.Connections.BodyIdleTimeout,
+		Log:             log,
+		Metrics:         metrics,
+	})
+	return edge.LimitListener(ln, limits, log, metrics), h, nil
+}
