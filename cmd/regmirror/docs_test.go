@@ -281,3 +281,62 @@ func definedMetric(defined map[string]bool, name string) (string, bool) {
 	}
 	return "", false
 }
+
+// securityDoc maps each guarantee to the tests that attack it.
+const securityDoc = "../../docs/security.md"
+
+// testDirs are the packages docs/security.md names tests of, by the name
+// it uses, and where their sources are.
+var testDirs = map[string]string{
+	"cache": "../../cache", "cmd": ".", "credentials": "../../credentials", "edge": "../../internal/edge",
+	"mirror": "../../mirror", "registryhost": "../../internal/registryhost", "upstream": "../../upstream",
+}
+
+// securityTestRef matches a test named in docs/security.md, e.g.
+// "`mirror.TestAttackUserOfAnotherTeam`".
+var securityTestRef = regexp.MustCompile("`([a-z]+)\\.(Test[A-Za-z0-9_]+)`")
+
+// Every test docs/security.md names as the proof of a guarantee exists.
+func TestDocsSecurityNamesExistingTests(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(securityDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := securityTestRef.FindAllStringSubmatch(string(doc), -1)
+	if len(refs) < 20 {
+		t.Fatalf("docs/security.md names %d tests; the table lost its proofs", len(refs))
+	}
+	sources := map[string]string{}
+	for _, ref := range refs {
+		pkg, name := ref[1], ref[2]
+		dir, ok := testDirs[pkg]
+		if !ok {
+			t.Errorf("docs/security.md names %s.%s, a package this test does not know", pkg, name)
+			continue
+		}
+		if _, ok := sources[pkg]; !ok {
+			sources[pkg] = readTestSources(t, dir)
+		}
+		if !strings.Contains(sources[pkg], "func "+name+"(") {
+			t.Errorf("docs/security.md names %s.%s, which does not exist", pkg, name)
+		}
+	}
+}
+
+func readTestSources(t *testing.T, dir string) string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all.Write(data)
+	}
+	return all.String()
+}
