@@ -85,13 +85,15 @@ func defaultPermissions(patterns []string, privatePulls bool) []Permission {
 
 // allowed reports whether who may do a on the hosted repository name: a
 // permission grants it, deleting is on for deletes, and a token, when the
-// client sent one, was granted it too.
+// client sent one, was granted it too. A token never takes away what
+// anonymous clients may do: a client holding one for another scope still
+// pulls what everyone may pull.
 func (h *hostedRepos) allowed(who principal, name string, a Action) bool {
 	if a == ActionDelete && !h.allowDelete {
 		return false
 	}
 	if who.token && !who.access.grants(name, a) {
-		return false
+		return h.permitted(principal{}, name, a)
 	}
 	return h.permitted(who, name, a)
 }
