@@ -159,8 +159,13 @@ func (m *Mirror) mayPullHosted(ctx context.Context, name string) bool {
 
 // mayMount reports whether the client may mount blob d from the repository
 // from (as a client names it) into a hosted one: from must hold d, and the
-// client must be allowed to read from. Otherwise the client uploads d.
+// client must be allowed to read from. Without from (an anonymous mount),
+// some repository the client may read must hold d. Otherwise the client
+// uploads d.
 func (m *Mirror) mayMount(ctx context.Context, from string, d digest.Digest) (bool, error) {
+	if from == "" {
+		return m.readableElsewhere(ctx, d)
+	}
 	if m.hosted != nil {
 		name, err := resolveHostedName(from, "", m.defaultHost)
 		if err != nil {

@@ -542,6 +542,7 @@ func TestAttackMountAndManifestOfContentNotHeld(t *testing.T) {
 		{secretLayer, "docker.io/x/y"},           // nothing holds it there
 		{privateLayer, "evil.test/x/y"},          // a hostile upstream's name
 		{secretLayer, "team-b/../team-b/secret"}, // not a repository name at all
+		{secretLayer, ""},                        // an anonymous mount: nothing alice may read holds it
 	} {
 		got := e.send(t, http.MethodPost, "/v2/team-a/app/blobs/uploads/?mount="+mount.digest+"&from="+mount.from, nil, aliceAuth)
 		if got.status == http.StatusCreated {
