@@ -159,20 +159,26 @@ type response struct {
 // do sends an anonymous request to the mirror, as dockerd would.
 func (e *env) do(t *testing.T, method, path string, header http.Header) response {
 	t.Helper()
-	req, err := http.NewRequest(method, e.mirror.URL+path, nil)
+	return roundTrip(t, e.mirror, method, path, nil, header)
+}
+
+// roundTrip sends one request to srv and reads the whole answer.
+func roundTrip(t *testing.T, srv *httptest.Server, method, path string, body io.Reader, header http.Header) response {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := e.mirror.Client().Do(req)
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		return response{err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: body, err: err}
+	data, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: data, err: err}
 }
 
 // pullIndex pulls a whole index the way dockerd does (tag HEAD, then by

@@ -178,29 +178,7 @@ func basicAuth(user, password string) http.Header {
 // send sends a request with body and header to the mirror.
 func (e *attackEnv) send(t *testing.T, method, path string, body []byte, header http.Header) response {
 	t.Helper()
-	req, err := http.NewRequest(method, e.server.URL+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := e.server.Client().Do(req)
-	if err != nil {
-		return response{err: err}
-	}
-	defer resp.Body.Close()
-	got := response{status: resp.StatusCode, header: resp.Header}
-	got.body = make([]byte, 0, 512)
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		got.body = append(got.body, buf[:n]...)
-		if err != nil {
-			break
-		}
-	}
-	return got
+	return roundTrip(t, e.server, method, path, bytes.NewReader(body), header)
 }
 
 // pullAsUser pulls every manifest and blob of ix logged in.
