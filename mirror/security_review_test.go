@@ -1,0 +1,69 @@
+package mirror_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/regmirror/regmirror/internal/registrytest"
+)
+
+// A hostile upstream (or, with allow_any_upstream, any host a client
+// names) starts the download of a digest that a public image holds, sends
+// junk slowly and never finishes. A client pulling the public image
+// through its own repository must get the blob from its own upstream:
+// a download in flight for another repository, unverified, must neither
+// be joined nor keep the honest repository from downloading.
+func TestAttackHostileDownloadInFlightBlocksOtherRepositories(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnv(t)
+	public, err := e.hub.PushImage("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10, Seed: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := public.Layers[0]
+
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseHostile := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseHostile)
+	var hostile http.HandlerFunc = func(w http.ResponseWriter, r *http.Request) {
+		// Claim the real size, send 16 KiB of junk, then hold the
+		// download open until the test lets go.
+		w.Header().Set("Content-Length", strconv.FormatInt(layer.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		w.Write(bytes.Repeat([]byte{'x'}, 16<<10))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	e.hostileBlob.Store(&hostile)
+
+	attacker, err := e.server.Client().Get(e.server.URL + "/v2/" + hostileHost + "/x/y/blobs/" + layer.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Body.Close()
+	if attacker.StatusCode != http.StatusOK {
+		t.Fatalf("the attacker's download through %s = %d, want it in flight", hostileHost, attacker.StatusCode)
+	}
+
+	// The attacker's download is in flight now. An honest pull of the
+	// public image's layer, through the repository that holds it upstream.
+	victim, err := e.server.Client().Get(e.server.URL + "/v2/team/app/blobs/" + layer.Digest.String())
+	releaseHostile() // the hostile download ends, unverified
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Body.Close()
+	body, err := io.ReadAll(victim.Body)
+	if victim.StatusCode != http.StatusOK || err != nil || sha256Digest(body) != layer.Digest {
+		t.Fatalf("honest GET /v2/team/app/blobs/%s while %s's download of it is in flight = %d, %d bytes, read error %v: "+
+			"the honest repository's pull was tied to the hostile upstream's download", layer.Digest, hostileHost, victim.StatusCode, len(body), err)
+	}
+}
