@@ -2,13 +2,16 @@ package mirror_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/mirror"
 )
 
 // A hostile upstream (or, with allow_any_upstream, any host a client
@@ -65,5 +68,26 @@ func TestAttackHostileDownloadInFlightBlocksOtherRepositories(t *testing.T) {
 	if victim.StatusCode != http.StatusOK || err != nil || sha256Digest(body) != layer.Digest {
 		t.Fatalf("honest GET /v2/team/app/blobs/%s while %s's download of it is in flight = %d, %d bytes, read error %v: "+
 			"the honest repository's pull was tied to the hostile upstream's download", layer.Digest, hostileHost, victim.StatusCode, len(body), err)
+	}
+}
+
+// One host holds a whole IPv6 /64 (the login limits and the connection
+// caps count it as one client). Inventing tags from a new address of its
+// /64 for each request must not give it a fresh miss bucket each time.
+func TestAttackMissLimitEvadedByAddressesOfOneIPv6Host(t *testing.T) {
+	t.Parallel()
+	const burst = 5
+	e := newEnv(t, envOptions{missLimits: mirror.MissLimits{PerClientRate: 0.001, PerClientBurst: burst}})
+	e.pushNode(t, 1, 1024)
+	for i := range 4 * burst {
+		req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/v2/library/node/manifests/invented-%d", i), nil)
+		req.RemoteAddr = fmt.Sprintf("[2001:db8:1:2::%x]:40000", i+1)
+		rec := httptest.NewRecorder()
+		e.m.ServeHTTP(rec, req)
+	}
+	asked := e.upstream.CountRequests(func(r registrytest.Request) bool { return r.Kind == registrytest.KindManifest })
+	if asked > burst {
+		t.Fatalf("%d invented tags from %d addresses of one IPv6 /64 reached the upstream %d times, want at most the per-client burst %d",
+			4*burst, 4*burst, asked, burst)
 	}
 }
