@@ -91,3 +91,27 @@ func TestAttackMissLimitEvadedByAddressesOfOneIPv6Host(t *testing.T) {
 			4*burst, 4*burst, asked, burst)
 	}
 }
+
+// A tag listing is never cached and the upstream pages it: one listing
+// the miss limits count once costs up to a thousand upstream requests.
+// A client repeating it must not get past its miss burst more upstream
+// requests than the burst allows.
+func TestAttackTagListingsMultiplyUpstreamRequestsPastMissLimit(t *testing.T) {
+	t.Parallel()
+	const burst, tags = 3, 40
+	e := newEnv(t, envOptions{tagsPageSize: 1, missLimits: mirror.MissLimits{PerClientRate: 0.001, PerClientBurst: burst}})
+	ix := e.pushNode(t, 1, 1024)
+	for i := range tags {
+		if _, err := e.upstream.PutManifest("library/node", fmt.Sprintf("t%d", i), ix.Descriptor.MediaType, ix.Bytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.upstream.Reset()
+	for range 2 * burst {
+		e.do(t, http.MethodGet, "/v2/library/node/tags/list", nil)
+	}
+	asked := e.upstream.CountRequests(func(r registrytest.Request) bool { return r.Kind == registrytest.KindTags })
+	if asked > burst {
+		t.Fatalf("%d tag listings with a miss burst of %d made %d upstream tag requests, want at most %d", 2*burst, burst, asked, burst)
+	}
+}
