@@ -115,3 +115,36 @@ func TestAttackTagListingsMultiplyUpstreamRequestsPastMissLimit(t *testing.T) {
 		t.Fatalf("%d tag listings with a miss burst of %d made %d upstream tag requests, want at most %d", 2*burst, burst, asked, burst)
 	}
 }
+
+// A user's stored pushed bytes are capped, and hosted content is kept
+// forever, beyond the cache's budget. Mounting a blob that the cache
+// holds for a proxied repository (which anyone can make the mirror
+// download) into a hosted repository keeps it just the same: it must
+// count against the user's cap like an upload of it.
+func TestAttackMountFromCacheEscapesStorageQuota(t *testing.T) {
+	t.Parallel()
+	hosting := teamsHosting()
+	hosting.Uploads = mirror.UploadLimits{MaxStorage: 1 << 10}
+	e := newAttackEnvHosting(t, hosting)
+	public, err := e.hub.PushImage("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10, Seed: 61})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := public.Layers[0]
+	if got := e.do(t, http.MethodGet, "/v2/team/app/blobs/"+layer.Digest.String(), false); got.status != http.StatusOK {
+		t.Fatalf("anonymous pull of the public layer = %d", got.status)
+	}
+	aliceAuth := basicAuth(alice, alicePassword)
+	data, err := e.hub.Blob(layer.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := e.send(t, http.MethodPost, "/v2/team-a/app/blobs/uploads/?digest="+layer.Digest.String(), data, aliceAuth)
+	if upload.status != http.StatusForbidden {
+		t.Fatalf("alice uploading %d bytes with a cap of 1 KiB = %d %s, want 403: the cap proves nothing", len(data), upload.status, upload.body)
+	}
+	mount := e.send(t, http.MethodPost, "/v2/team-a/app/blobs/uploads/?mount="+layer.Digest.String()+"&from=team/app", nil, aliceAuth)
+	if mount.status == http.StatusCreated {
+		t.Fatalf("alice mounted a %d-byte cached blob into team-a/app past her 1 KiB storage cap (201): it is kept forever, charged to nobody", layer.Size)
+	}
+}
