@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -146,5 +147,38 @@ func TestAttackMountFromCacheEscapesStorageQuota(t *testing.T) {
 	mount := e.send(t, http.MethodPost, "/v2/team-a/app/blobs/uploads/?mount="+layer.Digest.String()+"&from=team/app", nil, aliceAuth)
 	if mount.status == http.StatusCreated {
 		t.Fatalf("alice mounted a %d-byte cached blob into team-a/app past her 1 KiB storage cap (201): it is kept forever, charged to nobody", layer.Size)
+	}
+}
+
+// Pushed manifests are kept forever like pushed blobs, up to 4 MiB each,
+// but nothing counts them: a user with a storage cap can still fill the
+// disk with manifests that differ only in an annotation.
+func TestAttackManifestsEscapeStorageQuota(t *testing.T) {
+	t.Parallel()
+	const limit, manifestSize, pushes = 64 << 10, 32 << 10, 8
+	hosting := teamsHosting()
+	hosting.Uploads = mirror.UploadLimits{MaxStorage: limit}
+	e := newAttackEnvHosting(t, hosting)
+	aliceAuth := basicAuth(alice, alicePassword)
+	config := []byte("{}")
+	configDigest := sha256Digest(config)
+	if got := e.send(t, http.MethodPost, "/v2/team-a/app/blobs/uploads/?digest="+configDigest.String(), config, aliceAuth); got.status != http.StatusCreated {
+		t.Fatalf("pushing a 2-byte config = %d %s", got.status, got.body)
+	}
+	header := basicAuth(alice, alicePassword)
+	header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	accepted := 0
+	for i := range pushes {
+		padding := strings.Repeat(strconv.Itoa(i), manifestSize)
+		manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+			`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[],`+
+			`"annotations":{"padding":%q}}`, configDigest, len(config), padding)
+		if got := e.send(t, http.MethodPut, fmt.Sprintf("/v2/team-a/app/manifests/m%d", i), []byte(manifest), header); got.status == http.StatusCreated {
+			accepted++
+		}
+	}
+	if stored := accepted * manifestSize; stored > limit {
+		t.Fatalf("alice, capped at %d bytes, stored %d manifests of %d bytes (%d bytes, kept forever): manifests escape the storage cap",
+			limit, accepted, manifestSize, stored)
 	}
 }
