@@ -74,11 +74,13 @@ type envOptions struct {
 	sendTimeout time.Duration
 	// missLimits is the mirror's Options.MissLimits.
 	missLimits mirror.MissLimits
+	// tagsPageSize is the upstream's registrytest.Options.TagsPageSize.
+	tagsPageSize int
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	regOpts := registrytest.Options{Username: hubUser, Password: hubPassword}
+	regOpts := registrytest.Options{Username: hubUser, Password: hubPassword, TagsPageSize: o.tagsPageSize}
 	if o.private {
 		regOpts.Private = []string{"library/*"}
 	}

@@ -43,9 +43,11 @@ type attackEnv struct {
 	hostileCalls atomic.Int32
 	// hostileDigest is the digest the hostile upstream claims its tags have.
 	hostileDigest atomic.Value
-	store         *cache.Store
-	server        *httptest.Server
-	clock         *testclock.Clock
+	// hostileBlob, when set, answers the hostile upstream's blob requests.
+	hostileBlob atomic.Pointer[http.HandlerFunc]
+	store       *cache.Store
+	server      *httptest.Server
+	clock       *testclock.Clock
 }
 
 func newAttackEnv(t *testing.T) *attackEnv {
@@ -146,6 +148,8 @@ func (e *attackEnv) serveHostile(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			w.Write([]byte(`{"schemaVersion":2}`))
 		}
+	case strings.Contains(r.URL.Path, "/blobs/") && e.hostileBlob.Load() != nil:
+		(*e.hostileBlob.Load())(w, r)
 	case strings.Contains(r.URL.Path, "/blobs/"):
 		body := []byte("whatever you asked for, here it is")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
