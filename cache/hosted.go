@@ -209,6 +209,13 @@ func (h *Hosted) UnlinkBlob(ctx context.Context, name string, d digest.Digest) e
 // with a *MissingContentError when the repository lacks one of refs.
 func (h *Hosted) PutManifest(ctx context.Context, name string, desc ocispec.Descriptor, data []byte,
 	refs []digest.Digest, subject digest.Digest, tags []string) error {
+	return h.putManifest(ctx, name, desc, data, refs, subject, tags, nil)
+}
+
+// putManifest is PutManifest that charges the manifest to c's user, when c
+// is set, in the same transaction.
+func (h *Hosted) putManifest(ctx context.Context, name string, desc ocispec.Descriptor, data []byte,
+	refs []digest.Digest, subject digest.Digest, tags []string, c *charge) error {
 	if err := checkManifest(name, desc.Digest, data, refs, subject, tags); err != nil {
 		return fmt.Errorf("put hosted manifest: %w", err)
 	}
@@ -229,6 +236,11 @@ func (h *Hosted) PutManifest(ctx context.Context, name string, desc ocispec.Desc
 			}
 		} else if err != nil {
 			return err
+		}
+		if c != nil {
+			if err := c.record(txn, d, int64(len(data))); err != nil {
+				return err
+			}
 		}
 		if err := link(txn, name, d, kindManifest); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // prefixPushedBy charges pushed blobs to the users who pushed them:
@@ -105,13 +106,13 @@ func (h *Hosted) UserStorage(ctx context.Context, user string) (int64, error) {
 	return used, err
 }
 
-// scanCharges calls fn with each stored blob charged to user and its size,
-// and drops the charges of blobs no longer stored.
+// scanCharges calls fn with each stored blob or manifest charged to user
+// and its size, and drops the charges of content no longer stored.
 func (h *Hosted) scanCharges(ctx context.Context, txn *badger.Txn, user string, fn func(digest.Digest, int64)) error {
 	var gone [][]byte
 	err := scan(ctx, txn, prefixPushedBy+user+fieldSep, true, func(item *badger.Item) error {
 		d := digest.Digest(item.Key()[len(prefixPushedBy)+len(user)+len(fieldSep):])
-		if _, err := getValue(txn, blobKey(d)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := storedKind(txn, d); errors.Is(err, fs.ErrNotExist) {
 			gone = append(gone, item.KeyCopy(nil))
 			return nil
 		} else if err != nil {
@@ -161,4 +162,63 @@ func (h *Hosted) openSessions(ctx context.Context, user string) (int, error) {
 		}
 	}
 	return open, nil
+}
+
+// LinkUserBlob is LinkBlob for a mount by user: the blob is charged to
+// them, whose stored pushed content may total at most maxStorage bytes
+// (negative: no cap). Past it, it links nothing and fails with a
+// *QuotaError: a mount keeps a blob as surely as an upload does.
+func (h *Hosted) LinkUserBlob(ctx context.Context, name, user string, d digest.Digest, maxStorage int64) (int64, error) {
+	if err := checkHosted(name, d); err != nil {
+		return 0, fmt.Errorf("link blob: %w", err)
+	}
+	unlock, err := h.sessions.lock(ctx, userLockKey(user))
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	var size int64
+	err = h.s.view(ctx, func(txn *badger.Txn) error {
+		row, err := readBlobRow(txn, d)
+		size = row.Size
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("link blob %s into %s: %w", d, name, err)
+	}
+	c := &charge{user: user, limit: maxStorage}
+	if err := h.checkCharge(ctx, c, d, size); err != nil {
+		return 0, fmt.Errorf("link blob %s into %s: %w", d, name, err)
+	}
+	err = h.s.update(ctx, func(txn *badger.Txn) error {
+		if _, err := readBlobRow(txn, d); err != nil {
+			return err
+		}
+		if err := c.record(txn, d, size); err != nil {
+			return err
+		}
+		return link(txn, name, d, kindBlob)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("link blob %s into %s: %w", d, name, err)
+	}
+	return size, nil
+}
+
+// PutUserManifest is PutManifest for a push by user: the manifest is
+// charged to them, whose stored pushed content may total at most
+// maxStorage bytes (negative: no cap). Past it, it stores nothing and fails
+// with a *QuotaError.
+func (h *Hosted) PutUserManifest(ctx context.Context, name, user string, maxStorage int64, desc ocispec.Descriptor,
+	data []byte, refs []digest.Digest, subject digest.Digest, tags []string) error {
+	unlock, err := h.sessions.lock(ctx, userLockKey(user))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c := &charge{user: user, limit: maxStorage}
+	if err := h.checkCharge(ctx, c, desc.Digest, int64(len(data))); err != nil {
+		return fmt.Errorf("put hosted manifest %s in %s: %w", desc.Digest, name, err)
+	}
+	return h.putManifest(ctx, name, desc, data, refs, subject, tags, c)
 }

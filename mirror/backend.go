@@ -61,8 +61,9 @@ type Upstream interface {
 	GetManifest(ctx context.Context, repo, reference string) (mediaType string, data []byte, err error)
 	// GetBlob opens a blob download; size is -1 when unknown. The caller verifies the digest.
 	GetBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error)
-	// ListTags returns all tags of repo.
-	ListTags(ctx context.Context, repo string) ([]string, error)
+	// ListTags returns all tags of repo. nextPage, when set, is asked before
+	// every upstream request after the first; its error ends the listing.
+	ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error)
 }
 
 // Hosted is what the mirror needs from the store of the repositories clients

@@ -69,7 +69,11 @@ func (m *Mirror) putManifest(w http.ResponseWriter, r *http.Request, hr hostedRe
 			return newError(codeTagInvalid, "invalid tag %q", truncate(tag))
 		}
 	}
-	err = m.hosted.store.PutManifest(r.Context(), hr.hostedName, pm.desc, pm.data, pm.refs, pm.subject, tags)
+	err = m.hosted.store.PutUserManifest(r.Context(), hr.hostedName, clientOf(r.Context()).user, m.hosted.uploads.MaxStorage,
+		pm.desc, pm.data, pm.refs, pm.subject, tags)
+	if isQuota(err) {
+		return quotaErr(err)
+	}
 	var missing interface{ MissingDigest() digest.Digest }
 	if errors.As(err, &missing) {
 		return &Error{Code: codeManifestBlobUnknown, Err: err,

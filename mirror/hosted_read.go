@@ -152,7 +152,7 @@ func (m *Mirror) upstreamTags(r *http.Request, req request) ([]string, error) {
 	if err := m.chargeMiss(r.Context()); err != nil {
 		return nil, err
 	}
-	tags, err := rem.Upstream.ListTags(r.Context(), t.path)
+	tags, err := rem.Upstream.ListTags(r.Context(), t.path, func() error { return m.chargeMiss(r.Context()) })
 	if err != nil {
 		return nil, fromUpstream(err, rem.Host, kindTags)
 	}

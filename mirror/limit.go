@@ -74,12 +74,12 @@ func (l *limitedUpstream) GetManifest(ctx context.Context, repo, reference strin
 	return l.inner.GetManifest(ctx, repo, reference)
 }
 
-func (l *limitedUpstream) ListTags(ctx context.Context, repo string) ([]string, error) {
+func (l *limitedUpstream) ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error) {
 	if err := l.acquire(ctx); err != nil {
 		return nil, err
 	}
 	defer l.release()
-	return l.inner.ListTags(ctx, repo)
+	return l.inner.ListTags(ctx, repo, nextPage)
 }
 
 // GetBlob keeps its slot until the returned body is closed: the download,

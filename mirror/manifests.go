@@ -235,7 +235,9 @@ func (m *Mirror) coalesce(ctx context.Context, key string, fill func(context.Con
 	led := false // only the leader's closure runs, so only the leader sees true
 	ch := m.manifestFills.DoChan(key, func() (any, error) {
 		led = true
-		fillCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.fillTimeout)
+		// The fill is shared: it must decide nothing with the rights of the
+		// client that happened to start it.
+		fillCtx, cancel := context.WithTimeout(withoutClient(context.WithoutCancel(ctx)), m.fillTimeout)
 		defer cancel()
 		return fill(fillCtx)
 	})

@@ -3,7 +3,6 @@ package mirror
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -127,13 +126,10 @@ func (ml *missLimiter) dropIdlestLocked() {
 type clientAddrKey struct{}
 
 // withClientAddr records the address a miss is charged to: the client's
-// host, without the port, which changes with every connection.
+// host without the port, which changes with every connection, and an IPv6
+// client's /64, which one host may use every address of.
 func withClientAddr(ctx context.Context, r *http.Request) context.Context {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return context.WithValue(ctx, clientAddrKey{}, host)
+	return context.WithValue(ctx, clientAddrKey{}, clientAddress(r))
 }
 
 // chargeMiss counts a request the mirror is about to pass on to an upstream

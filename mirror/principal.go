@@ -60,6 +60,12 @@ func (m *Mirror) withClient(ctx context.Context, r *http.Request) context.Contex
 	}))
 }
 
+// withoutClient is ctx without who its client is: work shared by several
+// clients runs as nobody's.
+func withoutClient(ctx context.Context) context.Context {
+	return context.WithValue(ctx, clientKey{}, nil)
+}
+
 // clientOf returns who the request of ctx came from; anonymous when it
 // brought no valid credentials.
 func clientOf(ctx context.Context) principal {

@@ -496,8 +496,9 @@ func (e *attackEnv) token(t *testing.T, user, password, scope string) string {
 
 // A user may mount a blob only from a repository that holds it and that
 // the user may read, and may push a manifest only of content its
-// repository holds: neither a digest alone nor a cached private layer
-// makes its way into a repository anonymous clients pull.
+// repository holds: a digest alone brings nothing into a repository
+// anonymous clients pull. (A logged-in user may mount what they may read,
+// a private upstream layer included, as they could pull and push it.)
 func TestAttackMountAndManifestOfContentNotHeld(t *testing.T) {
 	t.Parallel()
 	e := newAttackEnvHosting(t, teamsHosting())

@@ -27,7 +27,7 @@ func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) 
 	if err := m.chargeMiss(ctx); err != nil {
 		return err
 	}
-	tags, err := rem.Upstream.ListTags(ctx, t.path)
+	tags, err := rem.Upstream.ListTags(ctx, t.path, func() error { return m.chargeMiss(ctx) })
 	if err != nil {
 		return fromUpstream(err, rem.Host, kindTags)
 	}

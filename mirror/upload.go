@@ -10,6 +10,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Defaults of UploadLimits: generous for real images, small enough that
@@ -62,6 +63,13 @@ type HostedQuotas interface {
 	// cap). Past it, it discards the upload, stores nothing and fails with
 	// an error implementing interface{ QuotaExceeded() string }.
 	CommitUserUpload(ctx context.Context, name, id, user string, d digest.Digest, maxStorage int64) (int64, error)
+	// LinkUserBlob is LinkBlob for a mount by user, charged to them like
+	// CommitUserUpload.
+	LinkUserBlob(ctx context.Context, name, user string, d digest.Digest, maxStorage int64) (int64, error)
+	// PutUserManifest is HostedManifests.PutManifest for a push by user,
+	// charged to them like CommitUserUpload.
+	PutUserManifest(ctx context.Context, name, user string, maxStorage int64, desc ocispec.Descriptor,
+		data []byte, refs []digest.Digest, subject digest.Digest, tags []string) error
 }
 
 // serveUpload answers the blob upload endpoint, /v2/<name>/blobs/uploads/[<id>]:
@@ -134,7 +142,12 @@ func (m *Mirror) mountBlob(w http.ResponseWriter, r *http.Request, hr hostedRequ
 	if may, err := m.mayMount(r.Context(), r.URL.Query().Get("from"), d); !may || err != nil {
 		return err != nil, err
 	}
-	if _, err := m.hosted.store.LinkBlob(r.Context(), hr.hostedName, d); hostedNotFound(err) {
+	user := clientOf(r.Context()).user
+	_, err = m.hosted.store.LinkUserBlob(r.Context(), hr.hostedName, user, d, m.hosted.uploads.MaxStorage)
+	if isQuota(err) {
+		return true, quotaErr(err)
+	}
+	if hostedNotFound(err) {
 		return false, nil
 	} else if err != nil {
 		return true, err

@@ -59,7 +59,7 @@ func TestTagListingHasATotalBound(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(c.Close)
-			tags, err := c.ListTags(context.Background(), "org/app")
+			tags, err := c.ListTags(context.Background(), "org/app", nil)
 			if n := pages.Load(); n > tt.maxPages {
 				t.Fatalf("the client fetched %d pages (%d tags, err %v), want at most %d", n, len(tags), err, tt.maxPages)
 			}

@@ -28,7 +28,7 @@ type mirrorUpstream interface {
 	HeadManifest(ctx context.Context, repo, reference string) (ocispec.Descriptor, error)
 	GetManifest(ctx context.Context, repo, reference string) (mediaType string, data []byte, err error)
 	GetBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error)
-	ListTags(ctx context.Context, repo string) ([]string, error)
+	ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error)
 }
 
 var _ mirrorUpstream = (*Client)(nil)
@@ -243,7 +243,7 @@ func TestErrors(t *testing.T) {
 			return err
 		}, 404, "BLOB_UNKNOWN"},
 		{"unknown repository tags", func() error {
-			_, err := anonymous.ListTags(context.Background(), "library/nothing")
+			_, err := anonymous.ListTags(context.Background(), "library/nothing", nil)
 			return err
 		}, 404, "NAME_UNKNOWN"},
 		{"invalid repository name", func() error {
@@ -453,7 +453,7 @@ func TestListTagsFollowsLinks(t *testing.T) {
 		}
 	}
 	c, _ := newClient(t, reg, Config{}, nil, Options{})
-	got, err := c.ListTags(context.Background(), "library/busybox")
+	got, err := c.ListTags(context.Background(), "library/busybox", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

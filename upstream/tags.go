@@ -27,8 +27,10 @@ const (
 // ListTags returns all tags of repo, following Link pagination. Each page
 // is bounded by Config.Timeout; a listing of more than MaxTags tags or
 // MaxTagListSize bytes fails with ErrTagListTooLarge, before more pages
-// are fetched.
-func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
+// are fetched. nextPage, when set, is asked before every page after the
+// first; its error ends the listing with that error, so a caller can
+// charge every upstream request to whoever made it.
+func (c *Client) ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error) {
 	o := opError{host: c.host, op: "list tags", repo: repo, notFoundCode: "NAME_UNKNOWN"}
 	if err := validRepo(repo); err != nil {
 		return nil, o.invalid(err)
@@ -39,6 +41,11 @@ func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
 	for page := 0; next != ""; page++ {
 		if page == maxTagPages {
 			return nil, tooManyTags(o, fmt.Sprintf("more than %d pages of tags", maxTagPages))
+		}
+		if page > 0 && nextPage != nil {
+			if err := nextPage(); err != nil {
+				return nil, err
+			}
 		}
 		pageTags, pageSize, link, err := c.tagsPageWithRetries(ctx, o, next)
 		if err != nil {
