@@ -13,7 +13,7 @@ import (
 var version = ""
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "regmirror",
 		Usage:                "a pull-through container registry mirror for Docker Hub and other registries",
 		Version:              buildVersion(),
@@ -21,11 +21,14 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serveCommand(),
 			cacheCommand(),
+			configCommand(),
 			htpasswdCommand(),
 			versionCommand(),
 			completionCommand(),
 		},
 	}
+	guardUsage(app)
+	return app
 }
 
 // Flags shared by several commands. Each call makes a new flag: urfave/cli
@@ -70,7 +73,7 @@ func logFormatFlag() cli.Flag {
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, usageErrorf("--log-level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch format {
@@ -79,7 +82,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	default:
-		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+		return nil, usageErrorf("--log-format: %q is neither text nor json", format)
 	}
 }
 

@@ -142,12 +142,12 @@ func runPrune(c *cli.Context, admin cacheAdmin, out *output) error {
 	if s := c.String("max-size"); s != "" {
 		size, err := ParseSize(s)
 		if err != nil {
-			return fmt.Errorf("--max-size: %w", err)
+			return usageErrorf("--max-size: %w", err)
 		}
 		req.MaxSize = int64(size)
 	}
 	if req.MaxSize <= 0 && req.OlderThan <= 0 && len(req.Repos) == 0 {
-		return errors.New("say what to prune: --max-size, --older-than and/or --repo")
+		return usageErrorf("say what to prune: --max-size, --older-than and/or --repo")
 	}
 	r, err := admin.prune(c.Context, req, out.showProgress)
 	if err != nil {
@@ -165,7 +165,8 @@ func runVerify(c *cli.Context, admin cacheAdmin, out *output) error {
 		return err
 	}
 	if len(r.Corrupt) > 0 {
-		return cli.Exit("", 1) // scripts learn of corruption from the status too
+		// Scripts learn of corruption from the exit status too.
+		return fmt.Errorf("cache verify: %d %w (and removed)", len(r.Corrupt), errCorrupt)
 	}
 	return nil
 }

@@ -58,10 +58,13 @@ func (c CacheConfig) pins() (eviction.Globs, error) {
 func (c CacheConfig) validate() error {
 	var errs []error
 	if err := c.eviction().Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("cache: %w", err))
+		// Only the watermarks can be wrong: sizes do not parse negative.
+		errs = append(errs, &keyError{key: "cache.low_watermark", err: fmt.Errorf("cache: %w", err)})
 	}
-	if _, err := c.pins(); err != nil {
-		errs = append(errs, fmt.Errorf("cache.pin: %w", err))
+	for i, p := range c.Pin {
+		if _, err := eviction.ParseGlobs([]string{p}); err != nil {
+			errs = append(errs, &keyError{key: fmt.Sprintf("cache.pin[%d]", i), err: fmt.Errorf("cache.pin: %w", err)})
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -74,7 +77,7 @@ type Size int64
 func ParseSize(s string) (Size, error) {
 	n, err := humanize.ParseBytes(strings.TrimSpace(s))
 	if err != nil {
-		return 0, fmt.Errorf("size %q: %w", s, err)
+		return 0, fmt.Errorf("size %q: want a number of bytes, or a number and a unit: KiB, MiB, GiB, TiB or kB, MB, GB, TB", s)
 	}
 	if n > math.MaxInt64 {
 		return 0, fmt.Errorf("size %q is too large", s)
@@ -86,10 +89,24 @@ func ParseSize(s string) (Size, error) {
 func (s *Size) UnmarshalYAML(node *yaml.Node) error {
 	v, err := ParseSize(node.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", node.Line, err)
+		return typeError(node, err)
 	}
 	*s = v
 	return nil
+}
+
+// MarshalYAML writes the size exactly, in the largest binary unit that
+// divides it: "50GiB", "1536MiB", "1000".
+func (s Size) MarshalYAML() (any, error) {
+	for _, u := range []struct {
+		name string
+		size Size
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if s != 0 && s%u.size == 0 {
+			return fmt.Sprintf("%d%s", s/u.size, u.name), nil
+		}
+	}
+	return int64(s), nil
 }
 
 // String writes the size in binary units, e.g. "50 GiB".
@@ -118,7 +135,7 @@ func ParseRatio(s string) (Ratio, error) {
 func (r *Ratio) UnmarshalYAML(node *yaml.Node) error {
 	v, err := ParseRatio(node.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", node.Line, err)
+		return typeError(node, err)
 	}
 	*r = v
 	return nil

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/regmirror/regmirror/eviction"
 )
 
 // Config is the daemon's configuration file. Its zero value, like the zero
@@ -66,10 +68,16 @@ type MissLimitsConfig struct {
 }
 
 func (c MissLimitsConfig) validate() error {
-	if c.PerClientRate < 0 || c.PerClientBurst < 0 || c.TotalRate < 0 || c.TotalBurst < 0 {
-		return errors.New("miss_limits: rates and bursts must not be negative")
+	var errs []error
+	for key, v := range map[string]float64{
+		"per_client_rate": c.PerClientRate, "per_client_burst": float64(c.PerClientBurst),
+		"total_rate": c.TotalRate, "total_burst": float64(c.TotalBurst),
+	} {
+		if v < 0 {
+			errs = append(errs, keyErrorf("miss_limits."+key, "miss_limits: rates and bursts must not be negative: %s is %v", key, v))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // UpstreamConfig is one mirrored registry.
@@ -146,23 +154,45 @@ const (
 // dockerHubUpstream is the embedded default upstream.
 var dockerHubUpstream = UpstreamConfig{Host: "docker.io", URL: "https://registry-1.docker.io"}
 
-// loadConfig reads a YAML config file; an empty path means no file.
+// loadConfig reads a YAML config file; an empty path means no file. Its
+// error, a *configErrors, lists every key that does not decode.
 func loadConfig(path string) (Config, error) {
+	cfg, file, err := readConfig(path)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, file.err()
+}
+
+// readConfig reads a YAML config file; an empty path means no file. It
+// returns an error only when the file cannot be read or parsed at all;
+// keys that do not decode are recorded in the configFile, and decoding
+// goes on, so that validation can report its problems beside them.
+func readConfig(path string) (Config, *configFile, error) {
 	var cfg Config
+	file := &configFile{path: path}
 	if path == "" {
-		return cfg, nil
+		return cfg, file, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, fmt.Errorf("reading config: %w", err)
+		return cfg, file, &configErrors{path: path, problems: []configProblem{{err: fmt.Errorf("reading config: %w", err)}}}
+	}
+	// The tree gives validation errors their lines; an empty file (io.EOF)
+	// means all defaults.
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, file, &configErrors{path: path, problems: decodeProblems(err)}
+	}
+	if root.Kind != 0 {
+		file.root = &root
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	// An empty file (io.EOF) means all defaults.
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("parsing config %s: %w", path, err)
+		file.problems = decodeProblems(err)
 	}
-	return cfg, nil
+	return cfg, file, nil
 }
 
 // withDefaults fills every unset field with its default.
@@ -190,47 +220,64 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// validate reports every problem in a defaulted config at once.
+// validate reports every problem in a defaulted config at once, each a
+// *keyError where one key is at fault.
 func (c Config) validate() error {
 	var errs []error
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		errs = append(errs, errors.New("tls_cert and tls_key must be set together"))
+		key := "tls_cert" // the one that is set
+		if c.TLSCert == "" {
+			key = "tls_key"
+		}
+		errs = append(errs, keyErrorf(key, "tls_cert and tls_key must be set together"))
 	}
 	if c.AllowAnyUpstream && c.ListedUpstreamsOnly {
-		errs = append(errs, errors.New("allow_any_upstream and listed_upstreams_only contradict each other"))
+		errs = append(errs, keyErrorf("allow_any_upstream", "allow_any_upstream and listed_upstreams_only contradict each other"))
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Upstreams {
+		at := func(key string) string { return fmt.Sprintf("upstreams[%d].%s", i, key) }
 		if u.Host == "" {
-			errs = append(errs, fmt.Errorf("upstreams[%d]: host is required", i))
+			errs = append(errs, keyErrorf(at("host"), "upstreams[%d]: host is required", i))
 		}
 		if seen[u.Host] {
-			errs = append(errs, fmt.Errorf("upstreams[%d]: host %q is listed twice", i, u.Host))
+			errs = append(errs, keyErrorf(at("host"), "upstreams[%d]: host %q is listed twice", i, u.Host))
 		}
 		seen[u.Host] = true
 		if parsed, err := url.Parse(u.URL); err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
-			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): url %q must be an http:// or https:// URL", i, u.Host, u.URL))
+			errs = append(errs, keyErrorf(at("url"), "upstreams[%d] (%s): url %q must be an http:// or https:// URL", i, u.Host, u.URL))
 		}
 		if u.Password != "" && u.PasswordFile != "" {
-			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): set password or password_file, not both", i, u.Host))
+			errs = append(errs, keyErrorf(at("password_file"), "upstreams[%d] (%s): set password or password_file, not both", i, u.Host))
 		}
 		if (u.Password != "" || u.PasswordFile != "") && u.Username == "" {
-			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): a password needs a username", i, u.Host))
+			errs = append(errs, keyErrorf(at("username"), "upstreams[%d] (%s): a password needs a username", i, u.Host))
+		}
+		if u.Username != "" && u.Password == "" && u.PasswordFile == "" {
+			errs = append(errs, keyErrorf(at("username"), "upstreams[%d] (%s): a username needs a password or password_file", i, u.Host))
 		}
 		if u.TagTTL < 0 {
-			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): tag_ttl must not be negative", i, u.Host))
+			errs = append(errs, keyErrorf(at("tag_ttl"), "upstreams[%d] (%s): tag_ttl must not be negative", i, u.Host))
 		}
 		errs = append(errs, u.freshnessErrors(i)...)
+		errs = append(errs, u.patternErrors(i)...)
 	}
-	if err := c.Cache.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.MissLimits.validate(); err != nil {
-		return err
-	}
-	if err := c.Hosted.validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate())
 	errs = append(errs, c.edgeErrors()...)
 	return errors.Join(errs...)
+}
+
+// patternErrors reports the repository globs of upstreams[i] that do not
+// parse, each at its place in its list.
+func (u UpstreamConfig) patternErrors(i int) []error {
+	var errs []error
+	for key, patterns := range map[string][]string{"allow": u.Allow, "deny": u.Deny, "expose": u.Expose} {
+		for j, p := range patterns {
+			if _, err := eviction.ParseGlobs([]string{p}); err != nil || p == "" {
+				errs = append(errs, keyErrorf(fmt.Sprintf("upstreams[%d].%s[%d]", i, key, j),
+					"upstreams[%d] (%s): %s: repository pattern %q is not a glob", i, u.Host, key, p))
+			}
+		}
+	}
+	return errs
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,13 +45,13 @@ type StatusConfig struct {
 func (c Config) edgeErrors() []error {
 	var errs []error
 	if _, err := edge.ParseProxies(c.TrustedProxies); err != nil {
-		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
+		errs = append(errs, &keyError{key: "trusted_proxies", err: fmt.Errorf("trusted_proxies: %w", err)})
 	}
 	if c.Connections.BodyIdleTimeout < 0 {
-		errs = append(errs, errors.New("connections.body_idle_timeout must not be negative"))
+		errs = append(errs, keyErrorf("connections.body_idle_timeout", "connections.body_idle_timeout must not be negative"))
 	}
 	if len(c.Status.Users) > 0 && !c.Hosted.enabled() {
-		errs = append(errs, errors.New("status.users: set hosted.htpasswd, which holds those users' passwords"))
+		errs = append(errs, keyErrorf("status.users", "status.users: set hosted.htpasswd, which holds those users' passwords"))
 	}
 	return errs
 }

@@ -55,8 +55,8 @@ func zeroMeansOff[T int | time.Duration](v *T) T {
 // upstreams[i].
 func (u UpstreamConfig) freshnessErrors(i int) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("upstreams[%d] (%s): "+format, append([]any{i, u.Host}, args...)...))
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyErrorf(fmt.Sprintf("upstreams[%d].%s", i, key), "upstreams[%d] (%s): "+format, append([]any{i, u.Host}, args...)...))
 	}
 	for _, d := range []struct {
 		name  string
@@ -68,20 +68,20 @@ func (u UpstreamConfig) freshnessErrors(i int) []error {
 		{"breaker_cooldown", u.BreakerCooldown},
 	} {
 		if d.value < 0 {
-			bad("%s must not be negative (0 or unset means the default)", d.name)
+			bad(d.name, "%s must not be negative (0 or unset means the default)", d.name)
 		}
 	}
 	if isNegative(u.StaleIfError) {
-		bad("stale_if_error must not be negative (0s: never serve stale)")
+		bad("stale_if_error", "stale_if_error must not be negative (0s: never serve stale)")
 	}
 	if isNegative(u.NotFoundTTL) {
-		bad("not_found_ttl must not be negative (0s: do not remember 404s)")
+		bad("not_found_ttl", "not_found_ttl must not be negative (0s: do not remember 404s)")
 	}
 	if isNegative(u.Retries) {
-		bad("retries must not be negative (0: never retry)")
+		bad("retries", "retries must not be negative (0: never retry)")
 	}
 	if isNegative(u.BreakerThreshold) {
-		bad("breaker_threshold must not be negative (0: no circuit breaker)")
+		bad("breaker_threshold", "breaker_threshold must not be negative (0: no circuit breaker)")
 	}
 	return errs
 }

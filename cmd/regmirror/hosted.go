@@ -76,24 +76,26 @@ type PermissionConfig struct {
 func (c HostedConfig) enabled() bool { return c.Htpasswd != "" }
 
 func (c HostedConfig) validate() error {
-	if c.enabled() {
-		if len(c.Permissions) > 0 && c.AnonymousPull != nil {
-			return errors.New("hosted: anonymous_pull and permissions do not go together: grant anonymous pull in a permission")
+	if !c.enabled() {
+		if len(c.Repositories) > 0 || len(c.FallThrough) > 0 || len(c.Groups) > 0 || len(c.Permissions) > 0 ||
+			c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 || c.limitsSet() {
+			return keyErrorf("hosted", "hosted: set htpasswd to enable hosted repositories (pushes need users)")
 		}
-		for i, p := range c.Permissions {
-			for _, g := range p.Groups {
-				if _, ok := c.Groups[g]; !ok {
-					return fmt.Errorf("hosted: permission %d names group %q, which hosted.groups does not define", i+1, g)
-				}
+		return nil
+	}
+	var errs []error
+	if len(c.Permissions) > 0 && c.AnonymousPull != nil {
+		errs = append(errs, keyErrorf("hosted.anonymous_pull", "hosted: anonymous_pull and permissions do not go together: grant anonymous pull in a permission"))
+	}
+	for i, p := range c.Permissions {
+		for j, g := range p.Groups {
+			if _, ok := c.Groups[g]; !ok {
+				errs = append(errs, keyErrorf(fmt.Sprintf("hosted.permissions[%d].groups[%d]", i, j),
+					"hosted: permission %d names group %q, which hosted.groups does not define", i+1, g))
 			}
 		}
-		return c.checkLimits()
 	}
-	if len(c.Repositories) > 0 || len(c.FallThrough) > 0 || len(c.Groups) > 0 || len(c.Permissions) > 0 ||
-		c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 || c.limitsSet() {
-		return errors.New("hosted: set htpasswd to enable hosted repositories (pushes need users)")
-	}
-	return nil
+	return errors.Join(append(errs, c.checkLimits())...)
 }
 
 // permissions converts the configured permissions for the mirror.
@@ -118,10 +120,10 @@ func (c HostedConfig) limitsSet() bool {
 func (c HostedConfig) checkLimits() error {
 	var errs []error
 	if c.UploadTTL < 0 {
-		errs = append(errs, errors.New("hosted: upload_ttl must not be negative"))
+		errs = append(errs, keyErrorf("hosted.upload_ttl", "hosted: upload_ttl must not be negative"))
 	}
 	if c.FailedLoginWindow < 0 {
-		errs = append(errs, errors.New("hosted: failed_login_window must not be negative"))
+		errs = append(errs, keyErrorf("hosted.failed_login_window", "hosted: failed_login_window must not be negative"))
 	}
 	for key, v := range map[string]*int{
 		"max_upload_sessions":          c.MaxUploadSessions,
@@ -129,7 +131,7 @@ func (c HostedConfig) checkLimits() error {
 		"max_failed_logins_per_user":   c.MaxFailedLoginsPerUser,
 	} {
 		if v != nil && *v < 0 {
-			errs = append(errs, fmt.Errorf("hosted: %s must not be negative (0 means no limit)", key))
+			errs = append(errs, keyErrorf("hosted."+key, "hosted: %s must not be negative (0 means no limit)", key))
 		}
 	}
 	return errors.Join(errs...)
@@ -267,7 +269,7 @@ func htpasswdCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			user := c.Args().First()
 			if user == "" || c.NArg() != 1 || strings.ContainsAny(user, ":\n") {
-				return errors.New("usage: regmirror htpasswd USER < password-file")
+				return usageErrorf("usage: regmirror htpasswd USER < password-file")
 			}
 			line, err := bufio.NewReader(c.App.Reader).ReadString('\n')
 			if err != nil && !errors.Is(err, io.EOF) {

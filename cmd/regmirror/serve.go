@@ -66,11 +66,22 @@ func serveCommand() *cli.Command {
 	}
 }
 
-// configFromCLI reads the config file and lets flags and environment override it.
+// configFromCLI reads the config file and lets flags and environment
+// override it. Its error, a *configErrors, lists every problem.
 func configFromCLI(c *cli.Context) (Config, error) {
-	cfg, err := loadConfig(c.String("config"))
+	cfg, file, err := configFileFromCLI(c)
 	if err != nil {
 		return cfg, err
+	}
+	return cfg, file.err()
+}
+
+// configFileFromCLI is configFromCLI that returns the file with its
+// problems, to which config check adds those of the files it names.
+func configFileFromCLI(c *cli.Context) (Config, *configFile, error) {
+	cfg, file, err := readConfig(c.String("config"))
+	if err != nil {
+		return cfg, file, err
 	}
 	overrides := map[string]*string{
 		"listen":   &cfg.Listen,
@@ -86,7 +97,8 @@ func configFromCLI(c *cli.Context) (Config, error) {
 		}
 	}
 	cfg = cfg.withDefaults()
-	return cfg, cfg.validate()
+	file.add(cfg.validate())
+	return cfg, file, nil
 }
 
 // serve runs the daemon until ctx ends, then shuts down gracefully. On
