@@ -13,6 +13,7 @@ have ctr || missing+=(containerd)
 have podman || missing+=(podman)
 have unshare || missing+=(util-linux)
 have ip || missing+=(iproute2)
+have systemd-analyze || missing+=(systemd) # checks scripts/regmirror.service
 if [[ ${#missing[@]} -eq 0 ]]; then
 	echo "install-deps: dockerd, ctr, podman, unshare and ip already installed"
 	exit 0

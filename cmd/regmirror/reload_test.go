@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
@@ -109,5 +114,111 @@ func TestReloadSwapsUpstreamsWithoutDroppingTransfers(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), newPassword) || strings.Contains(logs.String(), hubPassword) {
 		t.Error("a password reached the log")
+	}
+}
+
+// A real daemon process and a real SIGHUP: a config file that does not
+// validate is refused with every problem at its line, and the running
+// configuration keeps serving; the file fixed, the next SIGHUP applies it.
+func TestSIGHUPWithBrokenFileKeepsRunningConfig(t *testing.T) {
+	t.Parallel()
+	oldHub := registrytest.New(t, registrytest.Options{})
+	newHub := registrytest.New(t, registrytest.Options{})
+	for i, push := range []struct {
+		hub  *registrytest.Registry
+		repo string
+	}{{oldHub, "library/alpine"}, {oldHub, "library/busybox"}, {newHub, "library/redis"}} {
+		if _, err := push.hub.PushImage(push.repo, "1", registrytest.ImageOptions{Layers: 1, Seed: uint64(40 + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := freeAddr(t)
+	dataDir := t.TempDir()
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile := func(yaml string) {
+		t.Helper()
+		if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := func(url string) string {
+		return fmt.Sprintf("listen: %s\ndata_dir: %s\nupstreams:\n  - host: docker.io\n    url: %s\n", addr, dataDir, url)
+	}
+	writeFile(good(oldHub.URL()))
+
+	daemon := exec.Command(os.Args[0], "-test.run=^TestDaemonChild$", "-test.count=1")
+	daemon.Env = append(os.Environ(), envDaemonConfig+"="+config)
+	stderr, err := daemon.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { daemon.Process.Kill(); daemon.Wait() })
+	logs := make(chan string, 1024)
+	go func() {
+		defer close(logs)
+		for s := bufio.NewScanner(stderr); s.Scan(); {
+			logs <- s.Text()
+		}
+	}()
+	// waitLog returns the first log line containing text.
+	waitLog := func(text string) string {
+		t.Helper()
+		timeout := time.After(time.Minute) // bounds a hang; the line comes at once
+		for {
+			select {
+			case line, ok := <-logs:
+				if !ok {
+					t.Fatalf("the daemon exited before logging %q", text)
+				}
+				if strings.Contains(line, text) {
+					return line
+				}
+			case <-timeout:
+				t.Fatalf("the daemon never logged %q", text)
+			}
+		}
+	}
+	pull := func(repo string) int {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/v2/" + repo + "/manifests/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	hup := func() {
+		t.Helper()
+		if err := daemon.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	waitLog("regmirror listening")
+	if status := pull("library/alpine"); status != http.StatusOK {
+		t.Fatalf("pull before any reload = %d", status)
+	}
+
+	writeFile(good(newHub.URL()) + "    tag_ttl: soon\n    retries: -1\nlisten_twice: true\n")
+	hup()
+	refused := waitLog("configuration not reloaded")
+	for _, want := range []string{config + ":6:", config + ":7:", config + ":8:"} {
+		if !strings.Contains(refused, want) {
+			t.Errorf("the refusal does not name %s:\n%s", want, refused)
+		}
+	}
+	// Still the old upstream, for a tag not cached yet.
+	if status := pull("library/busybox"); status != http.StatusOK {
+		t.Fatalf("after a refused reload, a pull from the running upstream = %d", status)
+	}
+
+	writeFile(good(newHub.URL()))
+	hup()
+	waitLog("configuration reloaded")
+	if status := pull("library/redis"); status != http.StatusOK {
+		t.Fatalf("after the fixed file was reloaded, a pull from the new upstream = %d", status)
 	}
 }
