@@ -43,9 +43,8 @@ type Options struct {
 	// GCInterval is how often Run compacts the index's value log.
 	// Default: DefaultGCInterval.
 	GCInterval time.Duration
-	// MaxBlobSize is the largest blob the cache keeps; larger ones are
-	// served without being cached (see Store.SetMaxBlobSize). Default: no limit.
-	MaxBlobSize int64
+	// Limits bound each download; SetLimits changes them later.
+	Limits
 }
 
 // Store is the on-disk cache. Its methods are safe for concurrent use.
@@ -72,9 +71,8 @@ type Store struct {
 	uses     useTable     // open readers, and blobs being removed
 	usage    atomic.Int64 // bytes of the indexed blobs
 	reserved atomic.Int64 // announced bytes of the downloads in flight
-	// maxBlobSize is the largest blob kept (SetMaxBlobSize); <= 0: no limit.
-	maxBlobSize atomic.Int64
-	grew        chan struct{}
+	limits   atomic.Pointer[Limits]
+	grew     chan struct{}
 
 	fills sync.WaitGroup // download goroutines
 
@@ -142,7 +140,7 @@ func newStore(opts Options) *Store {
 		inflight:            make(map[digest.Digest]*download),
 		grew:                make(chan struct{}, 1),
 	}
-	s.maxBlobSize.Store(opts.MaxBlobSize)
+	s.SetLimits(opts.Limits)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

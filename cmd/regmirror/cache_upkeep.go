@@ -25,9 +25,7 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 		log.Warn("cache.max_size is not set: the cache grows until free disk falls under cache.min_free_disk",
 			"min_free_disk", Size(budget.MinFreeDisk).String())
 	}
-	// A blob larger than the whole budget is served but not kept: keeping
-	// it would make eviction flush everything else for it.
-	store.SetMaxBlobSize(budget.MaxSize)
+	store.SetLimits(cfg.Cache.limits())
 	ev, err := eviction.New(evictionCache{store: store}, budget, eviction.Options{
 		Logger:     log,
 		Registerer: reg,
