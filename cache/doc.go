@@ -14,7 +14,8 @@
 // the cache keeps).
 //
 // For eviction and pruning, the Store keeps its usage in memory (Usage,
-// Grew), lists what it holds with access times that include reads not yet
+// Grew: blobs, downloads in flight, and what manifests and tags count),
+// lists what it holds with access times that include reads not yet
 // flushed (Blobs, Inventory), and removes content (RemoveBlobs,
 // RemoveManifests) except what Keep marked and any blob with an open reader
 // or a download in flight: readers and removals exclude each other through

@@ -70,9 +70,12 @@ type Store struct {
 	verified verifiedSet  // blobs whose content this process has hashed
 	uses     useTable     // open readers, and blobs being removed
 	usage    atomic.Int64 // bytes of the indexed blobs
-	reserved atomic.Int64 // announced bytes of the downloads in flight
-	limits   atomic.Pointer[Limits]
-	grew     chan struct{}
+	// indexUsage is what the manifests and tags count against the budget
+	// (see manifestItemCost and tagCost).
+	indexUsage atomic.Int64
+	reserved   atomic.Int64 // announced bytes of the downloads in flight
+	limits     atomic.Pointer[Limits]
+	grew       chan struct{}
 
 	fills sync.WaitGroup // download goroutines
 
@@ -182,6 +185,7 @@ func (s *Store) initGauges(ctx context.Context) error {
 	s.metrics.blobs.Set(float64(st.Blobs))
 	s.metrics.sizeBytes.Set(float64(st.Bytes))
 	s.usage.Store(st.Bytes)
+	s.indexUsage.Store(st.IndexBytes)
 	return nil
 }
 
@@ -255,6 +259,8 @@ type Stats struct {
 	Bytes     int64 // their total size
 	Manifests int64 // manifests in the index
 	Tags      int64 // tags in the index
+	// IndexBytes is what the manifests and tags count against the budget.
+	IndexBytes int64
 }
 
 // Stats scans the index and counts its rows.
@@ -272,10 +278,16 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		if err != nil {
 			return err
 		}
-		if st.Manifests, err = countKeys(ctx, txn, prefixManifest); err != nil {
+		err = scan(ctx, txn, prefixManifest, false, func(item *badger.Item) error {
+			st.Manifests++
+			st.IndexBytes += manifestItemCost(item)
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		st.Tags, err = countKeys(ctx, txn, prefixTag)
+		st.IndexBytes += st.Tags * tagCost
 		return err
 	})
 	if err != nil {

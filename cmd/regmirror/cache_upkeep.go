@@ -26,7 +26,11 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 			"min_free_disk", Size(budget.MinFreeDisk).String())
 	}
 	store.SetLimits(cfg.Cache.limits())
-	ev, err := eviction.New(evictionCache{store: store}, budget, eviction.Options{
+	pins, err := cfg.Cache.pins()
+	if err != nil {
+		return err
+	}
+	ev, err := eviction.New(evictionCache{store: store, pins: pins}, budget, eviction.Options{
 		Logger:     log,
 		Registerer: reg,
 		DiskFree:   func() (int64, error) { return freeBytes(cfg.DataDir) },

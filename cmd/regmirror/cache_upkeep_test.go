@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +15,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/eviction"
 )
 
 // hostileUpstream is a registry that answers every blob request with a
@@ -189,4 +195,53 @@ func TestHostileUpstreamAbandonedFillStops(t *testing.T) {
 		t.Fatal("the download went on after its only reader left")
 	}
 	assertNothingStored(t, dataDir, stop)
+}
+
+// A stream of distinct manifests of up to 4 MiB each counts against the
+// budget, and eviction keeps it within the budget.
+func TestManyManifestsStayWithinBudget(t *testing.T) {
+	t.Parallel()
+	const budget = 2 << 20
+	e := newBudgetEnv(t, eviction.Config{MaxSize: budget})
+	for i := range 12 {
+		data := paddedManifest(t, i, 512<<10)
+		tag := strconv.Itoa(i)
+		if _, err := e.hub.PutManifest("library/flood", tag, ocispec.MediaTypeImageManifest, data); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(time.Minute)
+		httpGet(t, e.mirror.URL+"/v2/library/flood/manifests/"+tag, ocispec.MediaTypeImageManifest)
+		if _, err := e.evictor.Evict(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		inv, err := e.store.Inventory(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored int64
+		for _, m := range inv.Manifests {
+			stored += m.Size
+		}
+		if stored > budget || e.store.Usage() > budget {
+			t.Fatalf("after %d manifests: %d manifest bytes stored, usage %d, budget %d", i+1, stored, e.store.Usage(), budget)
+		}
+	}
+}
+
+// paddedManifest is a valid image manifest of about size bytes, different
+// for each i.
+func paddedManifest(t *testing.T, i, size int) []byte {
+	t.Helper()
+	m := ocispec.Manifest{
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Config:      ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromString("config"), Size: 6},
+		Layers:      []ocispec.Descriptor{},
+		Annotations: map[string]string{"pad": fmt.Sprintf("%d-%s", i, strings.Repeat("x", size))},
+	}
+	m.SchemaVersion = 2
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
