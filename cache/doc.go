@@ -11,7 +11,7 @@
 // announced size, nor past a hard cap when its size is unknown; it has a
 // wall-clock limit beside the stall timeout; and it stops when its last
 // reader leaves, unless the blob is worth keeping (size known, within what
-// the cache keeps).
+// the cache keeps). Everything the Store writes is private to its user.
 //
 // For eviction and pruning, the Store keeps its usage in memory (Usage,
 // Grew: blobs, downloads in flight, and what manifests and tags count),

@@ -230,7 +230,7 @@ func (s *Store) indexBlob(ctx context.Context, d digest.Digest, size int64, atta
 // makeDir creates a fan-out directory of the blob tree, syncing its parent
 // when it is new so that the directory survives a crash with its files.
 func makeDir(dir string) error {
-	err := os.Mkdir(dir, 0o755)
+	err := os.Mkdir(dir, dirMode)
 	if errors.Is(err, fs.ErrExist) {
 		return nil
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -124,7 +123,7 @@ func (s *Store) Hosted(opts HostedOptions) (*Hosted, error) {
 	if h.uploadTTL <= 0 {
 		h.uploadTTL = DefaultUploadTTL
 	}
-	if err := os.MkdirAll(h.uploadDir, 0o755); err != nil {
+	if err := makePrivateDir(h.uploadDir); err != nil {
 		return nil, fmt.Errorf("hosted: %w", err)
 	}
 	return h, nil

@@ -104,7 +104,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.metrics = m
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := makePrivateDir(opts.Dir); err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
 	if s.unlock, err = lockDir(opts.Dir); err != nil {
@@ -169,10 +169,39 @@ func (s *Store) prepareDirs() error {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return fmt.Errorf("sweep %s: %w", s.tmpDir, err)
 	}
-	for _, dir := range []string{filepath.Join(s.blobRoot, string(digest.SHA256)), s.tmpDir} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+	for _, dir := range []string{s.blobRoot, filepath.Join(s.blobRoot, string(digest.SHA256)), s.tmpDir} {
+		if err := makePrivateDir(dir); err != nil {
 			return fmt.Errorf("open cache: %w", err)
 		}
+	}
+	return nil
+}
+
+// Modes of what the store creates. Cached content may come from private
+// upstream repositories and pushed content from private teams: only the
+// daemon's user may read it.
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// makePrivateDir creates dir, or takes away the group and other permissions
+// of an existing one, which a data directory made by an earlier version has.
+// A private data directory protects everything below it, however loose the
+// modes of older files in it are.
+func makePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&^dirMode == 0 {
+		return nil
+	}
+	if err := os.Chmod(dir, fi.Mode().Perm()&dirMode); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
 	}
 	return nil
 }
