@@ -33,7 +33,10 @@ func fromUpstream(err error, host string, k kind) error {
 		return err // the client went away; nobody reads the answer
 	}
 	status := upstreamStatus(err)
+	var tooLarge interface{ BlobTooLarge() bool } // the cache's size cap refused the blob
 	switch {
+	case errors.As(err, &tooLarge) && tooLarge.BlobTooLarge():
+		return &Error{Code: codeDenied, Message: "blob on " + host + " is larger than this mirror accepts", Err: err}
 	case status == http.StatusNotFound || errors.Is(err, fs.ErrNotExist):
 		return &Error{Code: notFoundCode(k), Message: "not found on " + host, Err: err}
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:

@@ -15,6 +15,9 @@ import (
 // Config is the daemon's configuration file. Its zero value, like the zero
 // value of every field, means the defaults.
 type Config struct {
+	// path is the file the config was read from; empty without one.
+	path string
+
 	// Listen is the address of the registry API, e.g. ":5000".
 	Listen string `yaml:"listen"`
 	// DataDir holds the cache: blob files and the index.
@@ -148,7 +151,7 @@ var dockerHubUpstream = UpstreamConfig{Host: "docker.io", URL: "https://registry
 
 // loadConfig reads a YAML config file; an empty path means no file.
 func loadConfig(path string) (Config, error) {
-	var cfg Config
+	cfg := Config{path: path}
 	if path == "" {
 		return cfg, nil
 	}

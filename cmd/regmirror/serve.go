@@ -109,6 +109,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 
 // serveReloading is serveOn with configuration reloads from src.
 func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger, src reloadSource) error {
+	protectFiles(cfg, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
