@@ -1,6 +1,7 @@
 package registrytest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,6 +50,9 @@ type Options struct {
 	// TagsPageSize, when positive, caps every tag list page at that many
 	// tags and links the next page with a Link header.
 	TagsPageSize int
+	// TLS, when set, makes both listeners serve HTTPS with it (its
+	// ClientAuth may demand client certificates); URLs then say https.
+	TLS *tls.Config
 }
 
 // Registry is a running upstream registry with a token service and a CDN
@@ -120,13 +125,26 @@ func Start(opts Options) (*Registry, error) {
 		regLn.Close()
 		return nil, fmt.Errorf("registrytest: listen for CDN: %w", err)
 	}
-	r.url = "http://" + regLn.Addr().String()
-	r.cdnURL = "http://" + cdnLn.Addr().String()
-	r.regServer = newServer(http.HandlerFunc(r.serveRegistry))
-	r.cdnServer = newServer(http.HandlerFunc(r.serveCDN))
-	go r.regServer.Serve(regLn)
-	go r.cdnServer.Serve(cdnLn)
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+	}
+	r.url = scheme + "://" + regLn.Addr().String()
+	r.cdnURL = scheme + "://" + cdnLn.Addr().String()
+	r.regServer = newServer(http.HandlerFunc(r.serveRegistry), opts.TLS)
+	r.cdnServer = newServer(http.HandlerFunc(r.serveCDN), opts.TLS)
+	go serve(r.regServer, regLn)
+	go serve(r.cdnServer, cdnLn)
 	return r, nil
+}
+
+// serve runs srv on ln, over TLS when srv has a TLS config.
+func serve(srv *http.Server, ln net.Listener) {
+	if srv.TLSConfig != nil {
+		srv.ServeTLS(ln, "", "")
+		return
+	}
+	srv.Serve(ln)
 }
 
 // New starts a registry for a test or benchmark and closes it in tb.Cleanup.
@@ -140,9 +158,13 @@ func New(tb testing.TB, opts Options) *Registry {
 	return r
 }
 
-func newServer(h http.Handler) *http.Server {
+func newServer(h http.Handler, tlsConfig *tls.Config) *http.Server {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone() // ServeTLS adds its protocols to it
+	}
 	return &http.Server{
 		Handler:           h,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
@@ -162,7 +184,10 @@ func (r *Registry) Close() {
 func (r *Registry) URL() string { return r.url }
 
 // Host is the registry's host:port, as used in image references.
-func (r *Registry) Host() string { return r.url[len("http://"):] }
+func (r *Registry) Host() string {
+	_, host, _ := strings.Cut(r.url, "://")
+	return host
+}
 
 // CDNURL is the base URL of the listener that redirected blob GETs go to.
 func (r *Registry) CDNURL() string { return r.cdnURL }
