@@ -1,0 +1,141 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testpki"
+)
+
+// mutualTLSRegistry runs a registry whose certificate the internal CA
+// signed and which demands a client certificate that CA signed, with
+// private/node:10 on it.
+func mutualTLSRegistry(t *testing.T, ca *testpki.CA, maxVersion uint16) *registrytest.Registry {
+	t.Helper()
+	server := ca.Server(t, "registry", "127.0.0.1")
+	reg, _ := privateRegistry(t, registrytest.Options{TLS: &tls.Config{
+		Certificates: []tls.Certificate{server.TLS},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.Pool(),
+		MaxVersion:   maxVersion,
+	}})
+	return reg
+}
+
+// Every TLS mistake an operator can make with an upstream comes back as
+// a *CertificateError that names the setting to fix, is not retried, and
+// shows no key material; with the right settings the pull works.
+func TestUpstreamTLSProblemsNameTheSetting(t *testing.T) {
+	t.Parallel()
+	internal, other := testpki.NewCA(t, "internal"), testpki.NewCA(t, "other")
+	mirrorCert, strangerCert := internal.Client(t, "mirror"), other.Client(t, "stranger")
+	tests := []struct {
+		name        string
+		maxVersion  uint16
+		tls         TLSConfig
+		wantProblem string // "" means the pull works
+		wantRemedy  string
+	}{
+		{"CA and client certificate", 0, TLSConfig{CAFile: internal.CertFile, ClientCert: mirrorCert.CertFile, ClientKey: mirrorCert.KeyFile}, "", ""},
+		{"TLS 1.2", tls.VersionTLS12, TLSConfig{CAFile: internal.CertFile, ClientCert: mirrorCert.CertFile, ClientKey: mirrorCert.KeyFile}, "", ""},
+		{"verification skipped", 0, TLSConfig{InsecureSkipVerify: true, ClientCert: mirrorCert.CertFile, ClientKey: mirrorCert.KeyFile}, "", ""},
+		{"no CA file", 0, TLSConfig{ClientCert: mirrorCert.CertFile, ClientKey: mirrorCert.KeyFile},
+			"certificate signed by unknown authority", "set upstreams[].ca_file"},
+		{"another CA's file", 0, TLSConfig{CAFile: other.CertFile, ClientCert: mirrorCert.CertFile, ClientKey: mirrorCert.KeyFile},
+			"certificate signed by unknown authority", "ca_file " + other.CertFile + " does not hold"},
+		{"no client certificate", 0, TLSConfig{CAFile: internal.CertFile},
+			"upstream requires a client certificate", "set client_cert/client_key"},
+		{"no client certificate, TLS 1.2", tls.VersionTLS12, TLSConfig{CAFile: internal.CertFile},
+			"upstream requires a client certificate", "set client_cert/client_key"},
+		{"client certificate of another CA", 0, TLSConfig{CAFile: internal.CertFile, ClientCert: strangerCert.CertFile, ClientKey: strangerCert.KeyFile},
+			"upstream refused the mirror's client certificate", "signed by a CA the upstream trusts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			reg := mutualTLSRegistry(t, internal, tt.maxVersion)
+			c, _ := newClient(t, reg, Config{Host: "registry.corp", TLS: tt.tls}, staticKeys(t, "registry.corp", password), Options{})
+			_, _, err := c.GetManifest(context.Background(), "private/node", "10")
+			if tt.wantProblem == "" {
+				if err != nil {
+					t.Fatalf("GetManifest: %v", err)
+				}
+				return
+			}
+			var certErr *CertificateError
+			if !errors.As(err, &certErr) {
+				t.Fatalf("GetManifest error %v does not explain the certificate problem", err)
+			}
+			if !strings.Contains(certErr.Problem, tt.wantProblem) || !strings.Contains(certErr.Remedy, tt.wantRemedy) {
+				t.Errorf("problem %q, remedy %q; want %q and %q", certErr.Problem, certErr.Remedy, tt.wantProblem, tt.wantRemedy)
+			}
+			if !strings.Contains(err.Error(), certErr.OperatorHint()) {
+				t.Errorf("the error %q does not carry the hint %q", err, certErr.OperatorHint())
+			}
+			if asError(t, err).Temporary() {
+				t.Error("a certificate problem is marked temporary: it would be retried")
+			}
+			for _, key := range [][]byte{mirrorCert.KeyPEM, strangerCert.KeyPEM} {
+				if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(err.Error(), string(key[40:80])) {
+					t.Errorf("the error shows key material: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestTLSSettingsThatDoNotLoadFailNew(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t, "internal")
+	a, b := ca.Client(t, "a"), ca.Client(t, "b")
+	tests := []struct {
+		name string
+		tls  TLSConfig
+		want string
+	}{
+		{"missing CA file", TLSConfig{CAFile: "/nonexistent/ca.pem"}, "CA file"},
+		{"CA file without certificates", TLSConfig{CAFile: a.KeyFile}, "holds no PEM certificate"},
+		{"key of another certificate", TLSConfig{ClientCert: a.CertFile, ClientKey: b.KeyFile}, "client certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := New(Config{Host: "registry.corp", URL: "https://registry.corp", TLS: tt.tls}, nil, Options{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want an error saying %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(err.Error(), string(a.KeyPEM[40:80])) {
+				t.Errorf("the error shows key material: %v", err)
+			}
+		})
+	}
+}
+
+func TestProxyValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		proxy   string
+		wantErr bool
+	}{
+		{"http://proxy.corp:3128", false},
+		{"https://proxy.corp:3129", false},
+		{"http://user:s3cret-proxy-pass@proxy.corp:3128", false},
+		{"socks5://proxy.corp:1080", true},
+		{"proxy.corp:3128", true},
+		{"http://user:s3cret-proxy-pass@proxy.corp:3128/path", true},
+		{"http://user:s3cret-proxy-pass@%zz", true},
+	}
+	for _, tt := range tests {
+		_, err := New(Config{Host: "registry.corp", URL: "https://registry.corp", Proxy: tt.proxy}, nil, Options{})
+		if (err != nil) != tt.wantErr {
+			t.Errorf("proxy %q: New error %v, wantErr %v", tt.proxy, err, tt.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("proxy %q: the error shows the proxy's password: %v", tt.proxy, err)
+		}
+	}
+}
