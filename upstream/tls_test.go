@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
@@ -136,6 +140,50 @@ func TestProxyValidation(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("proxy %q: the error shows the proxy's password: %v", tt.proxy, err)
+		}
+	}
+}
+
+// With an upstream's own proxy, the hops that leave the registry go
+// through it too, and are still refused unless their addresses are public.
+func TestConfiguredProxyKeepsTheAddressPolicy(t *testing.T) {
+	t.Parallel()
+	var proxied atomic.Int64
+	proxySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied.Add(1)
+		io.WriteString(w, "via proxy")
+	}))
+	defer proxySrv.Close()
+	cfg, base, err := Config{URL: "http://registry.corp.example", Proxy: proxySrv.URL}.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := defaultTransports(cfg, base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: rt}
+	defer client.CloseIdleConnections()
+	tests := []struct {
+		url     string
+		refused bool
+	}{
+		{"http://registry.corp.example/v2/", false}, // the registry's own host: wherever it is
+		{"http://10.0.0.1/", true},
+		{"http://169.254.169.254/latest/meta-data/", true},
+		{"http://93.184.216.34/blob", false},
+	}
+	for _, tt := range tests {
+		before := proxied.Load()
+		resp, err := client.Get(tt.url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		if tt.refused != errors.Is(err, ErrNotPublic) {
+			t.Errorf("GET %s: err = %v, want refused %v", tt.url, err, tt.refused)
+		}
+		if reached := proxied.Load() > before; reached == tt.refused {
+			t.Errorf("GET %s: reached the proxy %v, want %v", tt.url, reached, !tt.refused)
 		}
 	}
 }

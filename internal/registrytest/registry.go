@@ -53,6 +53,10 @@ type Options struct {
 	// TLS, when set, makes both listeners serve HTTPS with it (its
 	// ClientAuth may demand client certificates); URLs then say https.
 	TLS *tls.Config
+	// Hostname, when set, names the listeners in the registry's URLs
+	// (its own, the CDN's, the token realm) in place of their address,
+	// for tests whose proxy or resolver alone knows where it is.
+	Hostname string
 }
 
 // Registry is a running upstream registry with a token service and a CDN
@@ -129,13 +133,22 @@ func Start(opts Options) (*Registry, error) {
 	if opts.TLS != nil {
 		scheme = "https"
 	}
-	r.url = scheme + "://" + regLn.Addr().String()
-	r.cdnURL = scheme + "://" + cdnLn.Addr().String()
+	r.url = scheme + "://" + opts.named(regLn.Addr())
+	r.cdnURL = scheme + "://" + opts.named(cdnLn.Addr())
 	r.regServer = newServer(http.HandlerFunc(r.serveRegistry), opts.TLS)
 	r.cdnServer = newServer(http.HandlerFunc(r.serveCDN), opts.TLS)
 	go serve(r.regServer, regLn)
 	go serve(r.cdnServer, cdnLn)
 	return r, nil
+}
+
+// named is addr as the registry's URLs write it.
+func (o Options) named(addr net.Addr) string {
+	if o.Hostname == "" {
+		return addr.String()
+	}
+	_, port, _ := net.SplitHostPort(addr.String())
+	return net.JoinHostPort(o.Hostname, port)
 }
 
 // serve runs srv on ln, over TLS when srv has a TLS config.
