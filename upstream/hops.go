@@ -127,8 +127,9 @@ func publicTransport(cfg Config, proxy *checkedProxy) *http.Transport {
 }
 
 // checkedProxy chooses the environment's proxy (HTTPS_PROXY, NO_PROXY),
-// or the configured one, for the hosts nobody configured, so that blob downloads from a CDN keep
-// working where only a proxy reaches the internet. The proxy resolves and
+// or Config.Proxy, for the hosts nobody configured, so that blob
+// downloads from a CDN keep working where only a proxy reaches the
+// internet. The proxy resolves and
 // dials the target itself, out of the dialer's sight, so the target's name
 // is resolved here first and refused unless all its addresses are public;
 // the dialer then lets through the proxy's own address, which the operator
