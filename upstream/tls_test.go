@@ -7,9 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/internal/testpki"
@@ -185,5 +188,40 @@ func TestConfiguredProxyKeepsTheAddressPolicy(t *testing.T) {
 		if reached := proxied.Load() > before; reached == tt.refused {
 			t.Errorf("GET %s: reached the proxy %v, want %v", tt.url, reached, !tt.refused)
 		}
+	}
+}
+
+// A rotated client certificate is presented from the next connection on,
+// without a new client (a restart or SIGHUP).
+func TestRotatedClientCertificateIsPresented(t *testing.T) {
+	t.Parallel()
+	internal, other := testpki.NewCA(t, "internal"), testpki.NewCA(t, "other")
+	stale, rotated := other.Client(t, "stale"), internal.Client(t, "rotated")
+	reg := mutualTLSRegistry(t, internal, 0)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "mirror.crt"), filepath.Join(dir, "mirror.key")
+	install := func(leaf testpki.Leaf, mtime time.Time) {
+		t.Helper()
+		for path, data := range map[string][]byte{certFile: leaf.CertPEM, keyFile: leaf.KeyPEM} {
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// A time of its own: two writes within the file system's
+			// timestamp granularity would look like one.
+			if err := os.Chtimes(path, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	start := time.Now().Add(-time.Hour)
+	install(stale, start)
+	c, _ := newClient(t, reg, Config{Host: "registry.corp", TLS: TLSConfig{CAFile: internal.CertFile, ClientCert: certFile, ClientKey: keyFile}},
+		staticKeys(t, "registry.corp", password), Options{})
+	if _, _, err := c.GetManifest(context.Background(), "private/node", "10"); !errors.As(err, new(*CertificateError)) {
+		t.Fatalf("with a certificate the registry does not trust: %v, want a certificate error", err)
+	}
+	install(rotated, start.Add(time.Second))
+	if _, _, err := c.GetManifest(context.Background(), "private/node", "10"); err != nil {
+		t.Fatalf("after the certificate was rotated: %v", err)
 	}
 }
