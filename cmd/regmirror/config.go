@@ -138,6 +138,20 @@ type UpstreamConfig struct {
 	// they resolve to private addresses: an on-premises registry's blob
 	// storage. Any other host is reached at public addresses only.
 	RedirectHosts []string `yaml:"redirect_hosts"`
+	// CAFile is a PEM file of CA certificates trusted besides the
+	// system's roots for this upstream: an internal CA.
+	CAFile string `yaml:"ca_file"`
+	// ClientCert and ClientKey are the PEM certificate and key the mirror
+	// presents when the upstream asks for one (mutual TLS). They are read
+	// again when they change, and on SIGHUP.
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	// InsecureSkipVerify accepts any certificate from the upstream's own
+	// hosts. Logged as a warning at startup and on every reload.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// Proxy is an http:// or https:// proxy for all of this upstream's
+	// traffic, in place of HTTPS_PROXY/NO_PROXY.
+	Proxy string `yaml:"proxy"`
 }
 
 // Defaults.
@@ -224,6 +238,7 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("upstreams[%d] (%s): tag_ttl must not be negative", i, u.Host))
 		}
 		errs = append(errs, u.freshnessErrors(i)...)
+		errs = append(errs, u.tlsErrors(i)...)
 	}
 	if err := c.Cache.validate(); err != nil {
 		errs = append(errs, err)

@@ -24,6 +24,13 @@ func (u UpstreamConfig) clientConfig() upstream.Config {
 		BreakerThreshold:      zeroMeansOff(u.BreakerThreshold),
 		BreakerCooldown:       u.BreakerCooldown,
 		AuthHosts:             u.AuthHosts,
+		TLS: upstream.TLSConfig{
+			CAFile:             u.CAFile,
+			ClientCert:         u.ClientCert,
+			ClientKey:          u.ClientKey,
+			InsecureSkipVerify: u.InsecureSkipVerify,
+		},
+		Proxy: u.Proxy,
 	}
 }
 
