@@ -25,20 +25,27 @@ func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io
 }
 
 // FetchBlob serves d from the cache, or downloads it with fetch on a miss,
-// for repository repo: content stored or being downloaded for other
-// repositories only is refused with a *NotLinkedError (see Linked), since
-// repo's upstream has not confirmed it has d. Concurrent calls for one
-// digest and repository share one download; the returned reader
+// for repository repo: content stored for other repositories only is
+// refused with a *NotLinkedError (see Linked), since repo's upstream has
+// not confirmed it has d. Concurrent calls for one digest and repository
+// share one download, whatever other repositories download of it: a
+// download that fails (a hostile upstream's) fails only its own readers; the returned reader
 // streams the bytes as they arrive, starting at offset. size is -1 when
 // fetch could not tell it. coalesced reports that another call's download
 // (or one that just completed) served this one.
 //
 // The download belongs to the Store: it goes on when the caller's ctx ends,
-// and stops only on Close or when no byte arrives for Options.StallTimeout.
-// The blob is indexed, and the reader's final byte released, only once its
-// size and digest check out; otherwise Read fails with an error wrapping
-// ErrDigestMismatch, ErrSizeMismatch, ErrStalled or fetch's error, and
-// nothing is kept. FetchBlob itself returns fetch's error when fetch fails.
+// as long as the blob is worth keeping (its size is known and within
+// Limits.MaxKeptSize). It stops on Close, when no byte arrives for
+// Options.StallTimeout, when it runs longer than Limits.FillTimeout, and
+// when its last reader leaves a blob not worth keeping. A body is never
+// read past its announced size, nor past Limits.MaxBlobSize when the size is
+// unknown. The blob is indexed, and the reader's final byte released, only
+// once its size and digest check out; otherwise Read fails with an error
+// wrapping ErrDigestMismatch, ErrSizeMismatch, ErrBlobTooLarge, ErrStalled,
+// ErrFillTimeout or fetch's error, and nothing is kept. FetchBlob itself
+// returns fetch's error when fetch fails, and ErrBlobTooLarge when the
+// announced size is over Limits.MaxBlobSize.
 func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
 	fetch func(context.Context) (io.ReadCloser, int64, error)) (rc io.ReadCloser, size int64, coalesced bool, err error) {
 	if err := checkDigest(d); err != nil {
@@ -63,10 +70,10 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 			return rc, size, true, err
 		}
 		dl, joined, err := s.joinFill(ctx, repo, d, fetch)
-		var removal *removalInProgress
+		var busy *retryWhenDone
 		switch {
-		case errors.As(err, &removal):
-			if err := removal.wait(ctx); err != nil {
+		case errors.As(err, &busy):
+			if err := busy.wait(ctx); err != nil {
 				return nil, 0, false, err
 			}
 			continue
@@ -87,16 +94,18 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 	}
 }
 
-// removalInProgress means the blob was being removed when a download of it
-// was asked for: the download must wait, or the removal could delete the
-// file it is about to publish.
-type removalInProgress struct {
-	done <-chan struct{}
+// retryWhenDone means a download cannot start or be joined now: the blob
+// is being removed (the download could publish a file the removal is about
+// to delete), or its download in flight was abandoned and is winding down.
+// The caller waits for done and tries again.
+type retryWhenDone struct {
+	done   <-chan struct{}
+	reason string
 }
 
-func (e *removalInProgress) Error() string { return "blob being removed" }
+func (e *retryWhenDone) Error() string { return e.reason }
 
-func (e *removalInProgress) wait(ctx context.Context) error {
+func (e *retryWhenDone) wait(ctx context.Context) error {
 	select {
 	case <-e.done:
 		return nil
@@ -120,9 +129,10 @@ type fetchFunc = func(context.Context) (io.ReadCloser, int64, error)
 var errJustCommitted = errors.New("blob committed meanwhile")
 
 // joinFill joins the download of d in flight, or starts one. Either way the
-// caller holds a reference to the download's file and is registered as a
-// reader of d in the use table. It fails with *removalInProgress while d is
-// being removed.
+// caller holds a reference to the download's file, counts as one of its
+// readers, and is registered as a reader of d in the use table. It fails
+// with *retryWhenDone while d is being removed or its download is being
+// abandoned.
 func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) (dl *download, joined bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -130,14 +140,15 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 		return nil, false, fmt.Errorf("fetch blob %s: %w", d, ErrClosed)
 	}
 	if done, ok := s.uses.acquire(d); !ok {
-		return nil, false, &removalInProgress{done: done}
+		return nil, false, &retryWhenDone{done: done, reason: "blob being removed"}
 	}
-	if dl := s.inflight[d]; dl != nil {
-		if dl.repo != repo {
+	if dl := s.inflight[fillKey{d, repo}]; dl != nil {
+		if dl.abandoned {
 			s.uses.release(d)
-			return nil, false, &NotLinkedError{Digest: d, Repo: repo, Downloading: dl.repo}
+			return nil, false, &retryWhenDone{done: dl.ended, reason: "download being abandoned"}
 		}
 		dl.acquire()
+		dl.readers++
 		dl.repos[repo] = struct{}{}
 		return dl, true, nil
 	}
@@ -156,11 +167,19 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 
 // startFill starts the download of d. Called with s.mu held.
 func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) *download {
-	// The fill outlives the caller, who may hang up while others still read.
-	fillCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	// The fill outlives the caller, who may hang up while others still read,
+	// but not its wall-clock limit.
+	timeout := s.currentLimits().FillTimeout
+	limited, stopTimer := context.WithTimeoutCause(context.WithoutCancel(ctx), timeout,
+		fmt.Errorf("%w: longer than %s: %w", ErrFillTimeout, timeout, context.DeadlineExceeded))
+	fillCtx, cancelFill := context.WithCancelCause(limited)
+	cancel := func(cause error) {
+		cancelFill(cause)
+		stopTimer()
+	}
 	dl := newDownload(d, repo, cancel)
 	dl.acquire() // the caller's
-	s.inflight[d] = dl
+	s.inflight[fillKey{d, repo}] = dl
 	s.fills.Add(1)
 	s.metrics.downloadsInFlight.Inc()
 	go s.fill(fillCtx, dl, repo, fetch)
@@ -168,17 +187,47 @@ func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest, fet
 }
 
 // follow waits for the download to start and returns a reader from offset.
-// It gives back the caller's reference to dl when it fails.
+// It gives back the caller's hold on dl when it fails.
 func (s *Store) follow(ctx context.Context, dl *download, offset int64) (io.ReadCloser, int64, error) {
 	size, err := dl.waitStarted(ctx)
 	if err != nil {
-		dl.release()
+		s.leave(dl)
 		return nil, 0, err
 	}
 	if size >= 0 && offset > size {
 		offset = size // at EOF: the caller learns the size and refuses the range
 	}
-	return newBlobReader(ctx, dl, offset), size, nil
+	return newBlobReader(ctx, dl, offset, func() { s.leave(dl) }), size, nil
+}
+
+// leave gives back a reader's hold on dl. When it was the last reader of a
+// download that is not worth finishing for the cache alone (its size is
+// unknown, so it could grow without end, or too large to keep), the
+// download stops: nobody would get its bytes. A download that has not
+// started yet is decided on at its start (see abandonIfUnread).
+func (s *Store) leave(dl *download) {
+	s.mu.Lock()
+	dl.readers--
+	abandon := dl.readers == 0 && !dl.abandoned && dl.unwanted()
+	if abandon {
+		dl.abandoned = true
+	}
+	s.mu.Unlock()
+	if abandon {
+		dl.cancel(fmt.Errorf("%w: its last reader left", ErrAbandoned))
+	}
+	dl.release()
+}
+
+// abandonIfUnread reports, at the start of a download not worth finishing,
+// whether every reader has left already; the download is then abandoned.
+func (s *Store) abandonIfUnread(dl *download) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dl.readers == 0 {
+		dl.abandoned = true
+	}
+	return dl.abandoned
 }
 
 // openCached opens the indexed blob d at offset, registered as a reader of d

@@ -253,7 +253,7 @@ func TestBlobLargerThanLimitPassesThrough(t *testing.T) {
 		name := map[bool]string{true: "size announced", false: "size unknown"}[announced]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := openStore(t, Options{MaxBlobSize: 2 * copyBufferSize})
+			s := openStore(t, Options{Limits: Limits{MaxKeptSize: 2 * copyBufferSize}})
 			data, d := randomBlob(t, 5*copyBufferSize)
 			size := int64(len(data))
 			if !announced {

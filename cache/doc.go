@@ -7,8 +7,15 @@
 // being written, and publishes it only after its size and digest have been
 // verified, so a reader never receives the final byte of an unverified blob.
 //
+// Every download is bounded (Limits): a body is never read past its
+// announced size, nor past a hard cap when its size is unknown; it has a
+// wall-clock limit beside the stall timeout; and it stops when its last
+// reader leaves, unless the blob is worth keeping (size known, within what
+// the cache keeps). Everything the Store writes is private to its user.
+//
 // For eviction and pruning, the Store keeps its usage in memory (Usage,
-// Grew), lists what it holds with access times that include reads not yet
+// Grew: blobs, downloads in flight, and what manifests and tags count),
+// lists what it holds with access times that include reads not yet
 // flushed (Blobs, Inventory), and removes content (RemoveBlobs,
 // RemoveManifests) except what Keep marked and any blob with an open reader
 // or a download in flight: readers and removals exclude each other through

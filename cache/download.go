@@ -17,27 +17,41 @@ import (
 // reference counted (the filler plus each reader) and closed by the last one.
 type download struct {
 	digest digest.Digest
-	cancel context.CancelCauseFunc // stops the fill: on Close, or when it stalls
+	cancel context.CancelCauseFunc // stops the fill: on Close, when it stalls or is abandoned
+	// ended is closed once the fill is over and the download has left
+	// Store.inflight.
+	ended chan struct{}
 
 	// repo is the repository the blob is downloaded for; only requests
 	// for it may join.
 	repo string
-	// repos that joined this download, guarded by Store.mu. Their references
-	// are recorded once the blob is committed.
+	// Guarded by Store.mu:
+	// repos that joined this download. Their references are recorded once
+	// the blob is committed.
 	repos map[string]struct{}
+	// readers counts the callers holding a reader of the download (or about
+	// to): when the last leaves, a download not worth finishing stops.
+	readers int
+	// abandoned is set when the download was stopped for want of readers;
+	// callers then wait for it to end and start a fresh one.
+	abandoned bool
+
 	// passedThrough is set, by the filler alone, when the verified blob was
-	// too large to keep (see Store.SetMaxBlobSize).
+	// too large to keep (see Limits.MaxKeptSize).
 	passedThrough bool
 
 	mu      sync.Mutex
 	file    *os.File
 	started bool  // fetch returned, size is known
 	size    int64 // as announced by fetch; -1 when unknown
-	written int64 // bytes in file
-	done    bool  // verified, renamed into place and indexed
-	err     error // why the download failed
-	refs    int
-	changed chan struct{} // closed and replaced whenever the state changes
+	// worthFinishing is set at start when the blob would be completed and
+	// kept even with no reader left (see Store.worthFinishing).
+	worthFinishing bool
+	written        int64 // bytes in file
+	done           bool  // verified, renamed into place and indexed
+	err            error // why the download failed
+	refs           int
+	changed        chan struct{} // closed and replaced whenever the state changes
 }
 
 func newDownload(d digest.Digest, repo string, cancel context.CancelCauseFunc) *download {
@@ -45,7 +59,9 @@ func newDownload(d digest.Digest, repo string, cancel context.CancelCauseFunc) *
 		digest:  d,
 		repo:    repo,
 		cancel:  cancel,
+		ended:   make(chan struct{}),
 		repos:   make(map[string]struct{}),
+		readers: 1, // the caller who starts it
 		size:    -1,
 		refs:    1, // the filler's
 		changed: make(chan struct{}),
@@ -64,11 +80,19 @@ func (dl *download) setFile(f *os.File) {
 	dl.file = f
 }
 
-func (dl *download) start(size int64) {
+func (dl *download) start(size int64, worthFinishing bool) {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
-	dl.started, dl.size = true, size
+	dl.started, dl.size, dl.worthFinishing = true, size, worthFinishing
 	dl.broadcast()
+}
+
+// unwanted reports that the download has started and is still running, but
+// is not worth finishing unless someone reads it.
+func (dl *download) unwanted() bool {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.started && !dl.worthFinishing && !dl.done && dl.err == nil
 }
 
 func (dl *download) advance(written int64) {
@@ -146,8 +170,9 @@ func (dl *download) readable() (n int64, final bool, changed <-chan struct{}, er
 // blobReader reads a download from an offset, waiting for bytes that have
 // not arrived yet. It is not safe for concurrent use.
 type blobReader struct {
-	dl  *download
-	off int64
+	dl    *download
+	off   int64
+	leave func() // gives back the reader's hold on dl
 
 	// cancelled is closed, after cause is set, when the reader's context ends.
 	cancelled chan struct{}
@@ -157,9 +182,10 @@ type blobReader struct {
 	closeOnce sync.Once
 }
 
-// newBlobReader takes over one reference to dl, which Close gives back.
-func newBlobReader(ctx context.Context, dl *download, off int64) *blobReader {
-	r := &blobReader{dl: dl, off: off, cancelled: make(chan struct{})}
+// newBlobReader takes over one reference to dl, which Close gives back by
+// calling leave.
+func newBlobReader(ctx context.Context, dl *download, off int64, leave func()) *blobReader {
+	r := &blobReader{dl: dl, off: off, leave: leave, cancelled: make(chan struct{})}
 	r.stopWatch = context.AfterFunc(ctx, func() {
 		r.cause = context.Cause(ctx)
 		close(r.cancelled)
@@ -205,12 +231,13 @@ func (r *blobReader) readAt(p []byte) (int, error) {
 	return n, fmt.Errorf("read blob %s: %w", r.dl.digest, err)
 }
 
-// Close releases the reader's hold on the download's file. It does not stop
-// the download, which other readers, and the cache, still want.
+// Close releases the reader's hold on the download's file. It stops the
+// download only when this was its last reader and the cache would not keep
+// the blob anyway (see Store.leave).
 func (r *blobReader) Close() error {
 	r.closeOnce.Do(func() {
 		r.stopWatch()
-		r.dl.release()
+		r.leave()
 	})
 	return nil
 }

@@ -25,9 +25,30 @@ var (
 	// ErrStalled means a download received no bytes for Options.StallTimeout.
 	ErrStalled = errors.New("download stalled")
 
+	// ErrBlobTooLarge means upstream announced, or sent, more bytes than
+	// Limits.MaxBlobSize allows for one blob. It implements
+	// interface{ BlobTooLarge() bool }, so that callers can tell it apart
+	// without importing this package.
+	ErrBlobTooLarge error = blobTooLarge{}
+
+	// ErrFillTimeout means a download ran longer than Limits.FillTimeout.
+	// Errors wrapping it also wrap context.DeadlineExceeded.
+	ErrFillTimeout = errors.New("download took too long")
+
+	// ErrAbandoned means a download was stopped because its last reader left
+	// and the blob was not worth finishing for the cache alone.
+	ErrAbandoned = errors.New("download abandoned")
+
 	// ErrInvalidOffset means a read was asked to start outside the blob.
 	ErrInvalidOffset = errors.New("offset out of range")
 
 	// ErrInvalidName means a repository or tag name cannot be stored.
 	ErrInvalidName = errors.New("invalid name")
 )
+
+type blobTooLarge struct{}
+
+func (blobTooLarge) Error() string { return "blob larger than the cache accepts" }
+
+// BlobTooLarge reports that the error is ErrBlobTooLarge.
+func (blobTooLarge) BlobTooLarge() bool { return true }

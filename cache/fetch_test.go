@@ -442,16 +442,18 @@ func TestReadBlobDropsDamagedFiles(t *testing.T) {
 	}
 }
 
-// A blob is served for the repositories that hold it only: the one it was
+// A blob is served for the repositories that hold it only: those it was
 // downloaded for, and those linked to it once their upstream proved it has
-// the bytes. Another repository neither joins the download nor reads the
-// stored file, and learns which repository the download is for.
+// the bytes. Another repository never joins a download in flight (which
+// may be a hostile upstream's, bound to fail): it downloads through its own
+// upstream. Once stored, the blob is refused to a repository that does not
+// hold it until it is linked.
 func TestFetchBlobServesOnlyLinkedRepositories(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, Options{})
 	data, d := randomBlob(t, 1000)
-	var calls atomic.Int32
-	fetch, upstream := pipeFetch(t, int64(len(data)), &calls)
+	var ownerCalls, otherCalls atomic.Int32
+	fetch, upstream := pipeFetch(t, int64(len(data)), &ownerCalls)
 	ctx := context.Background()
 	const owner, other, confirmed = "docker.io/library/node", "docker.io/library/python", "ghcr.io/acme/app"
 
@@ -459,14 +461,19 @@ func TestFetchBlobServesOnlyLinkedRepositories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNotLinked(t, s, other, d, owner)
+	if got := s.Downloading(d); !slices.Equal(got, []string{owner}) {
+		t.Fatalf("Downloading = %v, want [%s]", got, owner)
+	}
+	if got := fetchAllFor(t, s, other, d, bytesFetch(data, int64(len(data)), &otherCalls)); !bytes.Equal(got, data) || otherCalls.Load() != 1 {
+		t.Fatalf("another repository's fetch while the owner's is in flight: %d fetches, bytes match %v", otherCalls.Load(), bytes.Equal(got, data))
+	}
 	upstream.Write(data)
 	upstream.Close()
 	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("owner read: %v, bytes match %v", err, bytes.Equal(got, data))
 	}
 	rc.Close()
-	assertNotLinked(t, s, other, d, "")
+	assertNotLinked(t, s, confirmed, d)
 
 	if err := s.Link(ctx, confirmed, d); err != nil {
 		t.Fatal(err)
@@ -476,25 +483,39 @@ func TestFetchBlobServesOnlyLinkedRepositories(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.Close()
-	if got, want := repositoriesUsing(t, s, d), []string{owner, confirmed}; !slices.Equal(got, want) {
+	if got, want := repositoriesUsing(t, s, d), []string{owner, other, confirmed}; !slices.Equal(got, want) {
 		t.Fatalf("repositories using the blob = %v, want %v", got, want)
 	}
-	if calls.Load() != 1 {
-		t.Errorf("upstream fetches = %d, want 1", calls.Load())
+	if ownerCalls.Load() != 1 {
+		t.Errorf("owner's upstream fetches = %d, want 1", ownerCalls.Load())
 	}
 }
 
-// assertNotLinked checks that FetchBlob refuses d to repo, naming the
-// repository a download is in flight for ("" when d is stored).
-func assertNotLinked(t *testing.T, s *Store, repo string, d digest.Digest, downloading string) {
+// fetchAllFor reads the whole blob d fetched for repo.
+func fetchAllFor(t testing.TB, s *Store, repo string, d digest.Digest, fetch fetchFunc) []byte {
+	t.Helper()
+	rc, _, _, err := s.FetchBlob(context.Background(), repo, d, 0, fetch)
+	if err != nil {
+		t.Fatalf("FetchBlob for %s: %v", repo, err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("read blob for %s: %v", repo, err)
+	}
+	return got
+}
+
+// assertNotLinked checks that FetchBlob refuses the stored d to repo.
+func assertNotLinked(t *testing.T, s *Store, repo string, d digest.Digest) {
 	t.Helper()
 	rc, _, _, err := s.FetchBlob(context.Background(), repo, d, 0, failFetch(t))
 	var nl *NotLinkedError
-	if !errors.As(err, &nl) || nl.DownloadingFor() != downloading {
+	if !errors.As(err, &nl) || nl.NotHeldBy() != repo {
 		if rc != nil {
 			rc.Close()
 		}
-		t.Fatalf("FetchBlob for %s = %v, want a NotLinkedError downloading for %q", repo, err, downloading)
+		t.Fatalf("FetchBlob for %s = %v, want a NotLinkedError", repo, err)
 	}
 }
 

@@ -36,9 +36,10 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetch
 	}
 
 	s.mu.Lock()
-	delete(s.inflight, dl.digest)
+	delete(s.inflight, fillKey{dl.digest, dl.repo})
 	joiners := dl.repos
 	s.mu.Unlock()
+	close(dl.ended)
 	if err == nil && !dl.passedThrough {
 		for r := range joiners {
 			s.access.addRef(reference{repo: r, d: dl.digest, kind: kindBlob})
@@ -51,13 +52,6 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetch
 // transfer fetches the blob into a temp file, verifies it and publishes it.
 // Whatever happens, the temp file is gone when it returns.
 func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch fetchFunc) error {
-	f, err := os.CreateTemp(s.tmpDir, dl.digest.Encoded()+".*")
-	if err != nil {
-		return fmt.Errorf("download blob %s: %w", dl.digest, err)
-	}
-	dl.setFile(f)
-	defer os.Remove(f.Name()) // fails harmlessly once the file is renamed
-
 	stall := time.AfterFunc(s.stallTimeout, func() {
 		dl.cancel(fmt.Errorf("%w: no data for %s", ErrStalled, s.stallTimeout))
 	})
@@ -72,7 +66,23 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 	stopClosing := context.AfterFunc(ctx, func() { body.Close() })
 	defer stopClosing()
 
-	dl.start(size)
+	limits := s.currentLimits()
+	if size > limits.MaxBlobSize {
+		return fmt.Errorf("blob %s: upstream announced %d bytes, over the limit of %d: %w",
+			dl.digest, size, limits.MaxBlobSize, ErrBlobTooLarge)
+	}
+	f, err := os.CreateTemp(s.tmpDir, dl.digest.Encoded()+".*")
+	if err != nil {
+		return fmt.Errorf("download blob %s: %w", dl.digest, err)
+	}
+	dl.setFile(f)
+	defer os.Remove(f.Name()) // fails harmlessly once the file is renamed
+
+	worth := s.worthFinishing(size)
+	dl.start(size, worth)
+	if !worth && s.abandonIfUnread(dl) {
+		return fmt.Errorf("download blob %s: %w: no reader waited for it", dl.digest, ErrAbandoned)
+	}
 	if size > 0 && s.keeps(size) {
 		// Count the download against the budget before it lands, so that
 		// eviction makes room while it streams.
@@ -81,7 +91,8 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 		s.signalGrowth()
 	}
 	h := sha256.New()
-	written, err := copyBody(dl, io.MultiWriter(newWritebackFile(f), h), body, size, func() { stall.Reset(s.stallTimeout) })
+	limit := bodyLimit{size: size, max: limits.MaxBlobSize}
+	written, err := copyBody(dl, io.MultiWriter(newWritebackFile(f), h), body, limit, func() { stall.Reset(s.stallTimeout) })
 	if err != nil {
 		return err
 	}
@@ -96,16 +107,34 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 	return s.publish(ctx, dl.digest, f, repo, written)
 }
 
+// bodyLimit is how many bytes a body may have: its announced size, or the
+// cap on any blob when the size is unknown (-1).
+type bodyLimit struct {
+	size, max int64
+}
+
+// check fails once a body has grown to n bytes past its limit.
+func (l bodyLimit) check(d digest.Digest, n int64) error {
+	switch {
+	case l.size >= 0 && n > l.size:
+		return fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", d, l.size, ErrSizeMismatch)
+	case l.size < 0 && n > l.max:
+		return fmt.Errorf("blob %s: upstream sent more than %d bytes of unknown length: %w", d, l.max, ErrBlobTooLarge)
+	}
+	return nil
+}
+
 // copyBody streams body into w, publishing progress to the readers after
-// every chunk. It stops as soon as body exceeds the announced size.
-func copyBody(dl *download, w io.Writer, body io.Reader, size int64, progressed func()) (int64, error) {
+// every chunk. It stops as soon as body exceeds its limit, before writing
+// the excess.
+func copyBody(dl *download, w io.Writer, body io.Reader, limit bodyLimit, progressed func()) (int64, error) {
 	buf := make([]byte, copyBufferSize)
 	var written int64
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if size >= 0 && written+int64(n) > size {
-				return written, fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", dl.digest, size, ErrSizeMismatch)
+			if err := limit.check(dl.digest, written+int64(n)); err != nil {
+				return written, err
 			}
 			if _, err := w.Write(buf[:n]); err != nil {
 				return written, fmt.Errorf("blob %s: write temp file: %w", dl.digest, err)
@@ -201,7 +230,7 @@ func (s *Store) indexBlob(ctx context.Context, d digest.Digest, size int64, atta
 // makeDir creates a fan-out directory of the blob tree, syncing its parent
 // when it is new so that the directory survives a crash with its files.
 func makeDir(dir string) error {
-	err := os.Mkdir(dir, 0o755)
+	err := os.Mkdir(dir, dirMode)
 	if errors.Is(err, fs.ErrExist) {
 		return nil
 	}

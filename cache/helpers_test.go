@@ -83,16 +83,7 @@ func failFetch(t testing.TB) fetchFunc {
 
 func fetchAll(t testing.TB, s *Store, d digest.Digest, fetch fetchFunc) []byte {
 	t.Helper()
-	rc, _, _, err := s.FetchBlob(context.Background(), testRepo, d, 0, fetch)
-	if err != nil {
-		t.Fatalf("FetchBlob: %v", err)
-	}
-	defer rc.Close()
-	got, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatalf("read fetched blob: %v", err)
-	}
-	return got
+	return fetchAllFor(t, s, testRepo, d, fetch)
 }
 
 // readCached reads the whole cached blob d by digest alone, as reads that
@@ -115,7 +106,12 @@ func readCached(t testing.TB, s *Store, d digest.Digest) []byte {
 func waitWritten(t testing.TB, s *Store, d digest.Digest, n int64) {
 	t.Helper()
 	s.mu.Lock()
-	dl := s.inflight[d]
+	var dl *download
+	for k, fill := range s.inflight {
+		if k.d == d {
+			dl = fill
+		}
+	}
 	s.mu.Unlock()
 	if dl == nil {
 		t.Fatalf("no download of %s in flight", d)

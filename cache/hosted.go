@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -125,7 +124,7 @@ func (s *Store) Hosted(opts HostedOptions) (*Hosted, error) {
 	if h.uploadTTL <= 0 {
 		h.uploadTTL = DefaultUploadTTL
 	}
-	if err := os.MkdirAll(h.uploadDir, 0o755); err != nil {
+	if err := makePrivateDir(h.uploadDir); err != nil {
 		return nil, fmt.Errorf("hosted: %w", err)
 	}
 	return h, nil
@@ -225,16 +224,15 @@ func (h *Hosted) putManifest(ctx context.Context, name string, desc ocispec.Desc
 	}
 	d := desc.Digest
 	now := h.s.now()
+	var added bool
+	var tagged int64
 	err = h.s.update(ctx, func(txn *badger.Txn) error {
 		if err := requireReferences(txn, name, refs); err != nil {
 			return err
 		}
-		if _, err := txn.Get(manifestKey(d)); errors.Is(err, badger.ErrKeyNotFound) {
-			row := manifestRow{MediaType: desc.MediaType, Created: now, Data: data}
-			if err := txn.Set(manifestKey(d), row.marshal()); err != nil {
-				return err
-			}
-		} else if err != nil {
+		var err error
+		row := manifestRow{MediaType: desc.MediaType, Created: now, Data: data}
+		if added, err = setManifestRow(txn, d, row); err != nil {
 			return err
 		}
 		if c != nil {
@@ -242,6 +240,7 @@ func (h *Hosted) putManifest(ctx context.Context, name string, desc ocispec.Desc
 				return err
 			}
 		}
+		tagged = 0
 		if err := link(txn, name, d, kindManifest); err != nil {
 			return err
 		}
@@ -251,16 +250,21 @@ func (h *Hosted) putManifest(ctx context.Context, name string, desc ocispec.Desc
 			}
 		}
 		for _, tag := range tags {
-			row := tagRow{Digest: d, FetchedAt: now}
-			if err := txn.Set(tagKey(hostedKey(name), tag), row.marshal()); err != nil {
+			cost, err := setTagRow(txn, tagKey(hostedKey(name), tag), tagRow{Digest: d, FetchedAt: now})
+			if err != nil {
 				return err
 			}
+			tagged += cost
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("put hosted manifest %s in %s: %w", d, name, err)
 	}
+	if added {
+		h.s.chargeManifest(ctx, d)
+	}
+	h.s.growIndex(tagged)
 	return nil
 }
 
@@ -348,8 +352,10 @@ func (h *Hosted) DeleteManifest(ctx context.Context, name string, d digest.Diges
 	if err := checkHosted(name, d); err != nil {
 		return fmt.Errorf("delete hosted manifest: %w", err)
 	}
+	var untagged int
 	orphan, err := h.unlink(ctx, name, d, kindManifest, func(txn *badger.Txn) error {
-		if err := deleteHostedTagsTo(ctx, txn, name, d); err != nil {
+		var err error
+		if untagged, err = deleteHostedTagsTo(ctx, txn, name, d); err != nil {
 			return err
 		}
 		return deleteReferrerRows(ctx, txn, name, d)
@@ -357,6 +363,7 @@ func (h *Hosted) DeleteManifest(ctx context.Context, name string, d digest.Diges
 	if err != nil {
 		return fmt.Errorf("delete hosted manifest %s from %s: %w", d, name, err)
 	}
+	h.s.growIndex(-int64(untagged) * tagCost)
 	if orphan {
 		if _, err := h.s.RemoveManifests(ctx, []digest.Digest{d}, nil); err != nil {
 			return fmt.Errorf("delete hosted manifest %s from %s: %w", d, name, err)
@@ -418,6 +425,7 @@ func (h *Hosted) DeleteTag(ctx context.Context, name, tag string) error {
 	if err != nil {
 		return fmt.Errorf("delete hosted tag %s:%s: %w", name, tag, err)
 	}
+	h.s.growIndex(-tagCost)
 	return nil
 }
 
@@ -590,8 +598,9 @@ func readBlobRow(txn *badger.Txn, d digest.Digest) (blobRow, error) {
 	return unmarshalBlobRow(v)
 }
 
-// deleteHostedTagsTo deletes the tags of repository name that point to d.
-func deleteHostedTagsTo(ctx context.Context, txn *badger.Txn, name string, d digest.Digest) error {
+// deleteHostedTagsTo deletes the tags of repository name that point to d
+// and returns how many it deleted.
+func deleteHostedTagsTo(ctx context.Context, txn *badger.Txn, name string, d digest.Digest) (int, error) {
 	var doomed [][]byte
 	err := scan(ctx, txn, string(tagKey(hostedKey(name), "")), true, func(item *badger.Item) error {
 		return item.Value(func(v []byte) error {
@@ -602,9 +611,9 @@ func deleteHostedTagsTo(ctx context.Context, txn *badger.Txn, name string, d dig
 		})
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return deleteKeys(txn, doomed)
+	return len(doomed), deleteKeys(txn, doomed)
 }
 
 // deleteReferrerRows deletes the referrers entries of repository name that

@@ -31,7 +31,10 @@ type ManifestInfo struct {
 	Digest    digest.Digest
 	MediaType string
 	Size      int64
-	Created   time.Time
+	// Cost is what the manifest counts against the budget, with the tags
+	// that point to it, which go with it (see Store.Usage).
+	Cost    int64
+	Created time.Time
 	// LastAccess includes reads not yet flushed to the index; it is Created
 	// for a manifest never read since it was stored.
 	LastAccess time.Time
@@ -96,8 +99,11 @@ func (s *Store) Inventory(ctx context.Context) (Inventory, error) {
 		if inv.Manifests, err = s.scanManifests(ctx, txn, kept, users); err != nil {
 			return err
 		}
-		inv.Tags, err = scanTags(ctx, txn)
-		return err
+		if inv.Tags, err = scanTags(ctx, txn); err != nil {
+			return err
+		}
+		chargeTags(inv.Manifests, inv.Tags)
+		return nil
 	})
 	if err != nil {
 		return Inventory{}, fmt.Errorf("read inventory: %w", err)
@@ -153,7 +159,7 @@ func (s *Store) scanManifests(ctx context.Context, txn *badger.Txn, kept map[dig
 				return fmt.Errorf("manifest %s: %w", d, err)
 			}
 			info := ManifestInfo{Digest: d, MediaType: row.MediaType, Size: int64(len(row.Data)),
-				Created: row.Created, LastAccess: row.Created, Kept: kept[d], Repos: users[d]}
+				Cost: manifestItemCost(item), Created: row.Created, LastAccess: row.Created, Kept: kept[d], Repos: users[d]}
 			for _, at := range []time.Time{access[d], s.pendingManifestAccess(d)} {
 				if at.After(info.LastAccess) {
 					info.LastAccess = at
@@ -165,6 +171,19 @@ func (s *Store) scanManifests(ctx context.Context, txn *badger.Txn, kept map[dig
 		})
 	})
 	return manifests, err
+}
+
+// chargeTags adds what each tag counts to the cost of its manifest.
+func chargeTags(manifests []ManifestInfo, tags []TagInfo) {
+	byDigest := make(map[digest.Digest]int, len(manifests))
+	for i, m := range manifests {
+		byDigest[m.Digest] = i
+	}
+	for _, t := range tags {
+		if i, ok := byDigest[t.Digest]; ok {
+			manifests[i].Cost += tagCost
+		}
+	}
 }
 
 func (s *Store) pendingManifestAccess(d digest.Digest) time.Time {

@@ -22,12 +22,10 @@ import (
 var ErrNotLinked = errors.New("held by other repositories only")
 
 // NotLinkedError is FetchBlob's refusal to serve a blob that repository
-// Repo does not hold. Downloading says for which repository the blob is
-// being fetched right now; it is empty when the blob is stored.
+// Repo does not hold: the blob is stored for other repositories only.
 type NotLinkedError struct {
-	Digest      digest.Digest
-	Repo        string
-	Downloading string
+	Digest digest.Digest
+	Repo   string
 }
 
 func (e *NotLinkedError) Error() string {
@@ -36,9 +34,33 @@ func (e *NotLinkedError) Error() string {
 
 func (e *NotLinkedError) Unwrap() error { return ErrNotLinked }
 
-// DownloadingFor returns the repository whose download of the blob is in
-// flight, or "" when the blob is stored.
-func (e *NotLinkedError) DownloadingFor() string { return e.Downloading }
+// NotHeldBy returns the repository that does not hold the blob.
+func (e *NotLinkedError) NotHeldBy() string { return e.Repo }
+
+// fillKey names a download: one per digest and repository, so that a
+// repository's upstream never depends on another's download of the same
+// digest (which may be hostile, or fail).
+type fillKey struct {
+	d    digest.Digest
+	repo string
+}
+
+// Downloading returns the repositories for which d is being downloaded.
+func (s *Store) Downloading(d digest.Digest) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.downloadingLocked(d)
+}
+
+func (s *Store) downloadingLocked(d digest.Digest) []string {
+	var repos []string
+	for k := range s.inflight {
+		if k.d == d {
+			repos = append(repos, k.repo)
+		}
+	}
+	return repos
+}
 
 // Linked reports whether the cached repository repo ("<host>/<path>")
 // holds the blob or manifest d.

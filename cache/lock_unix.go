@@ -15,7 +15,7 @@ import (
 // error cannot be told apart from other failures; this one can, and it also
 // guards the blob and temp directories.
 func lockDir(dir string) (release func() error, err error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("lock data directory: %w", err)
 	}

@@ -42,14 +42,10 @@ func (s *Store) PutManifest(ctx context.Context, repo, mediaType string, data []
 	}
 	d := digest.SHA256.FromBytes(data)
 	row := manifestRow{MediaType: mediaType, Created: s.now(), Data: data}
+	var added bool
 	err := s.update(ctx, func(txn *badger.Txn) error {
-		_, err := txn.Get(manifestKey(d))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			if err := txn.Set(manifestKey(d), row.marshal()); err != nil {
-				return err
-			}
-		case err != nil:
+		var err error
+		if added, err = setManifestRow(txn, d, row); err != nil {
 			return err
 		}
 		return setReference(txn, repo, d, kindManifest)
@@ -57,7 +53,51 @@ func (s *Store) PutManifest(ctx context.Context, repo, mediaType string, data []
 	if err != nil {
 		return "", fmt.Errorf("put manifest %s: %w", d, err)
 	}
+	if added {
+		s.chargeManifest(ctx, d)
+	}
 	return d, nil
+}
+
+// setManifestRow stores the manifest d unless the index has it, and reports
+// whether it did.
+func setManifestRow(txn *badger.Txn, d digest.Digest, row manifestRow) (added bool, err error) {
+	_, err = txn.Get(manifestKey(d))
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		return false, err
+	}
+	return true, txn.Set(manifestKey(d), row.marshal())
+}
+
+// chargeManifest adds what the newly committed manifest d counts to the
+// usage. It reads the cost from the stored row, as its removal will, so
+// that adding and removing a manifest leave the usage where it was.
+func (s *Store) chargeManifest(ctx context.Context, d digest.Digest) {
+	var cost int64
+	err := s.view(context.WithoutCancel(ctx), func(txn *badger.Txn) error {
+		item, err := txn.Get(manifestKey(d))
+		if err == nil {
+			cost = manifestItemCost(item)
+		}
+		return err
+	})
+	if err != nil {
+		return // removed meanwhile, and taken out of the usage it never entered
+	}
+	s.growIndex(cost)
+}
+
+// setTagRow points a tag at row.Digest and returns what it added to the
+// budget's usage: a new tag counts, moving one does not.
+func setTagRow(txn *badger.Txn, key []byte, row tagRow) (cost int64, err error) {
+	_, err = txn.Get(key)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		cost = tagCost
+	case err != nil:
+		return 0, err
+	}
+	return cost, txn.Set(key, row.marshal())
 }
 
 // Tag returns the digest repo:tag pointed to and when that was last confirmed
@@ -90,12 +130,16 @@ func (s *Store) PutTag(ctx context.Context, repo, tag string, d digest.Digest, f
 		return fmt.Errorf("put tag %s:%s: %w", repo, tag, err)
 	}
 	row := tagRow{Digest: d, FetchedAt: fetchedAt}
+	var added int64
 	err := s.update(ctx, func(txn *badger.Txn) error {
-		return txn.Set(tagKey(repo, tag), row.marshal())
+		var err error
+		added, err = setTagRow(txn, tagKey(repo, tag), row)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("put tag %s:%s: %w", repo, tag, err)
 	}
+	s.growIndex(added)
 	return nil
 }
 

@@ -16,7 +16,9 @@ const removeChunk = 256
 
 // Removal reports what RemoveBlobs or RemoveManifests did.
 type Removal struct {
-	// Removed is what left the cache; Freed is the bytes of the removed blobs.
+	// Removed is what left the cache; Freed is what it counted against the
+	// budget: the bytes of removed blobs, or those that removed manifests
+	// and their tags counted (see Store.Usage).
 	Removed []digest.Digest
 	Freed   int64
 	// InUse were skipped: a reader or a download holds them right now.
@@ -110,7 +112,7 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 func (s *Store) claim(ds []digest.Digest) (claimed, inUse []digest.Digest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.uses.claim(ds, func(d digest.Digest) bool { return s.inflight[d] != nil })
+	return s.uses.claim(ds, func(d digest.Digest) bool { return len(s.downloadingLocked(d)) > 0 })
 }
 
 // deleteBlob deletes the row of d and its references from repos unless d is
@@ -165,7 +167,8 @@ func deleteReferences(txn *badger.Txn, d digest.Digest, repos []string) error {
 }
 
 // RemoveManifests deletes manifests from the index, with the tags that point
-// to them and the records of which repositories used them. It skips, and
+// to them and the records of which repositories used them, and takes what
+// they counted out of the usage. It skips, and
 // reports, manifests marked by Keep. The blobs they name stay: removing
 // those is the caller's decision. progress is as for RemoveBlobs.
 func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progress func(done int)) (Removal, error) {
@@ -194,6 +197,7 @@ func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progres
 		if err != nil {
 			return total, fmt.Errorf("remove manifests: %w", err)
 		}
+		s.growIndex(-r.Freed)
 		total.add(r)
 		done += len(chunk)
 		if progress != nil {
@@ -212,11 +216,13 @@ func deleteManifest(txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal)
 		}
 		return err
 	}
-	if _, err := txn.Get(manifestKey(d)); errors.Is(err, badger.ErrKeyNotFound) {
+	item, err := txn.Get(manifestKey(d))
+	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil
 	} else if err != nil {
 		return err
 	}
+	cost := manifestItemCost(item)
 	for _, key := range [][]byte{manifestKey(d), manifestAccessKey(d)} {
 		if err := txn.Delete(key); err != nil {
 			return err
@@ -227,6 +233,7 @@ func deleteManifest(txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal)
 		return err
 	}
 	r.Tags += n
+	r.Freed += cost + int64(n)*tagCost
 	r.Removed = append(r.Removed, d)
 	return deleteReferences(txn, d, usersOf(txn, []digest.Digest{d})[d])
 }

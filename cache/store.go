@@ -43,9 +43,8 @@ type Options struct {
 	// GCInterval is how often Run compacts the index's value log.
 	// Default: DefaultGCInterval.
 	GCInterval time.Duration
-	// MaxBlobSize is the largest blob the cache keeps; larger ones are
-	// served without being cached (see Store.SetMaxBlobSize). Default: no limit.
-	MaxBlobSize int64
+	// Limits bound each download; SetLimits changes them later.
+	Limits
 }
 
 // Store is the on-disk cache. Its methods are safe for concurrent use.
@@ -71,16 +70,18 @@ type Store struct {
 	verified verifiedSet  // blobs whose content this process has hashed
 	uses     useTable     // open readers, and blobs being removed
 	usage    atomic.Int64 // bytes of the indexed blobs
-	reserved atomic.Int64 // announced bytes of the downloads in flight
-	// maxBlobSize is the largest blob kept (SetMaxBlobSize); <= 0: no limit.
-	maxBlobSize atomic.Int64
-	grew        chan struct{}
+	// indexUsage is what the manifests and tags count against the budget
+	// (see manifestItemCost and tagCost).
+	indexUsage atomic.Int64
+	reserved   atomic.Int64 // announced bytes of the downloads in flight
+	limits     atomic.Pointer[Limits]
+	grew       chan struct{}
 
 	fills sync.WaitGroup // download goroutines
 
 	mu       sync.Mutex
 	closed   bool
-	inflight map[digest.Digest]*download
+	inflight map[fillKey]*download
 
 	closeOnce sync.Once
 	closeErr  error
@@ -103,7 +104,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.metrics = m
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := makePrivateDir(opts.Dir); err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
 	if s.unlock, err = lockDir(opts.Dir); err != nil {
@@ -139,10 +140,10 @@ func newStore(opts Options) *Store {
 		stallTimeout:        opts.StallTimeout,
 		accessFlushInterval: opts.AccessFlushInterval,
 		gcInterval:          opts.GCInterval,
-		inflight:            make(map[digest.Digest]*download),
+		inflight:            make(map[fillKey]*download),
 		grew:                make(chan struct{}, 1),
 	}
-	s.maxBlobSize.Store(opts.MaxBlobSize)
+	s.SetLimits(opts.Limits)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -168,10 +169,39 @@ func (s *Store) prepareDirs() error {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return fmt.Errorf("sweep %s: %w", s.tmpDir, err)
 	}
-	for _, dir := range []string{filepath.Join(s.blobRoot, string(digest.SHA256)), s.tmpDir} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+	for _, dir := range []string{s.blobRoot, filepath.Join(s.blobRoot, string(digest.SHA256)), s.tmpDir} {
+		if err := makePrivateDir(dir); err != nil {
 			return fmt.Errorf("open cache: %w", err)
 		}
+	}
+	return nil
+}
+
+// Modes of what the store creates. Cached content may come from private
+// upstream repositories and pushed content from private teams: only the
+// daemon's user may read it.
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// makePrivateDir creates dir, or takes away the group and other permissions
+// of an existing one, which a data directory made by an earlier version has.
+// A private data directory protects everything below it, however loose the
+// modes of older files in it are.
+func makePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&^dirMode == 0 {
+		return nil
+	}
+	if err := os.Chmod(dir, fi.Mode().Perm()&dirMode); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
 	}
 	return nil
 }
@@ -184,6 +214,7 @@ func (s *Store) initGauges(ctx context.Context) error {
 	s.metrics.blobs.Set(float64(st.Blobs))
 	s.metrics.sizeBytes.Set(float64(st.Bytes))
 	s.usage.Store(st.Bytes)
+	s.indexUsage.Store(st.IndexBytes)
 	return nil
 }
 
@@ -257,6 +288,8 @@ type Stats struct {
 	Bytes     int64 // their total size
 	Manifests int64 // manifests in the index
 	Tags      int64 // tags in the index
+	// IndexBytes is what the manifests and tags count against the budget.
+	IndexBytes int64
 }
 
 // Stats scans the index and counts its rows.
@@ -274,10 +307,16 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		if err != nil {
 			return err
 		}
-		if st.Manifests, err = countKeys(ctx, txn, prefixManifest); err != nil {
+		err = scan(ctx, txn, prefixManifest, false, func(item *badger.Item) error {
+			st.Manifests++
+			st.IndexBytes += manifestItemCost(item)
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		st.Tags, err = countKeys(ctx, txn, prefixTag)
+		st.IndexBytes += st.Tags * tagCost
 		return err
 	})
 	if err != nil {

@@ -1,14 +1,50 @@
 package cache
 
-// Usage returns the bytes the cache's blobs take on disk, counting the
-// downloads in flight at the size upstream announced: what eviction must
-// keep within the budget. It is kept in memory and costs nothing to call.
+import "github.com/dgraph-io/badger/v4"
+
+// Usage returns what eviction must keep within the budget: the bytes the
+// cache's blobs take on disk, the downloads in flight at the size upstream
+// announced, and what the manifests and tags count (see manifestItemCost and
+// tagCost). It is kept in memory and costs nothing to call.
 func (s *Store) Usage() int64 {
-	return s.usage.Load() + s.reserved.Load()
+	return s.usage.Load() + s.indexUsage.Load() + s.reserved.Load()
+}
+
+// What index rows count against the budget. Without them, a stream of
+// distinct manifests (up to 4 MiB each) or tags would grow the index
+// without bound while the budget saw nothing. A manifest counts its row
+// (see manifestItemCost).
+const (
+	// manifestRowAllowance stands for the rows that come with a manifest
+	// besides its own: its access time and the repositories that use it.
+	manifestRowAllowance = 256
+	// tagCost is what one tag row counts.
+	tagCost = 128
+)
+
+// manifestItemCost is what a stored manifest row counts: its key, its value
+// and manifestRowAllowance, read without fetching the value. For a value in
+// the value log Badger's size is exact only to within the few bytes of a
+// record header, but the same for every read of the row: adding and
+// removing both use this one function.
+func manifestItemCost(item *badger.Item) int64 {
+	return int64(len(item.Key())) + item.ValueSize() + manifestRowAllowance
+}
+
+// growIndex adds n (negative: takes it away) to what the index rows count,
+// waking eviction when it grew.
+func (s *Store) growIndex(n int64) {
+	if n == 0 {
+		return
+	}
+	s.indexUsage.Add(n)
+	if n > 0 {
+		s.signalGrowth()
+	}
 }
 
 // Grew returns a channel that receives a value after Usage has grown: a
-// download started or a blob was committed. Signals are coalesced: one value
+// download started, or a blob, a manifest or a tag was committed. Signals are coalesced: one value
 // may stand for many growths. The channel is shared; it has one intended
 // receiver, the eviction loop.
 func (s *Store) Grew() <-chan struct{} {

@@ -2,11 +2,12 @@
 //
 // An Evictor watches usage (woken by the cache when it grows, and on an
 // interval for free disk space) and, once usage is above the high watermark
-// or free disk below its minimum, removes the least recently used blobs
-// until usage is back under the low watermark. It never removes what the
-// cache refuses: blobs being read or downloaded, and kept (hosted) content.
-// Manifests are not evicted: they are small, and a later pull fetches the
-// blobs of a manifest whose blobs went.
+// or free disk below its minimum, removes the least recently used blobs and
+// manifests until usage is back under the low watermark. Manifests and tags
+// count against the budget, so that a stream of distinct manifests cannot
+// grow the index without bound. It never removes what the cache refuses:
+// blobs being read or downloaded, and kept (hosted) content; nor pinned
+// repositories' manifests, nor a manifest that a cached index still names.
 //
 // PlanPrune decides what an operator's prune removes, by image rather than
 // by blob: by age, size and repository, sparing pinned repositories'

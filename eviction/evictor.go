@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,15 +65,17 @@ func (c Config) Validate() error {
 
 // Cache is what eviction needs from the cache.
 type Cache interface {
-	// Usage returns the bytes the cached blobs take, downloads in flight
-	// included. It is called often and must be cheap.
+	// Usage returns the bytes the cache counts against its budget: blobs,
+	// downloads in flight, manifests and index rows. It is called often and
+	// must be cheap.
 	Usage() int64
-	// Candidates lists the cached blobs, with Keep set on those that must
-	// stay whatever happens.
+	// Candidates lists the cached blobs and manifests, with Keep set on
+	// those that must stay whatever happens.
 	Candidates(ctx context.Context) ([]Candidate, error)
-	// Remove deletes the blobs ds, except those that are being read or
-	// downloaded, or kept, and returns how many went and the bytes freed.
-	Remove(ctx context.Context, ds []digest.Digest) (removed int, freed int64, err error)
+	// Remove deletes the victims, except blobs that are being read or
+	// downloaded and kept content, and returns how many went and the bytes
+	// of the budget they freed.
+	Remove(ctx context.Context, victims []Candidate) (removed int, freed int64, err error)
 }
 
 // Options are an Evictor's collaborators. The zero value of each means none.
@@ -142,14 +143,14 @@ func (e *Evictor) Run(ctx context.Context, wake <-chan struct{}) error {
 type Pass struct {
 	Usage   int64 // bytes before the pass
 	Target  int64 // bytes the pass aimed at; equal to Usage when nothing was due
-	Removed int   // blobs removed
-	Freed   int64 // their bytes
+	Removed int   // blobs and manifests removed
+	Freed   int64 // the bytes of the budget they took
 }
 
 // Evict runs one pass now: when usage is above the high watermark, or free
-// disk below the minimum, it removes the least recently used blobs until
+// disk below the minimum, it removes the least recently used content until
 // usage is at the low watermark and free disk back above the minimum (with
-// a margin of a tenth of it). Kept blobs and blobs in use are skipped.
+// a margin of a tenth of it). Kept content and blobs in use are skipped.
 func (e *Evictor) Evict(ctx context.Context) (Pass, error) {
 	select {
 	case e.pass <- struct{}{}:
@@ -173,7 +174,7 @@ func (e *Evictor) Evict(ctx context.Context) (Pass, error) {
 	if err != nil {
 		return p, fmt.Errorf("evict: %w", err)
 	}
-	e.log.Info("evicted least recently used blobs", "blobs", p.Removed, "freed_bytes", p.Freed,
+	e.log.Info("evicted least recently used content", "removed", p.Removed, "freed_bytes", p.Freed,
 		"usage_bytes", usage, "target_bytes", target)
 	return p, nil
 }
@@ -190,20 +191,18 @@ func (e *Evictor) removeDownTo(ctx context.Context, candidates []Candidate, usag
 		if len(victims) == 0 {
 			return nil
 		}
-		tried := make(map[digest.Digest]bool, len(victims))
-		ds := make([]digest.Digest, len(victims))
-		for i, v := range victims {
-			ds[i] = v.Digest
-			tried[v.Digest] = true
+		tried := make(map[candidateKey]bool, len(victims))
+		for _, v := range victims {
+			tried[v.key()] = true
 		}
-		removed, freed, err := e.cache.Remove(ctx, ds)
+		removed, freed, err := e.cache.Remove(ctx, victims)
 		p.Removed += removed
 		p.Freed += freed
 		if err != nil || removed == len(victims) {
 			return err
 		}
 		for i := range candidates {
-			candidates[i].Keep = candidates[i].Keep || tried[candidates[i].Digest]
+			candidates[i].Keep = candidates[i].Keep || tried[candidates[i].key()]
 		}
 		usage -= freed
 	}

@@ -54,12 +54,13 @@ func (c *memCache) Candidates(context.Context) ([]Candidate, error) {
 	return out, nil
 }
 
-func (c *memCache) Remove(_ context.Context, ds []digest.Digest) (int, int64, error) {
+func (c *memCache) Remove(_ context.Context, victims []Candidate) (int, int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var n int
 	var freed int64
-	for _, d := range ds {
+	for _, v := range victims {
+		d := v.Digest
 		b, ok := c.blobs[d]
 		if !ok || b.Keep || c.inUse[d] {
 			continue

@@ -8,13 +8,48 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Candidate is a blob that eviction may remove.
+// Candidate is a blob or a manifest that eviction may remove.
 type Candidate struct {
-	Digest     digest.Digest
+	Digest digest.Digest
+	// Manifest tells a manifest from a blob: one digest may name both.
+	Manifest bool
+	// Size is what the content counts against the budget.
 	Size       int64
 	LastAccess time.Time
-	// Keep marks a blob that must stay: in use, hosted, or pinned.
+	// Keep marks content that must stay: in use, hosted, or pinned.
 	Keep bool
+}
+
+// candidateKey tells candidates apart.
+type candidateKey struct {
+	digest   digest.Digest
+	manifest bool
+}
+
+func (c Candidate) key() candidateKey { return candidateKey{c.Digest, c.Manifest} }
+
+// ManifestCandidates makes eviction candidates of the cached manifests.
+// Those that must stay are marked Keep: kept content, pinned repositories'
+// manifests and their children, and every manifest that a cached index
+// names, which goes only after its index, so that no cached index ever
+// lacks a child. Size is the manifest's Size.
+func ManifestCandidates(manifests []Manifest, pins Globs) []Candidate {
+	byDigest := make(map[digest.Digest]*Manifest, len(manifests))
+	named := make(map[digest.Digest]bool)
+	for i := range manifests {
+		m := &manifests[i]
+		byDigest[m.Digest] = m
+		for _, child := range m.Manifests {
+			named[child] = true
+		}
+	}
+	protected := protectedManifests(byDigest, pins)
+	out := make([]Candidate, len(manifests))
+	for i, m := range manifests {
+		out[i] = Candidate{Digest: m.Digest, Manifest: true, Size: m.Size, LastAccess: m.LastAccess,
+			Keep: protected[m.Digest] || named[m.Digest]}
+	}
+	return out
 }
 
 // Select returns the candidates to remove, least recently used first, so

@@ -63,3 +63,49 @@ func BenchmarkSelect100k(b *testing.B) {
 		Select(cands, usage, usage*8/10)
 	}
 }
+
+func TestManifestCandidates(t *testing.T) {
+	t.Parallel()
+	d := func(name string) digest.Digest { return digest.FromString(name) }
+	manifests := []Manifest{
+		{Digest: d("plain"), Size: 10, Repos: []string{"docker.io/library/node"}},
+		{Digest: d("index"), Size: 20, Repos: []string{"docker.io/library/node"}, Manifests: []digest.Digest{d("child")}},
+		{Digest: d("child"), Size: 30, Repos: []string{"docker.io/library/node"}},
+		{Digest: d("hosted"), Size: 40, Kept: true, Repos: []string{"hosted/team/app"}},
+		{Digest: d("pinned index"), Size: 50, Repos: []string{"docker.io/library/alpine"}, Manifests: []digest.Digest{d("pinned child")}},
+		{Digest: d("pinned child"), Size: 60, Repos: []string{"docker.io/library/alpine"}},
+	}
+	tests := []struct {
+		name     string
+		pins     Globs
+		wantKeep map[digest.Digest]bool
+	}{
+		{
+			name:     "no pins: kept ones and children of a cached index stay",
+			wantKeep: map[digest.Digest]bool{d("child"): true, d("hosted"): true, d("pinned child"): true},
+		},
+		{
+			name: "pinned repository stays with its children",
+			pins: Globs{"library/alpine"},
+			wantKeep: map[digest.Digest]bool{d("child"): true, d("hosted"): true,
+				d("pinned index"): true, d("pinned child"): true},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := ManifestCandidates(manifests, tt.pins)
+			if len(got) != len(manifests) {
+				t.Fatalf("%d candidates for %d manifests", len(got), len(manifests))
+			}
+			for i, c := range got {
+				if !c.Manifest || c.Size != manifests[i].Size || c.Digest != manifests[i].Digest {
+					t.Errorf("candidate %d = %+v, want manifest %s of size %d", i, c, manifests[i].Digest, manifests[i].Size)
+				}
+				if c.Keep != tt.wantKeep[c.Digest] {
+					t.Errorf("%s: Keep = %v, want %v", c.Digest, c.Keep, tt.wantKeep[c.Digest])
+				}
+			}
+		})
+	}
+}

@@ -18,9 +18,12 @@ type Blob struct {
 	Repos      []string // repositories known to use it
 }
 
-// Manifest is a cached manifest as pruning sees it.
+// Manifest is a cached manifest as pruning and eviction see it.
 type Manifest struct {
-	Digest     digest.Digest
+	Digest digest.Digest
+	// Size is what the manifest counts against the cache budget, with the
+	// index rows (tags) that go with it.
+	Size       int64
 	LastAccess time.Time
 	Kept       bool     // must stay whatever happens (hosted content)
 	Repos      []string // repositories known to use it
@@ -148,7 +151,7 @@ func newPlanner(inv Inventory, opts PruneOptions) *planner {
 
 // candidates lists the units the prune may remove, least recently used first.
 func (p *planner) candidates() []unit {
-	protected := p.protectedManifests()
+	protected := protectedManifests(p.manifests, p.opts.Pins)
 	var units []unit
 	for _, m := range p.manifests {
 		if protected[m.Digest] || (len(p.opts.Repos) > 0 && !p.opts.Repos.MatchAll(m.Repos)) {
@@ -172,11 +175,11 @@ func (p *planner) candidates() []unit {
 
 // protectedManifests are the kept manifests, those of pinned repositories,
 // and the children of either.
-func (p *planner) protectedManifests() map[digest.Digest]bool {
+func protectedManifests(manifests map[digest.Digest]*Manifest, pins Globs) map[digest.Digest]bool {
 	protected := make(map[digest.Digest]bool)
 	var protect func(d digest.Digest)
 	protect = func(d digest.Digest) {
-		m, ok := p.manifests[d]
+		m, ok := manifests[d]
 		if !ok || protected[d] {
 			return
 		}
@@ -185,8 +188,8 @@ func (p *planner) protectedManifests() map[digest.Digest]bool {
 			protect(child)
 		}
 	}
-	for d, m := range p.manifests {
-		if m.Kept || p.opts.Pins.MatchAny(m.Repos) {
+	for d, m := range manifests {
+		if m.Kept || pins.MatchAny(m.Repos) {
 			protect(d)
 		}
 	}

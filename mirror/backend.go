@@ -17,11 +17,9 @@ type Cache interface {
 	// ReadBlob opens the cached blob d for reading from offset and returns its total size.
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	// FetchBlob serves d from the cache, or downloads it with fetch on a miss,
-	// for repo. Content stored or being downloaded only for other
-	// repositories is refused with an error implementing
-	// interface{ DownloadingFor() string }, which names the repository a
-	// download in flight is for ("" when d is stored). Concurrent calls for
-	// one digest and repository share one download; the returned reader
+	// for repo. Content stored only for other repositories is refused with
+	// an error implementing interface{ NotHeldBy() string }. Concurrent calls
+	// for one digest and repository share one download; the returned reader
 	// streams the bytes as they arrive, starting at offset. size is -1 when
 	// fetch could not tell it. coalesced reports that another call's download
 	// (or one that just completed) served this one. The reader's Read fails
@@ -36,6 +34,8 @@ type Cache interface {
 	// Holders returns the repositories holding d: cached ones by cache key,
 	// hosted ones by hosted name.
 	Holders(ctx context.Context, d digest.Digest) (cached, hosted []string, err error)
+	// Downloading returns the repositories d is being downloaded for.
+	Downloading(d digest.Digest) []string
 	// Link records that the cached repository repo holds the stored d,
 	// after its upstream sent bytes that hash to d.
 	Link(ctx context.Context, repo string, d digest.Digest) error

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -77,13 +78,16 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	if err := m.chargeMiss(ctx); err != nil {
 		return blobBody{}, err
 	}
+	if body, ok := m.joinDownload(ctx, rem, t, d, offset); ok {
+		return body, nil
+	}
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		return rem.Upstream.GetBlob(ctx, t.path, d)
 	}
 	rc, size, joined, err := m.cache.FetchBlob(ctx, t.cacheKey(), d, offset, fetch)
-	var held interface{ DownloadingFor() string }
-	if errors.As(err, &held) {
-		return m.openHeldBlob(ctx, rem, t, d, offset, held.DownloadingFor())
+	var notHeld interface{ NotHeldBy() string }
+	if errors.As(err, &notHeld) {
+		return m.openHeldBlob(ctx, rem, t, d, offset)
 	}
 	if err != nil {
 		m.lookupResult(ctx, rem, "blob", resultError)
@@ -111,37 +115,44 @@ func (m *Mirror) cachedBlob(ctx context.Context, rem *Remote, t target, d digest
 	return blobBody{rc: rc, offset: offset, size: size, source: sourceCache}, true, nil
 }
 
-// openHeldBlob serves d, which other repositories than t hold or are
-// downloading. A download for a repository the client may read is joined;
-// otherwise t's upstream must first prove it has d by sending its bytes.
-func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64, downloadingFor string) (blobBody, error) {
-	if downloadingFor == "" || !m.mayReadCached(ctx, downloadingFor) {
-		if err := m.chargeMiss(ctx); err != nil {
-			return blobBody{}, err
+// joinDownload joins a download of d in flight for another repository of
+// t's registry that the client may read, so that two images sharing a
+// layer fetch it once. Downloads for other registries are never joined: a
+// hostile registry's download, bound to fail, must not take this one's
+// readers down with it. ok is false when there is none to join.
+func (m *Mirror) joinDownload(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (blobBody, bool) {
+	for _, repo := range m.cache.Downloading(d) {
+		host, _, _ := strings.Cut(repo, "/")
+		if repo == t.cacheKey() || host != t.host || !m.mayReadCached(ctx, repo) {
+			continue
 		}
-		if err := m.confirmBlob(ctx, rem, t, d); err != nil {
-			m.lookupResult(ctx, rem, "blob", resultError)
-			return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
+		ended := func(context.Context) (io.ReadCloser, int64, error) {
+			return nil, 0, errDownloadEnded
 		}
+		rc, size, _, err := m.cache.FetchBlob(ctx, repo, d, offset, ended)
+		if err != nil {
+			continue // it ended meanwhile: download for t
+		}
+		m.lookupResult(ctx, rem, "blob", resultCoalesced)
+		return blobBody{rc: rc, offset: offset, size: size, source: sourceUpstream}, true
+	}
+	return blobBody{}, false
+}
+
+// errDownloadEnded means a download to join ended before it could be.
+var errDownloadEnded = errors.New("the download ended before it was joined")
+
+// openHeldBlob serves d, which other repositories than t hold: t's
+// upstream must first prove it has d by sending its bytes.
+func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (blobBody, error) {
+	if err := m.confirmBlob(ctx, rem, t, d); err != nil {
+		m.lookupResult(ctx, rem, "blob", resultError)
+		return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
 	}
 	if body, ok, err := m.cachedBlob(ctx, rem, t, d, offset); ok || err != nil {
 		return body, err
 	}
-	if downloadingFor == "" {
-		return blobBody{}, newError(codeUnavailable, "blob %s changed while it was read; retry", d)
-	}
-	// d is being downloaded for a repository whose content the client may
-	// read, or that t's upstream proved to be d: join that download.
-	gone := func(context.Context) (io.ReadCloser, int64, error) {
-		return nil, 0, newError(codeUnavailable, "the download of blob %s ended meanwhile; retry", d)
-	}
-	rc, size, joined, err := m.cache.FetchBlob(ctx, downloadingFor, d, offset, gone)
-	if err != nil {
-		m.lookupResult(ctx, rem, "blob", resultError)
-		return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
-	}
-	m.lookupResult(ctx, rem, "blob", missOrCoalesced(joined))
-	return blobBody{rc: rc, offset: offset, size: size, source: sourceUpstream}, nil
+	return blobBody{}, newError(codeUnavailable, "blob %s was removed while it was confirmed; retry", d)
 }
 
 // copyBlob sends span of the blob. Headers are out by now, so a failure

@@ -33,7 +33,10 @@ func fromUpstream(err error, host string, k kind) error {
 		return err // the client went away; nobody reads the answer
 	}
 	status := upstreamStatus(err)
+	var tooLarge interface{ BlobTooLarge() bool } // the cache's size cap refused the blob
 	switch {
+	case errors.As(err, &tooLarge) && tooLarge.BlobTooLarge():
+		return &Error{Code: codeDenied, Message: "blob on " + host + " is larger than this mirror accepts", Err: err}
 	case status == http.StatusNotFound || errors.Is(err, fs.ErrNotExist):
 		return &Error{Code: notFoundCode(k), Message: "not found on " + host, Err: err}
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
@@ -42,11 +45,27 @@ func fromUpstream(err error, host string, k kind) error {
 		return &Error{Code: codeUnavailable, Message: "upstream " + host + " is rate limiting the mirror; try again later", Err: err}
 	case status != 0:
 		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " failed", Err: err}
+	case hint(err) != "":
+		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + ": " + hint(err), Err: err}
 	case isTimeout(err):
 		return &Error{Code: codeUnavailable, Status: http.StatusGatewayTimeout, Message: "upstream " + host + " timed out", Err: err}
 	default:
 		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " is unreachable", Err: err}
 	}
+}
+
+// operatorHinter is implemented by upstream failures only the mirror's
+// operator can fix, such as a certificate the mirror does not trust; the
+// hint names the problem and the setting, and is fit for clients to read.
+type operatorHinter interface{ OperatorHint() string }
+
+// hint is err's operator hint, or "".
+func hint(err error) string {
+	var h operatorHinter
+	if errors.As(err, &h) {
+		return h.OperatorHint()
+	}
+	return ""
 }
 
 func notFoundCode(k kind) string {

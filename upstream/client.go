@@ -80,8 +80,15 @@ type Config struct {
 	// PublicOnly holds the registry's own host to public addresses too,
 	// and ignores HTTPS_PROXY: for registries that clients name rather
 	// than the operator, which must not become a client's way into the
-	// mirror's private network.
+	// mirror's private network. The TLS and proxy settings below do not
+	// apply to it.
 	PublicOnly bool
+	// TLS settings of the connections to the registry (see tls.go).
+	TLS TLSConfig
+	// Proxy, when set, is an http:// or https:// proxy that every request
+	// to the registry and the hosts it sends the client to goes through
+	// (CONNECT for https), in place of HTTPS_PROXY and NO_PROXY.
+	Proxy string
 }
 
 // Options are the client's collaborators; every field may be nil.
@@ -162,9 +169,12 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 	}
 	inner := opts.Transport
 	if inner == nil {
-		inner = defaultTransports(cfg, base)
+		if inner, err = defaultTransports(cfg, base, clientCertChanged(log, cfg.Host)); err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", cfg.Host, err)
+		}
 	}
 	idle, _ := inner.(interface{ CloseIdleConnections() })
+	inner = &explainTLS{inner: inner, tls: cfg.TLS}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -221,6 +231,9 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 	if cfg.Host == "" {
 		cfg.Host = u.Host
 	}
+	if _, err := cfg.proxyURL(); err != nil {
+		return cfg, nil, fmt.Errorf("upstream %s: %w", cfg.Host, err)
+	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
@@ -243,6 +256,41 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 		cfg.Retries = 0
 	}
 	return cfg, &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// proxyURL is Config.Proxy parsed; nil when there is none.
+func (cfg Config) proxyURL() (*url.URL, error) {
+	if cfg.Proxy == "" {
+		return nil, nil
+	}
+	return ParseProxy(cfg.Proxy)
+}
+
+// ParseProxy parses a proxy URL as Config.Proxy takes it:
+// http://host[:port] or https://host[:port], with user info for a proxy
+// that wants a login. Its errors never repeat the password.
+func ParseProxy(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse's error repeats the URL, and with it a password.
+		return nil, errors.New("proxy: not a URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("proxy %q must be http://host:port or https://host:port", u.Redacted())
+	}
+	return u, nil
+}
+
+// clientCertChanged logs how a reload of a client certificate, started
+// by a change of its files, ended.
+func clientCertChanged(log *slog.Logger, host string) func(error) {
+	return func(err error) {
+		if err != nil {
+			log.Error("upstream client certificate changed but does not load: the one in use stays", "upstream", host, "err", err)
+			return
+		}
+		log.Info("upstream client certificate reloaded", "upstream", host)
+	}
 }
 
 // fixedScheme sends every request for the registry's host with the

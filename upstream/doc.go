@@ -29,4 +29,11 @@
 // with Config.PublicOnly, for a registry a client named, the registry's
 // own host too. Credentials go only to the registry's host and its token
 // services (credentialGuard).
+//
+// Per registry, TLSConfig adds CAs to the system's roots, presents a
+// client certificate (reloaded when its files change) to the configured
+// hosts only, or skips verification of them; Config.Proxy sends all of
+// its traffic through one proxy, the address policy still applied first.
+// A TLS failure comes back as a *CertificateError naming the setting
+// that fixes it.
 package upstream

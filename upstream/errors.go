@@ -135,8 +135,9 @@ func (o opError) fromErr(err error) *Error {
 		// The caller's own cancellation is final, and so are the guard
 		// withholding credentials and the address policy; anything else
 		// that kept the upstream from answering (refused, reset, timed
-		// out) may pass.
-		temporary: !errors.Is(err, context.Canceled) && !errors.Is(err, ErrCredentialsWithheld) && !errors.Is(err, ErrNotPublic),
+		// out) may pass. A certificate problem needs the operator.
+		temporary: !errors.Is(err, context.Canceled) && !errors.Is(err, ErrCredentialsWithheld) && !errors.Is(err, ErrNotPublic) &&
+			!errors.As(err, new(*CertificateError)),
 	}
 }
 

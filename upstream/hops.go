@@ -48,20 +48,39 @@ func (h *hopRouter) CloseIdleConnections() {
 
 // defaultTransports is the transport under the credential guard when
 // Options.Transport is nil: for a registry a client named, public
-// addresses only for every host; else the hop router.
-func defaultTransports(cfg Config, base *url.URL) http.RoundTripper {
+// addresses only for every host; else the hop router. The configured
+// hosts get the TLS settings in full (client certificate, skipped
+// verification); the other hosts only the added CAs. With Config.Proxy
+// both sides go through that proxy, the other hosts still checked for
+// public addresses first; without it, through HTTPS_PROXY as NO_PROXY
+// decides. clientCertChanged hears how each reload of the client
+// certificate that a change of its files started ended.
+func defaultTransports(cfg Config, base *url.URL, clientCertChanged func(error)) (http.RoundTripper, error) {
 	if cfg.PublicOnly {
-		return publicTransport(cfg, nil)
+		return publicTransport(cfg, nil), nil
+	}
+	configuredTLS, elsewhereTLS, err := cfg.TLS.tlsConfigs(clientCertChanged)
+	if err != nil {
+		return nil, err
+	}
+	proxy, err := cfg.proxyURL()
+	if err != nil {
+		return nil, err
 	}
 	trusted := map[string]bool{}
 	for _, h := range trustedHosts(cfg, base) {
 		trusted[registryhost.Hostname(h)] = true
 	}
-	return &hopRouter{
-		trusted:    trusted,
-		configured: defaultTransport(cfg),
-		elsewhere:  publicTransport(cfg, newCheckedProxy()),
+	configured := defaultTransport(cfg)
+	configured.TLSClientConfig = configuredTLS
+	checked := newCheckedProxy()
+	if proxy != nil {
+		configured.Proxy = http.ProxyURL(proxy)
+		checked.fromEnvironment = http.ProxyURL(proxy)
 	}
+	elsewhere := publicTransport(cfg, checked)
+	elsewhere.TLSClientConfig = elsewhereTLS
+	return &hopRouter{trusted: trusted, configured: configured, elsewhere: elsewhere}, nil
 }
 
 // trustedHosts are the hosts the operator configured for a registry.
@@ -107,9 +126,10 @@ func publicTransport(cfg Config, proxy *checkedProxy) *http.Transport {
 	return t
 }
 
-// checkedProxy chooses the environment's proxy (HTTPS_PROXY, NO_PROXY)
-// for the hosts nobody configured, so that blob downloads from a CDN keep
-// working where only a proxy reaches the internet. The proxy resolves and
+// checkedProxy chooses the environment's proxy (HTTPS_PROXY, NO_PROXY),
+// or Config.Proxy, for the hosts nobody configured, so that blob
+// downloads from a CDN keep working where only a proxy reaches the
+// internet. The proxy resolves and
 // dials the target itself, out of the dialer's sight, so the target's name
 // is resolved here first and refused unless all its addresses are public;
 // the dialer then lets through the proxy's own address, which the operator

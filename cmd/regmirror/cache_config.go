@@ -7,10 +7,12 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"gopkg.in/yaml.v3"
 
+	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/eviction"
 )
 
@@ -30,11 +32,32 @@ type CacheConfig struct {
 	// Pin lists repository globs whose manifests are never evicted or
 	// pruned, e.g. "library/*" or "ghcr.io/team/*".
 	Pin []string `yaml:"pin"`
+	// MaxBlobSize is the hard cap on one upstream blob: one announced
+	// larger is refused, and a body of unknown length is cut at it. Default:
+	// 16GiB, or MaxSize when that is smaller.
+	MaxBlobSize Size `yaml:"max_blob_size"`
+	// FillTimeout is the wall-clock limit of one upstream blob download
+	// (default 1h), beside the stall timeout.
+	FillTimeout time.Duration `yaml:"fill_timeout"`
 }
 
 // defaultMinFreeDisk keeps the filesystem from filling up, which would stop
 // the index from writing, when no budget says otherwise.
 const defaultMinFreeDisk = Size(1 << 30)
+
+// limits are the store's limits for one download. A blob larger than the
+// whole budget is not kept (keeping it would make eviction flush everything
+// else for it), and by default not even fetched: the cap follows the budget.
+func (c CacheConfig) limits() cache.Limits {
+	maxBlob := int64(c.MaxBlobSize)
+	if maxBlob == 0 {
+		maxBlob = cache.DefaultMaxBlobSize
+		if c.MaxSize > 0 {
+			maxBlob = min(maxBlob, int64(c.MaxSize))
+		}
+	}
+	return cache.Limits{MaxBlobSize: maxBlob, MaxKeptSize: int64(c.MaxSize), FillTimeout: c.FillTimeout}
+}
 
 // eviction turns the section into the eviction package's budget.
 func (c CacheConfig) eviction() eviction.Config {
@@ -65,6 +88,9 @@ func (c CacheConfig) validate() error {
 		if _, err := eviction.ParseGlobs([]string{p}); err != nil {
 			errs = append(errs, &keyError{key: fmt.Sprintf("cache.pin[%d]", i), err: fmt.Errorf("cache.pin: %w", err)})
 		}
+	}
+	if c.FillTimeout < 0 {
+		errs = append(errs, errors.New("cache.fill_timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }

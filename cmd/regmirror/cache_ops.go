@@ -42,7 +42,9 @@ type progressEvent struct {
 
 // statsReport is `regmirror cache stats`.
 type statsReport struct {
-	Bytes         int64          `json:"bytes"`
+	Bytes int64 `json:"bytes"` // blobs
+	// IndexBytes is what the manifests and tags count against the budget.
+	IndexBytes    int64          `json:"index_bytes"`
 	Budget        int64          `json:"budget_bytes"` // 0: unlimited
 	HighWatermark float64        `json:"high_watermark"`
 	LowWatermark  float64        `json:"low_watermark"`
@@ -107,6 +109,9 @@ func (o *cacheOps) stats(ctx context.Context) (statsReport, error) {
 			u.Bytes += b.Size
 			u.Blobs++
 		}
+	}
+	for _, m := range inv.Manifests {
+		r.IndexBytes += m.Cost
 	}
 	r.TopRepos = topRepos(repos, topRepoCount)
 	if o.traffic != nil {
@@ -251,7 +256,7 @@ func pruneInventory(inv cache.Inventory) eviction.Inventory {
 		out.Blobs[i] = eviction.Blob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Kept: b.Kept, Repos: b.Repos}
 	}
 	for i, m := range inv.Manifests {
-		out.Manifests[i] = eviction.Manifest{Digest: m.Digest, LastAccess: m.LastAccess, Kept: m.Kept,
+		out.Manifests[i] = eviction.Manifest{Digest: m.Digest, Size: m.Cost, LastAccess: m.LastAccess, Kept: m.Kept,
 			Repos: m.Repos, Blobs: m.Blobs, Manifests: m.Manifests}
 	}
 	return out
@@ -299,25 +304,43 @@ func (o *cacheOps) verify(ctx context.Context, req verifyRequest, progress func(
 // evictionCache adapts the store to what the eviction loop needs.
 type evictionCache struct {
 	store *cache.Store
+	// pins are the repositories whose manifests eviction spares.
+	pins eviction.Globs
 }
 
 var _ eviction.Cache = evictionCache{}
 
 func (c evictionCache) Usage() int64 { return c.store.Usage() }
 
+// Candidates lists the blobs and the manifests; the manifests that must stay
+// (kept, pinned, or still named by a cached index) are marked Keep.
 func (c evictionCache) Candidates(ctx context.Context) ([]eviction.Candidate, error) {
-	blobs, err := c.store.Blobs(ctx)
+	inv, err := c.store.Inventory(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]eviction.Candidate, len(blobs))
-	for i, b := range blobs {
-		out[i] = eviction.Candidate{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Keep: b.Kept}
+	out := make([]eviction.Candidate, 0, len(inv.Blobs)+len(inv.Manifests))
+	for _, b := range inv.Blobs {
+		out = append(out, eviction.Candidate{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Keep: b.Kept})
 	}
-	return out, nil
+	manifests := pruneInventory(cache.Inventory{Manifests: inv.Manifests}).Manifests
+	return append(out, eviction.ManifestCandidates(manifests, c.pins)...), nil
 }
 
-func (c evictionCache) Remove(ctx context.Context, ds []digest.Digest) (int, int64, error) {
-	r, err := c.store.RemoveBlobs(ctx, ds, nil)
-	return len(r.Removed), r.Freed, err
+// Remove removes the manifests among victims first, then the blobs.
+func (c evictionCache) Remove(ctx context.Context, victims []eviction.Candidate) (int, int64, error) {
+	var manifests, blobs []digest.Digest
+	for _, v := range victims {
+		if v.Manifest {
+			manifests = append(manifests, v.Digest)
+		} else {
+			blobs = append(blobs, v.Digest)
+		}
+	}
+	rm, err := c.store.RemoveManifests(ctx, manifests, nil)
+	if err != nil {
+		return len(rm.Removed), rm.Freed, err
+	}
+	rb, err := c.store.RemoveBlobs(ctx, blobs, nil)
+	return len(rm.Removed) + len(rb.Removed), rm.Freed + rb.Freed, err
 }

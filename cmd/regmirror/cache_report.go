@@ -42,12 +42,14 @@ func writeStats(w io.Writer, r statsReport, source string) error {
 }
 
 func sizeAgainstBudget(r statsReport) string {
-	used := humanize.IBytes(uint64(r.Bytes))
+	total := r.Bytes + r.IndexBytes
+	used := fmt.Sprintf("%s (blobs %s, manifests and tags %s)", humanize.IBytes(uint64(total)),
+		humanize.IBytes(uint64(r.Bytes)), humanize.IBytes(uint64(r.IndexBytes)))
 	if r.Budget <= 0 {
 		return used + " (no budget: cache.max_size is not set)"
 	}
 	return fmt.Sprintf("%s of %s (%.1f%%; eviction above %.0f%%, down to %.0f%%)", used,
-		humanize.IBytes(uint64(r.Budget)), 100*float64(r.Bytes)/float64(r.Budget), 100*r.HighWatermark, 100*r.LowWatermark)
+		humanize.IBytes(uint64(r.Budget)), 100*float64(total)/float64(r.Budget), 100*r.HighWatermark, 100*r.LowWatermark)
 }
 
 // when prints a time with how long ago it was, rounded for reading.

@@ -25,10 +25,12 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 		log.Warn("cache.max_size is not set: the cache grows until free disk falls under cache.min_free_disk",
 			"min_free_disk", Size(budget.MinFreeDisk).String())
 	}
-	// A blob larger than the whole budget is served but not kept: keeping
-	// it would make eviction flush everything else for it.
-	store.SetMaxBlobSize(budget.MaxSize)
-	ev, err := eviction.New(evictionCache{store: store}, budget, eviction.Options{
+	store.SetLimits(cfg.Cache.limits())
+	pins, err := cfg.Cache.pins()
+	if err != nil {
+		return err
+	}
+	ev, err := eviction.New(evictionCache{store: store, pins: pins}, budget, eviction.Options{
 		Logger:     log,
 		Registerer: reg,
 		DiskFree:   func() (int64, error) { return freeBytes(cfg.DataDir) },

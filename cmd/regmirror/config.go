@@ -17,6 +17,9 @@ import (
 // Config is the daemon's configuration file. Its zero value, like the zero
 // value of every field, means the defaults.
 type Config struct {
+	// path is the file the config was read from; empty without one.
+	path string
+
 	// Listen is the address of the registry API, e.g. ":5000".
 	Listen string `yaml:"listen"`
 	// DataDir holds the cache: blob files and the index.
@@ -143,6 +146,20 @@ type UpstreamConfig struct {
 	// they resolve to private addresses: an on-premises registry's blob
 	// storage. Any other host is reached at public addresses only.
 	RedirectHosts []string `yaml:"redirect_hosts"`
+	// CAFile is a PEM file of CA certificates trusted besides the
+	// system's roots for this upstream: an internal CA.
+	CAFile string `yaml:"ca_file"`
+	// ClientCert and ClientKey are the PEM certificate and key the mirror
+	// presents when the upstream asks for one (mutual TLS). They are read
+	// again when they change, and on SIGHUP.
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	// InsecureSkipVerify accepts any certificate from the upstream's own
+	// hosts. Logged as a warning at startup and on every reload.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// Proxy is an http:// or https:// proxy for all of this upstream's
+	// traffic, in place of HTTPS_PROXY/NO_PROXY.
+	Proxy string `yaml:"proxy"`
 }
 
 // Defaults.
@@ -169,7 +186,7 @@ func loadConfig(path string) (Config, error) {
 // keys that do not decode are recorded in the configFile, and decoding
 // goes on, so that validation can report its problems beside them.
 func readConfig(path string) (Config, *configFile, error) {
-	var cfg Config
+	cfg := Config{path: path}
 	file := &configFile{path: path}
 	if path == "" {
 		return cfg, file, nil
@@ -261,6 +278,7 @@ func (c Config) validate() error {
 		}
 		errs = append(errs, u.freshnessErrors(i)...)
 		errs = append(errs, u.patternErrors(i)...)
+		errs = append(errs, u.tlsErrors(i)...)
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate())
 	errs = append(errs, c.edgeErrors()...)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,7 @@ func configCommand() *cli.Command {
 	})
 	flags = append(flags,
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the problems, not the effective configuration"},
-		&cli.BoolFlag{Name: "no-files", Usage: "check the config file alone, not the files it names (password files, TLS certificates, htpasswd): " +
+		&cli.BoolFlag{Name: "no-files", Usage: "check the config file alone, not the files it names (password files, certificates, CA files, htpasswd): " +
 			"for a check away from the host that runs it"},
 	)
 	return &cli.Command{
@@ -74,13 +75,7 @@ func (c Config) fileErrors() error {
 		}
 	}
 	for i, u := range c.Upstreams {
-		if u.PasswordFile == "" {
-			continue
-		}
-		// The error names the file, never its contents.
-		if _, err := os.ReadFile(u.PasswordFile); err != nil {
-			errs = append(errs, keyErrorf(fmt.Sprintf("upstreams[%d].password_file", i), "upstreams[%d] (%s): password_file: %w", i, u.Host, err))
-		}
+		errs = append(errs, u.fileErrors(i)...)
 	}
 	if c.Hosted.enabled() {
 		if _, err := loadHtpasswd(c.Hosted.Htpasswd); err != nil {
@@ -88,6 +83,33 @@ func (c Config) fileErrors() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// fileErrors reports the files upstreams[i] names that the daemon could
+// not use. The errors name the files, never their contents.
+func (u UpstreamConfig) fileErrors(i int) []error {
+	var errs []error
+	bad := func(key string, err error) {
+		errs = append(errs, keyErrorf(fmt.Sprintf("upstreams[%d].%s", i, key), "upstreams[%d] (%s): %s: %w", i, u.Host, key, err))
+	}
+	if u.PasswordFile != "" {
+		if _, err := os.ReadFile(u.PasswordFile); err != nil {
+			bad("password_file", err)
+		}
+	}
+	if u.CAFile != "" {
+		if pem, err := os.ReadFile(u.CAFile); err != nil {
+			bad("ca_file", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			bad("ca_file", fmt.Errorf("%s holds no PEM certificate", u.CAFile))
+		}
+	}
+	if u.ClientCert != "" && u.ClientKey != "" {
+		if _, err := tls.LoadX509KeyPair(u.ClientCert, u.ClientKey); err != nil {
+			bad("client_cert", err)
+		}
+	}
+	return errs
 }
 
 // redacted stands for a secret in the effective configuration.

@@ -150,6 +150,7 @@ miss_limits:
 	if err != nil {
 		t.Fatalf("the effective configuration does not load: %v\n%s", err, stdout)
 	}
+	second.path = first.path
 	if a, b := first.withDefaults(), second.withDefaults(); !reflect.DeepEqual(a, b) {
 		t.Errorf("the effective configuration loads as\n%+v\nwant\n%+v", b, a)
 	}
@@ -170,15 +171,16 @@ upstreams:
   - host: docker.io
     username: bot
     password_file: %s
+    ca_file: %s
 hosted:
   htpasswd: %s
-`, badCert, badCert, filepath.Join(dir, "missing-token"), filepath.Join(dir, "missing-htpasswd")))
+`, badCert, badCert, filepath.Join(dir, "missing-token"), badCert, filepath.Join(dir, "missing-htpasswd")))
 	code, _, stderr := runExit(t, "config", "check", "--config", path)
 	if code != exitConfig {
 		t.Errorf("exit status %d, want %d", code, exitConfig)
 	}
 	for _, want := range []string{path + ":1: tls_cert and tls_key:", path + ":6: upstreams[0] (docker.io): password_file: open " + dir,
-		path + ":8: hosted: open " + dir} {
+		path + ":7: upstreams[0] (docker.io): ca_file: " + badCert + " holds no PEM certificate", path + ":9: hosted: open " + dir} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("no %q in:\n%s", want, stderr)
 		}

@@ -24,7 +24,7 @@ import (
 
 // ioTimeout bounds each network wait of the raw-connection tests: a safety
 // net that turns a hang into a failure, never what a test measures.
-const ioTimeout = 10 * time.Second
+const ioTimeout = 30 * time.Second
 
 // withUsers turns hosting on with users whose password is passwordOf(user),
 // and team/* as the hosted repositories.

@@ -24,6 +24,13 @@ func (u UpstreamConfig) clientConfig() upstream.Config {
 		BreakerThreshold:      zeroMeansOff(u.BreakerThreshold),
 		BreakerCooldown:       u.BreakerCooldown,
 		AuthHosts:             u.AuthHosts,
+		TLS: upstream.TLSConfig{
+			CAFile:             u.CAFile,
+			ClientCert:         u.ClientCert,
+			ClientKey:          u.ClientKey,
+			InsecureSkipVerify: u.InsecureSkipVerify,
+		},
+		Proxy: u.Proxy,
 	}
 }
 
@@ -41,7 +48,7 @@ func (u UpstreamConfig) noStaleOnNotFound() bool {
 
 // zeroMeansOff maps a setting that may be unset (nil: the default, passed
 // on as zero) or explicitly zero (off, passed on as -1).
-func zeroMeansOff[T int | time.Duration](v *T) T {
+func zeroMeansOff[T ~int | ~int64](v *T) T {
 	switch {
 	case v == nil:
 		return 0

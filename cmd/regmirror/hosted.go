@@ -142,38 +142,18 @@ func (c HostedConfig) checkLimits() error {
 // is the default and only an explicit 0 lifts it.
 func (c HostedConfig) uploadLimits() mirror.UploadLimits {
 	return mirror.UploadLimits{
-		MaxUploadSize: explicitCap((*int64)(c.MaxUploadSize)),
-		MaxSessions:   int(explicitCap(intPtr64(c.MaxUploadSessions))),
-		MaxStorage:    explicitCap((*int64)(c.MaxStoragePerUser)),
+		MaxUploadSize: int64(zeroMeansOff(c.MaxUploadSize)),
+		MaxSessions:   zeroMeansOff(c.MaxUploadSessions),
+		MaxStorage:    int64(zeroMeansOff(c.MaxStoragePerUser)),
 	}
 }
 
 func (c HostedConfig) loginLimits() mirror.LoginLimits {
 	return mirror.LoginLimits{
-		MaxFailuresPerClient: int(explicitCap(intPtr64(c.MaxFailedLoginsPerClient))),
-		MaxFailuresPerUser:   int(explicitCap(intPtr64(c.MaxFailedLoginsPerUser))),
+		MaxFailuresPerClient: zeroMeansOff(c.MaxFailedLoginsPerClient),
+		MaxFailuresPerUser:   zeroMeansOff(c.MaxFailedLoginsPerUser),
 		FailureWindow:        c.FailedLoginWindow,
 	}
-}
-
-// explicitCap is 0 (the default) for an unset cap, -1 (none) for an
-// explicit 0, else the cap.
-func explicitCap(v *int64) int64 {
-	switch {
-	case v == nil:
-		return 0
-	case *v == 0:
-		return -1
-	}
-	return *v
-}
-
-func intPtr64(v *int) *int64 {
-	if v == nil {
-		return nil
-	}
-	n := int64(*v)
-	return &n
 }
 
 // loadHtpasswd reads the users file and refuses hashes cheaper than

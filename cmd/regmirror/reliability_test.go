@@ -373,13 +373,14 @@ func TestSharedLayerSurvivesPruningOneRepository(t *testing.T) {
 	}
 }
 
-// A blob larger than the whole budget is streamed to its client, intact,
-// without being cached and without flushing the cache to make room.
+// A blob larger than the whole budget, but within a max_blob_size the
+// operator raised above it, is streamed to its client, intact, without
+// being cached and without flushing the cache to make room.
 func TestBlobOverBudgetPassesThroughWithoutFlushing(t *testing.T) {
 	t.Parallel()
 	hub, cfg := startHub(t)
 	noFloor := Size(0)
-	cfg.Cache = CacheConfig{MaxSize: Size(1 << 20), MinFreeDisk: &noFloor}
+	cfg.Cache = CacheConfig{MaxSize: Size(1 << 20), MaxBlobSize: Size(4 << 20), MinFreeDisk: &noFloor}
 	small := pushWithLayers(t, hub, "library/small", bytes.Repeat([]byte("s"), 100<<10))
 	huge := pushWithLayers(t, hub, "library/huge", bytes.Repeat([]byte("h"), 3<<20))
 	base := startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/regmirror/regmirror/internal/keypair"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -24,10 +25,11 @@ type reloadSource struct {
 }
 
 // watchReloads applies a new configuration each time one is requested,
-// and reads the htpasswd file of users (when hosting is on) again, until
-// ctx ends. A reload that fails leaves the running configuration or users
-// as they were; the daemon never stops because of one.
-func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirror.Mirror, users *mirror.Htpasswd, reg prometheus.Registerer, log *slog.Logger) error {
+// and reads the htpasswd file of users (when hosting is on) and the
+// listener's TLS certificate (when it serves HTTPS) again, until ctx
+// ends. A reload that fails leaves the running configuration, users or
+// certificate as they were; the daemon never stops because of one.
+func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirror.Mirror, users *mirror.Htpasswd, listenerCert *keypair.Pair, reg prometheus.Registerer, log *slog.Logger) error {
 	if src.load == nil || src.requests == nil {
 		return nil
 	}
@@ -45,6 +47,9 @@ func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirr
 		}
 		if users != nil {
 			err = errors.Join(err, reloadUsers(running.Hosted.Htpasswd, users, log))
+		}
+		if listenerCert != nil {
+			err = errors.Join(err, reloadListenerCert(listenerCert, log))
 		}
 		if src.applied != nil {
 			src.applied(err)

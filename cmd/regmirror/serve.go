@@ -31,7 +31,7 @@ func serveCommand() *cli.Command {
 		Description: "Flags override the environment, which overrides the config file (--config). Upstreams,\n" +
 			"credentials and the cache budget are set in the config file: every setting is listed in\n" +
 			"docs/configuration.md. SIGHUP re-reads the config file's upstream settings without\n" +
-			"dropping transfers in flight.",
+			"dropping transfers in flight, and the htpasswd file and TLS certificate.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:        "listen",
@@ -121,6 +121,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 
 // serveReloading is serveOn with configuration reloads from src.
 func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger, src reloadSource) error {
+	protectFiles(cfg, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -165,8 +166,14 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		return err
 	}
 	ln = guarded
+	tlsConfig, listenerCert, err := listenerTLS(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
-		Handler: handler,
+		TLSConfig: tlsConfig,
+		Handler:   handler,
 		// The header has to arrive in time; a body's reads have an idle
 		// deadline each (guardEdge). No ReadTimeout: it would cap whole
 		// pushes, and on a request without a body it would cancel a long
@@ -184,12 +191,14 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}
-	g.Go(func() error { return watchReloads(gctx, src, cfg, m, hostedUsers(hostedOpts), reg, log) })
+	g.Go(func() error {
+		return watchReloads(gctx, src, cfg, m, hostedUsers(hostedOpts), listenerCert, reg, log)
+	})
 	g.Go(func() error {
 		log.Info("regmirror listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "tls", cfg.TLSCert != "")
 		var err error
-		if cfg.TLSCert != "" {
-			err = srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		if tlsConfig != nil {
+			err = srv.ServeTLS(ln, "", "") // the certificate comes from tlsConfig
 		} else {
 			err = srv.Serve(ln)
 		}

@@ -68,6 +68,7 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 	if err != nil {
 		return nil, nil, err
 	}
+	warnInsecureUpstreams(ups, log)
 	remotes := make([]mirror.Remote, 0, len(ups))
 	for _, u := range ups {
 		clientCfg := u.clientConfig()

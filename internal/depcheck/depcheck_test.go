@@ -18,7 +18,7 @@ var allowed = map[string][]string{
 	"cache":       {"internal/promreg"},
 	"eviction":    nil,
 	"credentials": {"internal/registryhost"},
-	"upstream":    {"credentials", "internal/promreg", "internal/registryhost"},
+	"upstream":    {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
 }
 
 func TestDependencyDirection(t *testing.T) {

@@ -1,6 +1,7 @@
 package registrytest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,6 +50,13 @@ type Options struct {
 	// TagsPageSize, when positive, caps every tag list page at that many
 	// tags and links the next page with a Link header.
 	TagsPageSize int
+	// TLS, when set, makes both listeners serve HTTPS with it (its
+	// ClientAuth may demand client certificates); URLs then say https.
+	TLS *tls.Config
+	// Hostname, when set, names the listeners in the registry's URLs
+	// (its own, the CDN's, the token realm) in place of their address,
+	// for tests whose proxy or resolver alone knows where it is.
+	Hostname string
 }
 
 // Registry is a running upstream registry with a token service and a CDN
@@ -120,13 +129,35 @@ func Start(opts Options) (*Registry, error) {
 		regLn.Close()
 		return nil, fmt.Errorf("registrytest: listen for CDN: %w", err)
 	}
-	r.url = "http://" + regLn.Addr().String()
-	r.cdnURL = "http://" + cdnLn.Addr().String()
-	r.regServer = newServer(http.HandlerFunc(r.serveRegistry))
-	r.cdnServer = newServer(http.HandlerFunc(r.serveCDN))
-	go r.regServer.Serve(regLn)
-	go r.cdnServer.Serve(cdnLn)
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+	}
+	r.url = scheme + "://" + opts.named(regLn.Addr())
+	r.cdnURL = scheme + "://" + opts.named(cdnLn.Addr())
+	r.regServer = newServer(http.HandlerFunc(r.serveRegistry), opts.TLS)
+	r.cdnServer = newServer(http.HandlerFunc(r.serveCDN), opts.TLS)
+	go serve(r.regServer, regLn)
+	go serve(r.cdnServer, cdnLn)
 	return r, nil
+}
+
+// named is addr as the registry's URLs write it.
+func (o Options) named(addr net.Addr) string {
+	if o.Hostname == "" {
+		return addr.String()
+	}
+	_, port, _ := net.SplitHostPort(addr.String())
+	return net.JoinHostPort(o.Hostname, port)
+}
+
+// serve runs srv on ln, over TLS when srv has a TLS config.
+func serve(srv *http.Server, ln net.Listener) {
+	if srv.TLSConfig != nil {
+		srv.ServeTLS(ln, "", "")
+		return
+	}
+	srv.Serve(ln)
 }
 
 // New starts a registry for a test or benchmark and closes it in tb.Cleanup.
@@ -140,9 +171,13 @@ func New(tb testing.TB, opts Options) *Registry {
 	return r
 }
 
-func newServer(h http.Handler) *http.Server {
+func newServer(h http.Handler, tlsConfig *tls.Config) *http.Server {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone() // ServeTLS adds its protocols to it
+	}
 	return &http.Server{
 		Handler:           h,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
@@ -162,7 +197,10 @@ func (r *Registry) Close() {
 func (r *Registry) URL() string { return r.url }
 
 // Host is the registry's host:port, as used in image references.
-func (r *Registry) Host() string { return r.url[len("http://"):] }
+func (r *Registry) Host() string {
+	_, host, _ := strings.Cut(r.url, "://")
+	return host
+}
 
 // CDNURL is the base URL of the listener that redirected blob GETs go to.
 func (r *Registry) CDNURL() string { return r.cdnURL }
