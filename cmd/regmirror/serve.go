@@ -111,6 +111,10 @@ func serveOn(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger)
 func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger, src reloadSource) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := registerDaemonMetrics(reg, cfg.DataDir); err != nil {
+		ln.Close()
+		return err
+	}
 
 	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg})
 	if err != nil {
