@@ -80,7 +80,7 @@ bench: build
 
 lint:
 	$(GO) vet ./...
-	$(GO) vet -tags 'roottests stress' ./cache ./cmd/regmirror
+	$(GO) vet -tags 'roottests stress nginx' ./cache ./cmd/regmirror
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
