@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 FUZZ_SMOKE ?= 30000x
 FUZZTIME ?= 2m
 
-.PHONY: run build test unit root-tests fuzz-smoke fuzz stress conformance browser screenshot e2e bench lint clean
+.PHONY: run build test unit root-tests fuzz-smoke fuzz stress conformance browser screenshot e2e rules proxy-log bench lint clean
 
 ## run: the daemon on embedded defaults (:5000, data in ./data)
 run: build
@@ -20,8 +20,8 @@ run: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/regmirror
 
-## test: lint, unit and integration tests with -race (a stress smoke run among them), root-only tests, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd
-test: lint unit root-tests fuzz-smoke conformance browser e2e
+## test: lint, unit and integration tests with -race (a stress smoke run among them), root-only tests, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd, the alerting rules, the access log behind nginx
+test: lint unit root-tests fuzz-smoke conformance browser e2e rules proxy-log
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -63,13 +63,24 @@ e2e: build
 	scripts/install-deps.sh
 	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/e2e.sh
 
+## rules: promtool (Debian's prometheus, installed if missing) checks the alerting rules and runs their unit tests
+rules:
+	scripts/install-deps.sh
+	promtool check rules deploy/prometheus/regmirror-rules.yaml
+	promtool test rules deploy/prometheus/regmirror-rules.test.yaml
+
+## proxy-log: behind a real nginx (installed if missing), the access log names the original client, the user and the request ID
+proxy-log:
+	scripts/install-deps.sh
+	$(GO) test -race -count=1 -tags nginx -run '^TestAccessLogBehindNginx' ./cmd/regmirror
+
 ## bench: throughput, coalescing and memory numbers (prints a report)
 bench: build
 	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/bench.sh
 
 lint:
 	$(GO) vet ./...
-	$(GO) vet -tags 'roottests stress' ./cache ./cmd/regmirror
+	$(GO) vet -tags 'roottests stress nginx' ./cache ./cmd/regmirror
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 

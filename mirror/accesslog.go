@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -17,6 +18,8 @@ type requestNotes struct {
 	repository string
 	result     string
 	err        error
+	// client is who sent the request, when it came with credentials.
+	client *lazyPrincipal
 }
 
 type notesKey struct{}
@@ -38,8 +41,11 @@ func noteError(ctx context.Context, err error)     { notesFrom(ctx).err = err }
 // statusRecorder remembers what was answered, for the access log.
 type statusRecorder struct {
 	http.ResponseWriter
+	now    func() time.Time
 	status int
 	bytes  int64
+	// firstByte is when the first byte of the body was written.
+	firstByte time.Time
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -52,6 +58,9 @@ func (s *statusRecorder) WriteHeader(code int) {
 func (s *statusRecorder) Write(p []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
+	}
+	if s.firstByte.IsZero() && len(p) > 0 {
+		s.firstByte = s.now()
 	}
 	n, err := s.ResponseWriter.Write(p)
 	s.bytes += int64(n)
@@ -67,10 +76,10 @@ func (m *Mirror) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := m.now()
 		notes := &requestNotes{}
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &statusRecorder{ResponseWriter: w, now: m.now}
 		defer func() {
 			aborted := recover()
-			m.logRequest(r, rec, notes, m.now().Sub(start), aborted != nil)
+			m.logRequest(r, rec, notes, start, aborted != nil)
 			if aborted != nil {
 				panic(aborted)
 			}
@@ -79,12 +88,16 @@ func (m *Mirror) accessLog(next http.Handler) http.Handler {
 	})
 }
 
-func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNotes, took time.Duration, aborted bool) {
+func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNotes, start time.Time, aborted bool) {
+	took := m.now().Sub(start)
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	m.metrics.observeRequest(n.kind.String(), r.Method, status, took)
+	if n.kind == kindBlob && r.Method == http.MethodGet && status/100 == 2 && !rec.firstByte.IsZero() {
+		m.metrics.observeBlobFirstByte(n.result, rec.firstByte.Sub(start))
+	}
 	m.recent.record(r, n, status, rec.bytes, took, m.now())
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
@@ -92,7 +105,16 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 		slog.Int("status", status),
 		slog.Int64("bytes", rec.bytes),
 		slog.Duration("duration", took),
-		slog.String("client", r.RemoteAddr),
+		slog.String("client", hostOf(r.RemoteAddr)),
+	}
+	if user := m.loggedUser(r, n.client); user != "" {
+		attrs = append(attrs, slog.String("user", user))
+	}
+	if ua := r.UserAgent(); ua != "" {
+		attrs = append(attrs, slog.String("user_agent", clip(ua, maxLoggedUserAgent)))
+	}
+	if id := r.Header.Get(requestIDHeader); id != "" {
+		attrs = append(attrs, slog.String("request_id", clip(id, maxLoggedRequestID)))
 	}
 	if n.upstream != "" {
 		attrs = append(attrs, slog.String("upstream", n.upstream))
@@ -118,6 +140,27 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 // at most 255 characters, a digest 71) while bounding what a hostile client
 // can make the mirror write to its log.
 const maxLoggedPath = 400
+
+// maxLoggedUserAgent keeps the longest real user agents whole (dockerd's
+// lists its Go, git commit, kernel, OS and architecture: some 200 bytes).
+const maxLoggedUserAgent = 400
+
+// requestIDHeader is where the daemon's edge (internal/edge) puts each
+// request's ID: a trusted proxy's, or one of its own, never a client's.
+// The response carries it too.
+const requestIDHeader = "X-Request-Id"
+
+// maxLoggedRequestID bounds an ID that did not come through the edge.
+const maxLoggedRequestID = 128
+
+// hostOf is the address part of a RemoteAddr: behind a trusted proxy the
+// port is 0 (it is not forwarded), and an address is what audits match.
+func hostOf(remoteAddr string) string {
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return remoteAddr
+}
 
 // clip shortens s to at most limit bytes, marking the cut.
 func clip(s string, limit int) string {

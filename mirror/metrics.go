@@ -45,6 +45,8 @@ type metrics struct {
 	confirmations *prometheus.CounterVec
 	// missesRefused counts requests refused by the miss limits.
 	missesRefused prometheus.Counter
+	// blobFirstByte times blob downloads until their first body byte.
+	blobFirstByte *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -98,12 +100,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_misses_refused_total",
 			Help: "Requests the cache could not answer that were refused (503) because their client, or all clients together, passed the miss limits.",
 		}),
+		blobFirstByte: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "regmirror_blob_first_byte_seconds",
+			Help:    "Time from a blob GET's arrival to the first byte of its body, for successful ones, by result (hit, miss, coalesced, hosted).",
+			Buckets: []float64{.001, .005, .02, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting,
-		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused} {
+		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused, m.blobFirstByte} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -114,6 +121,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) observeRequest(route, method string, status int, took time.Duration) {
 	m.requests.WithLabelValues(route, methodLabel(method), statusClass(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// observeBlobFirstByte records how long a blob download waited for its
+// first byte: from the cache, the disk's latency; on a miss, the upstream's.
+func (m *metrics) observeBlobFirstByte(result string, took time.Duration) {
+	if result == "" {
+		result = "other"
+	}
+	m.blobFirstByte.WithLabelValues(result).Observe(took.Seconds())
 }
 
 // methodLabel keeps the method label bounded: clients may send any token

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // principal is who sent a request, as the hosted repositories' permissions
@@ -48,16 +49,46 @@ func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
 // clientKey carries who the client is, worked out only if asked.
 type clientKey struct{}
 
+// lazyPrincipal is who a request's client is, worked out on first use.
+// Safe for concurrent use.
+type lazyPrincipal struct {
+	once    sync.Once
+	resolve func() principal
+	p       principal
+	done    atomic.Bool // p is set
+}
+
+// get works out who the client is, the first time at the cost of checking
+// its credentials (a bcrypt comparison, for a password).
+func (l *lazyPrincipal) get() principal {
+	l.once.Do(func() {
+		l.p = l.resolve()
+		l.done.Store(true)
+	})
+	return l.p
+}
+
+// known returns who the client is if that was worked out already.
+func (l *lazyPrincipal) known() (principal, bool) {
+	if !l.done.Load() {
+		return principal{}, false
+	}
+	return l.p, true
+}
+
 // withClient records in ctx how to tell who r's client is; the credentials
 // are checked (a bcrypt comparison, for a password) only if a handler asks.
+// The access log learns through the request's notes what was found.
 func (m *Mirror) withClient(ctx context.Context, r *http.Request) context.Context {
 	if m.hosted == nil || r.Header.Get("Authorization") == "" {
 		return ctx
 	}
-	return context.WithValue(ctx, clientKey{}, sync.OnceValue(func() principal {
+	who := &lazyPrincipal{resolve: func() principal {
 		p, _ := m.hosted.principalOf(r)
 		return p
-	}))
+	}}
+	notesFrom(ctx).client = who
+	return context.WithValue(ctx, clientKey{}, who)
 }
 
 // withoutClient is ctx without who its client is: work shared by several
@@ -69,11 +100,37 @@ func withoutClient(ctx context.Context) context.Context {
 // clientOf returns who the request of ctx came from; anonymous when it
 // brought no valid credentials.
 func clientOf(ctx context.Context) principal {
-	who, ok := ctx.Value(clientKey{}).(func() principal)
+	who, ok := ctx.Value(clientKey{}).(*lazyPrincipal)
 	if !ok {
 		return principal{}
 	}
-	return who()
+	return who.get()
+}
+
+// loggedUser is the user the access log names for r: the one its handling
+// found the client to be, or else, if that is cheap to learn, the one its
+// credentials prove: a token (an HMAC to check) or a password the users
+// remember. A password is never checked just for the log: a bcrypt
+// comparison per pull would cost more than serving it. A name that was
+// not verified is never logged either: people type passwords into the
+// user name field.
+func (m *Mirror) loggedUser(r *http.Request, who *lazyPrincipal) string {
+	if who == nil {
+		return ""
+	}
+	if p, ok := who.known(); ok {
+		return p.user
+	}
+	name, password, basic := r.BasicAuth()
+	if !basic {
+		return who.get().user
+	}
+	if rc, ok := m.hosted.logins.users.(recaller); ok {
+		if valid, known := rc.recall(name, password); known && valid {
+			return name
+		}
+	}
+	return ""
 }
 
 // clientAuthenticated reports whether the client logged in as one of the

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # install-deps.sh: install what the e2e tests run, if missing: dockerd with
 # its containerd and runc (Debian's docker.io), ctr (containerd), podman,
-# unshare (util-linux) and ip (iproute2). Idempotent: installs nothing when all are present, and runs
+# unshare (util-linux) and ip (iproute2); nginx, the reverse proxy of the
+# access log test, and promtool (Debian's prometheus), which checks the
+# alerting rules. Idempotent: installs nothing when all are present, and runs
 # apt-get update at most once, only when a package is not yet known to apt.
 set -euo pipefail
 
@@ -13,9 +15,13 @@ have ctr || missing+=(containerd)
 have podman || missing+=(podman)
 have unshare || missing+=(util-linux)
 have ip || missing+=(iproute2)
+have nginx || missing+=(nginx)
 have systemd-analyze || missing+=(systemd) # checks scripts/regmirror.service
-if [[ ${#missing[@]} -eq 0 ]]; then
-	echo "install-deps: dockerd, ctr, podman, unshare and ip already installed"
+# Without its recommends: prometheus-node-exporter is not needed.
+lean=()
+have promtool || lean+=(prometheus)
+if [[ ${#missing[@]} -eq 0 && ${#lean[@]} -eq 0 ]]; then
+	echo "install-deps: dockerd, ctr, podman, unshare, ip, nginx, systemd-analyze and promtool already installed"
 	exit 0
 fi
 
@@ -26,11 +32,16 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # apt-cache knows a package only after an update has fetched the lists.
-for pkg in "${missing[@]}"; do
+for pkg in "${missing[@]}" "${lean[@]}"; do
 	if ! apt-cache show "$pkg" >/dev/null 2>&1; then
 		"${sudo[@]}" apt-get update
 		break
 	fi
 done
-echo "install-deps: installing ${missing[*]}"
-"${sudo[@]}" apt-get install -y "${missing[@]}"
+echo "install-deps: installing ${missing[*]} ${lean[*]}"
+if [[ ${#missing[@]} -gt 0 ]]; then
+	"${sudo[@]}" apt-get install -y "${missing[@]}"
+fi
+if [[ ${#lean[@]} -gt 0 ]]; then
+	"${sudo[@]}" apt-get install -y --no-install-recommends "${lean[@]}"
+fi

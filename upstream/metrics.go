@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,6 +22,8 @@ type metrics struct {
 	// breakerState and skipped show the circuit breaker and 429 pauses.
 	breakerState *prometheus.GaugeVec
 	skipped      *prometheus.CounterVec
+	// fetched counts response body bytes as they are read.
+	fetched *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_upstream_skipped_total",
 			Help: "Upstream operations not sent, by reason: circuit_open (repeated failures) or rate_limited (waiting out a 429's Retry-After).",
 		}, []string{"upstream", "reason"}),
+		fetched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_upstream_fetched_bytes_total",
+			Help: "Response body bytes received from upstream registries (blobs, manifests, tag lists, tokens), counted as they are read.",
+		}, []string{"upstream"}),
 	}
 	var err error
 	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
@@ -70,6 +77,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.skipped, err = promreg.Register(reg, m.skipped); err != nil {
 		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
 	}
+	if m.fetched, err = promreg.Register(reg, m.fetched); err != nil {
+		return nil, fmt.Errorf("upstream: registering metrics: %w", err)
+	}
 	return m, nil
 }
 
@@ -87,7 +97,25 @@ func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 	code := "error"
 	if err == nil {
 		code = strconv.Itoa(resp.StatusCode/100) + "xx"
+		if resp.Body != nil && resp.Body != http.NoBody {
+			resp.Body = &countedBody{ReadCloser: resp.Body, fetched: t.metrics.fetched.WithLabelValues(t.host)}
+		}
 	}
 	t.metrics.requests.WithLabelValues(t.host, req.Method, code).Inc()
 	return resp, err
+}
+
+// countedBody adds the bytes read from an upstream's response to its
+// counter as they arrive, so that a long download shows while it runs.
+type countedBody struct {
+	io.ReadCloser
+	fetched prometheus.Counter
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.fetched.Add(float64(n))
+	}
+	return n, err
 }

@@ -80,10 +80,21 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
+		opts.ReplaceAttr = durationsInSeconds
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	default:
 		return nil, usageErrorf("--log-format: %q is neither text nor json", format)
 	}
+}
+
+// durationsInSeconds writes durations as seconds in a float, the unit log
+// pipelines and Prometheus share, instead of slog's integer nanoseconds.
+// Text logs keep Go's readable "1.5s".
+func durationsInSeconds(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key, a.Value.Duration().Seconds())
+	}
+	return a
 }
 
 func versionCommand() *cli.Command {

@@ -9,3 +9,8 @@ import "errors"
 func freeBytes(string) (int64, error) {
 	return 0, errors.ErrUnsupported
 }
+
+// diskSize cannot measure the filesystem on this platform either.
+func diskSize(string) (int64, error) {
+	return 0, errors.ErrUnsupported
+}

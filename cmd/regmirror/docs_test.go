@@ -206,7 +206,8 @@ var metricDefinition = regexp.MustCompile(`Name:\s*"(regmirror_[a-z_]+)"`)
 var metricReference = regexp.MustCompile(`\bregmirror_[a-z_]+\b`)
 
 // Every metric the code defines is documented in docs/metrics.md, and the
-// docs and the Grafana dashboard name only metrics that exist.
+// docs, the Grafana dashboard and the alerting rules name only metrics that
+// exist.
 func TestDocsMetricsMatchTheCode(t *testing.T) {
 	t.Parallel()
 	defined := definedMetrics(t, "../..")
@@ -230,7 +231,15 @@ func TestDocsMetricsMatchTheCode(t *testing.T) {
 	if err := json.Unmarshal(dashboard, &parsed); err != nil {
 		t.Fatalf("scripts/grafana-dashboard.json is not JSON: %v", err)
 	}
-	for file, text := range map[string]string{"docs/metrics.md": string(docs), "scripts/grafana-dashboard.json": string(dashboard)} {
+	texts := map[string]string{"docs/metrics.md": string(docs), "scripts/grafana-dashboard.json": string(dashboard)}
+	for _, file := range []string{"deploy/prometheus/regmirror-rules.yaml", "deploy/prometheus/regmirror-rules.test.yaml"} {
+		rules, err := os.ReadFile("../../" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[file] = string(rules)
+	}
+	for file, text := range texts {
 		for _, name := range metricReference.FindAllString(text, -1) {
 			if _, ok := definedMetric(defined, name); !ok {
 				t.Errorf("%s names %s, which no code defines", file, name)

@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
@@ -116,6 +118,34 @@ func TestAccessLogOneJSONLinePerRequest(t *testing.T) {
 	for _, field := range []string{"duration", "client"} {
 		if _, ok := blob[field]; !ok {
 			t.Errorf("access line has no %s: %v", field, blob)
+		}
+	}
+	// Seconds, not nanoseconds: a loopback pull takes well under a minute.
+	if d, ok := blob["duration"].(float64); !ok || d <= 0 || d >= 60 {
+		t.Errorf("access line duration %v, want seconds as a number", blob["duration"])
+	}
+}
+
+// JSON logs write durations as seconds in a float; text logs keep Go's
+// readable form.
+func TestLogDurations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		format string
+		want   string
+	}{
+		{"json", `"took":1.5,"grace":{"max":0.00025}`},
+		{"text", `took=1.5s grace.max=250µs`},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		log, err := newLogger(&out, "info", tt.format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("x", "took", 1500*time.Millisecond, slog.Group("grace", "max", 250*time.Microsecond))
+		if !strings.Contains(out.String(), tt.want) {
+			t.Errorf("%s log %q, want %s", tt.format, out.String(), tt.want)
 		}
 	}
 }

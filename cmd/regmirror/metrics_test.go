@@ -2,6 +2,8 @@ package main
 
 import (
 	"log/slog"
+	"math"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -62,6 +64,9 @@ func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
 		{metric: requests("manifest", "HEAD"), coldDelta: 1, warmDelta: 1},
 		{metric: requests("manifest", "GET"), coldDelta: 1, warmDelta: 1},
 		{metric: `regmirror_http_request_duration_seconds{route="blob"}#count`, coldDelta: blobs, warmDelta: blobs},
+		// Each blob GET's first byte, timed by where it came from.
+		{metric: `regmirror_blob_first_byte_seconds{result="miss"}#count`, coldDelta: blobs},
+		{metric: `regmirror_blob_first_byte_seconds{result="hit"}#count`, warmDelta: blobs},
 		{metric: "regmirror_cache_coalesced_waiters_total"},
 		{metric: "regmirror_cache_digest_mismatches_total"},
 		{metric: "regmirror_cache_blobs", gaugeAfterPulls: true, wantAfterEachRun: blobs},
@@ -87,6 +92,15 @@ func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
 	if got, want := sumFamily(warm, "regmirror_upstream_requests_total"), sumFamily(cold, "regmirror_upstream_requests_total"); got != want || want == 0 {
 		t.Errorf("upstream requests: %v after the cold pull, %v after the warm one; want some, then no more", want, got)
 	}
+	// Everything read from the upstream: the blobs, and the manifests,
+	// tokens and errors besides them; nothing on the warm pull.
+	const fetched = `regmirror_upstream_fetched_bytes_total{upstream="docker.io"}`
+	if got := cold[fetched] - before[fetched]; got < size+float64(len(img.ManifestBytes)) {
+		t.Errorf("cold pull moved %s by %v, want at least the %v bytes of the blobs and the manifest", fetched, got, size+float64(len(img.ManifestBytes)))
+	}
+	if got := warm[fetched] - cold[fetched]; got != 0 {
+		t.Errorf("warm pull moved %s by %v, want 0", fetched, got)
+	}
 	// Every family the dashboard and the docs rely on is exposed once traffic
 	// has touched it.
 	for _, family := range []string{
@@ -100,6 +114,46 @@ func TestMetricsCountColdAndWarmPullsExactly(t *testing.T) {
 			t.Errorf("/metrics has no %s", family)
 		}
 	}
+}
+
+// regmirror_build_info names this build, and the disk gauges measure the
+// filesystem of data_dir.
+func TestMetricsBuildInfoAndDisk(t *testing.T) {
+	t.Parallel()
+	_, cfg := startHub(t)
+	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
+	m := c.scrape()
+
+	info := `regmirror_build_info{goversion="` + runtime.Version() + `",revision="` + buildRevision() + `",version="` + buildVersion() + `"}`
+	if m[info] != 1 || sumFamily(m, "regmirror_build_info") != 1 {
+		t.Errorf("no %s = 1 among %v", info, seriesOf(m, "regmirror_build_info"))
+	}
+	free, err := freeBytes(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := diskSize(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other programs write to the disk meanwhile: compare orders, not bytes.
+	if got := m["regmirror_disk_size_bytes"]; got != float64(size) {
+		t.Errorf("regmirror_disk_size_bytes = %v, want %v", got, size)
+	}
+	if got := m["regmirror_disk_free_bytes"]; got <= 0 || got > float64(size) || math.Abs(got-float64(free)) > float64(size)/10 {
+		t.Errorf("regmirror_disk_free_bytes = %v, want about %v of %v", got, free, size)
+	}
+}
+
+// seriesOf lists the series of a family, for error messages.
+func seriesOf(v metricValues, family string) []string {
+	var keys []string
+	for key := range v {
+		if familyOf(key) == family {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 // sumFamily adds up every series of a family (histograms by their count).

@@ -124,6 +124,10 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	protectFiles(cfg, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := registerDaemonMetrics(reg, cfg.DataDir); err != nil {
+		ln.Close()
+		return err
+	}
 
 	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg})
 	if err != nil {

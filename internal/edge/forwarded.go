@@ -45,10 +45,11 @@ func (p Proxies) Contains(addr netip.Addr) bool {
 }
 
 // forwardingHeaders are the headers by which a proxy says whom and how it
-// forwards for. From anyone but a trusted proxy they are lies or noise.
+// forwards for, and which request of its own it forwards. From anyone but
+// a trusted proxy they are lies or noise.
 var forwardingHeaders = []string{
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
-	"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-Ip",
+	"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-Ip", RequestIDHeader,
 }
 
 // apply makes r say who its client is, on a copy when anything changes
@@ -127,4 +128,14 @@ func lastValue(values []string) string {
 		last = last[i+1:]
 	}
 	return strings.TrimSpace(last)
+}
+
+// clientAddr is the address of r's client without the port: after
+// Handler, the real client's, also behind a trusted proxy, which forwards
+// no port. It is what the access log names.
+func clientAddr(r *http.Request) string {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return r.RemoteAddr
 }

@@ -47,6 +47,8 @@ type Options struct {
 // Handler guards next, in this order:
 //
 //   - forwarding headers count only from Options.Proxies (see Proxies);
+//   - every request gets an ID in its X-Request-Id header, and the
+//     response the same header: a trusted proxy's, else a new one;
 //   - a path that is not canonical (empty, "." or ".." segments) is
 //     answered 400 NAME_INVALID, never redirected to a cleaned path as
 //     http.ServeMux would: the path a registry client names is the
@@ -73,6 +75,8 @@ type guard struct {
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = g.opts.Proxies.apply(r)
+	r, id := withRequestID(r)
+	w.Header().Set(RequestIDHeader, id)
 	switch {
 	case !canonical(r.URL.EscapedPath()):
 		g.refuse(w, r, refusedPath, "NAME_INVALID", "the path is not canonical: it has empty, \".\" or \"..\" segments")
@@ -125,7 +129,8 @@ func (g *guard) refuse(w http.ResponseWriter, r *http.Request, reason, code, mes
 		slog.String("method", r.Method),
 		slog.String("path", clip(r.URL.EscapedPath())),
 		slog.Int("status", http.StatusBadRequest),
-		slog.String("client", r.RemoteAddr),
+		slog.String("client", clientAddr(r)),
+		slog.String("request_id", r.Header.Get(RequestIDHeader)),
 		slog.String("error", code+": "+message))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
