@@ -24,6 +24,7 @@ build:
 test: lint unit root-tests fuzz-smoke conformance browser e2e rules proxy-log
 
 unit:
+	scripts/install-deps.sh
 	$(GO) test -race -count=1 ./...
 
 ## root-tests: tests that need root (a full disk on a small tmpfs); they fail, not skip, without it
