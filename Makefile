@@ -23,7 +23,9 @@ build:
 ## test: lint, unit and integration tests with -race (a stress smoke run among them), root-only tests, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd
 test: lint unit root-tests fuzz-smoke conformance browser e2e
 
+# The LDAP tests run a real slapd: install-slapd.sh installs it if missing.
 unit:
+	scripts/install-slapd.sh
 	$(GO) test -race -count=1 ./...
 
 ## root-tests: tests that need root (a full disk on a small tmpfs); they fail, not skip, without it

@@ -3,7 +3,10 @@
 # its containerd and runc (Debian's docker.io), ctr (containerd), podman,
 # unshare (util-linux) and ip (iproute2). Idempotent: installs nothing when all are present, and runs
 # apt-get update at most once, only when a package is not yet known to apt.
+# slapd and ldapadd, for the LDAP tests, come from install-slapd.sh.
 set -euo pipefail
+
+"$(dirname "$0")/install-slapd.sh"
 
 have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 
