@@ -8,11 +8,13 @@ import (
 )
 
 // principal is who sent a request, as the hosted repositories' permissions
-// see it: a user, or "" for a client that did not log in, and, when the
-// request came with a token, what the token grants; a token limits what
-// its user's permissions allow to the scopes it was issued for.
+// see it: a user, or "" for a client that did not log in, the groups the
+// user directory puts the user in, and, when the request came with a
+// token, what the token grants; a token limits what its user's
+// permissions allow to the scopes it was issued for.
 type principal struct {
 	user   string
+	groups []string
 	token  bool
 	access tokenAccess
 }
@@ -29,10 +31,11 @@ func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
 		// user name has used up its failed logins, its credentials count
 		// as invalid unchecked; pulls go on anonymously, writes are
 		// answered by refuseLogin.
-		if outcome, _ := h.logins.login(r.Context(), clientAddress(r), name, password); outcome != loginOK {
+		res := h.logins.login(r.Context(), clientAddress(r), name, password)
+		if res.outcome != loginOK {
 			return principal{}, false
 		}
-		return principal{user: name}, true
+		return res.who, true
 	}
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !strings.EqualFold(scheme, "Bearer") {
@@ -42,7 +45,7 @@ func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
 	if !valid {
 		return principal{}, false
 	}
-	return principal{user: claims.User, token: true, access: claims.Access}, true
+	return principal{user: claims.User, groups: claims.Groups, token: true, access: claims.Access}, true
 }
 
 // clientKey carries who the client is, worked out only if asked.

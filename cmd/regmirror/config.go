@@ -42,6 +42,8 @@ type Config struct {
 	Cache CacheConfig `yaml:"cache"`
 	// Hosted turns on repositories that clients push to.
 	Hosted HostedConfig `yaml:"hosted"`
+	// Auth says where users come from beside hosted.htpasswd: LDAP.
+	Auth AuthConfig `yaml:"auth"`
 	// MissLimits bound the requests clients make the mirror pass upstream.
 	MissLimits MissLimitsConfig `yaml:"miss_limits"`
 	// TrustedProxies are the reverse proxies (CIDRs or addresses) whose
@@ -228,7 +230,10 @@ func (c Config) validate() error {
 	if err := c.MissLimits.validate(); err != nil {
 		return err
 	}
-	if err := c.Hosted.validate(); err != nil {
+	if err := c.Hosted.validate(c.Auth.LDAP); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.LDAP.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.edgeErrors()...)
