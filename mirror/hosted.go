@@ -114,13 +114,13 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time, 
 
 // newAccounts returns the users of o, whom logins are checked against.
 func newAccounts(o *HostedOptions, now func() time.Time, log *slog.Logger) (accounts, error) {
-	a := accounts{local: o.Users, log: log}
-	switch _, holder := o.Users.(userHolder); {
-	case o.Users == nil && o.Directory == nil:
+	if o.Users == nil && o.Directory == nil {
 		return accounts{}, errors.New("hosted repositories need users to authenticate pushes")
-	case o.Users != nil && o.Directory != nil && !holder:
+	}
+	if _, holder := o.Users.(userHolder); o.Users != nil && o.Directory != nil && !holder {
 		return accounts{}, errors.New("hosted users beside a directory must tell which users they hold, as Htpasswd does")
 	}
+	a := accounts{local: o.Users, log: log}
 	if o.Directory != nil {
 		var named []string
 		for _, p := range o.Permissions {
