@@ -23,6 +23,7 @@ build:
 ## test: lint, unit and integration tests with -race (a stress smoke run among them), root-only tests, fuzz smoke, OCI conformance, the status page in a headless browser, end-to-end with a real dockerd and containerd, the alerting rules, the access log behind nginx
 test: lint unit root-tests fuzz-smoke conformance browser e2e rules proxy-log
 
+# The LDAP tests run a real slapd: install-slapd.sh installs it if missing.
 unit:
 	scripts/install-deps.sh
 	$(GO) test -race -count=1 ./...

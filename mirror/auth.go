@@ -44,37 +44,40 @@ func challenge(w http.ResponseWriter, why string) error {
 func (h *hostedRepos) refuseLogin(w http.ResponseWriter, r *http.Request, why string) error {
 	if name, password, basic := r.BasicAuth(); basic {
 		// The login was just tried: this repeats its outcome from memory.
-		if outcome, wait := h.logins.login(r.Context(), clientAddress(r), name, password); outcome == loginLimited {
-			return tooManyLogins(w, wait)
+		switch res := h.logins.login(r.Context(), clientAddress(r), name, password); res.outcome {
+		case loginLimited:
+			return tooManyLogins(w, res.wait)
+		case loginUnavailable:
+			why = directoryLoginFailed
 		}
 	}
 	return challenge(w, why)
 }
 
-// screenTokenLogin checks the Basic credentials of a token request once,
-// under the login limits. A request that asks to log in or push gets 429
-// when its client or user is limited and 401 for wrong credentials; one
-// that asks only to pull goes on without the credentials it cannot use
-// (they may be another registry's: see auth_token.go), so it earns an
-// anonymous token and never a 429.
-func (h *hostedRepos) screenTokenLogin(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
+// tokenUser checks the Basic credentials of a token request once, under
+// the login limits, and returns whom the token is for. A request that asks
+// to log in or push gets 429 when its client or user is limited, and 401
+// for wrong credentials or when the user directory could not check them;
+// one that asks only to pull gets an anonymous token whatever its
+// credentials (they may be another registry's: see auth_token.go), and
+// never a 429.
+func (h *hostedRepos) tokenUser(w http.ResponseWriter, r *http.Request) (principal, error) {
 	name, password, basic := r.BasicAuth()
 	if !basic {
-		return r, nil
+		return principal{}, nil
 	}
-	outcome, wait := h.logins.login(r.Context(), clientAddress(r), name, password)
-	write := wantsWrite(r)
+	res := h.logins.login(r.Context(), clientAddress(r), name, password)
 	switch {
-	case outcome == loginOK:
-		return r, nil // the users remember the password: checking it again costs nothing
-	case write && outcome == loginLimited:
-		return nil, tooManyLogins(w, wait)
-	case write:
-		return nil, newError(codeUnauthorized, "incorrect username or password")
+	case res.outcome == loginOK:
+		return res.who, nil
+	case !wantsWrite(r):
+		return principal{}, nil
+	case res.outcome == loginLimited:
+		return principal{}, tooManyLogins(w, res.wait)
+	case res.outcome == loginUnavailable:
+		return principal{}, newError(codeUnauthorized, directoryLoginFailed)
 	}
-	anonymous := r.Clone(r.Context())
-	anonymous.Header.Del("Authorization")
-	return anonymous, nil
+	return principal{}, newError(codeUnauthorized, "incorrect username or password")
 }
 
 // MinBcryptCost is the lowest bcrypt cost the daemon accepts in an
@@ -259,14 +262,13 @@ func (f *htpasswdFile) remember(user, password string, ok bool, now time.Time) {
 	}
 }
 
-// sum is a keyed hash of a user and password: it identifies a login
-// attempt without keeping anything a stolen memory dump could crack.
+// sum is a keyed hash of a user and password (see keyedSum).
 func (f *htpasswdFile) sum(user, password string) [sha256.Size]byte {
-	mac := hmac.New(sha256.New, f.key[:])
-	mac.Write([]byte(user))
-	mac.Write([]byte{0})
-	mac.Write([]byte(password))
-	var sum [sha256.Size]byte
-	mac.Sum(sum[:0])
-	return sum
+	return keyedSum(&f.key, user, password)
+}
+
+// holds reports whether the file names user.
+func (h *Htpasswd) holds(user string) bool {
+	_, ok := h.file.Load().hashes[user]
+	return ok
 }

@@ -57,10 +57,13 @@ func newTokenIssuer(now func() time.Time) *tokenIssuer {
 	return t
 }
 
-// tokenClaims are what a token says, as its signed JSON payload.
+// tokenClaims are what a token says, as its signed JSON payload. Groups
+// are the user's groups from the directory that permissions name, as they
+// were when the token was issued.
 type tokenClaims struct {
 	Expires int64       `json:"exp"`
 	User    string      `json:"sub,omitempty"`
+	Groups  []string    `json:"groups,omitempty"`
 	Access  tokenAccess `json:"access,omitempty"`
 }
 
@@ -78,8 +81,8 @@ func (ta tokenAccess) grants(name string, a Action) bool {
 	return slices.ContainsFunc(ta, func(g accessGrant) bool { return g.Name == name && slices.Contains(g.Actions, a) })
 }
 
-func (t *tokenIssuer) issue(user string, access tokenAccess) string {
-	payload, _ := json.Marshal(tokenClaims{Expires: t.now().Add(tokenTTL).Unix(), User: user, Access: access}) // cannot fail
+func (t *tokenIssuer) issue(who principal, access tokenAccess) string {
+	payload, _ := json.Marshal(tokenClaims{Expires: t.now().Add(tokenTTL).Unix(), User: who.user, Groups: who.groups, Access: access}) // cannot fail
 	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(t.sign(payload))
 }
 
@@ -123,20 +126,11 @@ func (h *hostedRepos) serveToken(w http.ResponseWriter, r *http.Request) error {
 		// containerd tries an OAuth2 POST first and falls back to GET on 405.
 		return newError(codeUnsupported, "fetch tokens with GET")
 	}
-	r, err := h.screenTokenLogin(w, r)
+	who, err := h.tokenUser(w, r)
 	if err != nil {
 		return err
 	}
-	user := ""
-	if name, password, ok := r.BasicAuth(); ok {
-		switch {
-		case h.users.Authenticate(name, password):
-			user = name
-		case wantsWrite(r):
-			return newError(codeUnauthorized, "incorrect username or password")
-		}
-	}
-	token := h.tokens.issue(user, h.grant(principal{user: user}, r.URL.Query()["scope"]))
+	token := h.tokens.issue(who, h.grant(who, r.URL.Query()["scope"]))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(tokenResponse{

@@ -13,5 +13,6 @@
 // from one code-to-status table.
 //
 // The package defines the small interfaces it consumes (Cache, Upstream,
-// Hosted, Visibility, Authenticator); it imports no other package of regmirror.
+// Hosted, Visibility, Authenticator, Directory); it imports no other package
+// of regmirror.
 package mirror

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"time"
 )
@@ -13,8 +14,20 @@ import (
 type HostedOptions struct {
 	// Store keeps the pushed content. Required.
 	Store Hosted
-	// Users checks the credentials of clients that log in. Required.
+	// Users checks the credentials of clients that log in. Required unless
+	// Directory is set; beside a Directory it must tell which users it
+	// holds, as Htpasswd does.
 	Users Authenticator
+	// Directory checks the logins of the users that Users does not hold
+	// (of all users, without Users) and tells their groups, which
+	// permissions match like Groups. Its users may not take a name Users
+	// holds.
+	Directory Directory
+	// DirectoryMemory is how long the Directory's answer to a login is
+	// remembered (as a keyed hash, never the password), so that repeated
+	// requests with the same credentials ask it once. Zero means
+	// DefaultDirectoryMemory.
+	DirectoryMemory time.Duration
 	// Logins limits failed logins and the password checks running at once.
 	Logins LoginLimits
 	// Uploads caps what each user may push.
@@ -31,7 +44,8 @@ type HostedOptions struct {
 	// the hosted repository lacks what is asked for, and whose tag lists
 	// merge the upstream's, like a Nexus group.
 	FallThrough []string
-	// Groups lists the users of each group that Permissions name.
+	// Groups lists the users of each group that Permissions name; the
+	// Directory may put users in groups too.
 	Groups map[string][]string
 	// Permissions grant pull, push and delete on hosted repositories. None:
 	// every user may pull and push every hosted repository, and anyone may
@@ -50,7 +64,6 @@ type HostedOptions struct {
 // hostedRepos is the mirror's hosted side. Its fields are set once.
 type hostedRepos struct {
 	store       Hosted
-	users       Authenticator
 	logins      *loginGuard
 	uploads     UploadLimits
 	patterns    []string
@@ -62,12 +75,13 @@ type hostedRepos struct {
 	defaultHost string
 }
 
-func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time) (*hostedRepos, error) {
+func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time, log *slog.Logger) (*hostedRepos, error) {
 	if o.Store == nil {
 		return nil, errors.New("hosted repositories need a store")
 	}
-	if o.Users == nil {
-		return nil, errors.New("hosted repositories need users to authenticate pushes")
+	users, err := newAccounts(o, now, log)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkPatterns(o.Repositories); err != nil {
 		return nil, fmt.Errorf("hosted repositories: %w", err)
@@ -86,8 +100,7 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time) 
 	}
 	return &hostedRepos{
 		store:       o.Store,
-		users:       o.Users,
-		logins:      newLoginGuard(o.Users, o.Logins, now),
+		logins:      newLoginGuard(users, o.Logins, now),
 		uploads:     o.Uploads.withDefaults(),
 		patterns:    o.Repositories,
 		fallThrough: o.FallThrough,
@@ -97,6 +110,25 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time) 
 		tokens:      newTokenIssuer(now),
 		defaultHost: defaultHost,
 	}, nil
+}
+
+// newAccounts returns the users of o, whom logins are checked against.
+func newAccounts(o *HostedOptions, now func() time.Time, log *slog.Logger) (accounts, error) {
+	if o.Users == nil && o.Directory == nil {
+		return accounts{}, errors.New("hosted repositories need users to authenticate pushes")
+	}
+	if _, holder := o.Users.(userHolder); o.Users != nil && o.Directory != nil && !holder {
+		return accounts{}, errors.New("hosted users beside a directory must tell which users they hold, as Htpasswd does")
+	}
+	a := accounts{local: o.Users, log: log}
+	if o.Directory != nil {
+		var named []string
+		for _, p := range o.Permissions {
+			named = append(named, p.Groups...)
+		}
+		a.directory = newDirectoryUsers(o.Directory, o.DirectoryMemory, named, now, log)
+	}
+	return a, nil
 }
 
 // hostedRequest is a request addressed to a repository that may be hosted.

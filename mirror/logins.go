@@ -67,21 +67,30 @@ func (l LoginLimits) withDefaults() LoginLimits {
 type loginOutcome int
 
 const (
-	loginFailed  loginOutcome = iota
-	loginOK                   // the password is the user's
-	loginLimited              // not checked: too many failures
+	loginFailed      loginOutcome = iota
+	loginOK                       // the password is the user's
+	loginLimited                  // not checked: too many failures
+	loginUnavailable              // not checked: the user directory failed
 )
+
+// loginResult is what login came to: the outcome, who logged in for
+// loginOK, and for loginLimited how long until the next check is allowed.
+type loginResult struct {
+	outcome loginOutcome
+	who     principal
+	wait    time.Duration
+}
 
 // loginGuard checks passwords under LoginLimits. Safe for concurrent use.
 type loginGuard struct {
-	users   Authenticator
+	users   accounts
 	now     func() time.Time
 	checks  chan struct{} // one value per password check running
 	clients failureBuckets
 	names   failureBuckets
 }
 
-func newLoginGuard(users Authenticator, l LoginLimits, now func() time.Time) *loginGuard {
+func newLoginGuard(users accounts, l LoginLimits, now func() time.Time) *loginGuard {
 	l = l.withDefaults()
 	return &loginGuard{
 		users:   users,
@@ -100,47 +109,48 @@ type recaller interface {
 }
 
 // login checks user's password for a client, unless the client or the
-// user is limited; wait is then how long until the next check is allowed.
-// Answers the users remember come first, so that asking twice within one
-// request gives the same outcome and a known password is never locked out.
-func (g *loginGuard) login(ctx context.Context, client, user, password string) (outcome loginOutcome, wait time.Duration) {
-	if r, ok := g.users.(recaller); ok {
-		if valid, known := r.recall(user, password); known {
-			return outcomeOf(valid), 0
-		}
+// user is limited. Answers the users remember come first, so that asking
+// twice within one request gives the same outcome and a known password is
+// never locked out. A login the user directory could not check is not a
+// failure: nothing was guessed.
+func (g *loginGuard) login(ctx context.Context, client, user, password string) loginResult {
+	if who, known := g.users.recall(user, password); known {
+		return resultOf(who)
 	}
 	now := g.now()
 	if wait := max(g.clients.wait(client, now), g.names.wait(user, now)); wait > 0 {
-		return loginLimited, wait
+		return loginResult{outcome: loginLimited, wait: wait}
 	}
-	valid, err := g.check(ctx, user, password)
-	if err != nil {
-		return loginFailed, 0 // the client left while waiting: nothing was checked
-	}
-	if !valid {
+	who, err := g.check(ctx, user, password)
+	switch {
+	case ctx.Err() != nil:
+		return loginResult{outcome: loginFailed} // the client left: whatever was checked, it is gone
+	case err != nil:
+		return loginResult{outcome: loginUnavailable}
+	case !who.loggedIn():
 		now = g.now()
 		g.clients.fail(client, now)
 		g.names.fail(user, now)
 	}
-	return outcomeOf(valid), 0
+	return resultOf(who)
 }
 
 // check runs one password check when a slot is free.
-func (g *loginGuard) check(ctx context.Context, user, password string) (bool, error) {
+func (g *loginGuard) check(ctx context.Context, user, password string) (principal, error) {
 	select {
 	case g.checks <- struct{}{}:
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return principal{}, ctx.Err()
 	}
 	defer func() { <-g.checks }()
-	return g.users.Authenticate(user, password), nil
+	return g.users.check(ctx, user, password)
 }
 
-func outcomeOf(valid bool) loginOutcome {
-	if valid {
-		return loginOK
+func resultOf(who principal) loginResult {
+	if who.loggedIn() {
+		return loginResult{outcome: loginOK, who: who}
 	}
-	return loginFailed
+	return loginResult{outcome: loginFailed}
 }
 
 // maxTrackedKeys bounds the memory of each failure table. When it is full

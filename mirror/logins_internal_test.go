@@ -37,7 +37,7 @@ func TestLoginChecksAreCappedAtOnce(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		users := &blockingUsers{release: make(chan struct{})}
-		g := newLoginGuard(users, LoginLimits{MaxConcurrentChecks: 1}, time.Now)
+		g := newLoginGuard(accounts{local: users}, LoginLimits{MaxConcurrentChecks: 1}, time.Now)
 		const logins = 4
 		var wg sync.WaitGroup
 		for i := range logins {
@@ -49,8 +49,7 @@ func TestLoginChecksAreCappedAtOnce(t *testing.T) {
 		ctx, leave := context.WithCancel(context.Background())
 		left := make(chan loginOutcome)
 		go func() {
-			outcome, _ := g.login(ctx, "192.0.2.99", "someone", "guess")
-			left <- outcome
+			left <- g.login(ctx, "192.0.2.99", "someone", "guess").outcome
 		}()
 		synctest.Wait()
 		users.mu.Lock()

@@ -168,7 +168,7 @@ func New(opts Options) (*Mirror, error) {
 	}
 	m.remotes.Store(table)
 	if opts.Hosted != nil {
-		if m.hosted, err = newHostedRepos(opts.Hosted, m.defaultHost, m.now); err != nil {
+		if m.hosted, err = newHostedRepos(opts.Hosted, m.defaultHost, m.now, m.log); err != nil {
 			return nil, fmt.Errorf("mirror: %w", err)
 		}
 	}

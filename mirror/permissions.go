@@ -55,6 +55,8 @@ func (p Permission) validate() error {
 }
 
 // grants reports whether p lets who do a on the hosted repository name.
+// A user is a member of a group that groups lists them in, or that the
+// user directory puts them in.
 func (p Permission) grants(who principal, groups map[string][]string, name string, a Action) bool {
 	if !slices.Contains(p.Actions, a) || !matchesAny(p.Repositories, name) {
 		return false
@@ -68,7 +70,9 @@ func (p Permission) grants(who principal, groups map[string][]string, name strin
 	if slices.Contains(p.Users, AnyUser) || slices.Contains(p.Users, who.user) {
 		return true
 	}
-	return slices.ContainsFunc(p.Groups, func(g string) bool { return slices.Contains(groups[g], who.user) })
+	return slices.ContainsFunc(p.Groups, func(g string) bool {
+		return slices.Contains(groups[g], who.user) || slices.Contains(who.groups, g)
+	})
 }
 
 // defaultPermissions are the grants of a configuration that lists none:

@@ -9,11 +9,13 @@ import (
 )
 
 // principal is who sent a request, as the hosted repositories' permissions
-// see it: a user, or "" for a client that did not log in, and, when the
-// request came with a token, what the token grants; a token limits what
-// its user's permissions allow to the scopes it was issued for.
+// see it: a user, or "" for a client that did not log in, the groups the
+// user directory puts the user in, and, when the request came with a
+// token, what the token grants; a token limits what its user's
+// permissions allow to the scopes it was issued for.
 type principal struct {
 	user   string
+	groups []string
 	token  bool
 	access tokenAccess
 }
@@ -30,10 +32,11 @@ func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
 		// user name has used up its failed logins, its credentials count
 		// as invalid unchecked; pulls go on anonymously, writes are
 		// answered by refuseLogin.
-		if outcome, _ := h.logins.login(r.Context(), clientAddress(r), name, password); outcome != loginOK {
+		res := h.logins.login(r.Context(), clientAddress(r), name, password)
+		if res.outcome != loginOK {
 			return principal{}, false
 		}
-		return principal{user: name}, true
+		return res.who, true
 	}
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !strings.EqualFold(scheme, "Bearer") {
@@ -43,7 +46,7 @@ func (h *hostedRepos) principalOf(r *http.Request) (p principal, ok bool) {
 	if !valid {
 		return principal{}, false
 	}
-	return principal{user: claims.User, token: true, access: claims.Access}, true
+	return principal{user: claims.User, groups: claims.Groups, token: true, access: claims.Access}, true
 }
 
 // clientKey carries who the client is, worked out only if asked.
@@ -125,7 +128,8 @@ func (m *Mirror) loggedUser(r *http.Request, who *lazyPrincipal) string {
 	if !basic {
 		return who.get().user
 	}
-	if rc, ok := m.hosted.logins.users.(recaller); ok {
+	users := m.hosted.logins.users
+	if rc, ok := users.local.(recaller); ok && users.isLocal(name) {
 		if valid, known := rc.recall(name, password); known && valid {
 			return name
 		}

@@ -5,7 +5,10 @@
 # access log test, and promtool (Debian's prometheus), which checks the
 # alerting rules. Idempotent: installs nothing when all are present, and runs
 # apt-get update at most once, only when a package is not yet known to apt.
+# slapd and ldapadd, for the LDAP tests, come from install-slapd.sh.
 set -euo pipefail
+
+"$(dirname "$0")/install-slapd.sh"
 
 have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 

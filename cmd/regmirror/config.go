@@ -47,6 +47,8 @@ type Config struct {
 	Cache CacheConfig `yaml:"cache"`
 	// Hosted turns on repositories that clients push to.
 	Hosted HostedConfig `yaml:"hosted"`
+	// Auth says where users come from beside hosted.htpasswd: LDAP.
+	Auth AuthConfig `yaml:"auth"`
 	// MissLimits bound the requests clients make the mirror pass upstream.
 	MissLimits MissLimitsConfig `yaml:"miss_limits"`
 	// TrustedProxies are the reverse proxies (CIDRs or addresses) whose
@@ -280,7 +282,7 @@ func (c Config) validate() error {
 		errs = append(errs, u.patternErrors(i)...)
 		errs = append(errs, u.tlsErrors(i)...)
 	}
-	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate())
+	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
 	return errors.Join(errs...)
 }

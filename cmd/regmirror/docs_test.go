@@ -298,7 +298,8 @@ const securityDoc = "../../docs/security.md"
 // it uses, and where their sources are.
 var testDirs = map[string]string{
 	"cache": "../../cache", "cmd": ".", "credentials": "../../credentials", "edge": "../../internal/edge",
-	"mirror": "../../mirror", "registryhost": "../../internal/registryhost", "upstream": "../../upstream",
+	"ldapauth": "../../internal/ldapauth", "mirror": "../../mirror", "registryhost": "../../internal/registryhost",
+	"upstream": "../../upstream",
 }
 
 // securityTestRef matches a test named in docs/security.md, e.g.

@@ -50,8 +50,8 @@ func (c Config) edgeErrors() []error {
 	if c.Connections.BodyIdleTimeout < 0 {
 		errs = append(errs, keyErrorf("connections.body_idle_timeout", "connections.body_idle_timeout must not be negative"))
 	}
-	if len(c.Status.Users) > 0 && !c.Hosted.enabled() {
-		errs = append(errs, keyErrorf("status.users", "status.users: set hosted.htpasswd, which holds those users' passwords"))
+	if len(c.Status.Users) > 0 && !c.Hosted.enabled() && !c.Auth.LDAP.enabled() {
+		errs = append(errs, keyErrorf("status.users", "status.users: set hosted.htpasswd or auth.ldap, which hold those users' passwords"))
 	}
 	return errs
 }

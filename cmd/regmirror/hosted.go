@@ -20,7 +20,7 @@ import (
 
 // HostedConfig is the `hosted:` section of the config file: repositories
 // that clients push to at the mirror's own URL. Hosting is on when Htpasswd
-// is set; every push needs a login.
+// or auth.ldap is set; every push needs a login.
 type HostedConfig struct {
 	// Htpasswd is a file of users allowed to push, "user:bcrypt-hash" per
 	// line, as `htpasswd -B` writes it.
@@ -32,7 +32,8 @@ type HostedConfig struct {
 	// upstream, merging tags like a Nexus group. Empty: hosted names are
 	// never looked up upstream.
 	FallThrough []string `yaml:"fall_through"`
-	// Groups maps group names to their users, for Permissions.
+	// Groups maps group names to their users, for Permissions; auth.ldap
+	// may put users in groups too.
 	Groups map[string][]string `yaml:"groups"`
 	// Permissions grant pull, push and delete on hosted repositories. Empty:
 	// every user may pull and push every hosted repository, and
@@ -73,13 +74,15 @@ type PermissionConfig struct {
 	Actions      []string `yaml:"actions"`
 }
 
+// enabled reports whether hosted.htpasswd is set; auth.ldap turns hosting
+// on too.
 func (c HostedConfig) enabled() bool { return c.Htpasswd != "" }
 
-func (c HostedConfig) validate() error {
-	if !c.enabled() {
+func (c HostedConfig) validate(directory LDAPConfig) error {
+	if !c.enabled() && !directory.enabled() {
 		if len(c.Repositories) > 0 || len(c.FallThrough) > 0 || len(c.Groups) > 0 || len(c.Permissions) > 0 ||
 			c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 || c.limitsSet() {
-			return keyErrorf("hosted", "hosted: set htpasswd to enable hosted repositories (pushes need users)")
+			return keyErrorf("hosted", "hosted: set htpasswd or auth.ldap to enable hosted repositories (pushes need users)")
 		}
 		return nil
 	}
@@ -89,9 +92,9 @@ func (c HostedConfig) validate() error {
 	}
 	for i, p := range c.Permissions {
 		for j, g := range p.Groups {
-			if _, ok := c.Groups[g]; !ok {
+			if _, ok := c.Groups[g]; !ok && !directory.groups() {
 				errs = append(errs, keyErrorf(fmt.Sprintf("hosted.permissions[%d].groups[%d]", i, j),
-					"hosted: permission %d names group %q, which hosted.groups does not define", i+1, g))
+					"hosted: permission %d names group %q, which hosted.groups does not define (nor does auth.ldap look up groups)", i+1, g))
 			}
 		}
 	}
@@ -176,11 +179,19 @@ func loadHtpasswd(path string) (*mirror.Htpasswd, error) {
 
 // openHosted opens the hosted repositories of store and the mirror's
 // options for them; both are nil when hosting is off.
-func openHosted(store *cache.Store, c HostedConfig) (*cache.Hosted, *mirror.HostedOptions, error) {
-	if !c.enabled() {
+func openHosted(store *cache.Store, c HostedConfig, auth AuthConfig, log *slog.Logger) (*cache.Hosted, *mirror.HostedOptions, error) {
+	if !c.enabled() && !auth.LDAP.enabled() {
 		return nil, nil, nil
 	}
-	users, err := loadHtpasswd(c.Htpasswd)
+	var users mirror.Authenticator
+	if c.enabled() {
+		local, err := loadHtpasswd(c.Htpasswd)
+		if err != nil {
+			return nil, nil, err
+		}
+		users = local
+	}
+	directory, err := openDirectory(auth.LDAP, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -189,16 +200,18 @@ func openHosted(store *cache.Store, c HostedConfig) (*cache.Hosted, *mirror.Host
 		return nil, nil, err
 	}
 	return hosted, &mirror.HostedOptions{
-		Store:        hosted,
-		Users:        users,
-		Logins:       c.loginLimits(),
-		Uploads:      c.uploadLimits(),
-		Repositories: c.Repositories,
-		FallThrough:  c.FallThrough,
-		Groups:       c.Groups,
-		Permissions:  c.permissions(),
-		PrivatePulls: c.AnonymousPull != nil && !*c.AnonymousPull,
-		AllowDelete:  c.Delete,
+		Store:           hosted,
+		Users:           users,
+		Directory:       directory,
+		DirectoryMemory: auth.LDAP.CacheTTL,
+		Logins:          c.loginLimits(),
+		Uploads:         c.uploadLimits(),
+		Repositories:    c.Repositories,
+		FallThrough:     c.FallThrough,
+		Groups:          c.Groups,
+		Permissions:     c.permissions(),
+		PrivatePulls:    c.AnonymousPull != nil && !*c.AnonymousPull,
+		AllowDelete:     c.Delete,
 	}, nil
 }
 

@@ -41,7 +41,7 @@ func TestHtpasswdBelowMinimumCostIsRefused(t *testing.T) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = openHosted(store, HostedConfig{Htpasswd: path})
+	_, _, err = openHosted(store, HostedConfig{Htpasswd: path}, AuthConfig{}, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "weak (cost 9)") || !strings.Contains(err.Error(), "minimum cost is 10") {
 		t.Fatalf("loading an htpasswd with a cost-9 hash: err = %v, want it refused naming user weak and the minimum 10", err)
 	}

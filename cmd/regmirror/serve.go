@@ -145,12 +145,12 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
-	hosted, hostedOpts, err := openHosted(store, cfg.Hosted)
+	hosted, hostedOpts, err := openHosted(store, cfg.Hosted, cfg.Auth, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	if cfg.Hosted.enabled() && len(cfg.Hosted.Repositories) == 0 {
+	if hostedOpts != nil && len(cfg.Hosted.Repositories) == 0 {
 		log.Warn("hosted repositories are on but hosted.repositories lists none: every push is refused until it does")
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,

@@ -94,10 +94,6 @@ func tinyRootfs(t *testing.T) []byte {
 // returns its URL once it answers.
 func startHostedRegmirror(t *testing.T, upstreamURL string) string {
 	t.Helper()
-	bin := os.Getenv("REGMIRROR_BIN")
-	if bin == "" {
-		t.Fatal("REGMIRROR_BIN must name the regmirror binary under test (scripts/e2e.sh sets it)")
-	}
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte(pushPassword), bcrypt.DefaultCost) // the daemon refuses cheaper hashes
 	if err != nil {
@@ -117,13 +113,32 @@ hosted:
   htpasswd: %s
   repositories: ["team/*"]
 `, upstreamURL, hubUser, filepath.Join(dir, "hub-password"), filepath.Join(dir, "htpasswd"))
+	writeFiles(t, dir, files)
+	url, _ := runRegmirror(t, dir, pushPassword, hubPassword)
+	return url
+}
+
+// writeFiles writes each file, by name, into dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// runRegmirror runs the daemon under test with dir/config.yaml and its data
+// in dir, and returns its URL once it answers and the path of its log. When
+// the test ends it checks that none of secrets reached the log.
+func runRegmirror(t *testing.T, dir string, secrets ...string) (url, logPath string) {
+	t.Helper()
+	bin := os.Getenv("REGMIRROR_BIN")
+	if bin == "" {
+		t.Fatal("REGMIRROR_BIN must name the regmirror binary under test (scripts/e2e.sh sets it)")
+	}
 	addr := freeLoopbackAddr(t)
-	logPath := filepath.Join(dir, "regmirror.log")
+	logPath = filepath.Join(dir, "regmirror.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -143,13 +158,13 @@ hosted:
 		if t.Failed() {
 			t.Logf("regmirror log:\n%s", log)
 		}
-		for _, secret := range []string{pushPassword, hubPassword} {
+		for _, secret := range secrets {
 			if strings.Contains(string(log), secret) {
 				t.Errorf("a password appears in regmirror's log")
 			}
 		}
 	})
-	url := "http://" + addr
+	url = "http://" + addr
 	waitReady(t, url+"/healthz") // the ping challenges: hosted repositories take logins
-	return url
+	return url, logPath
 }
