@@ -473,3 +473,29 @@ func TestBreakerRatioAgainstRegistry(t *testing.T) {
 		t.Fatalf("the open breaker sent %d requests", n-sent)
 	}
 }
+
+// An upstream refusing connections is skipped after breaker_threshold
+// requests in a row, long before the ratio's window would hold enough.
+func TestBreakerOpensFastWhenUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // connections to it are refused from now on
+	c, err := New(Config{Host: "docker.io", URL: url, Retries: -1}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	for i := range DefaultBreakerThreshold {
+		_, err := c.HeadManifest(context.Background(), "library/node", "10")
+		if e := asError(t, err); errors.Is(err, ErrCircuitOpen) || e.HTTPStatus() != 0 {
+			t.Fatalf("request %d: %v, want a refused connection", i+1, err)
+		}
+	}
+	if _, err := c.HeadManifest(context.Background(), "library/node", "10"); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("after %d refused connections: %v, want ErrCircuitOpen", DefaultBreakerThreshold, err)
+	}
+}
