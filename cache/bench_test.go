@@ -47,9 +47,9 @@ func BenchmarkFetchBlob(b *testing.B) {
 			data[j] = byte(i >> (8 * j))
 		}
 		d := digest.FromBytes(data)
-		rc, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, func(context.Context) (io.ReadCloser, int64, error) {
+		rc, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, whole(func(context.Context) (io.ReadCloser, int64, error) {
 			return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
-		})
+		}))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -38,7 +38,10 @@ func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io
 // as long as the blob is worth keeping (its size is known and within
 // Limits.MaxKeptSize). It stops on Close, when no byte arrives for
 // Options.StallTimeout, when it runs longer than Limits.FillTimeout, and
-// when its last reader leaves a blob not worth keeping. A body is never
+// when its last reader leaves a blob not worth keeping. When the upstream
+// fails it midway (or before the first byte) with a temporary error, it
+// calls fetch again from the offset it got to, as Options.Retry says; the
+// readers do not notice. A body is never
 // read past its announced size, nor past Limits.MaxBlobSize when the size is
 // unknown. The blob is indexed, and the reader's final byte released, only
 // once its size and digest check out; otherwise Read fails with an error
@@ -47,7 +50,7 @@ func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io
 // returns fetch's error when fetch fails, and ErrBlobTooLarge when the
 // announced size is over Limits.MaxBlobSize.
 func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
-	fetch func(context.Context) (io.ReadCloser, int64, error)) (rc io.ReadCloser, size int64, coalesced bool, err error) {
+	fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error) {
 	if err := checkDigest(d); err != nil {
 		return nil, 0, false, fmt.Errorf("fetch blob: %w", err)
 	}
@@ -120,9 +123,10 @@ func (s *Store) registered(rc io.ReadCloser, d digest.Digest) io.ReadCloser {
 	return &usedReader{ReadCloser: rc, release: func() { s.uses.release(d) }}
 }
 
-// fetchFunc opens an upstream download of a blob: its body and its size, or
-// -1 when upstream did not announce one.
-type fetchFunc = func(context.Context) (io.ReadCloser, int64, error)
+// fetchFunc opens an upstream download of a blob from offset on: its body,
+// where the body starts (offset, or 0 when the upstream sent the whole
+// blob), and the blob's full size, -1 when upstream did not announce one.
+type fetchFunc = func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)
 
 // errJustCommitted means a download of the digest finished between the
 // caller's cache lookup and its attempt to join it.

@@ -138,13 +138,13 @@ func TestCrashChild(t *testing.T) {
 	}
 	fetch := bytesFetch(data, int64(len(data)), nil)
 	if step == stepMidDownload {
-		fetch = func(context.Context) (io.ReadCloser, int64, error) {
+		fetch = whole(func(context.Context) (io.ReadCloser, int64, error) {
 			body := io.MultiReader(bytes.NewReader(data[:len(data)/2]), readFunc(func([]byte) (int, error) {
 				kill()
 				select {}
 			}))
 			return io.NopCloser(body), int64(len(data)), nil
-		}
+		})
 	}
 	rc, _, _, err := s.FetchBlob(context.Background(), testRepo, d, 0, fetch)
 	if err == nil {

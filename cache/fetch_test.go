@@ -39,17 +39,17 @@ func TestFetchBlobDiscardsBadDownloads(t *testing.T) {
 		{name: "truncated, size unknown", fetch: bytesFetch(data[:size-10], -1, nil), want: ErrDigestMismatch},
 		{
 			name: "upstream fails mid-body",
-			fetch: func(context.Context) (io.ReadCloser, int64, error) {
+			fetch: whole(func(context.Context) (io.ReadCloser, int64, error) {
 				body := io.MultiReader(bytes.NewReader(data[:size/2]), iotestErrReader{errUpstream})
 				return io.NopCloser(body), size, nil
-			},
+			}),
 			want: errUpstream,
 		},
 		{
 			name: "fetch fails",
-			fetch: func(context.Context) (io.ReadCloser, int64, error) {
+			fetch: whole(func(context.Context) (io.ReadCloser, int64, error) {
 				return nil, 0, errUpstream
-			},
+			}),
 			want: errUpstream,
 		},
 	}
@@ -611,7 +611,7 @@ func TestStalledDownloadsFail(t *testing.T) {
 			<-ctx.Done()
 			return nil, 0, ctx.Err()
 		}
-		if _, _, _, err := s.FetchBlob(context.Background(), testRepo, d, 0, hang); !errors.Is(err, ErrStalled) {
+		if _, _, _, err := s.FetchBlob(context.Background(), testRepo, d, 0, whole(hang)); !errors.Is(err, ErrStalled) {
 			t.Errorf("FetchBlob: err = %v, want ErrStalled", err)
 		}
 		assertNotCached(t, s, d)

@@ -56,55 +56,49 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 		dl.cancel(fmt.Errorf("%w: no data for %s", ErrStalled, s.stallTimeout))
 	})
 	defer stall.Stop()
+	k := &sink{size: -1}
+	defer s.discard(k)
 
-	body, size, err := fetch(ctx)
-	if err != nil {
-		return fmt.Errorf("fetch blob %s: %w", dl.digest, err)
-	}
-	defer body.Close()
-	// Not every body notices its context ending; closing it unblocks Read.
-	stopClosing := context.AfterFunc(ctx, func() { body.Close() })
-	defer stopClosing()
-
-	limits := s.currentLimits()
-	if size > limits.MaxBlobSize {
-		return fmt.Errorf("blob %s: upstream announced %d bytes, over the limit of %d: %w",
-			dl.digest, size, limits.MaxBlobSize, ErrBlobTooLarge)
-	}
-	f, err := os.CreateTemp(s.tmpDir, dl.digest.Encoded()+".*")
-	if err != nil {
-		return fmt.Errorf("download blob %s: %w", dl.digest, err)
-	}
-	dl.setFile(f)
-	defer os.Remove(f.Name()) // fails harmlessly once the file is renamed
-
-	worth := s.worthFinishing(size)
-	dl.start(size, worth)
-	if !worth && s.abandonIfUnread(dl) {
-		return fmt.Errorf("download blob %s: %w: no reader waited for it", dl.digest, ErrAbandoned)
-	}
-	if size > 0 && s.keeps(size) {
-		// Count the download against the budget before it lands, so that
-		// eviction makes room while it streams.
-		s.reserved.Add(size)
-		defer s.reserved.Add(-size)
-		s.signalGrowth()
-	}
-	h := sha256.New()
-	limit := bodyLimit{size: size, max: limits.MaxBlobSize}
-	written, err := copyBody(dl, io.MultiWriter(newWritebackFile(f), h), body, limit, func() { stall.Reset(s.stallTimeout) })
-	if err != nil {
+	if err := s.receive(ctx, dl, fetch, k, stall); err != nil {
 		return err
 	}
-	stall.Stop() // upstream is done; what remains is local work
-	if err := verify(dl.digest, h, size, written); err != nil {
+	if err := verify(dl.digest, k.hash, k.size, k.written); err != nil {
 		return err
 	}
-	if !s.keeps(written) {
+	if !s.keeps(k.written) {
 		s.passThrough(dl)
 		return nil
 	}
-	return s.publish(ctx, dl.digest, f, repo, written)
+	return s.publish(ctx, dl.digest, k.file, repo, k.written)
+}
+
+// sink is where a download's bytes go, across the requests it takes: the
+// temp file, and the running hash of every byte written to it.
+type sink struct {
+	file    *os.File // nil until the first answer
+	out     io.Writer
+	hash    hash.Hash
+	size    int64 // as the first answer announced it; -1 when unknown
+	limit   bodyLimit
+	written int64
+	// reserved is what the download counts against the budget.
+	reserved int64
+}
+
+func (k *sink) open(f *os.File, size, maxSize int64) {
+	k.file, k.size = f, size
+	k.hash = sha256.New()
+	k.out = io.MultiWriter(newWritebackFile(f), k.hash)
+	k.limit = bodyLimit{size: size, max: maxSize}
+}
+
+// discard removes the temp file (harmlessly failing once it was renamed
+// into place) and gives back the budget reservation.
+func (s *Store) discard(k *sink) {
+	if k.file != nil {
+		os.Remove(k.file.Name())
+	}
+	s.reserved.Add(-k.reserved)
 }
 
 // bodyLimit is how many bytes a body may have: its announced size, or the
@@ -124,30 +118,29 @@ func (l bodyLimit) check(d digest.Digest, n int64) error {
 	return nil
 }
 
-// copyBody streams body into w, publishing progress to the readers after
+// copyBody streams body into k, publishing progress to the readers after
 // every chunk. It stops as soon as body exceeds its limit, before writing
-// the excess.
-func copyBody(dl *download, w io.Writer, body io.Reader, limit bodyLimit, progressed func()) (int64, error) {
+// the excess. A failure to read body is the upstream's (see upstreamFailure).
+func copyBody(dl *download, k *sink, body io.Reader, progressed func()) error {
 	buf := make([]byte, copyBufferSize)
-	var written int64
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if err := limit.check(dl.digest, written+int64(n)); err != nil {
-				return written, err
+			if err := k.limit.check(dl.digest, k.written+int64(n)); err != nil {
+				return err
 			}
-			if _, err := w.Write(buf[:n]); err != nil {
-				return written, fmt.Errorf("blob %s: write temp file: %w", dl.digest, err)
+			if _, err := k.out.Write(buf[:n]); err != nil {
+				return fmt.Errorf("blob %s: write temp file: %w", dl.digest, err)
 			}
-			written += int64(n)
-			dl.advance(written)
+			k.written += int64(n)
+			dl.advance(k.written)
 			progressed()
 		}
 		if rerr == io.EOF {
-			return written, nil
+			return nil
 		}
 		if rerr != nil {
-			return written, fmt.Errorf("blob %s: read upstream: %w", dl.digest, rerr)
+			return fmt.Errorf("blob %s: read upstream: %w", dl.digest, &upstreamFailure{rerr})
 		}
 	}
 }

@@ -30,6 +30,9 @@ func openStore(t testing.TB, opts Options) *Store {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
+	if opts.Retry.Backoff == 0 {
+		opts.Retry.Backoff = time.Millisecond // retries without slowing the tests
+	}
 	s, err := Open(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -52,14 +55,27 @@ func randomBlob(t testing.TB, n int) ([]byte, digest.Digest) {
 	return data, digest.FromBytes(data)
 }
 
+// wholeFetch opens a blob download the way an upstream that ignores
+// Range requests does: always from the start.
+type wholeFetch = func(context.Context) (io.ReadCloser, int64, error)
+
+// whole adapts a wholeFetch to the cache's fetch, which asks for an offset:
+// it always answers with the whole blob (start 0).
+func whole(f wholeFetch) fetchFunc {
+	return func(ctx context.Context, _ int64) (io.ReadCloser, int64, int64, error) {
+		body, size, err := f(ctx)
+		return body, 0, size, err
+	}
+}
+
 // bytesFetch serves body with the announced size and counts its calls.
 func bytesFetch(body []byte, size int64, calls *atomic.Int32) fetchFunc {
-	return func(context.Context) (io.ReadCloser, int64, error) {
+	return whole(func(context.Context) (io.ReadCloser, int64, error) {
 		if calls != nil {
 			calls.Add(1)
 		}
 		return io.NopCloser(bytes.NewReader(body)), size, nil
-	}
+	})
 }
 
 // pipeFetch hands out the read end of a pipe the test writes to, so the test
@@ -67,18 +83,18 @@ func bytesFetch(body []byte, size int64, calls *atomic.Int32) fetchFunc {
 func pipeFetch(t testing.TB, size int64, calls *atomic.Int32) (fetchFunc, *io.PipeWriter) {
 	pr, pw := io.Pipe()
 	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
-	return func(context.Context) (io.ReadCloser, int64, error) {
+	return whole(func(context.Context) (io.ReadCloser, int64, error) {
 		calls.Add(1)
 		return pr, size, nil
-	}, pw
+	}), pw
 }
 
 // failFetch fails the test if the cache asks upstream.
 func failFetch(t testing.TB) fetchFunc {
-	return func(context.Context) (io.ReadCloser, int64, error) {
+	return whole(func(context.Context) (io.ReadCloser, int64, error) {
 		t.Errorf("unexpected upstream fetch")
 		return nil, 0, errors.New("unexpected fetch")
-	}
+	})
 }
 
 func fetchAll(t testing.TB, s *Store, d digest.Digest, fetch fetchFunc) []byte {

@@ -49,7 +49,7 @@ func TestFetchBlobCapsUpstreamBodies(t *testing.T) {
 			}
 			fetch := func(context.Context) (io.ReadCloser, int64, error) { return body, tt.size, nil }
 
-			rc, _, _, err := s.FetchBlob(context.Background(), testRepo, d, 0, fetch)
+			rc, _, _, err := s.FetchBlob(context.Background(), testRepo, d, 0, whole(fetch))
 			if err == nil {
 				_, err = io.ReadAll(rc)
 				rc.Close()
@@ -110,7 +110,7 @@ func TestAbandonedFillsStopUnlessWorthKeeping(t *testing.T) {
 			if tt.leaveBeforeStart {
 				failed := make(chan error, 1)
 				go func() {
-					_, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, fetch)
+					_, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, whole(fetch))
 					failed <- err
 				}()
 				<-fetching
@@ -121,7 +121,7 @@ func TestAbandonedFillsStopUnlessWorthKeeping(t *testing.T) {
 				close(started)
 			} else {
 				close(started)
-				rc, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, fetch)
+				rc, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, whole(fetch))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -21,6 +21,9 @@ type metrics struct {
 	corruptFiles prometheus.Counter
 	// passedThrough counts blobs served without caching: larger than the budget.
 	passedThrough prometheus.Counter
+	// downloadRetries counts upstream requests a download made again
+	// after a temporary failure.
+	downloadRetries prometheus.Counter
 }
 
 // newMetrics builds the collectors and registers them on reg, which may be
@@ -56,6 +59,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_cache_passed_through_total",
 			Help: "Blob downloads served to clients but not cached because the blob is larger than the cache budget.",
 		}),
+		downloadRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cache_download_retries_total",
+			Help: "Upstream requests a blob download made again, from the offset it got to, after a temporary failure.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -79,6 +86,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if err == nil {
 		m.passedThrough, err = promreg.Register(reg, m.passedThrough)
+	}
+	if err == nil {
+		m.downloadRetries, err = promreg.Register(reg, m.downloadRetries)
 	}
 	if err != nil {
 		return m, fmt.Errorf("register cache metrics: %w", err)

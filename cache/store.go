@@ -43,6 +43,8 @@ type Options struct {
 	// GCInterval is how often Run compacts the index's value log.
 	// Default: DefaultGCInterval.
 	GCInterval time.Duration
+	// Retry is how a download resumes after an upstream failure.
+	Retry Retry
 	// Limits bound each download; SetLimits changes them later.
 	Limits
 }
@@ -59,6 +61,7 @@ type Store struct {
 	metrics  *metrics
 
 	stallTimeout        time.Duration
+	retry               Retry
 	accessFlushInterval time.Duration
 	gcInterval          time.Duration
 
@@ -138,6 +141,7 @@ func newStore(opts Options) *Store {
 		log:                 opts.Logger,
 		now:                 opts.Now,
 		stallTimeout:        opts.StallTimeout,
+		retry:               opts.Retry.withDefaults(),
 		accessFlushInterval: opts.AccessFlushInterval,
 		gcInterval:          opts.GCInterval,
 		inflight:            make(map[fillKey]*download),

@@ -19,7 +19,7 @@ import (
 var _ interface {
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
-		fetch func(context.Context) (io.ReadCloser, int64, error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
+		fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
 	Manifest(ctx context.Context, d digest.Digest) (mediaType string, data []byte, err error)
 	PutManifest(ctx context.Context, repo, mediaType string, data []byte) (digest.Digest, error)
 	Tag(ctx context.Context, repo, tag string) (d digest.Digest, fetchedAt time.Time, err error)

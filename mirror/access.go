@@ -121,7 +121,7 @@ func (m *Mirror) hashUpstreamBlob(ctx context.Context, rem *Remote, t target, d 
 	if err := d.Validate(); err != nil {
 		return newError(codeDigestInvalid, "invalid digest %q", truncate(d.String()))
 	}
-	body, size, err := rem.Upstream.GetBlob(ctx, t.path, d)
+	body, _, size, err := rem.Upstream.GetBlob(ctx, t.path, d, 0)
 	if err != nil {
 		return err
 	}

@@ -22,11 +22,13 @@ type Cache interface {
 	// for one digest and repository share one download; the returned reader
 	// streams the bytes as they arrive, starting at offset. size is -1 when
 	// fetch could not tell it. coalesced reports that another call's download
-	// (or one that just completed) served this one. The reader's Read fails
+	// (or one that just completed) served this one. fetch is called with the
+	// offset the download got to (0 at first, more when it resumes after a
+	// failure) and answers like Upstream.GetBlob. The reader's Read fails
 	// if the download fails verification, and never yields the blob's last
 	// byte before the digest has been verified.
 	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
-		fetch func(context.Context) (io.ReadCloser, int64, error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
+		fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
 
 	// Linked reports whether the cached repository repo holds d: it was
 	// fetched through repo, or repo's upstream sent bytes hashing to d.
@@ -59,8 +61,11 @@ type Upstream interface {
 	HeadManifest(ctx context.Context, repo, reference string) (ocispec.Descriptor, error)
 	// GetManifest downloads a manifest, verifying its bytes against its digest.
 	GetManifest(ctx context.Context, repo, reference string) (mediaType string, data []byte, err error)
-	// GetBlob opens a blob download; size is -1 when unknown. The caller verifies the digest.
-	GetBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error)
+	// GetBlob opens a download of blob d from offset on; start is where the
+	// body begins (offset when the upstream honoured the range, 0 when it
+	// sent the whole blob) and size the blob's full size, -1 when unknown.
+	// The caller verifies the digest.
+	GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (body io.ReadCloser, start, size int64, err error)
 	// ListTags returns all tags of repo. nextPage, when set, is asked before
 	// every upstream request after the first; its error ends the listing.
 	ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error)

@@ -81,8 +81,8 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	if body, ok := m.joinDownload(ctx, rem, t, d, offset); ok {
 		return body, nil
 	}
-	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
-		return rem.Upstream.GetBlob(ctx, t.path, d)
+	fetch := func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
+		return rem.Upstream.GetBlob(ctx, t.path, d, from)
 	}
 	rc, size, joined, err := m.cache.FetchBlob(ctx, t.cacheKey(), d, offset, fetch)
 	var notHeld interface{ NotHeldBy() string }
@@ -126,8 +126,8 @@ func (m *Mirror) joinDownload(ctx context.Context, rem *Remote, t target, d dige
 		if repo == t.cacheKey() || host != t.host || !m.mayReadCached(ctx, repo) {
 			continue
 		}
-		ended := func(context.Context) (io.ReadCloser, int64, error) {
-			return nil, 0, errDownloadEnded
+		ended := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
+			return nil, 0, 0, errDownloadEnded
 		}
 		rc, size, _, err := m.cache.FetchBlob(ctx, repo, d, offset, ended)
 		if err != nil {

@@ -381,14 +381,15 @@ func TestNotFoundRemembered(t *testing.T) {
 	}
 }
 
-// After BreakerThreshold failed revalidations the upstream is skipped:
+// Once the breaker's window holds BreakerMinRequests revalidations, all
+// failed, the upstream is skipped:
 // cached tags are served stale at once and uncached images fail at once,
 // with no request upstream, until the cool-down ends and a probe succeeds.
 func TestBreakerOpensAndCloses(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{
 		tagTTL:   time.Minute,
-		upstream: upstream.Config{Retries: -1, BreakerThreshold: 3, BreakerCooldown: 30 * time.Second},
+		upstream: upstream.Config{Retries: -1, BreakerMinRequests: 3, BreakerCooldown: 30 * time.Second},
 	})
 	ix := e.pushNode(t, 1, 1024)
 	e.pullIndex(t, "library/node", "10", ix)

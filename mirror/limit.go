@@ -84,16 +84,16 @@ func (l *limitedUpstream) ListTags(ctx context.Context, repo string, nextPage fu
 
 // GetBlob keeps its slot until the returned body is closed: the download,
 // not just the request, is what the cap bounds.
-func (l *limitedUpstream) GetBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error) {
+func (l *limitedUpstream) GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, int64, error) {
 	if err := l.acquire(ctx); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
-	rc, size, err := l.inner.GetBlob(ctx, repo, d)
+	rc, start, size, err := l.inner.GetBlob(ctx, repo, d, offset)
 	if err != nil {
 		l.release()
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
-	return &slotBody{ReadCloser: rc, release: sync.OnceFunc(l.release)}, size, nil
+	return &slotBody{ReadCloser: rc, release: sync.OnceFunc(l.release)}, start, size, nil
 }
 
 // slotBody returns its limiter slot on the first Close; the cache may close

@@ -141,7 +141,7 @@ func TestRedirectToInternalHostRefused(t *testing.T) {
 			}
 			t.Cleanup(c.Close)
 			layer := img.Layers[0]
-			rc, _, err := c.GetBlob(context.Background(), "org/app", layer.Digest)
+			rc, _, _, err := c.GetBlob(context.Background(), "org/app", layer.Digest, 0)
 			if tt.wantRefused {
 				if !errors.Is(err, ErrNotPublic) {
 					t.Fatalf("GET blob redirected to an internal host: err = %v, want ErrNotPublic", err)

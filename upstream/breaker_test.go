@@ -26,7 +26,9 @@ func TestBreaker(t *testing.T) {
 		admit   bool
 		state   breakerState
 	}
-	fail, ok, neither := failed, answered, inconclusive
+	// fail is a failure the consecutive rule counts; the ratio rule is
+	// tested below.
+	fail, ok, neither := unreachable, answered, inconclusive
 	tests := []struct {
 		name      string
 		threshold int
@@ -80,8 +82,7 @@ func TestBreaker(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
-			b := &breaker{threshold: tt.threshold, cooldown: 30 * time.Second, now: clk.Now,
-				changed: func(breakerState, breakerState, time.Time) {}}
+			b := testBreaker(t, Config{BreakerThreshold: tt.threshold}, clk)
 			for i, s := range tt.steps {
 				clk.Advance(s.advance)
 				if s.record != nil {
@@ -118,8 +119,8 @@ func TestOutcomeOf(t *testing.T) {
 		{"500", o.fromStatus(500, nil), failed},
 		{"503", o.fromStatus(503, nil), failed},
 		{"408", o.fromStatus(408, nil), failed},
-		{"refused", o.fromErr(&net.OpError{Op: "dial", Err: errors.New("connection refused")}), failed},
-		{"deadline", o.fromErr(fmt.Errorf("get: %w", context.DeadlineExceeded)), failed},
+		{"refused", o.fromErr(&net.OpError{Op: "dial", Err: errors.New("connection refused")}), unreachable},
+		{"deadline", o.fromErr(fmt.Errorf("get: %w", context.DeadlineExceeded)), unreachable},
 		{"caller hung up", o.fromErr(fmt.Errorf("get: %w", context.Canceled)), inconclusive},
 		{"credentials", o.fromErr(fmt.Errorf("%w: helper crashed", errCredentials)), inconclusive},
 		{"skipped: open", o.skipped(0, "UNAVAILABLE", ErrCircuitOpen, time.Time{}), inconclusive},
@@ -195,8 +196,8 @@ func TestRateLimitPausesUpstream(t *testing.T) {
 	}
 }
 
-// After BreakerThreshold failed operations the upstream is skipped without
-// a request until the cool-down ends; an answer to the probe closes it.
+// Once BreakerMinRequests operations all failed the upstream is skipped
+// without a request until the cool-down ends; an answer to the probe closes it.
 func TestBreakerSkipsFailingUpstream(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t, registrytest.Options{})
@@ -205,7 +206,7 @@ func TestBreakerSkipsFailingUpstream(t *testing.T) {
 	}
 	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	prom := prometheus.NewRegistry()
-	c, _ := newClient(t, reg, Config{BreakerThreshold: 2, BreakerCooldown: time.Minute}, nil, Options{Now: clk.Now, Registerer: prom})
+	c, _ := newClient(t, reg, Config{BreakerMinRequests: 2, BreakerCooldown: time.Minute}, nil, Options{Now: clk.Now, Registerer: prom})
 	head := func() error {
 		_, err := c.HeadManifest(context.Background(), "library/alpine", "3")
 		return err
@@ -318,5 +319,183 @@ func TestTimeoutBoundsHangingUpstream(t *testing.T) {
 	_, err = c.HeadManifest(context.Background(), "library/node", "10")
 	if e := asError(t, err); !errors.Is(err, context.DeadlineExceeded) || e.HTTPStatus() != 0 || !e.Temporary() {
 		t.Fatalf("got %v, want a temporary deadline error without status", err)
+	}
+}
+
+// testBreaker is the breaker a client with cfg would have (defaults
+// filled in), on clk.
+func testBreaker(t *testing.T, cfg Config, clk *testclock.Clock) *breaker {
+	t.Helper()
+	cfg.URL = "http://registry.test"
+	cfg, _, err := cfg.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newBreaker(cfg, clk.Now, func(breakerState, breakerState, time.Time) {})
+}
+
+// The ratio rule, with the default settings: a window of 30s, judged from
+// 20 operations, opening at half of them failed.
+func TestBreakerJudgesFailureRatio(t *testing.T) {
+	t.Parallel()
+	type op struct {
+		every   time.Duration // between operations
+		outcome func(i int) outcome
+	}
+	pattern := func(fails ...int) func(int) outcome {
+		return func(i int) outcome {
+			for _, f := range fails {
+				if i%10 == f {
+					return failed
+				}
+			}
+			return answered
+		}
+	}
+	tests := []struct {
+		name   string
+		phases []struct {
+			op
+			n int
+		}
+		opensAt int // the operation (counted from 1) after which it is open; 0: never
+	}{
+		{name: "30% of 5xx in bursts of three stays closed", phases: []struct {
+			op
+			n int
+		}{{op{100 * time.Millisecond, pattern(0, 1, 2)}, 6000}}},
+		{name: "30% unreachable, never three in a row, stays closed", phases: []struct {
+			op
+			n int
+		}{{op{100 * time.Millisecond, func(i int) outcome {
+			if i%10 == 0 || i%10 == 4 || i%10 == 7 {
+				return unreachable
+			}
+			return answered
+		}}, 6000}}},
+		{name: "every operation failing opens it at the 20th, 19s in", opensAt: 20, phases: []struct {
+			op
+			n int
+		}{{op{time.Second, func(int) outcome { return failed }}, 25}}},
+		{name: "too few operations in the window are no verdict", phases: []struct {
+			op
+			n int
+		}{{op{2 * time.Second, func(int) outcome { return failed }}, 100}}},
+		{name: "failures age out of the window", phases: []struct {
+			op
+			n int
+		}{
+			{op{time.Second, func(int) outcome { return failed }}, 15},
+			{op{30 * time.Second, func(int) outcome { return answered }}, 1},
+			{op{100 * time.Millisecond, func(int) outcome { return answered }}, 10},
+			{op{100 * time.Millisecond, func(int) outcome { return failed }}, 9},
+		}},
+		{name: "half failing in the window opens it", opensAt: 15 + 1 + 10 + 11, phases: []struct {
+			op
+			n int
+		}{
+			{op{time.Second, func(int) outcome { return failed }}, 15},
+			{op{30 * time.Second, func(int) outcome { return answered }}, 1},
+			{op{100 * time.Millisecond, func(int) outcome { return answered }}, 10},
+			{op{100 * time.Millisecond, func(int) outcome { return failed }}, 11},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
+			b := testBreaker(t, Config{}, clk)
+			n := 0
+			for _, ph := range tt.phases {
+				for i := range ph.n {
+					clk.Advance(ph.every)
+					if _, _, err := b.admit(); err != nil {
+						t.Fatalf("operation %d refused: %v", n+1, err)
+					}
+					b.record(false, ph.outcome(i))
+					n++
+					if want := n >= tt.opensAt && tt.opensAt > 0; (b.current() == open) != want {
+						t.Fatalf("after operation %d: state %v, want open %v", n, b.current(), want)
+					}
+					if b.current() == open {
+						return
+					}
+				}
+			}
+		})
+	}
+}
+
+// Through a real client: an upstream failing 30% of requests with a 500
+// keeps being asked with the default settings; one failing every request
+// is skipped once the window holds 20 operations.
+func TestBreakerRatioAgainstRegistry(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t, registrytest.Options{})
+	if _, err := reg.PushImage("library/alpine", "3", registrytest.ImageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
+	c, _ := newClient(t, reg, Config{Retries: -1}, nil, Options{Now: clk.Now})
+	head := func() error {
+		_, err := c.HeadManifest(context.Background(), "library/alpine", "3")
+		return err
+	}
+	for i := range 200 {
+		clk.Advance(100 * time.Millisecond)
+		if i%10 < 3 {
+			reg.FailNext(registrytest.KindManifest, 1, http.StatusInternalServerError)
+		}
+		err := head()
+		if errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("request %d skipped at a 30%% failure ratio", i+1)
+		}
+		if (err != nil) != (i%10 < 3) {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+	}
+
+	// The successes age out of the window; then every request fails.
+	clk.Advance(DefaultBreakerWindow)
+	reg.SetDown(true)
+	for i := range DefaultBreakerMinRequests {
+		clk.Advance(time.Second)
+		if err := head(); errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("request %d of a failing upstream skipped before the window held %d", i+1, DefaultBreakerMinRequests)
+		}
+	}
+	sent := len(reg.Requests())
+	clk.Advance(time.Second)
+	if err := head(); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("after a window of failures: %v, want ErrCircuitOpen", err)
+	}
+	if n := len(reg.Requests()); n != sent {
+		t.Fatalf("the open breaker sent %d requests", n-sent)
+	}
+}
+
+// An upstream refusing connections is skipped after breaker_threshold
+// requests in a row, long before the ratio's window would hold enough.
+func TestBreakerOpensFastWhenUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // connections to it are refused from now on
+	c, err := New(Config{Host: "docker.io", URL: url, Retries: -1}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	for i := range DefaultBreakerThreshold {
+		_, err := c.HeadManifest(context.Background(), "library/node", "10")
+		if e := asError(t, err); errors.Is(err, ErrCircuitOpen) || e.HTTPStatus() != 0 {
+			t.Fatalf("request %d: %v, want a refused connection", i+1, err)
+		}
+	}
+	if _, err := c.HeadManifest(context.Background(), "library/node", "10"); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("after %d refused connections: %v, want ErrCircuitOpen", DefaultBreakerThreshold, err)
 	}
 }

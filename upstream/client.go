@@ -60,11 +60,18 @@ type Config struct {
 	// Retries is how often a request failing temporarily is retried; zero
 	// means DefaultRetries, negative means never.
 	Retries int
-	// BreakerThreshold is how many operations in a row must fail before
-	// the upstream is skipped for BreakerCooldown; then one probe is let
-	// through. Zero means the defaults; a negative threshold disables the breaker.
-	BreakerThreshold int
-	BreakerCooldown  time.Duration
+	// The circuit breaker skips the upstream for BreakerCooldown, then
+	// lets one probe through, when BreakerThreshold operations in a row
+	// got no answer at all (refused, DNS failure, timeout), or when at
+	// least BreakerFailureRatio of the operations of the last
+	// BreakerWindow failed (no answer, 5xx, 408), once the window holds
+	// BreakerMinRequests of them. Zero means the defaults; a negative
+	// threshold disables the breaker.
+	BreakerThreshold    int
+	BreakerCooldown     time.Duration
+	BreakerWindow       time.Duration
+	BreakerMinRequests  int
+	BreakerFailureRatio float64
 	// AuthHosts are host names, besides the registry's own, that may
 	// receive the registry's credentials: its token service, when a bearer
 	// challenge names a realm elsewhere (Docker Hub's auth.docker.io and a
@@ -196,7 +203,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		limit:            &rateLimit{},
 		transports:       newTransportCache(maxCachedTransports),
 	}
-	c.breaker = &breaker{threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, now: now, changed: c.breakerChanged}
+	c.breaker = newBreaker(cfg, now, c.breakerChanged)
 	c.http = transport.NewUserAgent(&instrumented{
 		inner: &watchRateLimit{
 			inner:  &fixedScheme{inner: newCredentialGuard(inner, base.Host, cfg.Host, cfg.AuthHosts), host: base.Host, scheme: base.Scheme},
@@ -248,6 +255,17 @@ func (cfg Config) validate() (Config, *url.URL, error) {
 	}
 	if cfg.BreakerCooldown <= 0 {
 		cfg.BreakerCooldown = DefaultBreakerCooldown
+	}
+	if cfg.BreakerWindow <= 0 {
+		cfg.BreakerWindow = DefaultBreakerWindow
+	}
+	// The window is counted in slices of a tenth; keep them non-zero.
+	cfg.BreakerWindow = max(cfg.BreakerWindow, breakerBuckets*time.Millisecond)
+	if cfg.BreakerMinRequests <= 0 {
+		cfg.BreakerMinRequests = DefaultBreakerMinRequests
+	}
+	if cfg.BreakerFailureRatio <= 0 || cfg.BreakerFailureRatio > 1 {
+		cfg.BreakerFailureRatio = DefaultBreakerFailureRatio
 	}
 	switch {
 	case cfg.Retries == 0:

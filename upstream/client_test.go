@@ -27,7 +27,7 @@ import (
 type mirrorUpstream interface {
 	HeadManifest(ctx context.Context, repo, reference string) (ocispec.Descriptor, error)
 	GetManifest(ctx context.Context, repo, reference string) (mediaType string, data []byte, err error)
-	GetBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error)
+	GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (body io.ReadCloser, start, size int64, err error)
 	ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error)
 }
 
@@ -107,7 +107,7 @@ func asError(t *testing.T, err error) *Error {
 
 func readBlob(t *testing.T, c *Client, repo string, desc ocispec.Descriptor) {
 	t.Helper()
-	rc, size, err := c.GetBlob(context.Background(), repo, desc.Digest)
+	rc, _, size, err := c.GetBlob(context.Background(), repo, desc.Digest, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestErrors(t *testing.T) {
 			return err
 		}, 404, "MANIFEST_UNKNOWN"},
 		{"unknown blob", func() error {
-			_, _, err := anonymous.GetBlob(context.Background(), "library/alpine", missing)
+			_, _, _, err := anonymous.GetBlob(context.Background(), "library/alpine", missing, 0)
 			return err
 		}, 404, "BLOB_UNKNOWN"},
 		{"unknown repository tags", func() error {
@@ -429,7 +429,7 @@ func TestBlobTruncatedMidBody(t *testing.T) {
 	layer := img.Layers[0]
 	reg.InjectFault(layer.Digest, registrytest.Fault{Kind: registrytest.Truncate})
 	c, _ := newClient(t, reg, Config{}, nil, Options{})
-	rc, size, err := c.GetBlob(context.Background(), "library/alpine", layer.Digest)
+	rc, _, size, err := c.GetBlob(context.Background(), "library/alpine", layer.Digest, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func TestNamedRegistryNeverSendsMirrorToIPs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	_, _, err = c.GetBlob(context.Background(), "private/node", ix.Images[0].Layers[0].Digest)
+	_, _, _, err = c.GetBlob(context.Background(), "private/node", ix.Images[0].Layers[0].Digest, 0)
 	if !errors.Is(err, ErrCredentialsWithheld) {
 		t.Fatalf("GET blob redirected to an IP address: err = %v, want ErrCredentialsWithheld", err)
 	}

@@ -120,11 +120,17 @@ type UpstreamConfig struct {
 	// Retries is how often a failing idempotent request is retried
 	// (default 2; 0: never).
 	Retries *int `yaml:"retries"`
-	// BreakerThreshold is how many failed requests in a row make the mirror
-	// skip the upstream for BreakerCooldown, then probe it (defaults 3 and
-	// 30s; 0: no breaker).
-	BreakerThreshold *int          `yaml:"breaker_threshold"`
-	BreakerCooldown  time.Duration `yaml:"breaker_cooldown"`
+	// BreakerThreshold is how many requests in a row getting no answer at
+	// all (refused, DNS failure, timeout) make the mirror skip the
+	// upstream for BreakerCooldown, then probe it (defaults 3 and 30s; 0:
+	// no breaker). BreakerFailureRatio of failed requests (those, 5xx)
+	// over BreakerWindow, once it holds BreakerMinRequests, does too
+	// (defaults 0.5, 30s, 20).
+	BreakerThreshold    *int          `yaml:"breaker_threshold"`
+	BreakerCooldown     time.Duration `yaml:"breaker_cooldown"`
+	BreakerWindow       time.Duration `yaml:"breaker_window"`
+	BreakerMinRequests  int           `yaml:"breaker_min_requests"`
+	BreakerFailureRatio float64       `yaml:"breaker_failure_ratio"`
 	// MaxConcurrentFetches caps the requests to this upstream in flight at
 	// once; more wait their turn (default 16; negative: no cap).
 	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"`

@@ -23,6 +23,9 @@ func (u UpstreamConfig) clientConfig() upstream.Config {
 		Retries:               zeroMeansOff(u.Retries),
 		BreakerThreshold:      zeroMeansOff(u.BreakerThreshold),
 		BreakerCooldown:       u.BreakerCooldown,
+		BreakerWindow:         u.BreakerWindow,
+		BreakerMinRequests:    u.BreakerMinRequests,
+		BreakerFailureRatio:   u.BreakerFailureRatio,
 		AuthHosts:             u.AuthHosts,
 		TLS: upstream.TLSConfig{
 			CAFile:             u.CAFile,
@@ -73,6 +76,7 @@ func (u UpstreamConfig) freshnessErrors(i int) []error {
 		{"response_header_timeout", u.ResponseHeaderTimeout},
 		{"timeout", u.Timeout},
 		{"breaker_cooldown", u.BreakerCooldown},
+		{"breaker_window", u.BreakerWindow},
 	} {
 		if d.value < 0 {
 			bad(d.name, "%s must not be negative (0 or unset means the default)", d.name)
@@ -89,6 +93,12 @@ func (u UpstreamConfig) freshnessErrors(i int) []error {
 	}
 	if isNegative(u.BreakerThreshold) {
 		bad("breaker_threshold", "breaker_threshold must not be negative (0: no circuit breaker)")
+	}
+	if u.BreakerMinRequests < 0 {
+		bad("breaker_min_requests must not be negative (0 or unset means the default)")
+	}
+	if u.BreakerFailureRatio < 0 || u.BreakerFailureRatio > 1 {
+		bad("breaker_failure_ratio must be between 0 and 1, e.g. 0.5 (0 or unset means the default)")
 	}
 	return errs
 }

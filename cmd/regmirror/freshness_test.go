@@ -34,9 +34,13 @@ func TestFreshnessSettings(t *testing.T) {
     timeout: 4s
     retries: 1
     breaker_threshold: 5
-    breaker_cooldown: 1m`, want{
+    breaker_cooldown: 1m
+    breaker_window: 2m
+    breaker_min_requests: 50
+    breaker_failure_ratio: 0.8`, want{
 			client: upstream.Config{DialTimeout: time.Second, ResponseHeaderTimeout: 2 * time.Second, Timeout: 4 * time.Second,
-				Retries: 1, BreakerThreshold: 5, BreakerCooldown: time.Minute},
+				Retries: 1, BreakerThreshold: 5, BreakerCooldown: time.Minute,
+				BreakerWindow: 2 * time.Minute, BreakerMinRequests: 50, BreakerFailureRatio: 0.8},
 			staleIfError: 24 * time.Hour, notFoundTTL: time.Minute, noStaleOnNotFound: true, backgroundRefresh: true,
 		}},
 		{"explicit zeros turn things off", `
@@ -86,6 +90,9 @@ func TestFreshnessSettingsValidated(t *testing.T) {
 		{"retries: -1", "retries must not be negative"},
 		{"breaker_threshold: -2", "breaker_threshold must not be negative"},
 		{"breaker_cooldown: -1s", "breaker_cooldown must not be negative"},
+		{"breaker_window: -1s", "breaker_window must not be negative"},
+		{"breaker_min_requests: -1", "breaker_min_requests must not be negative"},
+		{"breaker_failure_ratio: 1.5", "breaker_failure_ratio must be between 0 and 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.yaml, func(t *testing.T) {

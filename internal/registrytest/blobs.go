@@ -161,7 +161,17 @@ func (r *Registry) serveCDN(w http.ResponseWriter, req *http.Request) {
 	rec.Header().Set("Content-Type", "application/octet-stream")
 	out := http.ResponseWriter(rec)
 	if req.Method == http.MethodGet {
-		out = r.newFaultWriter(rec, req, ref, r.throttle)
+		fail, cut := r.random.draw()
+		if fail {
+			writeStatusError(rec, http.StatusInternalServerError)
+			return
+		}
+		if r.ignoreRange.Load() {
+			req.Header.Del("Range")
+		}
+		fw := r.newFaultWriter(rec, req, ref, r.throttle)
+		fw.cut = cut
+		out = fw
 	}
 	http.ServeContent(out, req, "", time.Time{}, bytes.NewReader(data))
 }

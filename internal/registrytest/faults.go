@@ -150,6 +150,10 @@ type faultWriter struct {
 	// "read Docker-Content-Digest when the header is written".
 	key string
 
+	// cut, when positive, cuts this response's body off at that fraction
+	// of its length (a random fault, see RandomFaults).
+	cut float64
+
 	wroteHeader bool
 	fault       *FaultHandle // armed for this response, or nil
 	at          int64
@@ -181,6 +185,12 @@ func (f *faultWriter) WriteHeader(code int) {
 }
 
 func (f *faultWriter) armFault() {
+	if f.cut > 0 {
+		size, _ := strconv.ParseInt(f.Header().Get("Content-Length"), 10, 64)
+		f.fault = &FaultHandle{fault: Fault{Kind: Truncate}, hit: make(chan struct{}), release: make(chan struct{})}
+		f.at = max(1, int64(float64(size)*f.cut))
+		return
+	}
 	key := f.key
 	if key == "" {
 		key = f.Header().Get("Docker-Content-Digest")

@@ -74,8 +74,10 @@ type Registry struct {
 	regServer, cdnServer *http.Server
 	url, cdnURL          string
 
-	down     atomic.Bool
-	redirect atomic.Bool
+	down        atomic.Bool
+	redirect    atomic.Bool
+	ignoreRange atomic.Bool
+	random      randomFaults
 
 	failMu sync.Mutex
 	// failures holds the pending injected error answers per request kind.
@@ -289,7 +291,20 @@ func (r *Registry) serveRegistry(w http.ResponseWriter, req *http.Request) {
 		r.serveTagsPage(rec, req, info.Repo)
 		return
 	}
-	r.registry.ServeHTTP(r.bodyWriter(rec, req, info), req)
+	var cut float64
+	if info.Kind == KindBlob && req.Method == http.MethodGet {
+		var fail bool
+		if fail, cut = r.random.draw(); fail {
+			writeStatusError(rec, http.StatusInternalServerError)
+			return
+		}
+		r.blobRange(req, info)
+	}
+	out := r.bodyWriter(rec, req, info)
+	if fw, ok := out.(*faultWriter); ok {
+		fw.cut = cut
+	}
+	r.registry.ServeHTTP(out, req)
 }
 
 // injectedStatus is the error status this request must get, or 0.

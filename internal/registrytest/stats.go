@@ -82,6 +82,8 @@ type Request struct {
 	Path   string
 	// Authorization reports whether the request carried an Authorization header.
 	Authorization bool
+	// Range is the request's Range header, as it arrived.
+	Range string
 	// Status is the response status, or 0 while the request is in flight.
 	Status int
 }
@@ -132,6 +134,7 @@ func (s *stats) begin(info RequestInfo, req *http.Request) *Request {
 		Method:        req.Method,
 		Path:          req.URL.Path,
 		Authorization: req.Header.Get("Authorization") != "",
+		Range:         req.Header.Get("Range"),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
