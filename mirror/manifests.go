@@ -96,7 +96,7 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 		}
 		return manifest{}, err
 	}
-	mf, shared, err := m.resolveTag(ctx, rem, t, tag)
+	mf, shared, err := m.resolveTag(ctx, rem, t, tag, true)
 	if err == nil {
 		m.lookupResult(ctx, rem, "tag", missOrCoalesced(shared))
 		return mf, nil
@@ -109,15 +109,31 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 }
 
 // resolveTag revalidates a tag upstream, unless the upstream said 404 for
-// it moments ago; concurrent callers (pulls and background refresh) share one
+// it moments ago or, with unlessFresh, it was revalidated within its TTL;
+// concurrent callers (pulls and background refresh) share one
 // revalidation.
-func (m *Mirror) resolveTag(ctx context.Context, rem *Remote, t target, tag string) (mf manifest, joined bool, err error) {
+func (m *Mirror) resolveTag(ctx context.Context, rem *Remote, t target, tag string, unlessFresh bool) (mf manifest, joined bool, err error) {
 	key := tagKey(t, tag)
 	return m.coalesce(ctx, key, func(ctx context.Context) (manifest, error) {
+		// A revalidation that ended between a pull's look at the tag and
+		// this fill has done the work: no second HEAD.
+		if mf, ok := m.freshTag(ctx, rem, t, tag); ok && unlessFresh {
+			return mf, nil
+		}
 		return m.askUnlessNotFound(rem, key, func() (manifest, error) {
 			return m.revalidateTag(ctx, rem, t, tag)
 		})
 	})
+}
+
+// freshTag returns the cached manifest of a tag confirmed within its TTL.
+func (m *Mirror) freshTag(ctx context.Context, rem *Remote, t target, tag string) (manifest, bool) {
+	known, fetchedAt, err := m.cache.Tag(ctx, t.cacheKey(), tag)
+	if err != nil || m.now().Sub(fetchedAt) >= rem.tagTTL() {
+		return manifest{}, false
+	}
+	mf, err := m.cachedManifest(ctx, t, known)
+	return mf, err == nil
 }
 
 // serveStale answers with the cached manifest of a tag whose revalidation

@@ -133,7 +133,7 @@ func (m *Mirror) dueTags(ctx context.Context) []dueTag {
 
 // refreshTag revalidates one tag, sharing the work with pulls of it.
 func (m *Mirror) refreshTag(ctx context.Context, tag dueTag) {
-	mf, _, err := m.resolveTag(ctx, tag.rem, tag.t, tag.tag)
+	mf, _, err := m.resolveTag(ctx, tag.rem, tag.t, tag.tag, false)
 	result := "unchanged"
 	switch {
 	case err != nil:
