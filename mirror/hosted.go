@@ -172,19 +172,46 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 		return true, h.serveHostedTags(w, r, hr)
 	}
 	served, err := m.serveHostedRead(w, r, hr)
-	if served || err != nil || through {
-		return served || err != nil, err
+	switch {
+	case served || err != nil:
+		return true, err
+	case through:
+		return true, hostedMiss(m.serveProxied(w, r, hr.request), hr)
 	}
-	return true, hostedNotFoundError(hr)
+	return true, hostedNotFoundError(hr, nil)
 }
 
-// hostedNotFoundError answers a pull of hosted content that is not there.
-func hostedNotFoundError(hr hostedRequest) error {
+// hostedMiss is what a pull of a hosted name that fell through to the
+// upstream answers when the upstream failed with err. The name is hosted
+// here, so content the hosted repository lacks is unknown (404), whatever
+// the upstream says about its namesake: that it does not know it, or that
+// the mirror may not read it or pass it on (401, 403). Failures a retry may
+// cure (503, 502, 504) stay what they are.
+func hostedMiss(err error, hr hostedRequest) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch e.HTTPStatus() {
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+		return hostedNotFoundError(hr, err)
+	}
+	return err
+}
+
+// hostedNotFoundError answers a pull of hosted content that is not there;
+// cause, when set, is kept for the log.
+func hostedNotFoundError(hr hostedRequest, cause error) error {
+	if hr.kind == kindTags {
+		return &Error{Code: codeNameUnknown, Err: cause,
+			Message: fmt.Sprintf("the hosted repository %s has no tags", truncate(hr.hostedName))}
+	}
 	ref := hr.tag
 	if hr.digest != "" {
 		ref = hr.digest.String()
 	}
-	return newError(notFoundCode(hr.kind), "%s is not in the hosted repository %s", truncate(ref), truncate(hr.hostedName))
+	return &Error{Code: notFoundCode(hr.kind), Err: cause,
+		Message: fmt.Sprintf("%s is not in the hosted repository %s", truncate(ref), truncate(hr.hostedName))}
 }
 
 // authorize lets the request do a on its hosted repository, or answers

@@ -134,7 +134,7 @@ func (m *Mirror) serveMergedTags(w http.ResponseWriter, r *http.Request, hr host
 	case err == nil:
 		tags = append(tags, upstreamTags...)
 	case len(tags) == 0:
-		return err
+		return hostedMiss(err, hr)
 	case upstreamStatus(err) != http.StatusNotFound:
 		m.log.WarnContext(ctx, "listing hosted tags without the upstream's", "repository", hr.hostedName, "error", err)
 		w.Header().Set("Warning", `199 - "upstream tags unavailable; listing hosted tags only"`)
