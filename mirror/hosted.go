@@ -135,7 +135,7 @@ func (h *hostedRepos) isHostedName(name string) bool { return matchesAny(h.patte
 func (h *hostedRepos) fallsThrough(name string) bool { return matchesAny(h.fallThrough, name) }
 
 // serveHosted answers the requests that involve hosted repositories: every
-// write, the ping, the catalog, the referrers API and pulls of hosted names.
+// write, the ping, the catalog, and pulls (referrers included) of hosted names.
 // It reports false, having answered nothing, for pulls that go upstream:
 // names that are not hosted, and hosted names that fall through.
 func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request) (bool, error) {
@@ -154,9 +154,6 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 		return true, m.serveHostedWrite(w, r, hr)
 	}
 	if !h.isHostedName(hr.hostedName) {
-		if req.kind == kindReferrers {
-			return true, h.serveReferrers(w, r, hr, false)
-		}
 		return false, nil
 	}
 	if err := h.authorize(w, r, hr, ActionPull); err != nil {
@@ -165,7 +162,7 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 	through := h.fallsThrough(hr.hostedName)
 	switch {
 	case req.kind == kindReferrers:
-		return true, h.serveReferrers(w, r, hr, true)
+		return true, h.serveHostedReferrers(w, r, hr)
 	case req.kind == kindTags && through:
 		return true, m.serveMergedTags(w, r, hr)
 	case req.kind == kindTags:

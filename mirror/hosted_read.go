@@ -11,7 +11,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Cache results of content served from a hosted repository.
@@ -188,39 +187,13 @@ func nextLink(path string, n int, last string) string {
 	return `<` + path + "?" + q.Encode() + `>; rel="next"`
 }
 
-// serveReferrers answers the referrers API from the hosted repository. A
-// repository that is not hosted has no referrers here: the API is
-// supported, so the answer is an empty list, never 404.
-func (h *hostedRepos) serveReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest, hosted bool) error {
-	var descs []ocispec.Descriptor
-	if hosted {
-		var err error
-		if descs, err = h.store.Referrers(r.Context(), hr.hostedName, hr.digest); err != nil {
-			return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
-		}
-	}
-	if artifactType := r.URL.Query().Get("artifactType"); artifactType != "" {
-		descs = slices.DeleteFunc(descs, func(d ocispec.Descriptor) bool { return d.ArtifactType != artifactType })
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
-	if descs == nil {
-		descs = []ocispec.Descriptor{}
-	}
-	body, err := json.Marshal(ocispec.Index{
-		Versioned: specsVersioned,
-		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: descs,
-	})
+// serveHostedReferrers answers the referrers API from the hosted repository.
+func (h *hostedRepos) serveHostedReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	descs, err := h.store.Referrers(r.Context(), hr.hostedName, hr.digest)
 	if err != nil {
-		return err
+		return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
 	}
-	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = w.Write(body)
-	return err
+	return writeReferrers(w, r, descs)
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}

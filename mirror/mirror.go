@@ -225,6 +225,8 @@ func (m *Mirror) serveProxied(w http.ResponseWriter, r *http.Request, req reques
 		return m.serveBlob(w, r, req)
 	case kindTags:
 		return m.serveTags(w, r, req)
+	case kindReferrers:
+		return m.serveReferrers(w, r, req)
 	default:
 		return newError(codeUnsupported, "%s requests are not supported by this mirror", req.kind)
 	}
