@@ -161,6 +161,8 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 	}
 	through := h.fallsThrough(hr.hostedName)
 	switch {
+	case req.kind == kindReferrers && through:
+		return true, m.serveMergedReferrers(w, r, hr)
 	case req.kind == kindReferrers:
 		return true, h.serveHostedReferrers(w, r, hr)
 	case req.kind == kindTags && through:
@@ -185,15 +187,24 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 // the mirror may not read it or pass it on (401, 403). Failures a retry may
 // cure (503, 502, 504) stay what they are.
 func hostedMiss(err error, hr hostedRequest) error {
-	var e *Error
-	if !errors.As(err, &e) {
-		return err
-	}
-	switch e.HTTPStatus() {
-	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+	if deniesName(err) {
 		return hostedNotFoundError(hr, err)
 	}
 	return err
+}
+
+// deniesName reports whether err is the answer that a name is unknown
+// (404) or not to be read (401, 403), as opposed to a failure.
+func deniesName(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.HTTPStatus() {
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return false
 }
 
 // hostedNotFoundError answers a pull of hosted content that is not there;

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Cache results of content served from a hosted repository.
@@ -194,6 +195,46 @@ func (h *hostedRepos) serveHostedReferrers(w http.ResponseWriter, r *http.Reques
 		return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
 	}
 	return writeReferrers(w, r, descs)
+}
+
+// serveMergedReferrers lists a subject's referrers in a hosted repository
+// that falls through together with those of its upstream namesake, as
+// serveMergedTags does for tags: pulls of the name may be served from
+// either. An upstream that fails does not hide the hosted referrers.
+func (m *Mirror) serveMergedReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	ctx := r.Context()
+	descs, err := m.hosted.store.Referrers(ctx, hr.hostedName, hr.digest)
+	if err != nil {
+		return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
+	}
+	upstreamDescs, err := m.upstreamReferrers(w, r, hr.request)
+	switch {
+	case err == nil:
+		for _, d := range upstreamDescs {
+			if !slices.ContainsFunc(descs, func(h ocispec.Descriptor) bool { return h.Digest == d.Digest }) {
+				descs = append(descs, d)
+			}
+		}
+	case deniesName(err):
+		// The upstream does not know the name or refuses it: the hosted
+		// repository answers alone, as for a name that does not fall through.
+	case len(descs) == 0:
+		return err
+	default:
+		m.log.WarnContext(ctx, "listing hosted referrers without the upstream's", "repository", hr.hostedName, "error", err)
+		w.Header().Set("Warning", `199 - "upstream referrers unavailable; listing hosted referrers only"`)
+	}
+	return writeReferrers(w, r, descs)
+}
+
+// upstreamReferrers lists a subject's referrers in the repository's
+// upstream namesake.
+func (m *Mirror) upstreamReferrers(w http.ResponseWriter, r *http.Request, req request) ([]ocispec.Descriptor, error) {
+	rem, t, err := m.remoteFor(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	return m.referrersOf(r.Context(), w, rem, t, req.digest)
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}

@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -286,5 +289,69 @@ func TestReferrersWithHostedRepositories(t *testing.T) {
 	}
 	if asked := e.hub.CountRequests(func(r registrytest.Request) bool { return r.Repo == "team/app" }); asked != 0 {
 		t.Fatalf("the upstream was asked %d times about the hosted name team/app", asked)
+	}
+}
+
+// pushHostedReferrer pushes to the hosted ref an OCI artifact whose
+// subject is subject, and returns its digest.
+func (e *hostedEnv) pushHostedReferrer(t *testing.T, ref string, subject ocispec.Descriptor) digest.Digest {
+	t.Helper()
+	img := mutate.MediaType(randomImage(t), types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, sbomType)
+	h, err := v1.NewHash(subject.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact := mutate.Subject(img, v1.Descriptor{MediaType: types.MediaType(subject.MediaType), Digest: h, Size: subject.Size}).(v1.Image)
+	e.pushImage(t, ref, artifact)
+	return digest.Digest(imageDigest(t, artifact).String())
+}
+
+// TestReferrersOfHostedNamesThatFallThroughAreMerged: a hosted name whose
+// pulls fall through lists its own referrers and its upstream namesake's;
+// when the upstream fails, its own alone, with a Warning.
+func TestReferrersOfHostedNamesThatFallThroughAreMerged(t *testing.T) {
+	t.Parallel()
+	e := newHostedEnvOver(t, mirror.HostedOptions{Repositories: []string{"team/**"}, FallThrough: []string{"team/**"}},
+		registrytest.Options{Referrers: true})
+	ix, err := e.hub.PushIndex("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 256, Seed: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := e.hub.PushReferrer("team/app", ix.Descriptor, cosignSigType, []byte("upstream signature"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := e.pushHostedReferrer(t, "team/app:sbom", ix.Descriptor)
+
+	get := func(subject digest.Digest) hostedResponse {
+		t.Helper()
+		got := e.send(t, http.MethodGet, "/v2/team/app/referrers/"+subject.String(), nil, nil, "", "")
+		if got.status != http.StatusOK {
+			t.Fatalf("GET referrers of %s = %d %s", subject, got.status, got.body)
+		}
+		return got
+	}
+	listed := func(got hostedResponse) []digest.Digest {
+		var idx ocispec.Index
+		if err := json.Unmarshal(got.body, &idx); err != nil {
+			t.Fatal(err)
+		}
+		return descriptorDigests(idx.Manifests)
+	}
+	if got, want := listed(get(ix.Descriptor.Digest)), sortedDigests(sig.Descriptor.Digest, mine); !slices.Equal(got, want) {
+		t.Fatalf("referrers = %v, want the upstream's and the hosted one %v", got, want)
+	}
+
+	other := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("other subject"), Size: 100}
+	onlyMine := e.pushHostedReferrer(t, "team/app:other-sbom", other)
+	// The push itself looked up other's referrers (a client keeping the
+	// tag schema up to date does): wait until that listing is too old to
+	// be served stale.
+	e.clock.Advance(mirror.DefaultTagTTL + mirror.DefaultStaleIfError + time.Minute)
+	e.hub.SetDown(true)
+	got := get(other.Digest)
+	if l := listed(got); !slices.Equal(l, []digest.Digest{onlyMine}) || !strings.Contains(got.header.Get("Warning"), "199") {
+		t.Fatalf("upstream down: referrers %v, Warning %q; want the hosted %s with a warning", l, got.header.Get("Warning"), onlyMine)
 	}
 }
