@@ -43,8 +43,11 @@ type PruneOptions struct {
 	// MaxSize removes the least recently used images until the blobs take at
 	// most this many bytes.
 	MaxSize int64
-	// OlderThan removes images not used for this long, as of Now.
-	OlderThan time.Duration
+	// OlderThan, when set, removes images not used for this long, as of
+	// Now. Zero is an age like any other: everything not used since Now,
+	// which is everything. A pointer, because "no age given" and "0s"
+	// must not be confused.
+	OlderThan *time.Duration
 	Now       time.Time
 	// Repos limits the prune to content whose repositories all match; with
 	// no other criterion, all of it goes.
@@ -67,6 +70,9 @@ type Plan struct {
 // ErrNoCriterion means PlanPrune was given nothing to select by.
 var ErrNoCriterion = errors.New("prune needs a size, an age or a repository pattern")
 
+// ErrNegativeAge means PlanPrune was given an OlderThan below zero.
+var ErrNegativeAge = errors.New("prune age must not be negative")
+
 // PlanPrune decides what a prune removes; it is a pure function of the
 // inventory. The unit is the image: a manifest with the blobs it names,
 // used as recently as its most recently used part; blobs no manifest names
@@ -74,16 +80,18 @@ var ErrNoCriterion = errors.New("prune needs a size, an age or a repository patt
 // first. A blob goes only when no manifest that stays names it. Kept content,
 // pinned repositories' manifests (and an index's children) never go.
 func PlanPrune(inv Inventory, opts PruneOptions) (Plan, error) {
-	if opts.MaxSize <= 0 && opts.OlderThan <= 0 && len(opts.Repos) == 0 {
+	if opts.MaxSize <= 0 && opts.OlderThan == nil && len(opts.Repos) == 0 {
 		return Plan{}, ErrNoCriterion
+	}
+	if opts.OlderThan != nil && *opts.OlderThan < 0 {
+		return Plan{}, ErrNegativeAge
 	}
 	p := newPlanner(inv, opts)
 	units := p.candidates()
-	cutoff := opts.Now.Add(-opts.OlderThan)
+	filtersOnly := opts.OlderThan == nil && opts.MaxSize <= 0
 	rest := units[:0:0]
 	for _, u := range units {
-		filtersOnly := opts.OlderThan <= 0 && opts.MaxSize <= 0
-		if filtersOnly || (opts.OlderThan > 0 && u.lastAccess.Before(cutoff)) {
+		if filtersOnly || opts.unusedLongEnough(u.lastAccess) {
 			p.remove(u)
 		} else {
 			rest = append(rest, u)
@@ -98,6 +106,16 @@ func PlanPrune(inv Inventory, opts PruneOptions) (Plan, error) {
 		}
 	}
 	return p.plan, nil
+}
+
+// unusedLongEnough reports whether something last used at lastAccess is
+// old enough to go by OlderThan. With an age of zero everything is: what
+// was used at Now itself too.
+func (opts PruneOptions) unusedLongEnough(lastAccess time.Time) bool {
+	if opts.OlderThan == nil {
+		return false
+	}
+	return !lastAccess.After(opts.Now.Add(-*opts.OlderThan))
 }
 
 // unit is an image (a manifest) or a blob no manifest names.

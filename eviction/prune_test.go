@@ -55,7 +55,7 @@ func TestPlanPrune(t *testing.T) {
 		{
 			name:          "older than: old images go, a shared layer stays",
 			inv:           inv,
-			opts:          PruneOptions{OlderThan: 30 * 24 * time.Hour},
+			opts:          PruneOptions{OlderThan: new(30 * 24 * time.Hour)},
 			wantManifests: []Manifest{teamImg, nodeImg},
 			wantBlobs:     []Blob{loose, teamLayer, nodeLayer},
 			wantShared:    1,
@@ -71,7 +71,7 @@ func TestPlanPrune(t *testing.T) {
 		{
 			name:          "repository and age",
 			inv:           inv,
-			opts:          PruneOptions{Repos: Globs{"docker.io/library/*"}, OlderThan: 30 * 24 * time.Hour},
+			opts:          PruneOptions{Repos: Globs{"docker.io/library/*"}, OlderThan: new(30 * 24 * time.Hour)},
 			wantManifests: []Manifest{nodeImg},
 			wantBlobs:     []Blob{loose, nodeLayer},
 			wantShared:    1,
@@ -87,7 +87,7 @@ func TestPlanPrune(t *testing.T) {
 		{
 			name:          "kept content never goes",
 			inv:           kept,
-			opts:          PruneOptions{OlderThan: 30 * 24 * time.Hour},
+			opts:          PruneOptions{OlderThan: new(30 * 24 * time.Hour)},
 			wantManifests: []Manifest{nodeImg},
 			wantBlobs:     []Blob{loose, nodeLayer},
 			wantShared:    1,
@@ -95,14 +95,21 @@ func TestPlanPrune(t *testing.T) {
 		{
 			name:          "pinned repositories keep their manifests and so their blobs",
 			inv:           inv,
-			opts:          PruneOptions{OlderThan: 30 * 24 * time.Hour, Pins: Globs{"library/node"}},
+			opts:          PruneOptions{OlderThan: new(30 * 24 * time.Hour), Pins: Globs{"library/node"}},
 			wantManifests: []Manifest{teamImg},
 			wantBlobs:     []Blob{loose, teamLayer},
 		},
 		{
+			name:          "an age of zero is everything",
+			inv:           inv,
+			opts:          PruneOptions{OlderThan: new(time.Duration(0))},
+			wantManifests: []Manifest{teamImg, nodeImg, pyImg},
+			wantBlobs:     []Blob{loose, teamLayer, nodeLayer, base, pyLayer},
+		},
+		{
 			name: "nothing old enough",
 			inv:  inv,
-			opts: PruneOptions{OlderThan: 365 * 24 * time.Hour},
+			opts: PruneOptions{OlderThan: new(365 * 24 * time.Hour)},
 		},
 	}
 	for _, tt := range tests {
@@ -134,6 +141,26 @@ func TestPlanPruneNeedsACriterion(t *testing.T) {
 	t.Parallel()
 	if _, err := PlanPrune(Inventory{}, PruneOptions{Pins: Globs{"*"}}); !errors.Is(err, ErrNoCriterion) {
 		t.Errorf("err = %v, want ErrNoCriterion", err)
+	}
+}
+
+// TestPlanPruneAgeZeroTakesWhatWasJustUsed: `--older-than 0s` means "not
+// used since now", which is everything, and a negative age is refused.
+func TestPlanPruneAgeZeroTakesWhatWasJustUsed(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	layer := Blob{Digest: digest.FromString("layer"), Size: 10, LastAccess: now, Repos: []string{"docker.io/library/node"}}
+	img := Manifest{Digest: digest.FromString("img"), LastAccess: now, Repos: []string{"docker.io/library/node"}, Blobs: []digest.Digest{layer.Digest}}
+	inv := Inventory{Blobs: []Blob{layer}, Manifests: []Manifest{img}}
+	plan, err := PlanPrune(inv, PruneOptions{OlderThan: new(time.Duration(0)), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Manifests) != 1 || len(plan.Blobs) != 1 || plan.Bytes != 10 {
+		t.Errorf("plan = %+v, want the image and its layer", plan)
+	}
+	if _, err := PlanPrune(inv, PruneOptions{OlderThan: new(-time.Second), Now: now}); !errors.Is(err, ErrNegativeAge) {
+		t.Errorf("a negative age: err = %v, want ErrNegativeAge", err)
 	}
 }
 

@@ -69,6 +69,10 @@ type Upstream interface {
 	// ListTags returns all tags of repo. nextPage, when set, is asked before
 	// every upstream request after the first; its error ends the listing.
 	ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error)
+	// Referrers returns the descriptors of repo's manifests whose subject
+	// is subject, from the referrers API or the registry's tag-schema
+	// fallback; none is not an error. nextPage is as for ListTags.
+	Referrers(ctx context.Context, repo string, subject digest.Digest, nextPage func() error) ([]ocispec.Descriptor, error)
 }
 
 // Hosted is what the mirror needs from the store of the repositories clients

@@ -76,11 +76,13 @@ type envOptions struct {
 	missLimits mirror.MissLimits
 	// tagsPageSize is the upstream's registrytest.Options.TagsPageSize.
 	tagsPageSize int
+	// referrers is the upstream's registrytest.Options.Referrers.
+	referrers bool
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	regOpts := registrytest.Options{Username: hubUser, Password: hubPassword, TagsPageSize: o.tagsPageSize}
+	regOpts := registrytest.Options{Username: hubUser, Password: hubPassword, TagsPageSize: o.tagsPageSize, Referrers: o.referrers}
 	if o.private {
 		regOpts.Private = []string{"library/*"}
 	}

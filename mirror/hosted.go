@@ -167,7 +167,7 @@ func (h *hostedRepos) isHostedName(name string) bool { return matchesAny(h.patte
 func (h *hostedRepos) fallsThrough(name string) bool { return matchesAny(h.fallThrough, name) }
 
 // serveHosted answers the requests that involve hosted repositories: every
-// write, the ping, the catalog, the referrers API and pulls of hosted names.
+// write, the ping, the catalog, and pulls (referrers included) of hosted names.
 // It reports false, having answered nothing, for pulls that go upstream:
 // names that are not hosted, and hosted names that fall through.
 func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request) (bool, error) {
@@ -186,9 +186,6 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 		return true, m.serveHostedWrite(w, r, hr)
 	}
 	if !h.isHostedName(hr.hostedName) {
-		if req.kind == kindReferrers {
-			return true, h.serveReferrers(w, r, hr, false)
-		}
 		return false, nil
 	}
 	if err := h.authorize(w, r, hr, ActionPull); err != nil {
@@ -196,27 +193,65 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 	}
 	through := h.fallsThrough(hr.hostedName)
 	switch {
+	case req.kind == kindReferrers && through:
+		return true, m.serveMergedReferrers(w, r, hr)
 	case req.kind == kindReferrers:
-		return true, h.serveReferrers(w, r, hr, true)
+		return true, h.serveHostedReferrers(w, r, hr)
 	case req.kind == kindTags && through:
 		return true, m.serveMergedTags(w, r, hr)
 	case req.kind == kindTags:
 		return true, h.serveHostedTags(w, r, hr)
 	}
 	served, err := m.serveHostedRead(w, r, hr)
-	if served || err != nil || through {
-		return served || err != nil, err
+	switch {
+	case served || err != nil:
+		return true, err
+	case through:
+		return true, hostedMiss(m.serveProxied(w, r, hr.request), hr)
 	}
-	return true, hostedNotFoundError(hr)
+	return true, hostedNotFoundError(hr, nil)
 }
 
-// hostedNotFoundError answers a pull of hosted content that is not there.
-func hostedNotFoundError(hr hostedRequest) error {
+// hostedMiss is what a pull of a hosted name that fell through to the
+// upstream answers when the upstream failed with err. The name is hosted
+// here, so content the hosted repository lacks is unknown (404), whatever
+// the upstream says about its namesake: that it does not know it, or that
+// the mirror may not read it or pass it on (401, 403). Failures a retry may
+// cure (503, 502, 504) stay what they are.
+func hostedMiss(err error, hr hostedRequest) error {
+	if deniesName(err) {
+		return hostedNotFoundError(hr, err)
+	}
+	return err
+}
+
+// deniesName reports whether err is the answer that a name is unknown
+// (404) or not to be read (401, 403), as opposed to a failure.
+func deniesName(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.HTTPStatus() {
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return false
+}
+
+// hostedNotFoundError answers a pull of hosted content that is not there;
+// cause, when set, is kept for the log.
+func hostedNotFoundError(hr hostedRequest, cause error) error {
+	if hr.kind == kindTags {
+		return &Error{Code: codeNameUnknown, Err: cause,
+			Message: fmt.Sprintf("the hosted repository %s has no tags", truncate(hr.hostedName))}
+	}
 	ref := hr.tag
 	if hr.digest != "" {
 		ref = hr.digest.String()
 	}
-	return newError(notFoundCode(hr.kind), "%s is not in the hosted repository %s", truncate(ref), truncate(hr.hostedName))
+	return &Error{Code: notFoundCode(hr.kind), Err: cause,
+		Message: fmt.Sprintf("%s is not in the hosted repository %s", truncate(ref), truncate(hr.hostedName))}
 }
 
 // authorize lets the request do a on its hosted repository, or answers

@@ -134,7 +134,7 @@ func (m *Mirror) serveMergedTags(w http.ResponseWriter, r *http.Request, hr host
 	case err == nil:
 		tags = append(tags, upstreamTags...)
 	case len(tags) == 0:
-		return err
+		return hostedMiss(err, hr)
 	case upstreamStatus(err) != http.StatusNotFound:
 		m.log.WarnContext(ctx, "listing hosted tags without the upstream's", "repository", hr.hostedName, "error", err)
 		w.Header().Set("Warning", `199 - "upstream tags unavailable; listing hosted tags only"`)
@@ -188,39 +188,53 @@ func nextLink(path string, n int, last string) string {
 	return `<` + path + "?" + q.Encode() + `>; rel="next"`
 }
 
-// serveReferrers answers the referrers API from the hosted repository. A
-// repository that is not hosted has no referrers here: the API is
-// supported, so the answer is an empty list, never 404.
-func (h *hostedRepos) serveReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest, hosted bool) error {
-	var descs []ocispec.Descriptor
-	if hosted {
-		var err error
-		if descs, err = h.store.Referrers(r.Context(), hr.hostedName, hr.digest); err != nil {
-			return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
-		}
-	}
-	if artifactType := r.URL.Query().Get("artifactType"); artifactType != "" {
-		descs = slices.DeleteFunc(descs, func(d ocispec.Descriptor) bool { return d.ArtifactType != artifactType })
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
-	if descs == nil {
-		descs = []ocispec.Descriptor{}
-	}
-	body, err := json.Marshal(ocispec.Index{
-		Versioned: specsVersioned,
-		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: descs,
-	})
+// serveHostedReferrers answers the referrers API from the hosted repository.
+func (h *hostedRepos) serveHostedReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	descs, err := h.store.Referrers(r.Context(), hr.hostedName, hr.digest)
 	if err != nil {
+		return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
+	}
+	return writeReferrers(w, r, descs)
+}
+
+// serveMergedReferrers lists a subject's referrers in a hosted repository
+// that falls through together with those of its upstream namesake, as
+// serveMergedTags does for tags: pulls of the name may be served from
+// either. An upstream that fails does not hide the hosted referrers.
+func (m *Mirror) serveMergedReferrers(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
+	ctx := r.Context()
+	descs, err := m.hosted.store.Referrers(ctx, hr.hostedName, hr.digest)
+	if err != nil {
+		return fmt.Errorf("listing referrers of %s in %s: %w", hr.digest, hr.hostedName, err)
+	}
+	upstreamDescs, err := m.upstreamReferrers(w, r, hr.request)
+	switch {
+	case err == nil:
+		for _, d := range upstreamDescs {
+			if !slices.ContainsFunc(descs, func(h ocispec.Descriptor) bool { return h.Digest == d.Digest }) {
+				descs = append(descs, d)
+			}
+		}
+	case deniesName(err):
+		// The upstream does not know the name or refuses it: the hosted
+		// repository answers alone, as for a name that does not fall through.
+	case len(descs) == 0:
 		return err
+	default:
+		m.log.WarnContext(ctx, "listing hosted referrers without the upstream's", "repository", hr.hostedName, "error", err)
+		w.Header().Set("Warning", `199 - "upstream referrers unavailable; listing hosted referrers only"`)
 	}
-	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	if r.Method == http.MethodHead {
-		return nil
+	return writeReferrers(w, r, descs)
+}
+
+// upstreamReferrers lists a subject's referrers in the repository's
+// upstream namesake.
+func (m *Mirror) upstreamReferrers(w http.ResponseWriter, r *http.Request, req request) ([]ocispec.Descriptor, error) {
+	rem, t, err := m.remoteFor(r.Context(), req)
+	if err != nil {
+		return nil, err
 	}
-	_, err = w.Write(body)
-	return err
+	return m.referrersOf(r.Context(), w, rem, t, req.digest)
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}

@@ -82,6 +82,14 @@ func (l *limitedUpstream) ListTags(ctx context.Context, repo string, nextPage fu
 	return l.inner.ListTags(ctx, repo, nextPage)
 }
 
+func (l *limitedUpstream) Referrers(ctx context.Context, repo string, subject digest.Digest, nextPage func() error) ([]ocispec.Descriptor, error) {
+	if err := l.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer l.release()
+	return l.inner.Referrers(ctx, repo, subject, nextPage)
+}
+
 // GetBlob keeps its slot until the returned body is closed: the download,
 // not just the request, is what the cap bounds.
 func (l *limitedUpstream) GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, int64, error) {

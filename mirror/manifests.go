@@ -142,19 +142,30 @@ func (m *Mirror) freshTag(ctx context.Context, rem *Remote, t target, tag string
 // refuses, saying why.
 func (m *Mirror) serveStale(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, tag string,
 	known digest.Digest, age time.Duration, cause error) (manifest, error) {
+	return m.serveStaleAs(ctx, w, rem, t, kindManifest, tag, known, age, cause)
+}
+
+// serveStaleAs is serveStale for a cached answer of kind k (a tag's
+// manifest, a referrers listing) kept under the tag row tag.
+func (m *Mirror) serveStaleAs(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, k kind, tag string,
+	known digest.Digest, age time.Duration, cause error) (manifest, error) {
+	lookupKind := "tag"
+	if k != kindManifest {
+		lookupKind = k.String()
+	}
 	window := rem.staleWindow(cause)
 	if age < window {
 		if stale, err := m.cachedManifest(ctx, t, known); err == nil {
-			m.lookupResult(ctx, rem, "tag", resultStale)
+			m.lookupResult(ctx, rem, lookupKind, resultStale)
 			m.metrics.staleServes.WithLabelValues(rem.Host).Inc()
-			m.log.WarnContext(ctx, "serving stale tag", "upstream", rem.Host, "repository", t.path,
+			m.log.WarnContext(ctx, "serving stale "+lookupKind, "upstream", rem.Host, "repository", t.path,
 				"tag", tag, "age", age.Round(time.Second), "error", cause)
 			w.Header().Set("Warning", `110 - "Response is Stale"`)
 			return stale, nil
 		}
 	}
-	m.lookupResult(ctx, rem, "tag", failureResult(cause))
-	err := fromUpstream(cause, rem.Host, kindManifest)
+	m.lookupResult(ctx, rem, lookupKind, failureResult(cause))
+	err := fromUpstream(cause, rem.Host, k)
 	if window > 0 && age >= window {
 		err = tooStale(err, age, rem)
 	}

@@ -62,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regmirror_cache_lookups_total",
-			Help: "Cache lookups by upstream, kind (blob, manifest, tag) and result (hit, miss, coalesced, stale, error, negative: a remembered upstream 404).",
+			Help: "Cache lookups by upstream, kind (blob, manifest, tag, referrers) and result (hit, miss, coalesced, stale, error, negative: a remembered upstream 404).",
 		}, []string{"upstream", "kind", "result"}),
 		bytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regmirror_served_bytes_total",

@@ -207,17 +207,26 @@ func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if !isReadMethod(r.Method) {
 		return newError(codeUnsupported, "%s is not supported on %s: this mirror serves pulls only", r.Method, req.kind)
 	}
-	switch req.kind {
-	case kindBase:
+	if req.kind == kindBase {
 		w.Header().Set("Content-Type", "application/json")
 		_, err := w.Write([]byte("{}"))
 		return err
+	}
+	return m.serveProxied(w, r, req)
+}
+
+// serveProxied answers a pull of a proxied repository: from the cache, or
+// through its upstream.
+func (m *Mirror) serveProxied(w http.ResponseWriter, r *http.Request, req request) error {
+	switch req.kind {
 	case kindManifest:
 		return m.serveManifest(w, r, req)
 	case kindBlob:
 		return m.serveBlob(w, r, req)
 	case kindTags:
 		return m.serveTags(w, r, req)
+	case kindReferrers:
+		return m.serveReferrers(w, r, req)
 	default:
 		return newError(codeUnsupported, "%s requests are not supported by this mirror", req.kind)
 	}

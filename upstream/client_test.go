@@ -29,6 +29,7 @@ type mirrorUpstream interface {
 	GetManifest(ctx context.Context, repo, reference string) (mediaType string, data []byte, err error)
 	GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (body io.ReadCloser, start, size int64, err error)
 	ListTags(ctx context.Context, repo string, nextPage func() error) ([]string, error)
+	Referrers(ctx context.Context, repo string, subject digest.Digest, nextPage func() error) ([]ocispec.Descriptor, error)
 }
 
 var _ mirrorUpstream = (*Client)(nil)

@@ -133,7 +133,7 @@ func (c *Client) nextPage(current, link string) (string, error) {
 		}
 		u := base.ResolveReference(ref)
 		if u.Host != c.base.Host || u.Scheme != c.base.Scheme {
-			return "", fmt.Errorf("tag list links to another host %s", u.Host)
+			return "", fmt.Errorf("next page links to another host %s", u.Host)
 		}
 		return u.String(), nil
 	}

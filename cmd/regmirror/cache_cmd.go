@@ -64,7 +64,7 @@ func cacheCommand() *cli.Command {
 				Usage: "remove images by size, age or repository (see --dry-run)",
 				Flags: []cli.Flag{dataDirFlag(), configFlag(), jsonFlag(),
 					&cli.StringFlag{Name: "max-size", Usage: "remove least recently used images until the cache holds at most `SIZE` (e.g. 20GiB)"},
-					&cli.DurationFlag{Name: "older-than", Usage: "remove images not used for `DURATION` (e.g. 720h)"},
+					&cli.DurationFlag{Name: "older-than", Usage: "remove images not used for `DURATION` (e.g. 720h; 0s: all of them)"},
 					&cli.StringSliceFlag{Name: "repo", Usage: "only repositories matching `GLOB` (e.g. 'library/*'); alone, removes all of them"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "print what would go and the bytes freed; change nothing"},
 				},
@@ -138,7 +138,15 @@ func runStats(c *cli.Context, admin cacheAdmin, out *output) error {
 }
 
 func runPrune(c *cli.Context, admin cacheAdmin, out *output) error {
-	req := pruneRequest{OlderThan: c.Duration("older-than"), Repos: c.StringSlice("repo"), DryRun: c.Bool("dry-run")}
+	req := pruneRequest{Repos: c.StringSlice("repo"), DryRun: c.Bool("dry-run")}
+	if c.IsSet("older-than") {
+		// An explicit 0s means everything: it must not read as "no age".
+		age := c.Duration("older-than")
+		if age < 0 {
+			return fmt.Errorf("--older-than %s: must not be negative", age)
+		}
+		req.OlderThan = &age
+	}
 	if s := c.String("max-size"); s != "" {
 		size, err := ParseSize(s)
 		if err != nil {
@@ -146,7 +154,7 @@ func runPrune(c *cli.Context, admin cacheAdmin, out *output) error {
 		}
 		req.MaxSize = int64(size)
 	}
-	if req.MaxSize <= 0 && req.OlderThan <= 0 && len(req.Repos) == 0 {
+	if req.MaxSize <= 0 && req.OlderThan == nil && len(req.Repos) == 0 {
 		return usageErrorf("say what to prune: --max-size, --older-than and/or --repo")
 	}
 	r, err := admin.prune(c.Context, req, out.showProgress)

@@ -150,7 +150,8 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 		req  pruneRequest
 		want []string // repositories whose images go
 	}{
-		{name: "older than", req: pruneRequest{OlderThan: 150 * time.Minute}, want: []string{"app0", "app1"}},
+		{name: "older than", req: pruneRequest{OlderThan: new(150 * time.Minute)}, want: []string{"app0", "app1"}},
+		{name: "older than zero is everything", req: pruneRequest{OlderThan: new(time.Duration(0))}, want: []string{"app0", "app1", "app2", "app3"}},
 		{name: "max size", req: pruneRequest{MaxSize: 600 << 10}, want: []string{"app0", "app1"}},
 		{name: "repository", req: pruneRequest{Repos: []string{"library/app2"}}, want: []string{"app2"}},
 	}

@@ -138,10 +138,11 @@ func topRepos(repos map[string]*repoUsage, n int) []repoUsage {
 
 // pruneRequest is `regmirror cache prune`'s flags.
 type pruneRequest struct {
-	MaxSize   int64         `json:"max_size,omitempty"`
-	OlderThan time.Duration `json:"older_than,omitempty"`
-	Repos     []string      `json:"repos,omitempty"`
-	DryRun    bool          `json:"dry_run,omitempty"`
+	MaxSize int64 `json:"max_size,omitempty"`
+	// OlderThan is nil when no age was given; zero means everything.
+	OlderThan *time.Duration `json:"older_than,omitempty"`
+	Repos     []string       `json:"repos,omitempty"`
+	DryRun    bool           `json:"dry_run,omitempty"`
 }
 
 // pruneReport lists what a prune removed, or would remove.

@@ -53,6 +53,10 @@ type Options struct {
 	// TLS, when set, makes both listeners serve HTTPS with it (its
 	// ClientAuth may demand client certificates); URLs then say https.
 	TLS *tls.Config
+	// Referrers serves the referrers API (OCI 1.1). Without it the
+	// registry answers 404 there, as registries before OCI 1.1 do, and
+	// clients fall back to the tag schema (an index tagged sha256-<hex>).
+	Referrers bool
 	// Hostname, when set, names the listeners in the registry's URLs
 	// (its own, the CDN's, the token realm) in place of their address,
 	// for tests whose proxy or resolver alone knows where it is.
@@ -113,6 +117,7 @@ func Start(opts Options) (*Registry, error) {
 	r.registry = ggcrregistry.New(
 		ggcrregistry.Logger(log.New(io.Discard, "", 0)),
 		ggcrregistry.WithBlobHandler(r.blobs),
+		ggcrregistry.WithReferrersSupport(opts.Referrers),
 	)
 
 	if opts.Addr == "" {

@@ -80,6 +80,8 @@ func TestClassify(t *testing.T) {
 		{"/v2/a/manifests/b/blobs/sha256:ab", RequestInfo{KindBlob, "a/manifests/b", "sha256:ab"}},
 		{"/v2/x/blobs/uploads/", RequestInfo{Kind: KindUpload, Repo: "x"}},
 		{"/v2/x/y/tags/list", RequestInfo{Kind: KindTags, Repo: "x/y"}},
+		{"/v2/x/y/referrers/sha256:ab", RequestInfo{KindReferrers, "x/y", "sha256:ab"}},
+		{"/v2/a/referrers/b/manifests/sha256:ab", RequestInfo{KindManifest, "a/referrers/b", "sha256:ab"}},
 		{"/v2/x", RequestInfo{}},
 		{"/other", RequestInfo{}},
 	}

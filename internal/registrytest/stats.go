@@ -14,17 +14,18 @@ type Kind int
 
 // The kinds of registry requests.
 const (
-	KindUnknown  Kind = iota
-	KindPing          // GET /v2/
-	KindToken         // the token endpoint
-	KindManifest      // /v2/<repo>/manifests/<reference>
-	KindBlob          // /v2/<repo>/blobs/<digest>
-	KindUpload        // /v2/<repo>/blobs/uploads/...
-	KindTags          // /v2/<repo>/tags/list
-	KindCatalog       // /v2/_catalog
+	KindUnknown   Kind = iota
+	KindPing           // GET /v2/
+	KindToken          // the token endpoint
+	KindManifest       // /v2/<repo>/manifests/<reference>
+	KindBlob           // /v2/<repo>/blobs/<digest>
+	KindUpload         // /v2/<repo>/blobs/uploads/...
+	KindTags           // /v2/<repo>/tags/list
+	KindCatalog        // /v2/_catalog
+	KindReferrers      // /v2/<repo>/referrers/<digest>
 )
 
-var kindNames = [...]string{"unknown", "ping", "token", "manifest", "blob", "upload", "tags", "catalog"}
+var kindNames = [...]string{"unknown", "ping", "token", "manifest", "blob", "upload", "tags", "catalog", "referrers"}
 
 // String names the kind, e.g. "manifest".
 func (k Kind) String() string {
@@ -66,7 +67,9 @@ func classify(p string) RequestInfo {
 	// the marker that is last in the path decides.
 	m := strings.LastIndex(rest, "/manifests/")
 	b := strings.LastIndex(rest, "/blobs/")
-	switch {
+	switch f := strings.LastIndex(rest, "/referrers/"); {
+	case f > 0 && f > m && f > b:
+		return RequestInfo{Kind: KindReferrers, Repo: rest[:f], Reference: rest[f+len("/referrers/"):]}
 	case m > 0 && m > b:
 		return RequestInfo{Kind: KindManifest, Repo: rest[:m], Reference: rest[m+len("/manifests/"):]}
 	case b > 0:
