@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,13 +246,15 @@ func TestEvictionSparesBlobStreamingToSlowClient(t *testing.T) {
 	e.pull(t, "library/big")
 	layer := img.Layers[0]
 
-	resp, err := http.Get(e.mirror.URL + "/v2/library/big/blobs/" + layer.Digest.String())
+	resp, err := smallWindowClient().Get(e.mirror.URL + "/v2/library/big/blobs/" + layer.Digest.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	// The headers are out, so the mirror holds the blob open; the client
 	// reads a little, then stalls while the cache is squeezed to nothing.
+	// Its small receive buffer keeps the kernel from taking the whole blob
+	// off the mirror's hands meanwhile.
 	head := make([]byte, 4096)
 	if _, err := io.ReadFull(resp.Body, head); err != nil {
 		t.Fatal(err)
@@ -273,4 +277,18 @@ func TestEvictionSparesBlobStreamingToSlowClient(t *testing.T) {
 	if got := digest.FromBytes(append(head, rest...)); got != layer.Digest {
 		t.Fatalf("the slow client received %s, want %s", got, layer.Digest)
 	}
+}
+
+// smallWindowClient is an HTTP client whose connections have a 64 KiB
+// receive buffer, which caps the TCP window: a sender cannot hand the
+// kernel more than it and its own send buffer hold.
+func smallWindowClient() *http.Client {
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var sockErr error
+		err := c.Control(func(fd uintptr) {
+			sockErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+		})
+		return errors.Join(err, sockErr)
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
 }
