@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
@@ -90,7 +89,7 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 		defer s.reserved.Add(-size)
 		s.signalGrowth()
 	}
-	h := sha256.New()
+	h := dl.digest.Algorithm().Hash() // dl.digest passed checkDigest
 	limit := bodyLimit{size: size, max: limits.MaxBlobSize}
 	written, err := copyBody(dl, io.MultiWriter(newWritebackFile(f), h), body, limit, func() { stall.Reset(s.stallTimeout) })
 	if err != nil {
@@ -157,7 +156,7 @@ func verify(want digest.Digest, h hash.Hash, size, written int64) error {
 	if size >= 0 && written != size {
 		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", want, written, size, ErrSizeMismatch)
 	}
-	if got := digest.NewDigest(digest.SHA256, h); got != want {
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
 		return fmt.Errorf("blob %s: content hashes to %s: %w", want, got, ErrDigestMismatch)
 	}
 	return nil
