@@ -250,3 +250,18 @@ func TestSHA512ProxiedPull(t *testing.T) {
 		t.Fatalf("cached sha512 content made %d upstream requests", after-before)
 	}
 }
+
+// TestAccessLogKeepsLongestSHA512PathWhole: the longest valid request path,
+// a 255-character repository name and a sha512 digest, is logged whole.
+func TestAccessLogKeepsLongestSHA512PathWhole(t *testing.T) {
+	t.Parallel()
+	e := newAuditEnv(t)
+	name := "team/" + strings.Repeat("a", 250)
+	path := "/v2/" + name + "/blobs/" + digest.SHA512.FromString("x").String()
+	if status, body := e.do(t, http.MethodGet, path, "", "longest"); status != http.StatusNotFound {
+		t.Fatalf("GET %s = %d %s, want 404", path, status, body)
+	}
+	if got := e.accessLine(t, "longest")["path"]; got != path {
+		t.Fatalf("logged path %v, want the request's %d characters", got, len(path))
+	}
+}
