@@ -4,14 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 )
 
-// checkDigest accepts only well-formed sha256 digests. Every path and index
-// key is built from a digest that passed it, so a request can never name a
-// file outside the blob tree.
+// algorithms are the digest algorithms the store accepts, each with its own
+// directory in the blob tree. go-digest knows sha384 too; the distribution
+// spec names only these two.
+var algorithms = []digest.Algorithm{digest.SHA256, digest.SHA512}
+
+// checkDigest accepts only well-formed digests of one of the algorithms.
+// Every path and index key is built from a digest that passed it, so a
+// request can never name a file outside the blob tree.
 func checkDigest(d digest.Digest) error {
 	err := d.Validate()
 	switch {
@@ -19,7 +25,7 @@ func checkDigest(d digest.Digest) error {
 		return fmt.Errorf("digest %q: %w", d, ErrUnsupportedDigest)
 	case err != nil:
 		return fmt.Errorf("digest %q: %w: %w", d, ErrInvalidDigest, err)
-	case d.Algorithm() != digest.SHA256:
+	case !slices.Contains(algorithms, d.Algorithm()):
 		return fmt.Errorf("digest %q: %w", d, ErrUnsupportedDigest)
 	}
 	return nil

@@ -13,7 +13,8 @@ var (
 	// ErrInvalidDigest means a digest is malformed.
 	ErrInvalidDigest = errors.New("invalid digest")
 
-	// ErrUnsupportedDigest means a digest uses an algorithm other than sha256.
+	// ErrUnsupportedDigest means a digest uses an algorithm other than sha256
+	// and sha512.
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm")
 
 	// ErrDigestMismatch means downloaded content does not hash to the expected digest.

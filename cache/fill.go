@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
@@ -85,9 +84,9 @@ type sink struct {
 	reserved int64
 }
 
-func (k *sink) open(f *os.File, size, maxSize int64) {
+func (k *sink) open(f *os.File, size, maxSize int64, alg digest.Algorithm) {
 	k.file, k.size = f, size
-	k.hash = sha256.New()
+	k.hash = alg.Hash() // the digest passed checkDigest: a supported algorithm
 	k.out = io.MultiWriter(newWritebackFile(f), k.hash)
 	k.limit = bodyLimit{size: size, max: maxSize}
 }
@@ -150,7 +149,7 @@ func verify(want digest.Digest, h hash.Hash, size, written int64) error {
 	if size >= 0 && written != size {
 		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", want, written, size, ErrSizeMismatch)
 	}
-	if got := digest.NewDigest(digest.SHA256, h); got != want {
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
 		return fmt.Errorf("blob %s: content hashes to %s: %w", want, got, ErrDigestMismatch)
 	}
 	return nil

@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -21,37 +23,61 @@ import (
 // page cache then holds for the send.
 type verifiedSet struct {
 	mu sync.Mutex
-	// sums are the sha256 sums, kept as arrays: half the memory of digest strings.
-	sums map[[32]byte]struct{}
+	// sums are the sha256 sums, kept as arrays: half the memory of digest
+	// strings. The rare sha512 blobs have their own set.
+	sums    map[[sha256.Size]byte]struct{}
+	sums512 map[[sha512.Size]byte]struct{}
 	// hashing shares one hash of a blob between its concurrent first readers.
 	hashing singleflight.Group
 }
 
-func sum(d digest.Digest) (k [32]byte) {
-	hex.Decode(k[:], []byte(d.Encoded())) // d passed checkDigest
+// sum256 and sum512 decode the hex of d, which passed checkDigest, into an
+// array.
+func sum256(d digest.Digest) (k [sha256.Size]byte) {
+	hex.Decode(k[:], []byte(d.Encoded()))
 	return k
 }
 
-func (v *verifiedSet) has(d digest.Digest) bool {
+func sum512(d digest.Digest) (k [sha512.Size]byte) {
+	hex.Decode(k[:], []byte(d.Encoded()))
+	return k
+}
+
+func (v *verifiedSet) has(d digest.Digest) (ok bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	_, ok := v.sums[sum(d)]
+	if d.Algorithm() == digest.SHA512 {
+		_, ok = v.sums512[sum512(d)]
+	} else {
+		_, ok = v.sums[sum256(d)]
+	}
 	return ok
 }
 
 func (v *verifiedSet) add(d digest.Digest) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.sums == nil {
-		v.sums = make(map[[32]byte]struct{})
+	if d.Algorithm() == digest.SHA512 {
+		if v.sums512 == nil {
+			v.sums512 = make(map[[sha512.Size]byte]struct{})
+		}
+		v.sums512[sum512(d)] = struct{}{}
+		return
 	}
-	v.sums[sum(d)] = struct{}{}
+	if v.sums == nil {
+		v.sums = make(map[[sha256.Size]byte]struct{})
+	}
+	v.sums[sum256(d)] = struct{}{}
 }
 
 func (v *verifiedSet) forget(d digest.Digest) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	delete(v.sums, sum(d))
+	if d.Algorithm() == digest.SHA512 {
+		delete(v.sums512, sum512(d))
+	} else {
+		delete(v.sums, sum256(d))
+	}
 }
 
 // checkContent makes sure the indexed blob d, open as f, hashes to d before
@@ -64,7 +90,7 @@ func (s *Store) checkContent(ctx context.Context, d digest.Digest, f *os.File, r
 		return nil
 	}
 	ch := s.verified.hashing.DoChan(d.String(), func() (any, error) {
-		_, got, err := hashFile(context.WithoutCancel(ctx), io.NewSectionReader(f, 0, row.Size))
+		_, got, err := hashFile(context.WithoutCancel(ctx), io.NewSectionReader(f, 0, row.Size), d.Algorithm())
 		if err != nil {
 			return "", fmt.Errorf("read blob %s: hash: %w", d, err)
 		}

@@ -272,7 +272,7 @@ func checkManifest(name string, d digest.Digest, data []byte, refs []digest.Dige
 	if err := checkHosted(name, d); err != nil {
 		return err
 	}
-	if got := digest.SHA256.FromBytes(data); got != d {
+	if got := d.Algorithm().FromBytes(data); got != d { // d passed checkDigest
 		return &DigestError{Want: d, Got: got}
 	}
 	for _, ref := range refs {

@@ -37,10 +37,23 @@ func (s *Store) Manifest(ctx context.Context, d digest.Digest) (mediaType string
 // PutManifest stores a manifest under the sha256 of data, which it returns,
 // and records that repo uses it.
 func (s *Store) PutManifest(ctx context.Context, repo, mediaType string, data []byte) (digest.Digest, error) {
-	if err := checkName("repository", repo); err != nil {
-		return "", fmt.Errorf("put manifest: %w", err)
-	}
 	d := digest.SHA256.FromBytes(data)
+	return d, s.PutManifestAs(ctx, repo, d, mediaType, data)
+}
+
+// PutManifestAs stores a manifest under d, which data must hash to by d's
+// algorithm (else it fails wrapping ErrDigestMismatch), and records that
+// repo uses it. A manifest has one row per digest it was fetched by.
+func (s *Store) PutManifestAs(ctx context.Context, repo string, d digest.Digest, mediaType string, data []byte) error {
+	if err := checkName("repository", repo); err != nil {
+		return fmt.Errorf("put manifest: %w", err)
+	}
+	if err := checkDigest(d); err != nil {
+		return fmt.Errorf("put manifest: %w", err)
+	}
+	if got := d.Algorithm().FromBytes(data); got != d {
+		return fmt.Errorf("put manifest %s: content hashes to %s: %w", d, got, ErrDigestMismatch)
+	}
 	row := manifestRow{MediaType: mediaType, Created: s.now(), Data: data}
 	var added bool
 	err := s.update(ctx, func(txn *badger.Txn) error {
@@ -51,12 +64,12 @@ func (s *Store) PutManifest(ctx context.Context, repo, mediaType string, data []
 		return setReference(txn, repo, d, kindManifest)
 	})
 	if err != nil {
-		return "", fmt.Errorf("put manifest %s: %w", d, err)
+		return fmt.Errorf("put manifest %s: %w", d, err)
 	}
 	if added {
 		s.chargeManifest(ctx, d)
 	}
-	return d, nil
+	return nil
 }
 
 // setManifestRow stores the manifest d unless the index has it, and reports

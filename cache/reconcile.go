@@ -86,9 +86,23 @@ func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
 	return dropped, nil
 }
 
-// adoptOrphanFiles walks the blob tree for files the index does not know.
+// adoptOrphanFiles walks the blob tree of every algorithm for files the
+// index does not know.
 func (s *Store) adoptOrphanFiles(ctx context.Context) (adopted, removed int, err error) {
-	root := filepath.Join(s.blobRoot, string(digest.SHA256))
+	for _, alg := range algorithms {
+		a, r, err := s.adoptOrphansOf(ctx, alg)
+		adopted, removed = adopted+a, removed+r
+		if err != nil {
+			return adopted, removed, err
+		}
+	}
+	return adopted, removed, nil
+}
+
+// adoptOrphansOf walks the blob tree of alg: a file there is named by the
+// hex of its alg digest.
+func (s *Store) adoptOrphansOf(ctx context.Context, alg digest.Algorithm) (adopted, removed int, err error) {
+	root := filepath.Join(s.blobRoot, string(alg))
 	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
@@ -96,7 +110,7 @@ func (s *Store) adoptOrphanFiles(ctx context.Context) (adopted, removed int, err
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		d := digest.NewDigestFromEncoded(alg, e.Name())
 		if checkDigest(d) == nil && blobPath(s.blobRoot, d) == path {
 			switch indexed, err := s.hasBlob(ctx, d); {
 			case err != nil:
@@ -124,7 +138,7 @@ func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, 
 		return false, err
 	}
 	defer f.Close()
-	size, got, err := hashFile(ctx, f)
+	size, got, err := hashFile(ctx, f, d.Algorithm())
 	if err != nil {
 		return false, fmt.Errorf("hash %s: %w", path, err)
 	}

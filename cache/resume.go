@@ -198,7 +198,7 @@ func (s *Store) prepare(dl *download, k *sink, size int64) error {
 		return fmt.Errorf("download blob %s: %w", dl.digest, err)
 	}
 	dl.setFile(f)
-	k.open(f, size, limits.MaxBlobSize)
+	k.open(f, size, limits.MaxBlobSize, dl.digest.Algorithm())
 
 	worth := s.worthFinishing(size)
 	dl.start(size, worth)

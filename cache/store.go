@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -173,7 +172,11 @@ func (s *Store) prepareDirs() error {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return fmt.Errorf("sweep %s: %w", s.tmpDir, err)
 	}
-	for _, dir := range []string{s.blobRoot, filepath.Join(s.blobRoot, string(digest.SHA256)), s.tmpDir} {
+	dirs := []string{s.blobRoot, s.tmpDir}
+	for _, alg := range algorithms {
+		dirs = append(dirs, filepath.Join(s.blobRoot, string(alg)))
+	}
+	for _, dir := range dirs {
 		if err := makePrivateDir(dir); err != nil {
 			return fmt.Errorf("open cache: %w", err)
 		}

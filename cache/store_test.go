@@ -21,7 +21,7 @@ var _ interface {
 	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
 		fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
 	Manifest(ctx context.Context, d digest.Digest) (mediaType string, data []byte, err error)
-	PutManifest(ctx context.Context, repo, mediaType string, data []byte) (digest.Digest, error)
+	PutManifestAs(ctx context.Context, repo string, d digest.Digest, mediaType string, data []byte) error
 	Tag(ctx context.Context, repo, tag string) (d digest.Digest, fetchedAt time.Time, err error)
 	PutTag(ctx context.Context, repo, tag string, d digest.Digest, fetchedAt time.Time) error
 } = (*Store)(nil)
@@ -156,7 +156,8 @@ func TestRejectsInvalidDigests(t *testing.T) {
 		{"no algorithm", digest.Digest(strings.Repeat("a", 64)), ErrInvalidDigest},
 		{"empty", "", ErrInvalidDigest},
 		{"md5", "md5:d41d8cd98f00b204e9800998ecf8427e", ErrUnsupportedDigest},
-		{"sha512", digest.Digest("sha512:" + strings.Repeat("ab", 64)), ErrUnsupportedDigest},
+		{"sha384", digest.Digest("sha384:" + strings.Repeat("ab", 48)), ErrUnsupportedDigest},
+		{"short sha512", digest.Digest("sha512:" + strings.Repeat("ab", 32)), ErrInvalidDigest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -165,7 +165,7 @@ func (h *Hosted) commitUpload(ctx context.Context, name, id string, d digest.Dig
 		return 0, fmt.Errorf("commit upload %s: %w", id, err)
 	}
 	data := filepath.Join(h.sessionDir(id), sessionDataFile)
-	if got, err := hashPath(ctx, data); err != nil {
+	if got, err := hashPath(ctx, data, d.Algorithm()); err != nil {
 		return 0, fmt.Errorf("commit upload %s: %w", id, err)
 	} else if got != d {
 		os.RemoveAll(h.sessionDir(id))
@@ -347,13 +347,15 @@ func validSessionID(id string) bool {
 	return err == nil
 }
 
-func hashPath(ctx context.Context, path string) (digest.Digest, error) {
+// hashPath hashes the file at path with alg: an upload is hashed once, at
+// commit, with the algorithm of the digest the client commits it by.
+func hashPath(ctx context.Context, path string, alg digest.Algorithm) (digest.Digest, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	_, d, err := hashFile(ctx, f)
+	_, d, err := hashFile(ctx, f, alg)
 	return d, err
 }
 

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -95,7 +94,7 @@ func (s *Store) checkBlob(ctx context.Context, b BlobInfo) (reason string, err e
 		return "", err
 	}
 	defer f.Close()
-	n, got, err := hashFile(ctx, f)
+	n, got, err := hashFile(ctx, f, b.Digest.Algorithm())
 	if err != nil {
 		return "", err
 	}
@@ -108,10 +107,11 @@ func (s *Store) checkBlob(ctx context.Context, b BlobInfo) (reason string, err e
 	return "", nil
 }
 
-// hashFile reads f to its end, checking ctx between chunks so that a long
+// hashFile reads f to its end and hashes it with alg, which must be one of
+// the store's algorithms, checking ctx between chunks so that a long
 // verification stops promptly.
-func hashFile(ctx context.Context, f io.Reader) (int64, digest.Digest, error) {
-	h := sha256.New()
+func hashFile(ctx context.Context, f io.Reader, alg digest.Algorithm) (int64, digest.Digest, error) {
+	h := alg.Hash()
 	buf := make([]byte, copyBufferSize)
 	var n int64
 	for {
@@ -122,7 +122,7 @@ func hashFile(ctx context.Context, f io.Reader) (int64, digest.Digest, error) {
 		h.Write(buf[:m])
 		n += int64(m)
 		if err == io.EOF {
-			return n, digest.NewDigest(digest.SHA256, h), nil
+			return n, digest.NewDigest(alg, h), nil
 		}
 		if err != nil {
 			return n, "", err

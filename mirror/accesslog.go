@@ -137,9 +137,9 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 }
 
 // maxLoggedPath keeps every valid request path whole (repository names are
-// at most 255 characters, a digest 71) while bounding what a hostile client
-// can make the mirror write to its log.
-const maxLoggedPath = 400
+// at most 255 characters, a sha512 digest 135) while bounding what a
+// hostile client can make the mirror write to its log.
+const maxLoggedPath = 512
 
 // maxLoggedUserAgent keeps the longest real user agents whole (dockerd's
 // lists its Go, git commit, kernel, OS and architecture: some 200 bytes).

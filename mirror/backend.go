@@ -44,8 +44,9 @@ type Cache interface {
 
 	// Manifest returns a cached manifest's media type and exact bytes.
 	Manifest(ctx context.Context, d digest.Digest) (mediaType string, data []byte, err error)
-	// PutManifest stores a manifest under the sha256 of data, which it returns.
-	PutManifest(ctx context.Context, repo, mediaType string, data []byte) (digest.Digest, error)
+	// PutManifestAs stores a manifest under d, its digest by d's algorithm
+	// (sha256 or sha512); other bytes are refused.
+	PutManifestAs(ctx context.Context, repo string, d digest.Digest, mediaType string, data []byte) error
 	// Tag returns the digest a tag pointed to and when that was last confirmed upstream.
 	Tag(ctx context.Context, repo, tag string) (d digest.Digest, fetchedAt time.Time, err error)
 	// PutTag records that repo:tag points to d, confirmed at fetchedAt.

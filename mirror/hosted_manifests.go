@@ -53,7 +53,13 @@ func (m *Mirror) putManifest(w http.ResponseWriter, r *http.Request, hr hostedRe
 		return &Error{Code: codeManifestInvalid, Status: http.StatusRequestEntityTooLarge,
 			Message: "manifests are limited to 4 MiB"}
 	}
-	pm, err := parseManifest(r.Header.Get("Content-Type"), data)
+	// A manifest pushed by digest is stored under that digest, whatever its
+	// algorithm; one pushed by tag is named by its sha256, as the spec says.
+	alg := digest.Canonical
+	if hr.digest != "" {
+		alg = hr.digest.Algorithm() // passed parseDigest
+	}
+	pm, err := parseManifest(r.Header.Get("Content-Type"), data, alg)
 	if err != nil {
 		return err
 	}
@@ -96,8 +102,9 @@ func (m *Mirror) putManifest(w http.ResponseWriter, r *http.Request, hr hostedRe
 	return nil
 }
 
-// parseManifest validates a pushed manifest and works out what it refers to.
-func parseManifest(contentType string, data []byte) (pushedManifest, error) {
+// parseManifest validates a pushed manifest, names it by its alg digest and
+// works out what it refers to.
+func parseManifest(contentType string, data []byte, alg digest.Algorithm) (pushedManifest, error) {
 	var doc manifestDoc
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return pushedManifest{}, newError(codeManifestInvalid, "the manifest is not valid JSON")
@@ -118,7 +125,7 @@ func parseManifest(contentType string, data []byte) (pushedManifest, error) {
 	pm := pushedManifest{
 		desc: ocispec.Descriptor{
 			MediaType:    mediaType,
-			Digest:       digest.SHA256.FromBytes(data),
+			Digest:       alg.FromBytes(data),
 			Size:         int64(len(data)),
 			ArtifactType: doc.ArtifactType,
 			Annotations:  doc.Annotations,

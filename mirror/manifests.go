@@ -225,13 +225,12 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 		m.metrics.invalidManifests.WithLabelValues(rem.Host).Inc()
 		return manifest{}, invalidUpstreamManifest(rem.Host, d, err)
 	}
-	got, err := m.cache.PutManifest(ctx, t.cacheKey(), mediaType, data)
-	if err != nil {
-		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)
-	}
-	if got != d {
+	if got := d.Algorithm().FromBytes(data); got != d { // d passed parseDigest or came from HeadManifest
 		return manifest{}, &Error{Code: codeUnavailable, Status: http.StatusBadGateway,
 			Message: fmt.Sprintf("upstream %s sent a manifest whose digest is %s, not %s", rem.Host, got, d)}
+	}
+	if err := m.cache.PutManifestAs(ctx, t.cacheKey(), d, mediaType, data); err != nil {
+		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)
 	}
 	return manifest{digest: d, mediaType: mediaType, data: data}, nil
 }

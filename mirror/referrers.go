@@ -102,8 +102,8 @@ func (m *Mirror) fetchReferrers(ctx context.Context, rem *Remote, t target, subj
 	if err != nil {
 		return manifest{}, err
 	}
-	d, err := m.cache.PutManifest(ctx, t.cacheKey(), ocispec.MediaTypeImageIndex, data)
-	if err != nil {
+	d := digest.SHA256.FromBytes(data)
+	if err := m.cache.PutManifestAs(ctx, t.cacheKey(), d, ocispec.MediaTypeImageIndex, data); err != nil {
 		return manifest{}, fmt.Errorf("storing the referrers of %s in %s: %w", subject, t.cacheKey(), err)
 	}
 	if err := m.cache.PutTag(ctx, t.cacheKey(), referrersTag(subject), d, m.now()); err != nil {

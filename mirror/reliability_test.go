@@ -412,7 +412,8 @@ func TestHostileNamesDigestsAndTags(t *testing.T) {
 		{"/v2/a/blobs/sha256:..%2Fx", http.StatusBadRequest, "NAME_INVALID"},
 		// Not a manifest path at all once split on '/': no such endpoint.
 		{"/v2/a/manifests/sha256:../x", http.StatusNotFound, "NAME_UNKNOWN"},
-		{"/v2/a/blobs/sha512:" + strings.Repeat("a", 128), http.StatusBadRequest, "DIGEST_INVALID"},
+		{"/v2/a/blobs/sha384:" + strings.Repeat("a", 96), http.StatusBadRequest, "DIGEST_INVALID"},
+		{"/v2/a/blobs/sha512:" + strings.Repeat("a", 64), http.StatusBadRequest, "DIGEST_INVALID"},
 		{"/v2/a/manifests/" + strings.Repeat("t", 129), http.StatusBadRequest, "TAG_INVALID"},
 		{"/v2/a/manifests/-tag", http.StatusBadRequest, "TAG_INVALID"},
 		{"/v2/a/manifests/t;ls", http.StatusBadRequest, "TAG_INVALID"},

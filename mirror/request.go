@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -137,12 +138,19 @@ func parseRepoPath(parts []string) (request, error) {
 	return req, nil
 }
 
-// parseDigest accepts only canonical sha256 digests: lower-case hex of the right
-// length. Anything else could name a path outside the store.
+// parseDigest accepts only sha256 and sha512 digests, the algorithms of the
+// distribution spec, in lower-case hex of the right length. Anything else
+// could name a path outside the store.
 func parseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
-	if err != nil || d.Algorithm() != digest.SHA256 {
-		return "", newError(codeDigestInvalid, "invalid or unsupported digest %q", truncate(s))
+	unsupported := errors.Is(err, digest.ErrDigestUnsupported) ||
+		err == nil && d.Algorithm() != digest.SHA256 && d.Algorithm() != digest.SHA512
+	switch {
+	case unsupported:
+		alg, _, _ := strings.Cut(s, ":")
+		return "", newError(codeDigestInvalid, "unsupported digest algorithm %q: only sha256 and sha512 are supported", truncate(alg))
+	case err != nil:
+		return "", newError(codeDigestInvalid, "invalid digest %q", truncate(s))
 	}
 	return d, nil
 }

@@ -11,6 +11,8 @@ import (
 
 const testDigest = digest.Digest("sha256:aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f")
 
+var testDigest512 = digest.SHA512.FromString("test")
+
 func TestParseRequest(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -25,6 +27,8 @@ func TestParseRequest(t *testing.T) {
 		{name: "manifest by tag", path: "/v2/library/node/manifests/10", want: request{kind: kindManifest, name: "library/node", tag: "10"}},
 		{name: "manifest by digest", path: "/v2/library/node/manifests/" + testDigest.String(), want: request{kind: kindManifest, name: "library/node", digest: testDigest}},
 		{name: "blob", path: "/v2/a/b/c/blobs/" + testDigest.String(), want: request{kind: kindBlob, name: "a/b/c", digest: testDigest}},
+		{name: "sha512 manifest", path: "/v2/a/manifests/" + testDigest512.String(), want: request{kind: kindManifest, name: "a", digest: testDigest512}},
+		{name: "sha512 blob", path: "/v2/a/blobs/" + testDigest512.String(), want: request{kind: kindBlob, name: "a", digest: testDigest512}},
 		{name: "tags", path: "/v2/node/tags/list", want: request{kind: kindTags, name: "node"}},
 		{name: "upload start", path: "/v2/team/app/blobs/uploads/", want: request{kind: kindBlobUpload, name: "team/app"}},
 		{name: "upload session", path: "/v2/team/app/blobs/uploads/abc", want: request{kind: kindBlobUpload, name: "team/app", uploadID: "abc"}},
@@ -42,6 +46,8 @@ func TestParseRequest(t *testing.T) {
 		{name: "upper case digest", path: "/v2/a/blobs/sha256:" + strings.ToUpper(testDigest.Encoded()), code: codeDigestInvalid},
 		{name: "short digest", path: "/v2/a/blobs/" + testDigest.String()[:len(testDigest)-1], code: codeDigestInvalid},
 		{name: "md5 digest", path: "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", code: codeDigestInvalid},
+		{name: "sha384 digest", path: "/v2/a/blobs/" + digest.SHA384.FromString("x").String(), code: codeDigestInvalid},
+		{name: "sha512 of sha256 length", path: "/v2/a/blobs/sha512:" + testDigest.Encoded(), code: codeDigestInvalid},
 		{name: "traversal digest", path: "/v2/a/blobs/sha256:../x", code: codeNameUnknown},
 		{name: "traversal digest in manifest", path: "/v2/a/manifests/sha256:..", code: codeDigestInvalid},
 		{name: "tag too long", path: "/v2/a/manifests/" + strings.Repeat("t", 129), code: codeTagInvalid},
@@ -114,7 +120,8 @@ func TestResolveTarget(t *testing.T) {
 // names nothing that could escape a path: no '..', no '%', no empty component.
 func FuzzParseRequest(f *testing.F) {
 	for _, s := range []string{"/v2/", "/v2/library/node/manifests/10", "/v2/a/blobs/" + testDigest.String(),
-		"/v2/a/blobs/uploads/x", "/v2/a/../b/tags/list", "/v2/a%2fb/manifests/1?ns=docker.io"} {
+		"/v2/a/blobs/uploads/x", "/v2/a/../b/tags/list",
+		"/v2/a/manifests/" + digest.SHA512.FromString("x").String(), "/v2/a/blobs/" + digest.SHA384.FromString("x").String(), "/v2/a%2fb/manifests/1?ns=docker.io"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, path string) {
@@ -138,6 +145,9 @@ func FuzzParseRequest(f *testing.F) {
 		if req.digest != "" {
 			if err := req.digest.Validate(); err != nil {
 				t.Fatalf("parseRequest(%q) accepted digest %q: %v", path, req.digest, err)
+			}
+			if a := req.digest.Algorithm(); a != digest.SHA256 && a != digest.SHA512 {
+				t.Fatalf("parseRequest(%q) accepted digest %q of algorithm %s", path, req.digest, a)
 			}
 		}
 	})

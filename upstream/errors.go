@@ -18,7 +18,7 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	// ErrManifestTooLarge: a manifest exceeds MaxManifestSize.
 	ErrManifestTooLarge = errors.New("manifest too large")
-	// ErrUnsupportedDigest: a digest uses an algorithm other than sha256.
+	// ErrUnsupportedDigest: a digest uses an algorithm other than sha256 and sha512.
 	ErrUnsupportedDigest = errors.New("unsupported digest algorithm")
 )
 

@@ -63,14 +63,19 @@ func (c *Client) HeadManifest(ctx context.Context, repo, reference string) (ocis
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}, nil
+	alg := digest.Canonical // what a tag is named by
+	if d, err := digest.Parse(reference); err == nil {
+		alg = d.Algorithm() // GetManifest verified data against it
+	}
+	return ocispec.Descriptor{MediaType: mediaType, Digest: alg.FromBytes(data), Size: int64(len(data))}, nil
 }
 
 // descriptorFromHeaders reads a manifest descriptor from HEAD headers;
-// complete is false unless a sha256 digest, a media type and a size are all there.
+// complete is false unless a supported digest, a media type and a size are
+// all there.
 func descriptorFromHeaders(h http.Header) (desc ocispec.Descriptor, complete bool) {
 	d, err := digest.Parse(h.Get("Docker-Content-Digest"))
-	if err != nil || d.Algorithm() != digest.SHA256 {
+	if err != nil || !supportedDigest(d) {
 		return desc, false
 	}
 	size, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
@@ -83,7 +88,8 @@ func descriptorFromHeaders(h http.Header) (desc ocispec.Descriptor, complete boo
 
 // GetManifest downloads a manifest of at most MaxManifestSize bytes and
 // verifies it: against reference when that is a digest, else against the
-// Docker-Content-Digest header when there is one. Only sha256 is accepted.
+// Docker-Content-Digest header when there is one. Only sha256 and sha512
+// are accepted.
 // A mismatch is a temporary *Error wrapping ErrDigestMismatch (a retry may
 // get intact bytes); an oversized manifest wraps ErrManifestTooLarge.
 // The call is bounded by Config.Timeout.
@@ -145,11 +151,11 @@ func verifyManifest(o opError, resp *http.Response, reference string, data []byt
 		}
 	}
 	d, err := digest.Parse(want)
-	if err != nil || d.Algorithm() != digest.SHA256 {
+	if err != nil || !supportedDigest(d) {
 		return o.badContent(resp.StatusCode, "DIGEST_INVALID", false, ErrUnsupportedDigest,
-			fmt.Sprintf("cannot verify against %q: only sha256 is supported", want))
+			fmt.Sprintf("cannot verify against %q: only sha256 and sha512 are supported", want))
 	}
-	if got := digest.FromBytes(data); got != d {
+	if got := d.Algorithm().FromBytes(data); got != d {
 		return o.badContent(resp.StatusCode, "DIGEST_INVALID", true, ErrDigestMismatch,
 			fmt.Sprintf("manifest bytes hash to %s, want %s", got, d))
 	}

@@ -28,6 +28,12 @@ func validReference(reference string) error {
 	return fmt.Errorf("invalid tag or digest %q", reference)
 }
 
+// supportedDigest reports whether d, a valid digest, uses an algorithm of
+// the distribution spec: sha256 or sha512.
+func supportedDigest(d digest.Digest) bool {
+	return d.Algorithm() == digest.SHA256 || d.Algorithm() == digest.SHA512
+}
+
 // isDigest reports whether a manifest reference is a digest rather than a tag.
 func isDigest(reference string) bool {
 	_, err := digest.Parse(reference)
