@@ -21,6 +21,8 @@ type Pin struct {
 	// manifest of the repositories; otherwise only the manifests that a
 	// matching tag points to (as cached: a tag that moves takes its pin along).
 	Tag string
+	// Digest, when set, pins only that manifest (with Repo matching).
+	Digest digest.Digest
 	// Platforms limit what a pinned index keeps to the children of these
 	// platforms, "os/arch" or "os/arch/variant"; none keeps all of them.
 	Platforms []string
@@ -75,6 +77,9 @@ type RepoTag struct {
 
 // selects reports whether the pin names manifest m.
 func (p Pin) selects(m *Manifest) bool {
+	if p.Digest != "" && p.Digest != m.Digest {
+		return false
+	}
 	if p.Tag == "" {
 		return slices.ContainsFunc(m.Repos, func(r string) bool { return matchRepo(p.Repo, r) })
 	}

@@ -101,7 +101,7 @@ func cacheAction(run func(c *cli.Context, admin cacheAdmin, out *output) error) 
 		if err != nil {
 			return err
 		}
-		ops, err := newCacheOps(store, cfg.Cache, nil)
+		ops, err := newCacheOps(store, cfg, nil)
 		if err != nil {
 			store.Close()
 			return err

@@ -26,7 +26,7 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 			"min_free_disk", Size(budget.MinFreeDisk).String())
 	}
 	store.SetLimits(cfg.Cache.limits())
-	pins, err := cfg.Cache.pins()
+	pins, err := cfg.pins()
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 	if err != nil {
 		return err
 	}
-	ops, err := newCacheOps(store, cfg.Cache, trafficFrom(reg, time.Now()))
+	ops, err := newCacheOps(store, cfg, trafficFrom(reg, time.Now()))
 	if err != nil {
 		return err
 	}
