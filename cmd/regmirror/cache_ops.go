@@ -23,6 +23,10 @@ type cacheOps struct {
 	// traffic reads the running daemon's counters; nil when the CLI opened
 	// the store itself and there is no traffic to speak of.
 	traffic func() (*trafficReport, error)
+	// prefetcher fetches image lists through the running daemon's mirror,
+	// listed being the configured one; nil when the CLI opened the store.
+	prefetcher *prefetcher
+	listed     []imageRef
 }
 
 func newCacheOps(store *cache.Store, cfg Config, traffic func() (*trafficReport, error)) (*cacheOps, error) {

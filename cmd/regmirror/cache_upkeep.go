@@ -13,9 +13,9 @@ import (
 	"github.com/regmirror/regmirror/eviction"
 )
 
-// runCacheUpkeep keeps the cache within its budget and answers the admin
-// socket until ctx ends.
-func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *prometheus.Registry, log *slog.Logger) error {
+// runCacheUpkeep keeps the cache within its budget, fetches the prefetch
+// list on its schedule with pf, and answers the admin socket until ctx ends.
+func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, pf *prefetcher, reg *prometheus.Registry, log *slog.Logger) error {
 	budget := cfg.Cache.eviction()
 	if _, err := freeBytes(cfg.DataDir); errors.Is(err, errors.ErrUnsupported) {
 		log.Warn("cannot measure free disk on this platform: cache.min_free_disk is ignored")
@@ -42,8 +42,14 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 	if err != nil {
 		return err
 	}
+	listed, err := cfg.Prefetch.refs()
+	if err != nil {
+		return err
+	}
+	ops.prefetcher, ops.listed = pf, listed
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ev.Run(gctx, store.Grew()) })
+	g.Go(func() error { return pf.runSchedule(gctx, listed, cfg.Prefetch.interval()) })
 	// The mirror is more important than its admin socket: without the
 	// socket (say, a data directory path too long for one) it still serves.
 	if ln, err := listenAdmin(cfg.DataDir); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -42,8 +43,8 @@ func (c PrefetchConfig) interval() time.Duration {
 
 // PrefetchImage is one entry of prefetch.images.
 type PrefetchImage struct {
-	Image     string   `yaml:"image"`
-	Platforms []string `yaml:"platforms"`
+	Image     string   `yaml:"image" json:"image"`
+	Platforms []string `yaml:"platforms" json:"platforms,omitempty"`
 }
 
 // UnmarshalYAML reads "REF" or {image: REF, platforms: [...]}.
@@ -196,4 +197,32 @@ func readImageList(text string) ([]PrefetchImage, error) {
 		images = append(images, PrefetchImage{Image: line})
 	}
 	return images, errors.Join(errs...)
+}
+
+// prefetchRequest is `regmirror prefetch`: an image list, or none for the
+// configured one.
+type prefetchRequest struct {
+	Images []PrefetchImage `json:"images,omitempty"`
+}
+
+// errPrefetchNeedsDaemon: prefetching downloads through the mirror.
+var errPrefetchNeedsDaemon = errors.New("prefetch needs the running daemon: it downloads through the mirror")
+
+// prefetch fetches the requested images, or the configured list.
+func (o *cacheOps) prefetch(ctx context.Context, req prefetchRequest, progress func(progressEvent)) (prefetchReport, error) {
+	if o.prefetcher == nil {
+		return prefetchReport{}, errPrefetchNeedsDaemon
+	}
+	refs, source := o.listed, "config"
+	if len(req.Images) > 0 {
+		var err error
+		if refs, err = (PrefetchConfig{Images: req.Images}).refs(); err != nil {
+			return prefetchReport{}, err
+		}
+		source = "admin"
+	}
+	if len(refs) == 0 {
+		return prefetchReport{}, errors.New("no images to prefetch: prefetch.images is empty and no list was given")
+	}
+	return o.prefetcher.fetch(ctx, source, refs, progress)
 }
