@@ -27,6 +27,34 @@ type cacheOps struct {
 	// listed being the configured one; nil when the CLI opened the store.
 	prefetcher *prefetcher
 	listed     []imageRef
+	// evictor is the daemon's; nil when the CLI opened the store.
+	evictor *eviction.Evictor
+}
+
+// evictReport is one eviction pass, `regmirror cache evict`.
+type evictReport struct {
+	Usage    int64 `json:"usage_bytes"`
+	Target   int64 `json:"target_bytes"`
+	Removed  int   `json:"removed"`
+	Freed    int64 `json:"freed_bytes"`
+	Pinned   int64 `json:"pinned_bytes"`
+	PinsOver bool  `json:"pins_over_budget"`
+}
+
+// evict runs an eviction pass now: the daemon's evictor's, or, on a store
+// the CLI opened, one of its own (without the free-disk check).
+func (o *cacheOps) evict(ctx context.Context) (evictReport, error) {
+	ev := o.evictor
+	if ev == nil {
+		budget := o.budget
+		budget.MinFreeDisk = 0
+		var err error
+		if ev, err = eviction.New(evictionCache{store: o.store, pins: o.pins}, budget, eviction.Options{}); err != nil {
+			return evictReport{}, err
+		}
+	}
+	p, err := ev.Evict(ctx)
+	return evictReport{Usage: p.Usage, Target: p.Target, Removed: p.Removed, Freed: p.Freed, Pinned: p.Pinned, PinsOver: p.PinsOver}, err
 }
 
 func newCacheOps(store *cache.Store, cfg Config, traffic func() (*trafficReport, error)) (*cacheOps, error) {

@@ -46,7 +46,7 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, pf *pre
 	if err != nil {
 		return err
 	}
-	ops.prefetcher, ops.listed = pf, listed
+	ops.prefetcher, ops.listed, ops.evictor = pf, listed, ev
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ev.Run(gctx, store.Grew()) })
 	g.Go(func() error { return pf.runSchedule(gctx, listed, cfg.Prefetch.interval()) })
