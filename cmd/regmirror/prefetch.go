@@ -109,15 +109,30 @@ func newPrefetcher(m http.Handler, reg prometheus.Registerer, log *slog.Logger) 
 	return &prefetcher{mirror: m, log: log, metrics: metrics, now: time.Now, run: make(chan struct{}, 1)}, nil
 }
 
-// runSchedule fetches refs now and every interval until ctx ends.
-func (p *prefetcher) runSchedule(ctx context.Context, refs []imageRef, interval time.Duration) error {
-	if len(refs) == 0 {
+// runClaim is the run slot taken ahead of a run; nil when none was.
+type runClaim struct{ p *prefetcher }
+
+// claim takes the run slot now, when want, for a run that starts later:
+// runs asked for meanwhile wait for it.
+func (p *prefetcher) claim(want bool) *runClaim {
+	if !want {
+		return nil
+	}
+	p.run <- struct{}{}
+	return &runClaim{p: p}
+}
+
+// runSchedule fetches refs now, in the run of first, and then every
+// interval until ctx ends.
+func (p *prefetcher) runSchedule(ctx context.Context, first *runClaim, refs []imageRef, interval time.Duration) error {
+	if first == nil {
 		return nil
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		r, err := p.fetch(ctx, "config", refs, nil)
+		r, err := p.fetchClaimed(ctx, first, "config", refs, nil)
+		first = nil
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("prefetch", "err", err)
 		} else if err == nil {
@@ -135,12 +150,20 @@ func (p *prefetcher) runSchedule(ctx context.Context, refs []imageRef, interval 
 // each. A blob is asked for once per run, however many images share it. It
 // fails only when ctx ends; a failed image is reported and the run goes on.
 func (p *prefetcher) fetch(ctx context.Context, source string, refs []imageRef, progress func(progressEvent)) (prefetchReport, error) {
-	select {
-	case p.run <- struct{}{}:
-		defer func() { <-p.run }()
-	case <-ctx.Done():
-		return prefetchReport{}, ctx.Err()
+	return p.fetchClaimed(ctx, nil, source, refs, progress)
+}
+
+// fetchClaimed is fetch in the run slot of claim, or, when claim is nil,
+// in the slot it waits for.
+func (p *prefetcher) fetchClaimed(ctx context.Context, claim *runClaim, source string, refs []imageRef, progress func(progressEvent)) (prefetchReport, error) {
+	if claim == nil {
+		select {
+		case p.run <- struct{}{}:
+		case <-ctx.Done():
+			return prefetchReport{}, ctx.Err()
+		}
 	}
+	defer func() { <-p.run }()
 	p.begin(source, len(refs))
 	ctx = mirror.AsInternalClient(ctx)
 	report := prefetchReport{Images: []prefetchResult{}}
