@@ -86,6 +86,14 @@ func TestPrefetchListIsCachedBeforeAnyClientAsks(t *testing.T) {
 			m[`regmirror_prefetch_images_total{result="ok"}`], m[`regmirror_prefetch_images_total{result="failed"}`])
 	}
 
+	var status statusReport
+	if err := json.Unmarshal(httpGet(t, url+"/status.json", ""), &status); err != nil {
+		t.Fatal(err)
+	}
+	if pf := status.Prefetch; pf == nil || pf.Running || pf.Total != 4 || pf.Done != 4 || pf.Failed != 1 || pf.Failures != nil {
+		t.Errorf("status page prefetch = %+v, want the last run: 4 images, 1 failed, unnamed to an anonymous client", pf)
+	}
+
 	hub.Reset()
 	pullIndex(t, url, "library/node", "20", node)
 	c := newClient(t, url)
