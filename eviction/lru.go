@@ -47,8 +47,9 @@ func Candidates(inv Inventory, pins Pins) []Candidate {
 			named[child] = true
 		}
 	}
-	protected := protectedManifests(byDigest, pins)
-	pinned, pinnedBlobs := PinnedContent(inv.Manifests, pins)
+	pinned := pinnedManifests(byDigest, pins)
+	pinnedBlobs := blobsOf(byDigest, pinned)
+	protected := protectedManifests(byDigest, pinned)
 	out := make([]Candidate, 0, len(inv.Blobs)+len(inv.Manifests))
 	for _, b := range inv.Blobs {
 		out = append(out, Candidate{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess,

@@ -97,20 +97,19 @@ func (m *Manifest) platformOf(i int) string {
 	return ""
 }
 
-// protectedManifests are the kept manifests, the pinned ones, and the
-// children of either (of a pin's platforms, when it names some).
-func protectedManifests(manifests map[digest.Digest]*Manifest, pins Pins) map[digest.Digest]bool {
+// protectedManifests are the kept manifests with their children, and the
+// pinned ones (see pinnedManifests).
+func protectedManifests(manifests map[digest.Digest]*Manifest, pinned map[digest.Digest]bool) map[digest.Digest]bool {
 	kept := make(map[digest.Digest]bool)
 	for d, m := range manifests {
 		if m.Kept {
 			protect(manifests, kept, d, nil, 0)
 		}
 	}
-	protected := pinnedManifests(manifests, pins)
-	for d := range kept {
-		protected[d] = true
+	for d := range pinned {
+		kept[d] = true
 	}
-	return protected
+	return kept
 }
 
 // pinnedManifests are the manifests pins select and their children.
@@ -156,11 +155,16 @@ func PinnedContent(manifests []Manifest, pins Pins) (pinned, blobs map[digest.Di
 		byDigest[manifests[i].Digest] = &manifests[i]
 	}
 	pinned = pinnedManifests(byDigest, pins)
-	blobs = make(map[digest.Digest]bool)
-	for d := range pinned {
-		for _, b := range byDigest[d].Blobs {
+	return pinned, blobsOf(byDigest, pinned)
+}
+
+// blobsOf are the blobs that the manifests of set name.
+func blobsOf(manifests map[digest.Digest]*Manifest, set map[digest.Digest]bool) map[digest.Digest]bool {
+	blobs := make(map[digest.Digest]bool)
+	for d := range set {
+		for _, b := range manifests[d].Blobs {
 			blobs[b] = true
 		}
 	}
-	return pinned, blobs
+	return blobs
 }

@@ -157,7 +157,7 @@ func newPlanner(inv Inventory, opts PruneOptions) *planner {
 
 // candidates lists the units the prune may remove, least recently used first.
 func (p *planner) candidates() []unit {
-	protected := protectedManifests(p.manifests, p.opts.Pins)
+	protected := protectedManifests(p.manifests, pinnedManifests(p.manifests, p.opts.Pins))
 	var units []unit
 	for _, m := range p.manifests {
 		if protected[m.Digest] || (len(p.opts.Repos) > 0 && !p.opts.Repos.MatchAll(m.Repos)) {
