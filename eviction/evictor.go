@@ -97,6 +97,9 @@ type Evictor struct {
 	metrics  *metrics
 
 	pass chan struct{} // a one-slot semaphore: one pass at a time
+	// pinsOver tells whether the last pass found pinned content alone over
+	// its target; guarded by pass.
+	pinsOver bool
 }
 
 // New returns an Evictor of c under cfg.
@@ -145,6 +148,11 @@ type Pass struct {
 	Target  int64 // bytes the pass aimed at; equal to Usage when nothing was due
 	Removed int   // blobs and manifests removed
 	Freed   int64 // the bytes of the budget they took
+	// Pinned is what pinned content takes; PinsOver tells that it alone is
+	// above Target, so that the pass could evict only unpinned content and
+	// not reach Target. Both are set only when a pass was due.
+	Pinned   int64
+	PinsOver bool
 }
 
 // Evict runs one pass now: when usage is above the high watermark, or free
@@ -169,6 +177,7 @@ func (e *Evictor) Evict(ctx context.Context) (Pass, error) {
 	if err != nil {
 		return p, fmt.Errorf("list eviction candidates: %w", err)
 	}
+	e.notePins(&p, candidates)
 	err = e.removeDownTo(ctx, candidates, usage, target, &p)
 	e.metrics.record(p)
 	if err != nil {
@@ -177,6 +186,24 @@ func (e *Evictor) Evict(ctx context.Context) (Pass, error) {
 	e.log.Info("evicted least recently used content", "removed", p.Removed, "freed_bytes", p.Freed,
 		"usage_bytes", usage, "target_bytes", target)
 	return p, nil
+}
+
+// notePins measures the pinned content and says, once each time it
+// happens, that pins alone exceed what the pass aims for.
+func (e *Evictor) notePins(p *Pass, candidates []Candidate) {
+	p.Pinned = pinnedBytes(candidates)
+	p.PinsOver = p.Pinned > p.Target
+	e.metrics.pinned.Set(float64(p.Pinned))
+	if p.PinsOver {
+		e.metrics.pinsOver.Set(1)
+	} else {
+		e.metrics.pinsOver.Set(0)
+	}
+	if p.PinsOver && !e.pinsOver {
+		e.log.Warn("pinned content alone exceeds the cache budget: only unpinned content is evicted; "+
+			"raise cache.max_size or pin less", "pinned_bytes", p.Pinned, "target_bytes", p.Target, "budget_bytes", e.cfg.MaxSize)
+	}
+	e.pinsOver = p.PinsOver
 }
 
 // maxRounds bounds how often a pass selects again after the cache refused

@@ -1,13 +1,13 @@
 package eviction
 
 import (
-	"fmt"
-	"path"
 	"strings"
+
+	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
-// Globs match repository names. A pattern follows path.Match, where `*`
-// stops at `/`, and is tried against the full cached name
+// Globs match repository names. A pattern is in the project's glob dialect
+// (internal/repoglob: `*` stops at `/`, a `**` component crosses it), and is tried against the full cached name
 // ("docker.io/library/node") and against the name without its registry
 // ("library/node"), so that "library/*" and "docker.io/library/*" both
 // select Docker Hub's official images.
@@ -16,8 +16,8 @@ type Globs []string
 // ParseGlobs checks every pattern.
 func ParseGlobs(patterns []string) (Globs, error) {
 	for _, p := range patterns {
-		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("repository pattern %q: %w", p, err)
+		if err := repoglob.Check(p); err != nil {
+			return nil, err
 		}
 	}
 	return Globs(patterns), nil
@@ -25,12 +25,8 @@ func ParseGlobs(patterns []string) (Globs, error) {
 
 // Match reports whether repo matches any of the patterns.
 func (g Globs) Match(repo string) bool {
-	_, withoutHost, _ := strings.Cut(repo, "/")
 	for _, p := range g {
-		if ok, _ := path.Match(p, repo); ok {
-			return true
-		}
-		if ok, _ := path.Match(p, withoutHost); ok && withoutHost != "" {
+		if matchRepo(p, repo) {
 			return true
 		}
 	}
@@ -55,4 +51,14 @@ func (g Globs) MatchAll(repos []string) bool {
 		}
 	}
 	return len(repos) > 0
+}
+
+// matchRepo matches pattern against the full cached name and against the
+// name without its registry.
+func matchRepo(pattern, repo string) bool {
+	if repoglob.Match(pattern, repo) {
+		return true
+	}
+	_, withoutHost, _ := strings.Cut(repo, "/")
+	return withoutHost != "" && repoglob.Match(pattern, withoutHost)
 }

@@ -18,6 +18,9 @@ type Candidate struct {
 	LastAccess time.Time
 	// Keep marks content that must stay: in use, hosted, or pinned.
 	Keep bool
+	// Pinned marks content a pin keeps (Keep is set too): what the budget
+	// must leave room for.
+	Pinned bool
 }
 
 // candidateKey tells candidates apart.
@@ -28,28 +31,46 @@ type candidateKey struct {
 
 func (c Candidate) key() candidateKey { return candidateKey{c.Digest, c.Manifest} }
 
-// ManifestCandidates makes eviction candidates of the cached manifests.
-// Those that must stay are marked Keep: kept content, pinned repositories'
-// manifests and their children, and every manifest that a cached index
-// names, which goes only after its index, so that no cached index ever
-// lacks a child. Size is the manifest's Size.
-func ManifestCandidates(manifests []Manifest, pins Globs) []Candidate {
-	byDigest := make(map[digest.Digest]*Manifest, len(manifests))
+// Candidates makes eviction candidates of the cached blobs and manifests.
+// Those that must stay are marked Keep: kept content; pinned images, that is
+// their manifests, their children (of the pinned platforms) and every blob
+// those name, which are marked Pinned too; and every manifest that a cached
+// index names, which goes only after its index, so that no cached index
+// ever lacks a child. A manifest's Size is its Manifest.Size.
+func Candidates(inv Inventory, pins Pins) []Candidate {
+	byDigest := make(map[digest.Digest]*Manifest, len(inv.Manifests))
 	named := make(map[digest.Digest]bool)
-	for i := range manifests {
-		m := &manifests[i]
+	for i := range inv.Manifests {
+		m := &inv.Manifests[i]
 		byDigest[m.Digest] = m
 		for _, child := range m.Manifests {
 			named[child] = true
 		}
 	}
-	protected := protectedManifests(byDigest, pins)
-	out := make([]Candidate, len(manifests))
-	for i, m := range manifests {
-		out[i] = Candidate{Digest: m.Digest, Manifest: true, Size: m.Size, LastAccess: m.LastAccess,
-			Keep: protected[m.Digest] || named[m.Digest]}
+	pinned := pinnedManifests(byDigest, pins)
+	pinnedBlobs := blobsOf(byDigest, pinned)
+	protected := protectedManifests(byDigest, pinned)
+	out := make([]Candidate, 0, len(inv.Blobs)+len(inv.Manifests))
+	for _, b := range inv.Blobs {
+		out = append(out, Candidate{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess,
+			Keep: b.Kept || pinnedBlobs[b.Digest], Pinned: pinnedBlobs[b.Digest]})
+	}
+	for _, m := range inv.Manifests {
+		out = append(out, Candidate{Digest: m.Digest, Manifest: true, Size: m.Size, LastAccess: m.LastAccess,
+			Keep: protected[m.Digest] || named[m.Digest], Pinned: pinned[m.Digest]})
 	}
 	return out
+}
+
+// pinnedBytes is what the pinned candidates take.
+func pinnedBytes(candidates []Candidate) int64 {
+	var n int64
+	for _, c := range candidates {
+		if c.Pinned {
+			n += c.Size
+		}
+	}
+	return n
 }
 
 // Select returns the candidates to remove, least recently used first, so

@@ -64,7 +64,7 @@ func BenchmarkSelect100k(b *testing.B) {
 	}
 }
 
-func TestManifestCandidates(t *testing.T) {
+func TestCandidatesOfManifests(t *testing.T) {
 	t.Parallel()
 	d := func(name string) digest.Digest { return digest.FromString(name) }
 	manifests := []Manifest{
@@ -77,7 +77,7 @@ func TestManifestCandidates(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		pins     Globs
+		pins     Pins
 		wantKeep map[digest.Digest]bool
 	}{
 		{
@@ -86,7 +86,7 @@ func TestManifestCandidates(t *testing.T) {
 		},
 		{
 			name: "pinned repository stays with its children",
-			pins: Globs{"library/alpine"},
+			pins: Pins{{Repo: "library/alpine"}},
 			wantKeep: map[digest.Digest]bool{d("child"): true, d("hosted"): true,
 				d("pinned index"): true, d("pinned child"): true},
 		},
@@ -94,7 +94,7 @@ func TestManifestCandidates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := ManifestCandidates(manifests, tt.pins)
+			got := Candidates(Inventory{Manifests: manifests}, tt.pins)
 			if len(got) != len(manifests) {
 				t.Fatalf("%d candidates for %d manifests", len(got), len(manifests))
 			}

@@ -12,6 +12,8 @@ type metrics struct {
 	blobs      prometheus.Counter
 	freedBytes prometheus.Counter
 	budget     prometheus.Gauge
+	pinned     prometheus.Gauge
+	pinsOver   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -32,11 +34,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_cache_budget_bytes",
 			Help: "The cache's size budget (cache.max_size); 0 means unlimited.",
 		}),
+		pinned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regmirror_cache_pinned_bytes",
+			Help: "Bytes of pinned blobs and manifests, as of the last eviction pass that was due.",
+		}),
+		pinsOver: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regmirror_cache_pins_over_budget",
+			Help: "1 when pinned content alone keeps the last eviction pass from reaching its target: only unpinned content was evicted.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.passes, m.blobs, m.freedBytes, m.budget} {
+	for _, c := range []prometheus.Collector{m.passes, m.blobs, m.freedBytes, m.budget, m.pinned, m.pinsOver} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register eviction metrics: %w", err)
 		}

@@ -27,8 +27,13 @@ type Manifest struct {
 	LastAccess time.Time
 	Kept       bool     // must stay whatever happens (hosted content)
 	Repos      []string // repositories known to use it
-	Blobs      []digest.Digest
-	Manifests  []digest.Digest // an index's children
+	// Tags are the cached tags that point to the manifest.
+	Tags      []RepoTag
+	Blobs     []digest.Digest
+	Manifests []digest.Digest // an index's children
+	// Platforms are the children's platforms, in the order of Manifests
+	// ("linux/arm64", "linux/arm/v7"); "" or missing when unknown.
+	Platforms []string
 }
 
 // Inventory is what pruning plans on: every cached blob and manifest.
@@ -52,8 +57,9 @@ type PruneOptions struct {
 	// Repos limits the prune to content whose repositories all match; with
 	// no other criterion, all of it goes.
 	Repos Globs
-	// Pins are the repositories whose manifests are never removed.
-	Pins Globs
+	// Pins are the images whose manifests (and so their blobs) are never
+	// removed.
+	Pins Pins
 }
 
 // Plan is what a prune removes. Manifests go first, then the blobs that no
@@ -169,7 +175,7 @@ func newPlanner(inv Inventory, opts PruneOptions) *planner {
 
 // candidates lists the units the prune may remove, least recently used first.
 func (p *planner) candidates() []unit {
-	protected := protectedManifests(p.manifests, p.opts.Pins)
+	protected := protectedManifests(p.manifests, pinnedManifests(p.manifests, p.opts.Pins))
 	var units []unit
 	for _, m := range p.manifests {
 		if protected[m.Digest] || (len(p.opts.Repos) > 0 && !p.opts.Repos.MatchAll(m.Repos)) {
@@ -189,29 +195,6 @@ func (p *planner) candidates() []unit {
 		return cmp.Compare(a.digest(), b.digest())
 	})
 	return units
-}
-
-// protectedManifests are the kept manifests, those of pinned repositories,
-// and the children of either.
-func protectedManifests(manifests map[digest.Digest]*Manifest, pins Globs) map[digest.Digest]bool {
-	protected := make(map[digest.Digest]bool)
-	var protect func(d digest.Digest)
-	protect = func(d digest.Digest) {
-		m, ok := manifests[d]
-		if !ok || protected[d] {
-			return
-		}
-		protected[d] = true
-		for _, child := range m.Manifests {
-			protect(child)
-		}
-	}
-	for d, m := range manifests {
-		if m.Kept || pins.MatchAny(m.Repos) {
-			protect(d)
-		}
-	}
-	return protected
 }
 
 // maxIndexDepth bounds the walk down nested indexes, which a hostile

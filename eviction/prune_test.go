@@ -95,7 +95,7 @@ func TestPlanPrune(t *testing.T) {
 		{
 			name:          "pinned repositories keep their manifests and so their blobs",
 			inv:           inv,
-			opts:          PruneOptions{OlderThan: new(30 * 24 * time.Hour), Pins: Globs{"library/node"}},
+			opts:          PruneOptions{OlderThan: new(30 * 24 * time.Hour), Pins: Pins{{Repo: "library/node"}}},
 			wantManifests: []Manifest{teamImg},
 			wantBlobs:     []Blob{loose, teamLayer},
 		},
@@ -139,7 +139,7 @@ func TestPlanPrune(t *testing.T) {
 
 func TestPlanPruneNeedsACriterion(t *testing.T) {
 	t.Parallel()
-	if _, err := PlanPrune(Inventory{}, PruneOptions{Pins: Globs{"*"}}); !errors.Is(err, ErrNoCriterion) {
+	if _, err := PlanPrune(Inventory{}, PruneOptions{Pins: Pins{{Repo: "*"}}}); !errors.Is(err, ErrNoCriterion) {
 		t.Errorf("err = %v, want ErrNoCriterion", err)
 	}
 }

@@ -79,18 +79,23 @@ func newMissLimiter(l MissLimits, now func() time.Time) *missLimiter {
 // allow takes one miss from client's bucket and the total, or reports how
 // long to wait. A refusal by the total gives the client's token back, so a
 // flood from elsewhere does not drain an honest client's bucket.
-func (ml *missLimiter) allow(client string) (ok bool, retryAfter time.Duration) {
+// An internal client has no bucket of its own: only the total applies.
+func (ml *missLimiter) allow(client string, internal bool) (ok bool, retryAfter time.Duration) {
 	now := ml.now()
-	own := ml.bucket(client, now)
-	r := own.ReserveN(now, 1)
-	if delay := r.DelayFrom(now); delay > 0 {
-		r.CancelAt(now)
-		return false, delay
+	var r *rate.Reservation
+	if !internal {
+		r = ml.bucket(client, now).ReserveN(now, 1)
+		if delay := r.DelayFrom(now); delay > 0 {
+			r.CancelAt(now)
+			return false, delay
+		}
 	}
 	t := ml.total.ReserveN(now, 1)
 	if delay := t.DelayFrom(now); delay > 0 {
 		t.CancelAt(now)
-		r.CancelAt(now)
+		if r != nil {
+			r.CancelAt(now)
+		}
 		return false, delay
 	}
 	return true, 0
@@ -125,6 +130,18 @@ func (ml *missLimiter) dropIdlestLocked() {
 // clientAddrKey carries the client's address in a request's context.
 type clientAddrKey struct{}
 
+// internalKey marks the requests the daemon makes of its own mirror.
+type internalKey struct{}
+
+// AsInternalClient marks ctx as the daemon's own, for requests it serves
+// to itself through ServeHTTP (a prefetch list): they are exempt from the
+// per-client miss limit, whose burst a long list would exhaust, and remain
+// under the total. Only code in the process can set it; no request from
+// the network carries it.
+func AsInternalClient(ctx context.Context) context.Context {
+	return context.WithValue(ctx, internalKey{}, true)
+}
+
 // withClientAddr records the address a miss is charged to: the client's
 // host without the port, which changes with every connection, and an IPv6
 // client's /64, which one host may use every address of.
@@ -138,7 +155,8 @@ func withClientAddr(ctx context.Context, r *http.Request) context.Context {
 // Hub on any error, and those two would also tell it to stop or to log in.
 func (m *Mirror) chargeMiss(ctx context.Context) error {
 	client, _ := ctx.Value(clientAddrKey{}).(string)
-	ok, wait := m.misses.allow(client)
+	internal, _ := ctx.Value(internalKey{}).(bool)
+	ok, wait := m.misses.allow(client, internal)
 	if ok {
 		return nil
 	}

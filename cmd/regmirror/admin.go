@@ -32,6 +32,9 @@ const (
 	adminStatsPath  = "/v1/cache/stats"
 	adminPrunePath  = "/v1/cache/prune"
 	adminVerifyPath = "/v1/cache/verify"
+	adminEvictPath  = "/v1/cache/evict"
+	// adminPrefetchPath fetches an image list, or the configured one.
+	adminPrefetchPath = "/v1/prefetch"
 )
 
 // adminMessage is one line of an admin answer.
@@ -52,6 +55,12 @@ func adminHandler(ops *cacheOps, log *slog.Logger) http.Handler {
 	}))
 	mux.Handle("POST "+adminVerifyPath, adminCall(log, func(ctx context.Context, req verifyRequest, progress func(progressEvent)) (any, error) {
 		return ops.verify(ctx, req, progress)
+	}))
+	mux.Handle("POST "+adminEvictPath, adminCall(log, func(ctx context.Context, _ struct{}, _ func(progressEvent)) (any, error) {
+		return ops.evict(ctx)
+	}))
+	mux.Handle("POST "+adminPrefetchPath, adminCall(log, func(ctx context.Context, req prefetchRequest, progress func(progressEvent)) (any, error) {
+		return ops.prefetch(ctx, req, progress)
 	}))
 	return mux
 }

@@ -21,6 +21,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serveCommand(),
 			cacheCommand(),
+			prefetchCommand(),
 			configCommand(),
 			htpasswdCommand(),
 			versionCommand(),

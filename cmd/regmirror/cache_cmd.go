@@ -22,6 +22,7 @@ type cacheAdmin interface {
 	stats(ctx context.Context) (statsReport, error)
 	prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error)
 	verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (verifyReport, error)
+	evict(ctx context.Context) (evictReport, error)
 }
 
 var (
@@ -38,6 +39,10 @@ func (d daemonAdmin) stats(ctx context.Context) (r statsReport, err error) {
 
 func (d daemonAdmin) prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (r pruneReport, err error) {
 	return r, d.client.call(ctx, adminPrunePath, req, &r, progress)
+}
+
+func (d daemonAdmin) evict(ctx context.Context) (r evictReport, err error) {
+	return r, d.client.call(ctx, adminEvictPath, struct{}{}, &r, nil)
 }
 
 func (d daemonAdmin) verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (r verifyReport, err error) {
@@ -71,6 +76,12 @@ func cacheCommand() *cli.Command {
 				Action: cacheAction(runPrune),
 			},
 			{
+				Name:   "evict",
+				Usage:  "run an eviction pass now: bring the cache within its budget, sparing pinned images",
+				Flags:  []cli.Flag{dataDirFlag(), configFlag(), jsonFlag()},
+				Action: cacheAction(runEvict),
+			},
+			{
 				Name:  "verify",
 				Usage: "re-hash cached blobs; report and remove corrupt ones",
 				Flags: []cli.Flag{dataDirFlag(), configFlag(), jsonFlag(),
@@ -101,7 +112,7 @@ func cacheAction(run func(c *cli.Context, admin cacheAdmin, out *output) error) 
 		if err != nil {
 			return err
 		}
-		ops, err := newCacheOps(store, cfg.Cache, nil)
+		ops, err := newCacheOps(store, cfg, nil)
 		if err != nil {
 			store.Close()
 			return err
@@ -162,6 +173,21 @@ func runPrune(c *cli.Context, admin cacheAdmin, out *output) error {
 		return err
 	}
 	return out.report(r, func(w io.Writer) error { return writePrune(w, r) })
+}
+
+func runEvict(c *cli.Context, admin cacheAdmin, out *output) error {
+	r, err := admin.evict(c.Context)
+	if err != nil {
+		return err
+	}
+	return out.report(r, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "removed %d blobs and manifests, %s freed; usage was %s, target %s; pinned %s\n",
+			r.Removed, Size(r.Freed), Size(r.Usage), Size(r.Target), Size(r.Pinned))
+		if err == nil && r.PinsOver {
+			_, err = fmt.Fprintln(w, "pinned content alone exceeds the target: only unpinned content was evicted")
+		}
+		return err
+	})
 }
 
 func runVerify(c *cli.Context, admin cacheAdmin, out *output) error {

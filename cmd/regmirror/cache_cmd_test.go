@@ -166,7 +166,7 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 				e.pull(t, repo)
 				e.clock.Advance(time.Hour)
 			}
-			ops, err := newCacheOps(e.store, CacheConfig{}, nil)
+			ops, err := newCacheOps(e.store, Config{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,9 +29,12 @@ type CacheConfig struct {
 	// MinFreeDisk makes the daemon evict, whatever the budget, when the data
 	// directory's filesystem has less free space. Default 1GiB; "0" turns it off.
 	MinFreeDisk *Size `yaml:"min_free_disk"`
-	// Pin lists repository globs whose manifests are never evicted or
-	// pruned, e.g. "library/*" or "ghcr.io/team/*".
-	Pin []string `yaml:"pin"`
+	// Pin lists the images that are never evicted or pruned: their
+	// manifests and every blob those name. Each is "REPO[:TAG]", a
+	// repository glob ("library/*", "ghcr.io/team/**") with an optional tag
+	// pattern ("library/node:20*"), or a mapping with the platforms of an
+	// index to keep: {ref: "library/node:20", platforms: [linux/amd64]}.
+	Pin []PinConfig `yaml:"pin"`
 	// MaxBlobSize is the hard cap on one upstream blob: one announced
 	// larger is refused, and a body of unknown length is cut at it. Default:
 	// 16GiB, or MaxSize when that is smaller.
@@ -73,9 +76,42 @@ func (c CacheConfig) eviction() eviction.Config {
 	}
 }
 
+// PinConfig is one entry of cache.pin.
+type PinConfig struct {
+	Ref       string   `yaml:"ref"`
+	Platforms []string `yaml:"platforms"`
+}
+
+// UnmarshalYAML reads "REPO[:TAG]" or {ref: ..., platforms: [...]}.
+func (p *PinConfig) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind == yaml.ScalarNode {
+		*p = PinConfig{Ref: node.Value}
+		return nil
+	}
+	type plain PinConfig
+	return node.Decode((*plain)(p))
+}
+
+// MarshalYAML writes a pin without platforms as its plain reference.
+func (p PinConfig) MarshalYAML() (any, error) {
+	if len(p.Platforms) == 0 {
+		return p.Ref, nil
+	}
+	type plain PinConfig
+	return plain(p), nil
+}
+
 // pins parses Pin.
-func (c CacheConfig) pins() (eviction.Globs, error) {
-	return eviction.ParseGlobs(c.Pin)
+func (c CacheConfig) pins() (eviction.Pins, error) {
+	pins := make(eviction.Pins, 0, len(c.Pin))
+	for _, p := range c.Pin {
+		pin, err := eviction.ParsePin(p.Ref, p.Platforms...)
+		if err != nil {
+			return nil, err
+		}
+		pins = append(pins, pin)
+	}
+	return pins, nil
 }
 
 func (c CacheConfig) validate() error {
@@ -85,7 +121,7 @@ func (c CacheConfig) validate() error {
 		errs = append(errs, &keyError{key: "cache.low_watermark", err: fmt.Errorf("cache: %w", err)})
 	}
 	for i, p := range c.Pin {
-		if _, err := eviction.ParseGlobs([]string{p}); err != nil {
+		if _, err := eviction.ParsePin(p.Ref, p.Platforms...); err != nil {
 			errs = append(errs, &keyError{key: fmt.Sprintf("cache.pin[%d]", i), err: fmt.Errorf("cache.pin: %w", err)})
 		}
 	}

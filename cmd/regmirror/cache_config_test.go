@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,7 @@ func TestCacheConfigParsing(t *testing.T) {
 	}{
 		{name: "binary units and percentages",
 			yaml: "cache:\n  max_size: 50GiB\n  high_watermark: 95%\n  low_watermark: 70%\n  min_free_disk: 2GB\n  pin: [library/*]\n",
-			want: CacheConfig{MaxSize: 50 << 30, HighWatermark: 0.95, LowWatermark: 0.70, MinFreeDisk: ptr(Size(2_000_000_000)), Pin: []string{"library/*"}}},
+			want: CacheConfig{MaxSize: 50 << 30, HighWatermark: 0.95, LowWatermark: 0.70, MinFreeDisk: ptr(Size(2_000_000_000)), Pin: []PinConfig{{Ref: "library/*"}}}},
 		{name: "plain bytes and fractions",
 			yaml: "cache:\n  max_size: 1048576\n  high_watermark: 0.5\n  low_watermark: 0.25\n",
 			want: CacheConfig{MaxSize: 1 << 20, HighWatermark: 0.5, LowWatermark: 0.25}},
@@ -47,7 +48,7 @@ func TestCacheConfigParsing(t *testing.T) {
 			}
 			got := cfg.Cache
 			if got.MaxSize != tt.want.MaxSize || got.HighWatermark != tt.want.HighWatermark ||
-				got.LowWatermark != tt.want.LowWatermark || strings.Join(got.Pin, ",") != strings.Join(tt.want.Pin, ",") ||
+				got.LowWatermark != tt.want.LowWatermark || fmt.Sprint(got.Pin) != fmt.Sprint(tt.want.Pin) ||
 				(got.MinFreeDisk == nil) != (tt.want.MinFreeDisk == nil) || (got.MinFreeDisk != nil && *got.MinFreeDisk != *tt.want.MinFreeDisk) {
 				t.Errorf("cache = %+v, want %+v", got, tt.want)
 			}

@@ -18,19 +18,51 @@ import (
 type cacheOps struct {
 	store  *cache.Store
 	budget eviction.Config
-	pins   eviction.Globs
+	pins   eviction.Pins
 	now    func() time.Time
 	// traffic reads the running daemon's counters; nil when the CLI opened
 	// the store itself and there is no traffic to speak of.
 	traffic func() (*trafficReport, error)
+	// prefetcher fetches image lists through the running daemon's mirror,
+	// listed being the configured one; nil when the CLI opened the store.
+	prefetcher *prefetcher
+	listed     []imageRef
+	// evictor is the daemon's; nil when the CLI opened the store.
+	evictor *eviction.Evictor
 }
 
-func newCacheOps(store *cache.Store, cfg CacheConfig, traffic func() (*trafficReport, error)) (*cacheOps, error) {
+// evictReport is one eviction pass, `regmirror cache evict`.
+type evictReport struct {
+	Usage    int64 `json:"usage_bytes"`
+	Target   int64 `json:"target_bytes"`
+	Removed  int   `json:"removed"`
+	Freed    int64 `json:"freed_bytes"`
+	Pinned   int64 `json:"pinned_bytes"`
+	PinsOver bool  `json:"pins_over_budget"`
+}
+
+// evict runs an eviction pass now: the daemon's evictor's, or, on a store
+// the CLI opened, one of its own (without the free-disk check).
+func (o *cacheOps) evict(ctx context.Context) (evictReport, error) {
+	ev := o.evictor
+	if ev == nil {
+		budget := o.budget
+		budget.MinFreeDisk = 0
+		var err error
+		if ev, err = eviction.New(evictionCache{store: o.store, pins: o.pins}, budget, eviction.Options{}); err != nil {
+			return evictReport{}, err
+		}
+	}
+	p, err := ev.Evict(ctx)
+	return evictReport{Usage: p.Usage, Target: p.Target, Removed: p.Removed, Freed: p.Freed, Pinned: p.Pinned, PinsOver: p.PinsOver}, err
+}
+
+func newCacheOps(store *cache.Store, cfg Config, traffic func() (*trafficReport, error)) (*cacheOps, error) {
 	pins, err := cfg.pins()
 	if err != nil {
 		return nil, err
 	}
-	return &cacheOps{store: store, budget: cfg.eviction(), pins: pins, now: time.Now, traffic: traffic}, nil
+	return &cacheOps{store: store, budget: cfg.Cache.eviction(), pins: pins, now: time.Now, traffic: traffic}, nil
 }
 
 // progressEvent tells how far a long operation has come.
@@ -44,18 +76,23 @@ type progressEvent struct {
 type statsReport struct {
 	Bytes int64 `json:"bytes"` // blobs
 	// IndexBytes is what the manifests and tags count against the budget.
-	IndexBytes    int64          `json:"index_bytes"`
-	Budget        int64          `json:"budget_bytes"` // 0: unlimited
-	HighWatermark float64        `json:"high_watermark"`
-	LowWatermark  float64        `json:"low_watermark"`
-	Blobs         int            `json:"blobs"`
-	KeptBlobs     int            `json:"kept_blobs"`
-	Manifests     int            `json:"manifests"`
-	Tags          int            `json:"tags"`
-	OldestAccess  time.Time      `json:"oldest_access,omitzero"`
-	NewestAccess  time.Time      `json:"newest_access,omitzero"`
-	TopRepos      []repoUsage    `json:"top_repositories"`
-	Traffic       *trafficReport `json:"traffic,omitempty"` // only from a running daemon
+	IndexBytes    int64   `json:"index_bytes"`
+	Budget        int64   `json:"budget_bytes"` // 0: unlimited
+	HighWatermark float64 `json:"high_watermark"`
+	LowWatermark  float64 `json:"low_watermark"`
+	Blobs         int     `json:"blobs"`
+	KeptBlobs     int     `json:"kept_blobs"`
+	Manifests     int     `json:"manifests"`
+	Tags          int     `json:"tags"`
+	// PinnedBytes is what the pinned images' blobs and manifests take;
+	// PinsOverBudget tells that it is above the budget's low watermark, so
+	// that eviction cannot bring the cache within the budget.
+	PinnedBytes    int64          `json:"pinned_bytes"`
+	PinsOverBudget bool           `json:"pins_over_budget"`
+	OldestAccess   time.Time      `json:"oldest_access,omitzero"`
+	NewestAccess   time.Time      `json:"newest_access,omitzero"`
+	TopRepos       []repoUsage    `json:"top_repositories"`
+	Traffic        *trafficReport `json:"traffic,omitempty"` // only from a running daemon
 }
 
 // repoUsage is the blob bytes one repository uses; shared blobs count for
@@ -114,12 +151,34 @@ func (o *cacheOps) stats(ctx context.Context) (statsReport, error) {
 		r.IndexBytes += m.Cost
 	}
 	r.TopRepos = topRepos(repos, topRepoCount)
+	if err := o.measurePins(ctx, inv, &r); err != nil {
+		return r, err
+	}
 	if o.traffic != nil {
 		if r.Traffic, err = o.traffic(); err != nil {
 			return r, fmt.Errorf("read traffic counters: %w", err)
 		}
 	}
 	return r, nil
+}
+
+// measurePins fills in what the pins take.
+func (o *cacheOps) measurePins(ctx context.Context, inv cache.Inventory, r *statsReport) error {
+	if len(o.pins) == 0 {
+		return nil
+	}
+	pinv, err := pinInventory(ctx, o.store, inv, o.pins)
+	if err != nil {
+		return err
+	}
+	for _, c := range eviction.Candidates(pinv, o.pins) {
+		if c.Pinned {
+			r.PinnedBytes += c.Size
+		}
+	}
+	low := int64(float64(o.budget.MaxSize) * o.budget.LowWatermark)
+	r.PinsOverBudget = o.budget.MaxSize > 0 && r.PinnedBytes > low
+	return nil
 }
 
 func topRepos(repos map[string]*repoUsage, n int) []repoUsage {
@@ -181,7 +240,11 @@ func (o *cacheOps) prune(ctx context.Context, req pruneRequest, progress func(pr
 	if err != nil {
 		return pruneReport{}, err
 	}
-	plan, err := eviction.PlanPrune(pruneInventory(inv), eviction.PruneOptions{
+	pinv, err := pinInventory(ctx, o.store, inv, o.pins)
+	if err != nil {
+		return pruneReport{}, err
+	}
+	plan, err := eviction.PlanPrune(pinv, eviction.PruneOptions{
 		MaxSize: req.MaxSize, OlderThan: req.OlderThan, Now: o.now(), Repos: repos, Pins: o.pins,
 	})
 	if err != nil {
@@ -305,27 +368,27 @@ func (o *cacheOps) verify(ctx context.Context, req verifyRequest, progress func(
 // evictionCache adapts the store to what the eviction loop needs.
 type evictionCache struct {
 	store *cache.Store
-	// pins are the repositories whose manifests eviction spares.
-	pins eviction.Globs
+	// pins are the images eviction spares, manifests and blobs.
+	pins eviction.Pins
 }
 
 var _ eviction.Cache = evictionCache{}
 
 func (c evictionCache) Usage() int64 { return c.store.Usage() }
 
-// Candidates lists the blobs and the manifests; the manifests that must stay
-// (kept, pinned, or still named by a cached index) are marked Keep.
+// Candidates lists the blobs and the manifests; what must stay (kept,
+// pinned with the blobs it names, or a manifest still named by a cached
+// index) is marked Keep.
 func (c evictionCache) Candidates(ctx context.Context) ([]eviction.Candidate, error) {
 	inv, err := c.store.Inventory(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]eviction.Candidate, 0, len(inv.Blobs)+len(inv.Manifests))
-	for _, b := range inv.Blobs {
-		out = append(out, eviction.Candidate{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Keep: b.Kept})
+	pinv, err := pinInventory(ctx, c.store, inv, c.pins)
+	if err != nil {
+		return nil, err
 	}
-	manifests := pruneInventory(cache.Inventory{Manifests: inv.Manifests}).Manifests
-	return append(out, eviction.ManifestCandidates(manifests, c.pins)...), nil
+	return eviction.Candidates(pinv, c.pins), nil
 }
 
 // Remove removes the manifests among victims first, then the blobs.

@@ -13,9 +13,13 @@ import (
 	"github.com/regmirror/regmirror/eviction"
 )
 
-// runCacheUpkeep keeps the cache within its budget and answers the admin
-// socket until ctx ends.
-func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *prometheus.Registry, log *slog.Logger) error {
+// startCacheUpkeep binds the admin socket and claims the prefetcher for
+// the first run of the prefetch list, so that both are in place before
+// the registry port answers: a `regmirror prefetch` sent as soon as the
+// daemon answers finds the socket and queues behind that run. It returns
+// what keeps the cache within its budget, fetches the prefetch list on
+// its schedule with pf, and answers the admin socket until ctx ends.
+func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prometheus.Registry, log *slog.Logger) (func(ctx context.Context) error, error) {
 	budget := cfg.Cache.eviction()
 	if _, err := freeBytes(cfg.DataDir); errors.Is(err, errors.ErrUnsupported) {
 		log.Warn("cannot measure free disk on this platform: cache.min_free_disk is ignored")
@@ -26,9 +30,9 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 			"min_free_disk", Size(budget.MinFreeDisk).String())
 	}
 	store.SetLimits(cfg.Cache.limits())
-	pins, err := cfg.Cache.pins()
+	pins, err := cfg.pins()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ev, err := eviction.New(evictionCache{store: store, pins: pins}, budget, eviction.Options{
 		Logger:     log,
@@ -36,20 +40,31 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 		DiskFree:   func() (int64, error) { return freeBytes(cfg.DataDir) },
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ops, err := newCacheOps(store, cfg.Cache, trafficFrom(reg, time.Now()))
+	ops, err := newCacheOps(store, cfg, trafficFrom(reg, time.Now()))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return ev.Run(gctx, store.Grew()) })
+	listed, err := cfg.Prefetch.refs()
+	if err != nil {
+		return nil, err
+	}
+	ops.prefetcher, ops.listed, ops.evictor = pf, listed, ev
 	// The mirror is more important than its admin socket: without the
 	// socket (say, a data directory path too long for one) it still serves.
-	if ln, err := listenAdmin(cfg.DataDir); err != nil {
+	ln, err := listenAdmin(cfg.DataDir)
+	if err != nil {
 		log.Error("no admin socket: cache commands cannot reach this daemon", "err", err)
-	} else {
-		g.Go(func() error { return serveAdmin(gctx, ln, ops, log) })
 	}
-	return g.Wait()
+	first := pf.claim(len(listed) > 0)
+	return func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return ev.Run(gctx, store.Grew()) })
+		g.Go(func() error { return pf.runSchedule(gctx, first, listed, cfg.Prefetch.interval()) })
+		if ln != nil {
+			g.Go(func() error { return serveAdmin(gctx, ln, ops, log) })
+		}
+		return g.Wait()
+	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -48,7 +49,7 @@ complete_words regmirror serve -- ""
 	}
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
 	want := []struct{ has, hasNot string }{
-		{has: "serve cache"},                          // regmirror <TAB>
+		{has: "serve cache"},                          // regmirror <TAB>: each of these words
 		{has: "cache", hasNot: "serve"},               // regmirror ca<TAB>
 		{has: "stats prune verify"},                   // regmirror cache <TAB>
 		{has: "--listen", hasNot: "serve"},            // regmirror serve --<TAB>
@@ -59,7 +60,9 @@ complete_words regmirror serve -- ""
 		t.Fatalf("bash printed %d lines, want %d:\n%s", len(lines), len(want), out)
 	}
 	for i, w := range want {
-		if !strings.Contains(lines[i], w.has) || (w.hasNot != "" && strings.Contains(lines[i], w.hasNot)) {
+		offered := strings.Fields(lines[i])
+		hasAll := !slices.ContainsFunc(strings.Fields(w.has), func(word string) bool { return !slices.Contains(offered, word) })
+		if !hasAll || (w.hasNot != "" && strings.Contains(lines[i], w.hasNot)) {
 			t.Errorf("completion %d = %q, want it to contain %q and not %q", i, lines[i], w.has, w.hasNot)
 		}
 	}

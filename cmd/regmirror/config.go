@@ -59,6 +59,8 @@ type Config struct {
 	Connections ConnectionsConfig `yaml:"connections"`
 	// Status says who may see the status page in full.
 	Status StatusConfig `yaml:"status"`
+	// Prefetch lists images fetched ahead of any client, and pinned.
+	Prefetch PrefetchConfig `yaml:"prefetch"`
 }
 
 // MissLimitsConfig is the `miss_limits:` section: token buckets bounding
@@ -290,6 +292,7 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
+	errs = append(errs, c.Prefetch.validate())
 	return errors.Join(errs...)
 }
 

@@ -46,7 +46,7 @@ type operator struct {
 func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *prometheus.Registry, log *slog.Logger) (*operator, error) {
 	started := time.Now()
 	traffic := trafficFrom(reg, started)
-	ops, err := newCacheOps(store, cfg.Cache, traffic)
+	ops, err := newCacheOps(store, cfg, traffic)
 	if err != nil {
 		return nil, err
 	}

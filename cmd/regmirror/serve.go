@@ -164,6 +164,12 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
+	pf, err := newPrefetcher(m, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	ops.status.prefetch = pf.current
 	guarded, handler, err := guardEdge(cfg, ln, routes(m, ops.mux()), reg, log)
 	if err != nil {
 		ln.Close()
@@ -187,11 +193,16 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
+	upkeep, err := startCacheUpkeep(store, cfg, pf, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return store.Run(gctx) })
 	g.Go(func() error { return m.Run(gctx) }) // background refresh of hot tags
 	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
-	g.Go(func() error { return runCacheUpkeep(gctx, store, cfg, reg, log) })
+	g.Go(func() error { return upkeep(gctx) })
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}

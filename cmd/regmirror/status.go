@@ -37,6 +37,9 @@ type statusReport struct {
 	Cache       statsReport      `json:"cache"`
 	Upstreams   []upstreamHealth `json:"upstreams"`
 	RecentPulls []recentPull     `json:"recent_pulls,omitempty"`
+	// Prefetch is the last or current prefetch run; its failures name
+	// images, so they are shown only with Detail.
+	Prefetch *prefetchStatus `json:"prefetch,omitempty"`
 }
 
 // upstreamHealth is one upstream registry as the daemon's counters see it.
@@ -86,6 +89,8 @@ type statusPage struct {
 	// request authenticates as (mirror.Mirror.User).
 	users    []string
 	identify func(*http.Request) (user string, ok bool)
+	// prefetch reports the last prefetch run; nil before the daemon wires it.
+	prefetch func() *prefetchStatus
 
 	// mu serialises rebuilding the cache report, which scans the index;
 	// the fields below it are the last report and how long it took.
@@ -193,6 +198,9 @@ func (p *statusPage) report(ctx context.Context, detail bool) (statusReport, err
 		Cache:       stats,
 		Upstreams:   upstreamsHealth(snap, p.upstreams),
 	}
+	if p.prefetch != nil {
+		report.Prefetch = p.prefetch()
+	}
 	if !detail {
 		return withoutNames(report, len(p.upstreams)), nil
 	}
@@ -206,6 +214,11 @@ func (p *statusPage) report(ctx context.Context, detail bool) (statusReport, err
 func withoutNames(r statusReport, configured int) statusReport {
 	r.Cache.TopRepos = nil
 	r.RecentPulls = nil
+	if r.Prefetch != nil {
+		pf := *r.Prefetch
+		pf.Failures = nil
+		r.Prefetch = &pf
+	}
 	r.Upstreams = r.Upstreams[:min(configured, len(r.Upstreams))]
 	return r
 }

@@ -17,12 +17,13 @@ const module = "github.com/regmirror/regmirror/"
 var allowed = map[string][]string{
 	"mirror":      {"internal/registryhost"},
 	"cache":       {"internal/promreg"},
-	"eviction":    nil,
+	"eviction":    {"internal/repoglob"},
 	"credentials": {"internal/registryhost"},
 	"upstream":    {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
 	// ldapauth is an LDAP client and nothing else: cmd/regmirror hands
 	// it to mirror, which knows it only as a mirror.Directory.
 	"internal/ldapauth": nil,
+	"internal/repoglob": nil,
 }
 
 func TestDependencyDirection(t *testing.T) {
