@@ -222,6 +222,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 		return manifest{}, &Error{Code: codeUnavailable, Status: http.StatusBadGateway,
 			Message: fmt.Sprintf("upstream %s sent a manifest whose digest is %s, not %s", rem.Host, got, d)}
 	}
+	m.notifyPull(ctx, t, "manifests", d, mediaType, int64(len(data)))
 	return manifest{digest: d, mediaType: mediaType, data: data}, nil
 }
 
