@@ -30,7 +30,7 @@ func runCacheUpkeep(ctx context.Context, store *cache.Store, cfg Config, reg *pr
 	if err != nil {
 		return err
 	}
-	ev, err := eviction.New(evictionCache{store: store, pins: pins}, budget, eviction.Options{
+	ev, err := eviction.New(evictionCache{store: store, pins: pins, evicted: reportEvictions(cfg.notifier)}, budget, eviction.Options{
 		Logger:     log,
 		Registerer: reg,
 		DiskFree:   func() (int64, error) { return freeBytes(cfg.DataDir) },

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/notify"
 )
 
 // Config is the daemon's configuration file. Its zero value, like the zero
@@ -59,6 +60,12 @@ type Config struct {
 	Connections ConnectionsConfig `yaml:"connections"`
 	// Status says who may see the status page in full.
 	Status StatusConfig `yaml:"status"`
+	// Notifications are webhooks: events POSTed to receivers.
+	Notifications NotificationsConfig `yaml:"notifications"`
+
+	// notifier is wiring, not configuration: the daemon's webhooks (nil
+	// without any), which the upstreams' breakers and eviction report to.
+	notifier *notify.Notifier
 }
 
 // MissLimitsConfig is the `miss_limits:` section: token buckets bounding
@@ -290,6 +297,7 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
+	errs = append(errs, c.Notifications.validate())
 	return errors.Join(errs...)
 }
 
