@@ -195,9 +195,16 @@ func reportEvictions(n *notify.Notifier) func([]eviction.Candidate, []digest.Dig
 			gone[d] = true
 		}
 		for _, v := range victims {
-			if gone[v.Digest] {
-				n.Evicted(v.Digest, v.Manifest, v.Size)
+			if !gone[v.Digest] {
+				continue
 			}
+			// A manifest's candidate size is what it and its index rows
+			// counted against the budget, not its length: leave it out.
+			size := v.Size
+			if v.Manifest {
+				size = 0
+			}
+			n.Evicted(v.Digest, v.Manifest, size)
 		}
 	}
 }

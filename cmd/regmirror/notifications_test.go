@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/eviction"
 	"github.com/regmirror/regmirror/internal/notify"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/mirror"
@@ -282,4 +284,56 @@ func keysOf(err error) []string {
 		}
 	}
 	return keys
+}
+
+// An eviction pass reports each manifest and blob it removed, once, a
+// blob with its size.
+func TestEvictionSendsEvents(t *testing.T) {
+	t.Parallel()
+	secret := []byte("hook-signing-secret")
+	h := startHook(t, secret)
+	n, err := notify.New([]notify.Endpoint{{URL: h.url, Secret: secret, Headers: http.Header{"Authorization": {"Bearer hook-token"}}}},
+		notify.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	env := newBudgetEnv(t, eviction.Config{MaxSize: 1 << 40})
+	img := env.push(t, "library/node", 1, 2, 4096)
+	pullImage(t, env.mirror.URL, "library/node", "1")
+	sizes := map[digest.Digest]int64{img.Manifest.Digest: 0} // a manifest's size is not known
+	for _, b := range img.Blobs() {
+		sizes[b.Digest] = b.Size
+	}
+	ev, err := eviction.New(evictionCache{store: env.store, evicted: reportEvictions(n)}, eviction.Config{MaxSize: 1}, eviction.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.clock.Advance(time.Hour)
+	pass, err := ev.Evict(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pass.Removed < len(img.Blobs()) {
+		t.Fatalf("the pass removed %d, want at least the %d blobs", pass.Removed, len(img.Blobs()))
+	}
+	n.BreakerChanged("marker", true) // what came before it is in
+	var got []notify.Event
+	for e := <-h.events; e.Target.Registry != "marker"; e = <-h.events {
+		got = append(got, e)
+	}
+	if len(got) != pass.Removed {
+		t.Fatalf("a pass that removed %d sent %d events: %+v", pass.Removed, len(got), got)
+	}
+	for _, e := range got {
+		size, ok := sizes[e.Target.Digest]
+		if e.Action != notify.ActionEvict || !ok || e.Target.Size != size {
+			t.Errorf("eviction event %+v: want evict of one of the image's digests with its size", e)
+		}
+		delete(sizes, e.Target.Digest)
+	}
 }

@@ -36,8 +36,8 @@ func (n *Notifier) BreakerChanged(registry string, open bool) {
 }
 
 // Evicted reports that automatic eviction removed d, a manifest or a blob
-// that took size bytes. The cache is content-addressed: the event names no
-// repository.
+// of size bytes (0: unknown). The cache is content-addressed: the event
+// names no repository.
 func (n *Notifier) Evicted(d digest.Digest, manifest bool, size int64) {
 	mediaType := "application/octet-stream"
 	if manifest {
