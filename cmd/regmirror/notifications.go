@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -131,9 +132,10 @@ func readHeadersFile(path string) (http.Header, error) {
 	return h, nil
 }
 
-// newNotifier builds the webhooks of cfg; nil when none are configured,
-// which every caller takes as "report nothing".
-func newNotifier(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*notify.Notifier, error) {
+// newNotifier builds the webhooks of cfg for the daemon listening on
+// listen; nil when none are configured, which every caller takes as
+// "report nothing".
+func newNotifier(cfg Config, listen string, reg prometheus.Registerer, log *slog.Logger) (*notify.Notifier, error) {
 	if len(cfg.Notifications.Endpoints) == 0 {
 		return nil, nil
 	}
@@ -143,7 +145,7 @@ func newNotifier(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*noti
 	}
 	host, _ := os.Hostname()
 	return notify.New(eps, notify.Options{
-		Source:     notify.Source{Addr: sourceAddr(host, cfg.Listen), InstanceID: rand.Text()},
+		Source:     notify.Source{Addr: sourceAddr(host, listen), InstanceID: rand.Text()},
 		Logger:     log,
 		Registerer: reg,
 	})
@@ -152,10 +154,11 @@ func newNotifier(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*noti
 // sourceAddr is the mirror's address as events name it: the host name and
 // the listener's port.
 func sourceAddr(host, listen string) string {
-	if i := strings.LastIndex(listen, ":"); i >= 0 && host != "" {
-		return host + listen[i:]
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return listen
 	}
-	return listen
+	return net.JoinHostPort(host, port)
 }
 
 // mirrorEvents hands the mirror's events to the notifier.

@@ -77,8 +77,9 @@ func (h *hook) until(tag string) []notify.Event {
 
 // webhookDaemon runs a daemon with a Docker-Hub-like upstream, hosted
 // team/* repositories (user ci, password pw) and endpoint, which it fills
-// in with a secret and a headers file.
-func webhookDaemon(t *testing.T, endpoint EndpointConfig) (*registrytest.Registry, string, []byte) {
+// in with a secret and a headers file. tweak, if any, changes the
+// configuration last.
+func webhookDaemon(t *testing.T, endpoint EndpointConfig, tweak func(*Config)) (*registrytest.Registry, string, []byte) {
 	t.Helper()
 	hub, cfg := startHub(t)
 	dir := t.TempDir()
@@ -97,6 +98,9 @@ func webhookDaemon(t *testing.T, endpoint EndpointConfig) (*registrytest.Registr
 	cfg.Hosted = HostedConfig{Htpasswd: htpasswd, Repositories: []string{"team/*"}}
 	endpoint.SecretFile, endpoint.HeadersFile = filepath.Join(dir, "secret"), filepath.Join(dir, "hook.header")
 	cfg.Notifications.Endpoints = []EndpointConfig{endpoint}
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	if err := cfg.withDefaults().validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +124,7 @@ func randomImage(t *testing.T) v1.Image {
 func TestWebhookOnePushEventPerManifest(t *testing.T) {
 	t.Parallel()
 	h := startHook(t, []byte("hook-signing-secret"))
-	hub, base, _ := webhookDaemon(t, EndpointConfig{Name: "ci", URL: h.url})
+	hub, base, _ := webhookDaemon(t, EndpointConfig{Name: "ci", URL: h.url}, nil)
 	host := strings.TrimPrefix(base, "http://")
 	node, err := hub.PushImage("library/node", "20", registrytest.ImageOptions{Layers: 2, LayerSize: 4096})
 	if err != nil {
@@ -193,7 +197,7 @@ func TestWebhookHungReceiverDoesNotBlockPulls(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handler
-	hub, base, _ := webhookDaemon(t, EndpointConfig{Name: "hung", URL: srv.URL, QueueSize: 2, Timeout: time.Hour})
+	hub, base, _ := webhookDaemon(t, EndpointConfig{Name: "hung", URL: srv.URL, QueueSize: 2, Timeout: time.Hour}, nil)
 	first, err := hub.PushImage("library/alpine", "3", registrytest.ImageOptions{Layers: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +222,28 @@ func TestWebhookHungReceiverDoesNotBlockPulls(t *testing.T) {
 	}
 	if got := m[`regmirror_notifications_dropped_total{endpoint="hung",reason="queue_full"}`]; got != 5 {
 		t.Errorf("dropped = %v, want 5 (7 events, room for 2)", got)
+	}
+}
+
+// An upstream that fails until its breaker opens sends breaker_open,
+// naming the registry, and nothing else.
+func TestWebhookBreakerOpens(t *testing.T) {
+	t.Parallel()
+	h := startHook(t, []byte("hook-signing-secret"))
+	hub, base, _ := webhookDaemon(t, EndpointConfig{URL: h.url}, func(cfg *Config) {
+		cfg.Upstreams[0].BreakerMinRequests = 2
+	})
+	hub.SetDown(true)
+	c := newClient(t, base)
+	for _, tag := range []string{"1", "2"} {
+		if status, _ := c.do(http.MethodHead, "/v2/library/node/manifests/"+tag); status == http.StatusOK {
+			t.Fatalf("HEAD node:%s = 200 from a down upstream", tag)
+		}
+	}
+	pushTo(t, mustRef(t, strings.TrimPrefix(base, "http://")+"/team/app:marker"), randomImage(t))
+	got := h.until("marker")
+	if e := got[0]; len(got) != 2 || e.Action != notify.ActionBreakerOpen || e.Target.Registry != "docker.io" {
+		t.Errorf("events = %+v, want breaker_open of docker.io, then the push", got)
 	}
 }
 

@@ -140,7 +140,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		}
 	}()
 
-	if cfg.notifier, err = newNotifier(cfg, reg, log); err != nil {
+	if cfg.notifier, err = newNotifier(cfg, ln.Addr().String(), reg, log); err != nil {
 		ln.Close()
 		return err
 	}

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -346,5 +347,29 @@ func TestNilNotifierIsSilent(t *testing.T) {
 	n.Evicted(testDigest, false, 1)
 	if err := n.Run(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// PrefetchFailed names the image and says why; a digest reference goes in
+// target.digest, a tag in target.tag.
+func TestPrefetchFailedEvent(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, nil)
+	n, _ := start(t, []Endpoint{{URL: rcv.url}}, Options{})
+	n.PrefetchFailed("registry.k8s.io", "kube-apiserver", "v1.31.9", errors.New("manifest unknown"))
+	n.PrefetchFailed("docker.io", "library/node", testDigest.String(), nil)
+	var got []Event
+	for len(got) < 2 {
+		got = append(got, rcv.next(t).events...)
+	}
+	want := []Event{
+		{Action: ActionPrefetchFailure, Reason: "manifest unknown",
+			Target: Target{Registry: "registry.k8s.io", Repository: "kube-apiserver", Tag: "v1.31.9"}},
+		{Action: ActionPrefetchFailure, Target: Target{Registry: "docker.io", Repository: "library/node", Digest: testDigest}},
+	}
+	for i := range want {
+		if got[i].Action != want[i].Action || got[i].Reason != want[i].Reason || got[i].Target != want[i].Target {
+			t.Errorf("event %d = %+v, want %+v", i, got[i], want[i])
+		}
 	}
 }
