@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/eviction"
@@ -244,6 +246,45 @@ func TestWebhookBreakerOpens(t *testing.T) {
 	got := h.until("marker")
 	if e := got[0]; len(got) != 2 || e.Action != notify.ActionBreakerOpen || e.Target.Registry != "docker.io" {
 		t.Errorf("events = %+v, want breaker_open of docker.io, then the push", got)
+	}
+}
+
+// Deleting a tag and then the manifest by digest sends a delete event
+// each, naming what was deleted and by whom.
+func TestWebhookDeleteEvents(t *testing.T) {
+	t.Parallel()
+	h := startHook(t, []byte("hook-signing-secret"))
+	_, base, _ := webhookDaemon(t, EndpointConfig{URL: h.url, Actions: []string{"push", "delete"}}, func(cfg *Config) {
+		cfg.Hosted.Delete = true
+		cfg.Hosted.Permissions = []PermissionConfig{{Repositories: []string{"team/*"}, Users: []string{"ci"},
+			Actions: []string{"pull", "push", "delete"}}}
+	})
+	host := strings.TrimPrefix(base, "http://")
+	img := randomImage(t)
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushTo(t, mustRef(t, host+"/team/app:1"), img)
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: "ci", Password: "pw"}))
+	for _, ref := range []string{host + "/team/app:1", host + "/team/app@" + d.String()} {
+		if err := remote.Delete(mustRef(t, ref), auth); err != nil {
+			t.Fatalf("delete %s: %v", ref, err)
+		}
+	}
+	pushTo(t, mustRef(t, host+"/team/app:marker"), randomImage(t))
+	got := h.until("marker")
+	if len(got) != 4 {
+		t.Fatalf("got %d events, want push, 2 deletes, push: %+v", len(got), got)
+	}
+	byTag, byDigest := got[1], got[2]
+	if byTag.Action != notify.ActionDelete || byTag.Target.Tag != "1" || byTag.Target.Repository != "team/app" ||
+		byTag.Target.URL != base+"/v2/team/app/manifests/1" || byTag.Actor.Name != "ci" || byTag.Request.Method != http.MethodDelete {
+		t.Errorf("deleting the tag sent %+v", byTag)
+	}
+	if byDigest.Action != notify.ActionDelete || byDigest.Target.Digest.String() != d.String() || byDigest.Target.Tag != "" ||
+		byDigest.Actor.Name != "ci" {
+		t.Errorf("deleting the manifest sent %+v", byDigest)
 	}
 }
 
