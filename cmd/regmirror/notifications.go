@@ -81,27 +81,50 @@ func (c NotificationsConfig) validate() error {
 func (c NotificationsConfig) endpoints() ([]notify.Endpoint, error) {
 	out := make([]notify.Endpoint, 0, len(c.Endpoints))
 	for i, e := range c.Endpoints {
-		ep := notify.Endpoint{Name: e.Name, URL: e.URL, Actions: e.Actions, Timeout: e.Timeout,
-			Retries: e.Retries, Backoff: e.Backoff, QueueSize: e.QueueSize}
-		if e.HeadersFile != "" {
-			h, err := readHeadersFile(e.HeadersFile)
-			if err != nil {
-				return nil, fmt.Errorf("notifications.endpoints[%d].headers_file: %w", i, err)
-			}
-			ep.Headers = h
-		}
-		if e.SecretFile != "" {
-			secret, err := os.ReadFile(e.SecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("notifications.endpoints[%d].secret_file: %w", i, err)
-			}
-			if ep.Secret = bytes.TrimRight(secret, "\r\n"); len(ep.Secret) == 0 {
-				return nil, fmt.Errorf("notifications.endpoints[%d].secret_file %s is empty", i, e.SecretFile)
-			}
+		ep, err := e.endpoint(i)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, ep)
 	}
 	return out, nil
+}
+
+// fileErrors reports the endpoints' files that the daemon could not use,
+// for config check.
+func (c NotificationsConfig) fileErrors() []error {
+	var errs []error
+	for i, e := range c.Endpoints {
+		if _, err := e.endpoint(i); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// endpoint reads the files of endpoints[i], e; errors name the files,
+// never their contents.
+func (e EndpointConfig) endpoint(i int) (notify.Endpoint, error) {
+	ep := notify.Endpoint{Name: e.Name, URL: e.URL, Actions: e.Actions, Timeout: e.Timeout,
+		Retries: e.Retries, Backoff: e.Backoff, QueueSize: e.QueueSize}
+	at := func(key string) string { return fmt.Sprintf("notifications.endpoints[%d].%s", i, key) }
+	if e.HeadersFile != "" {
+		h, err := readHeadersFile(e.HeadersFile)
+		if err != nil {
+			return ep, &keyError{key: at("headers_file"), err: fmt.Errorf("%s: %w", at("headers_file"), err)}
+		}
+		ep.Headers = h
+	}
+	if e.SecretFile != "" {
+		secret, err := os.ReadFile(e.SecretFile)
+		if err != nil {
+			return ep, &keyError{key: at("secret_file"), err: fmt.Errorf("%s: %w", at("secret_file"), err)}
+		}
+		if ep.Secret = bytes.TrimRight(secret, "\r\n"); len(ep.Secret) == 0 {
+			return ep, keyErrorf(at("secret_file"), "%s: %s is empty", at("secret_file"), e.SecretFile)
+		}
+	}
+	return ep, nil
 }
 
 // readHeadersFile reads "Name: value" lines; blank lines and lines

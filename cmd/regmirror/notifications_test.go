@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -402,5 +404,34 @@ func TestEvictionSendsEvents(t *testing.T) {
 			t.Errorf("eviction event %+v: want evict of one of the image's digests with its size", e)
 		}
 		delete(sizes, e.Target.Digest)
+	}
+}
+
+// A secret file that is missing or empty, or a headers file that does not
+// parse, is reported at its key, as config check shows it.
+func TestNotificationsFileErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty, headers := filepath.Join(dir, "empty"), filepath.Join(dir, "headers")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(headers, []byte("no colon here\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := NotificationsConfig{Endpoints: []EndpointConfig{
+		{URL: "https://example.com/a", SecretFile: filepath.Join(dir, "missing")},
+		{URL: "https://example.com/b", SecretFile: empty},
+		{URL: "https://example.com/c", HeadersFile: headers},
+		{URL: "https://example.com/d"},
+	}}
+	got := keysOf(errors.Join(cfg.fileErrors()...))
+	want := []string{"notifications.endpoints[0].secret_file", "notifications.endpoints[1].secret_file",
+		"notifications.endpoints[2].headers_file"}
+	if !slices.Equal(got, want) {
+		t.Errorf("file errors at %v, want %v", got, want)
+	}
+	if _, err := cfg.endpoints(); err == nil {
+		t.Error("endpoints() accepted files that do not work")
 	}
 }
