@@ -94,6 +94,11 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 		return blobBody{}, fromUpstream(err, rem.Host, kindBlob)
 	}
 	m.lookupResult(ctx, rem, "blob", missOrCoalesced(joined))
+	if !joined && m.events != nil {
+		rc = &notifyAtEnd{ReadCloser: rc, pos: offset, size: size, done: func() {
+			m.notifyPull(ctx, t, "blobs", d, "application/octet-stream", size)
+		}}
+	}
 	return blobBody{rc: rc, offset: offset, size: size, source: sourceUpstream}, nil
 }
 

@@ -310,7 +310,11 @@ func (m *Mirror) serveHostedWrite(w http.ResponseWriter, r *http.Request, hr hos
 	case hr.kind == kindManifest && r.Method == http.MethodPut:
 		return m.putManifest(w, r, hr)
 	case hr.kind == kindManifest && r.Method == http.MethodDelete:
-		return h.deleteManifest(w, r, hr)
+		if err := h.deleteManifest(w, r, hr); err != nil {
+			return err
+		}
+		m.notifyDelete(r, hr)
+		return nil
 	case hr.kind == kindBlob && r.Method == http.MethodDelete:
 		return h.deleteBlob(w, r, hr)
 	}

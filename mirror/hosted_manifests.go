@@ -88,6 +88,13 @@ func (m *Mirror) putManifest(w http.ResponseWriter, r *http.Request, hr hostedRe
 	if err != nil {
 		return err
 	}
+	tag := hr.tag
+	if tag == "" && len(tags) > 0 {
+		tag = tags[0]
+	}
+	m.notify(r.Context(), Event{Action: EventPush, Repository: hr.hostedName, Tag: tag, Digest: pm.desc.Digest,
+		MediaType: pm.desc.MediaType, Size: pm.desc.Size, Actor: clientOf(r.Context()).user},
+		hr.name, "manifests", pm.desc.Digest.String())
 	h := w.Header()
 	h.Set("Location", manifestLocation(hr.name, pm.desc.Digest))
 	h.Set("Docker-Content-Digest", pm.desc.Digest.String())

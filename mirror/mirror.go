@@ -98,6 +98,9 @@ type Options struct {
 	// Hosted, when set, adds hosted repositories: pushes to the mirror's own
 	// URL, served first to pulls of their names. Nil means pulls only.
 	Hosted *HostedOptions
+	// Events, when set, hears of pushes, deletes and cold pulls, for
+	// webhooks. Nil reports nothing.
+	Events Events
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -128,6 +131,7 @@ type Mirror struct {
 
 	sendTimeout time.Duration // per blob write, see Options.SendTimeout
 	misses      *missLimiter
+	events      Events // nil: none
 }
 
 // New returns a Mirror for opts.
@@ -141,6 +145,7 @@ func New(opts Options) (*Mirror, error) {
 		log:         opts.Logger,
 		now:         opts.Now,
 		fillTimeout: opts.FillTimeout,
+		events:      opts.Events,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub
@@ -183,7 +188,7 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	r = r.WithContext(withClientAddr(m.withClient(r.Context(), r), r))
+	r = r.WithContext(withEventRequest(withClientAddr(m.withClient(r.Context(), r), r), r))
 	if err := m.dispatch(w, r); err != nil {
 		noteError(r.Context(), err)
 		writeError(w, r, err)

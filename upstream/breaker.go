@@ -259,9 +259,13 @@ func outcomeOf(err error) outcome {
 	return answered
 }
 
-// breakerChanged logs and exports a state change of c's breaker.
+// breakerChanged logs and exports a state change of c's breaker, and tells
+// the hook when the upstream starts or stops being skipped.
 func (c *Client) breakerChanged(from, to breakerState, until time.Time) {
 	c.metrics.breakerState.WithLabelValues(c.host).Set(float64(to))
+	if c.breakerHook != nil && (from == closed || to == closed) {
+		c.breakerHook(c.host, to != closed)
+	}
 	switch to {
 	case open:
 		c.log.Warn("upstream failing: skipping it", "upstream", c.host, "from", from, "until", until)

@@ -109,6 +109,11 @@ type Options struct {
 	// Now is the clock of the circuit breaker and of rate-limit pauses;
 	// nil means time.Now.
 	Now func() time.Time
+	// BreakerChanged, when set, hears when the circuit breaker opens
+	// (open true: it was closed) and when it closes again, with the
+	// registry's Host; not of the probes between. It is called on the
+	// request path and must return at once.
+	BreakerChanged func(host string, open bool)
 }
 
 // Client talks to one upstream registry. It is safe for concurrent use;
@@ -131,6 +136,7 @@ type Client struct {
 	log              *slog.Logger
 	metrics          *metrics
 	now              func() time.Time
+	breakerHook      func(host string, open bool) // nil: none
 	// sleep waits out a retry backoff; tests replace it to stay fast.
 	sleep func(ctx context.Context, d time.Duration) error
 	// breaker skips the upstream after repeated failures; limit pauses it
@@ -199,6 +205,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		log:              log,
 		metrics:          m,
 		now:              now,
+		breakerHook:      opts.BreakerChanged,
 		sleep:            sleepContext,
 		limit:            &rateLimit{},
 		transports:       newTransportCache(maxCachedTransports),

@@ -370,6 +370,9 @@ type evictionCache struct {
 	store *cache.Store
 	// pins are the images eviction spares, manifests and blobs.
 	pins eviction.Pins
+	// evicted, when set, hears which victims (all manifests, or all
+	// blobs) left the cache.
+	evicted func(victims []eviction.Candidate, removed []digest.Digest)
 }
 
 var _ eviction.Cache = evictionCache{}
@@ -394,17 +397,27 @@ func (c evictionCache) Candidates(ctx context.Context) ([]eviction.Candidate, er
 // Remove removes the manifests among victims first, then the blobs.
 func (c evictionCache) Remove(ctx context.Context, victims []eviction.Candidate) (int, int64, error) {
 	var manifests, blobs []digest.Digest
+	var manifestVictims, blobVictims []eviction.Candidate
 	for _, v := range victims {
 		if v.Manifest {
-			manifests = append(manifests, v.Digest)
+			manifests, manifestVictims = append(manifests, v.Digest), append(manifestVictims, v)
 		} else {
-			blobs = append(blobs, v.Digest)
+			blobs, blobVictims = append(blobs, v.Digest), append(blobVictims, v)
 		}
 	}
 	rm, err := c.store.RemoveManifests(ctx, manifests, nil)
+	c.report(manifestVictims, rm.Removed)
 	if err != nil {
 		return len(rm.Removed), rm.Freed, err
 	}
 	rb, err := c.store.RemoveBlobs(ctx, blobs, nil)
+	c.report(blobVictims, rb.Removed)
 	return len(rm.Removed) + len(rb.Removed), rm.Freed + rb.Freed, err
+}
+
+// report tells the evicted hook, if any, what was removed.
+func (c evictionCache) report(victims []eviction.Candidate, removed []digest.Digest) {
+	if c.evicted != nil && len(removed) > 0 {
+		c.evicted(victims, removed)
+	}
 }

@@ -34,7 +34,7 @@ func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prome
 	if err != nil {
 		return nil, err
 	}
-	ev, err := eviction.New(evictionCache{store: store, pins: pins}, budget, eviction.Options{
+	ev, err := eviction.New(evictionCache{store: store, pins: pins, evicted: reportEvictions(cfg.notifier)}, budget, eviction.Options{
 		Logger:     log,
 		Registerer: reg,
 		DiskFree:   func() (int64, error) { return freeBytes(cfg.DataDir) },

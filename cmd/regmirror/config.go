@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/notify"
 )
 
 // Config is the daemon's configuration file. Its zero value, like the zero
@@ -61,6 +62,12 @@ type Config struct {
 	Status StatusConfig `yaml:"status"`
 	// Prefetch lists images fetched ahead of any client, and pinned.
 	Prefetch PrefetchConfig `yaml:"prefetch"`
+	// Notifications are webhooks: events POSTed to receivers.
+	Notifications NotificationsConfig `yaml:"notifications"`
+
+	// notifier is wiring, not configuration: the daemon's webhooks (nil
+	// without any), which the upstreams' breakers and eviction report to.
+	notifier *notify.Notifier
 }
 
 // MissLimitsConfig is the `miss_limits:` section: token buckets bounding
@@ -292,7 +299,7 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
-	errs = append(errs, c.Prefetch.validate())
+	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate())
 	return errors.Join(errs...)
 }
 

@@ -77,6 +77,7 @@ func (c Config) fileErrors() error {
 	for i, u := range c.Upstreams {
 		errs = append(errs, u.fileErrors(i)...)
 	}
+	errs = append(errs, c.Notifications.fileErrors()...)
 	if c.Hosted.enabled() {
 		if _, err := loadHtpasswd(c.Hosted.Htpasswd); err != nil {
 			errs = append(errs, &keyError{key: "hosted.htpasswd", err: err})

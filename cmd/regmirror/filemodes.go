@@ -41,6 +41,11 @@ func (c Config) secretFiles() []secretFile {
 	for i, u := range c.Upstreams {
 		candidates = append(candidates, secretFile{setting: fmt.Sprintf("upstreams[%d].password_file", i), path: u.PasswordFile})
 	}
+	for i, e := range c.Notifications.Endpoints {
+		candidates = append(candidates,
+			secretFile{setting: fmt.Sprintf("notifications.endpoints[%d].headers_file", i), path: e.HeadersFile},
+			secretFile{setting: fmt.Sprintf("notifications.endpoints[%d].secret_file", i), path: e.SecretFile})
+	}
 	var files []secretFile
 	for _, f := range candidates {
 		if f.path != "" {

@@ -81,6 +81,7 @@ func reload(running Config, load func() (Config, error), m *mirror.Mirror, reg p
 	if err != nil {
 		return running, err
 	}
+	next.notifier = running.notifier // webhooks are not reloaded
 	remotes, newRemote, err := mirrorRemotes(next, log, reg)
 	if err != nil {
 		return running, err

@@ -140,6 +140,10 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		}
 	}()
 
+	if cfg.notifier, err = newNotifier(cfg, ln.Addr().String(), reg, log); err != nil {
+		ln.Close()
+		return err
+	}
 	remotes, newRemote, err := mirrorRemotes(cfg, log, reg)
 	if err != nil {
 		ln.Close()
@@ -154,7 +158,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		log.Warn("hosted repositories are on but hosted.repositories lists none: every push is refused until it does")
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
-		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits)})
+		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier)})
 	if err != nil {
 		ln.Close()
 		return err
@@ -203,6 +207,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	g.Go(func() error { return m.Run(gctx) }) // background refresh of hot tags
 	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
 	g.Go(func() error { return upkeep(gctx) })
+	g.Go(func() error { return cfg.notifier.Run(gctx) }) // webhooks; nil: none
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}

@@ -73,7 +73,8 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 	for _, u := range ups {
 		clientCfg := u.clientConfig()
 		clientCfg.RedirectHosts = u.RedirectHosts
-		client, err := upstream.New(clientCfg, keys, upstream.Options{Logger: log, Registerer: reg})
+		client, err := upstream.New(clientCfg, keys, upstream.Options{Logger: log, Registerer: reg,
+			BreakerChanged: breakerHook(cfg.notifier)})
 		if err != nil {
 			return nil, nil, fmt.Errorf("upstream %s: %w", u.Host, err)
 		}

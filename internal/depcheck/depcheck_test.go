@@ -1,7 +1,8 @@
 // Package depcheck keeps the dependency arrows between regmirror's packages
 // as designed: cmd/regmirror wires everything; mirror, cache, eviction and
 // credentials import none of the others; upstream may use credentials;
-// internal/ldapauth imports none.
+// internal/ldapauth imports none; internal/notify (webhooks) only the
+// metrics helper: the mirror, upstream and eviction know nothing of it.
 package depcheck
 
 import (
@@ -24,6 +25,9 @@ var allowed = map[string][]string{
 	// it to mirror, which knows it only as a mirror.Directory.
 	"internal/ldapauth": nil,
 	"internal/repoglob": nil,
+	// notify sends webhooks; cmd/regmirror adapts the mirror's events and
+	// the upstreams' and eviction's hooks to it.
+	"internal/notify": {"internal/promreg"},
 }
 
 func TestDependencyDirection(t *testing.T) {
