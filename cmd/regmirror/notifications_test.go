@@ -435,3 +435,31 @@ func TestNotificationsFileErrors(t *testing.T) {
 		t.Error("endpoints() accepted files that do not work")
 	}
 }
+
+// An image of the prefetch list that the upstream does not have sends a
+// prefetch_failure event naming it and why.
+func TestWebhookPrefetchFailure(t *testing.T) {
+	t.Parallel()
+	h := startHook(t, []byte("hook-signing-secret"))
+	var dataDir string
+	_, base, _ := webhookDaemon(t, EndpointConfig{URL: h.url, Actions: []string{"prefetch_failure", "push"}}, func(cfg *Config) {
+		cfg.Prefetch.Images = []PrefetchImage{{Image: "docker.io/library/nowhere:1"}}
+		dataDir = cfg.DataDir
+	})
+	// A run asked for now waits behind the startup run: once it returns,
+	// its failure has been reported.
+	if _, _, err := runCLI(t, "prefetch", "--data-dir", dataDir, "--json"); err == nil {
+		t.Fatal("prefetch of an image the upstream lacks succeeded")
+	}
+	pushTo(t, mustRef(t, strings.TrimPrefix(base, "http://")+"/team/app:marker"), randomImage(t))
+	got := h.until("marker")
+	if len(got) < 2 {
+		t.Fatalf("events = %+v, want prefetch failures, then the push", got)
+	}
+	for _, e := range got[:len(got)-1] {
+		if e.Action != notify.ActionPrefetchFailure || e.Target.Registry != "docker.io" ||
+			e.Target.Repository != "library/nowhere" || e.Target.Tag != "1" || e.Reason == "" {
+			t.Errorf("event = %+v, want a prefetch_failure of docker.io/library/nowhere:1 with a reason", e)
+		}
+	}
+}

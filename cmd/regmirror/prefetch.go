@@ -59,6 +59,9 @@ type prefetcher struct {
 	log     *slog.Logger
 	metrics *prefetchMetrics
 	now     func() time.Time
+	// failures hears of every image a run could not fetch (the webhooks);
+	// nil: nobody.
+	failures prefetchFailures
 
 	run chan struct{} // a one-slot semaphore: one run at a time
 
@@ -563,6 +566,20 @@ func (p *prefetcher) record(res prefetchResult) {
 	p.status.Failures = append(p.status.Failures, res)
 	p.metrics.images.WithLabelValues("failed").Inc()
 	p.log.Warn("prefetch failed", "image", res.Image, "err", res.Error)
+	if p.failures != nil {
+		if ref, err := parseImageRef(res.Image); err == nil {
+			reference := ref.Tag
+			if ref.Digest != "" {
+				reference = ref.Digest.String()
+			}
+			p.failures.PrefetchFailed(ref.Host, ref.Repo, reference, errors.New(res.Error))
+		}
+	}
+}
+
+// prefetchFailures hears of the images a prefetch run could not fetch.
+type prefetchFailures interface {
+	PrefetchFailed(registry, repository, reference string, err error)
 }
 
 func (p *prefetcher) end() {

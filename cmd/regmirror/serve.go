@@ -173,6 +173,9 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
+	if cfg.notifier != nil {
+		pf.failures = cfg.notifier
+	}
 	ops.status.prefetch = pf.current
 	guarded, handler, err := guardEdge(cfg, ln, routes(m, ops.mux()), reg, log)
 	if err != nil {
