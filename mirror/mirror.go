@@ -98,6 +98,10 @@ type Options struct {
 	// Hosted, when set, adds hosted repositories: pushes to the mirror's own
 	// URL, served first to pulls of their names. Nil means pulls only.
 	Hosted *HostedOptions
+	// Inventory, when set, lists the store's content for the catalog, the
+	// v1 search, the repository API and tag listings while an upstream is
+	// down. Nil lists hosted repositories only, in the catalog.
+	Inventory Inventory
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -118,6 +122,8 @@ type Mirror struct {
 	confirms singleflight.Group
 	handler  http.Handler
 	hosted   *hostedRepos // nil without Options.Hosted
+	// inventory lists the store's content; nil without Options.Inventory.
+	inventory Inventory
 
 	// notFound remembers upstream 404s; hot remembers pulled tags for
 	// background refresh.
@@ -141,6 +147,7 @@ func New(opts Options) (*Mirror, error) {
 		log:         opts.Logger,
 		now:         opts.Now,
 		fillTimeout: opts.FillTimeout,
+		inventory:   opts.Inventory,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub
@@ -194,6 +201,9 @@ func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if m.hosted != nil && r.URL.Path == tokenPath {
 		return m.hosted.serveToken(w, r)
 	}
+	if handled, err := m.serveInventoryAPI(w, r); handled {
+		return err
+	}
 	req, err := parseRequest(r.URL)
 	if err != nil {
 		return err
@@ -218,6 +228,8 @@ func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
 		return m.serveBlob(w, r, req)
 	case kindTags:
 		return m.serveTags(w, r, req)
+	case kindCatalog:
+		return m.serveCatalog(w, r)
 	default:
 		return newError(codeUnsupported, "%s requests are not supported by this mirror", req.kind)
 	}
