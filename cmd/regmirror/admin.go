@@ -53,6 +53,9 @@ func adminHandler(ops *cacheOps, log *slog.Logger) http.Handler {
 	mux.Handle("POST "+adminVerifyPath, adminCall(log, func(ctx context.Context, req verifyRequest, progress func(progressEvent)) (any, error) {
 		return ops.verify(ctx, req, progress)
 	}))
+	mux.Handle("POST "+adminLsPath, adminCall(log, func(ctx context.Context, req lsRequest, _ func(progressEvent)) (any, error) {
+		return ops.ls(ctx, req)
+	}))
 	return mux
 }
 

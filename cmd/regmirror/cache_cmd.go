@@ -22,6 +22,7 @@ type cacheAdmin interface {
 	stats(ctx context.Context) (statsReport, error)
 	prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error)
 	verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (verifyReport, error)
+	ls(ctx context.Context, req lsRequest) (lsReport, error)
 }
 
 var (
@@ -78,6 +79,7 @@ func cacheCommand() *cli.Command {
 				},
 				Action: cacheAction(runVerify),
 			},
+			lsCommand(),
 		},
 	}
 }
