@@ -47,12 +47,15 @@ func snapshotOf(inv cache.Inventory, pins eviction.Globs) mirror.Snapshot {
 	}
 	for _, man := range inv.Manifests {
 		refs := make([]mirror.RepoRef, len(man.Repos))
+		hosted := false
 		for i, repo := range man.Repos {
 			refs[i] = repoRef(repo)
+			hosted = hosted || refs[i].Hosted
 		}
 		snap.Manifests = append(snap.Manifests, mirror.SnapshotManifest{
 			Digest: man.Digest, MediaType: man.MediaType, Size: man.Size, LastPulled: man.LastAccess,
-			Pinned: man.Kept || pins.MatchAny(man.Repos), Repos: refs, Blobs: man.Blobs, Manifests: man.Manifests,
+			// Hosted content is always kept; pinned says more only of cached content.
+			Pinned: (man.Kept && !hosted) || pins.MatchAny(man.Repos), Repos: refs, Blobs: man.Blobs, Manifests: man.Manifests,
 		})
 	}
 	for _, t := range inv.Tags {
