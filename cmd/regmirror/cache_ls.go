@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -79,16 +80,24 @@ func writeLs(w io.Writer, r lsReport) error {
 		fmt.Fprintf(tw, "REPOSITORY\tKIND\tTAGS\tMANIFESTS\tSIZE\tLAST PULLED\n")
 		for _, repo := range r.Repositories {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", repo.Name, repoKind(repo), repo.Tags, repo.Manifests,
-				humanize.IBytes(uint64(repo.Size)), when(repo.LastPulled))
+				humanize.IBytes(uint64(repo.Size)), ago(repo.LastPulled))
 		}
 		return tw.Flush()
 	}
 	fmt.Fprintf(tw, "TAG\tDIGEST\tSIZE\tPLATFORMS\tLAST PULLED\n")
 	for _, t := range r.Tags {
-		fmt.Fprintf(tw, "%s:%s\t%s\t%s\t%s\t%s\n", r.Repository, t.Name, t.Digest, humanize.IBytes(uint64(t.Size)),
-			strings.Join(t.Platforms, ","), when(t.LastPulled))
+		fmt.Fprintf(tw, "%s:%s\t%.19s\t%s\t%s\t%s\n", r.Repository, t.Name, t.Digest, humanize.IBytes(uint64(t.Size)),
+			strings.Join(t.Platforms, ","), ago(t.LastPulled))
 	}
 	return tw.Flush()
+}
+
+// ago says how long ago t was; "-" for never.
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return humanize.Time(t)
 }
 
 func repoKind(r mirror.Repository) string {

@@ -183,6 +183,7 @@ func TestInventoryAgreesWithPullsAndPushes(t *testing.T) {
 	if err != nil || !strings.Contains(human, "library/node:20") || !strings.Contains(human, "linux/amd64,linux/arm64/v8") {
 		t.Errorf("cache ls library/node printed %q, %v", human, err)
 	}
+
 }
 
 // A tag's platforms and size, an index's images, and an image's layers
