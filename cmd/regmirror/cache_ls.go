@@ -48,7 +48,7 @@ func (d daemonAdmin) ls(ctx context.Context, req lsRequest) (r lsReport, err err
 // ls lists the whole store, as the operator on the host may see it: no
 // repository is hidden.
 func (o *cacheOps) ls(ctx context.Context, req lsRequest) (lsReport, error) {
-	snap, err := storeInventory{store: o.store, pins: o.pins}.Snapshot(ctx)
+	snap, err := newStoreInventory(o.store, o.pins).read(ctx)
 	if err != nil {
 		return lsReport{}, err
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -13,16 +15,46 @@ import (
 
 // storeInventory lets the mirror list the store's content: the catalog, the
 // v1 search, the repository API and cached tags while an upstream is down.
+// Anyone may ask for the catalog, and each answer reads the whole index, so
+// scans are rationed like the status page's: one at a time, and a snapshot
+// that took d to read is reused for statsReuseFactor×d. It is safe for
+// concurrent use.
 type storeInventory struct {
 	store *cache.Store
 	// pins are cache.pin: their manifests count as pinned.
 	pins eviction.Globs
+	now  func() time.Time
+
+	mu       sync.Mutex
+	cached   mirror.Snapshot
+	cachedAt time.Time
+	took     time.Duration
 }
 
-var _ mirror.Inventory = storeInventory{}
+func newStoreInventory(store *cache.Store, pins eviction.Globs) *storeInventory {
+	return &storeInventory{store: store, pins: pins, now: time.Now}
+}
+
+var _ mirror.Inventory = (*storeInventory)(nil)
 
 // Snapshot implements mirror.Inventory.
-func (s storeInventory) Snapshot(ctx context.Context) (mirror.Snapshot, error) {
+func (s *storeInventory) Snapshot(ctx context.Context) (mirror.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := s.now()
+	if !s.cachedAt.IsZero() && start.Sub(s.cachedAt) < statsReuseFactor*s.took {
+		return s.cached, nil
+	}
+	snap, err := s.read(ctx)
+	if err != nil {
+		return mirror.Snapshot{}, err
+	}
+	s.cached, s.cachedAt, s.took = snap, start, s.now().Sub(start)
+	return snap, nil
+}
+
+// read reads the whole index, every time.
+func (s *storeInventory) read(ctx context.Context) (mirror.Snapshot, error) {
 	inv, err := s.store.Inventory(ctx)
 	if err != nil {
 		return mirror.Snapshot{}, err
@@ -31,7 +63,7 @@ func (s storeInventory) Snapshot(ctx context.Context) (mirror.Snapshot, error) {
 }
 
 // CachedTags implements mirror.Inventory.
-func (s storeInventory) CachedTags(ctx context.Context, repo string) ([]string, error) {
+func (s *storeInventory) CachedTags(ctx context.Context, repo string) ([]string, error) {
 	tags, err := s.store.Tags(ctx, repo)
 	if err != nil {
 		return nil, fmt.Errorf("cached tags: %w", err)

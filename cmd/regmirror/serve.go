@@ -159,7 +159,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		return err
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
-		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Inventory: storeInventory{store: store, pins: pins}})
+		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Inventory: newStoreInventory(store, pins)})
 	if err != nil {
 		ln.Close()
 		return err
