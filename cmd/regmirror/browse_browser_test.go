@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"testing"
 )
@@ -43,9 +44,13 @@ func TestBrowsePageInBrowser(t *testing.T) {
 	if len(layers) != len(img.Layers) {
 		t.Fatalf("layers shown = %v, want %d", layers, len(img.Layers))
 	}
+	exact := sizeValues(t, dom, "layers")
+	if len(exact) != len(img.Layers) {
+		t.Fatalf("layer sizes behind the page = %q, want %d", exact, len(img.Layers))
+	}
 	for i, l := range img.Layers {
-		if layers[i][1] != iecBytes(l.Size) || layers[i][2] != l.Digest.Encoded()[:12] {
-			t.Errorf("layer %d shows %v, want %s of %s", i, layers[i], l.Digest.Encoded()[:12], iecBytes(l.Size))
+		if layers[i][1] != iecBytes(l.Size) || layers[i][2] != l.Digest.Encoded()[:12] || exact[i] != fmt.Sprint(l.Size) {
+			t.Errorf("layer %d shows %v (%s bytes), want %s of %s (%d bytes)", i, layers[i], exact[i], l.Digest.Encoded()[:12], iecBytes(l.Size), l.Size)
 		}
 	}
 
@@ -64,6 +69,21 @@ func TestBrowsePageInBrowser(t *testing.T) {
 		chromiumScreenshot(t, chromium, page+"/browse#repo=library/node", path)
 		t.Logf("screenshot saved to %s", path)
 	}
+}
+
+// sizeValues returns the exact numbers (data-value) behind the sizes a
+// table shows, in row order.
+func sizeValues(t *testing.T, dom, id string) []string {
+	t.Helper()
+	m := regexp.MustCompile(`(?s)<table id="` + regexp.QuoteMeta(id) + `">.*?<tbody>(.*?)</tbody>`).FindStringSubmatch(dom)
+	if m == nil {
+		t.Fatalf("no table #%s in the page", id)
+	}
+	var out []string
+	for _, v := range regexp.MustCompile(`data-value="(\d+)"`).FindAllStringSubmatch(m[1], -1) {
+		out = append(out, v[1])
+	}
+	return out
 }
 
 func column(rows [][]string, i int) []string {
