@@ -41,10 +41,11 @@ const maxConfigSize = 1 << 20
 // Repositories lists the repositories whose name contains q (any case).
 func (b Browser) Repositories(snap Snapshot, q string) []Repository {
 	q = strings.ToLower(q)
+	idx := indexByRepo(snap)
 	out := []Repository{}
 	for _, s := range b.repos(snap) {
 		if strings.Contains(strings.ToLower(s.name), q) {
-			out = append(out, describeRepo(snap, s))
+			out = append(out, describeRepo(snap, idx, s))
 		}
 	}
 	return out
@@ -232,29 +233,52 @@ type Layer struct {
 	Cached bool `json:"cached"`
 }
 
-// describeRepo sums up what the store holds for one repository.
-func describeRepo(snap Snapshot, s repoSummary) Repository {
-	repo := Repository{Name: s.name, Hosted: s.hosted, Cached: slices.ContainsFunc(s.refs, func(r RepoRef) bool { return !r.Hosted })}
+// byRepo indexes a snapshot by repository, so that summing up every
+// repository takes one pass over the snapshot, not one per repository.
+type byRepo struct {
+	tags      map[RepoRef]int
+	manifests map[RepoRef][]int // indexes into Snapshot.Manifests
+}
+
+func indexByRepo(snap Snapshot) byRepo {
+	idx := byRepo{tags: make(map[RepoRef]int), manifests: make(map[RepoRef][]int)}
 	for _, t := range snap.Tags {
-		if slices.Contains(s.refs, t.Repo) {
-			repo.Tags++
+		idx.tags[t.Repo]++
+	}
+	for i, man := range snap.Manifests {
+		for _, ref := range man.Repos {
+			idx.manifests[ref] = append(idx.manifests[ref], i)
 		}
 	}
-	counted := make(map[digest.Digest]bool)
-	for _, man := range snap.Manifests {
-		if !holds(man, s) {
-			continue
-		}
-		repo.Manifests++
-		repo.Size += man.Size
-		repo.Pinned = repo.Pinned || man.Pinned
-		if man.LastPulled.After(repo.LastPulled) {
-			repo.LastPulled = man.LastPulled
-		}
-		for _, b := range man.Blobs {
-			if !counted[b] {
-				counted[b] = true
-				repo.Size += snap.BlobSizes[b]
+	return idx
+}
+
+// describeRepo sums up what the store holds for one repository: each
+// manifest and blob once, also when both a hosted repository and its
+// upstream namesake hold it.
+func describeRepo(snap Snapshot, idx byRepo, s repoSummary) Repository {
+	repo := Repository{Name: s.name, Hosted: s.hosted, Cached: slices.ContainsFunc(s.refs, func(r RepoRef) bool { return !r.Hosted })}
+	seenManifest := make(map[int]bool)
+	seenBlob := make(map[digest.Digest]bool)
+	for _, ref := range s.refs {
+		repo.Tags += idx.tags[ref]
+		for _, i := range idx.manifests[ref] {
+			if seenManifest[i] {
+				continue
+			}
+			seenManifest[i] = true
+			man := snap.Manifests[i]
+			repo.Manifests++
+			repo.Size += man.Size
+			repo.Pinned = repo.Pinned || man.Pinned
+			if man.LastPulled.After(repo.LastPulled) {
+				repo.LastPulled = man.LastPulled
+			}
+			for _, b := range man.Blobs {
+				if !seenBlob[b] {
+					seenBlob[b] = true
+					repo.Size += snap.BlobSizes[b]
+				}
 			}
 		}
 	}
