@@ -50,15 +50,16 @@ fuzz:
 conformance: build
 	REGMIRROR_BIN=$(CURDIR)/$(BIN) scripts/conformance.sh
 
-## browser: the status page rendered by a real headless Chromium (installed if missing) shows the numbers of a pull
+## browser: the status and browse pages rendered by a real headless Chromium (installed if missing) show the numbers and content of pulls
 browser:
 	scripts/install-chromium.sh
-	$(GO) test -race -count=1 -tags browser -run '^TestStatusPageInBrowser$$' ./cmd/regmirror
+	$(GO) test -race -count=1 -tags browser -run '^(TestStatusPageInBrowser|TestBrowsePageInBrowser)$$' ./cmd/regmirror
 
-## screenshot: refresh docs/status-page.png from the browser test
+## screenshot: refresh docs/status-page.png and docs/browse-page.png from the browser tests
 screenshot:
 	scripts/install-chromium.sh
-	REGMIRROR_SCREENSHOT=$(CURDIR)/docs/status-page.png $(GO) test -count=1 -tags browser -run '^TestStatusPageInBrowser$$' ./cmd/regmirror
+	REGMIRROR_SCREENSHOT=$(CURDIR)/docs/status-page.png REGMIRROR_BROWSE_SCREENSHOT=$(CURDIR)/docs/browse-page.png \
+		$(GO) test -count=1 -tags browser -run '^(TestStatusPageInBrowser|TestBrowsePageInBrowser)$$' ./cmd/regmirror
 
 ## cosign: images signed with a real cosign on the upstream verify through the mirror (.sig tags and OCI 1.1 referrers); builds cosign first if missing, which takes minutes, so `test` leaves it out
 cosign:

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -257,4 +258,31 @@ func references(data []byte) (blobs, manifests []digest.Digest) {
 		manifests = append(manifests, c.Digest)
 	}
 	return blobs, manifests
+}
+
+// Tags returns the cached tags of the cached repository repo
+// ("<host>/<path>") in lexical order: what the upstream listed when the tags
+// were last pulled, for answering a tag listing while the upstream is down.
+func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
+	if err := checkName("repository", repo); err != nil {
+		return nil, fmt.Errorf("list cached tags: %w", err)
+	}
+	prefix := string(tagKey(repo, ""))
+	var tags []string
+	err := s.view(ctx, func(txn *badger.Txn) error {
+		return scan(ctx, txn, prefix, false, func(item *badger.Item) error {
+			tags = append(tags, string(item.Key()[len(prefix):]))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list cached tags of %s: %w", repo, err)
+	}
+	return tags, nil
+}
+
+// HostedName returns the hosted repository's name when repo, as Inventory
+// reports repositories, is a hosted repository and not a cached one.
+func HostedName(repo string) (name string, ok bool) {
+	return strings.CutPrefix(repo, hostedPrefix)
 }

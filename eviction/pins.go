@@ -168,3 +168,13 @@ func blobsOf(manifests map[digest.Digest]*Manifest, set map[digest.Digest]bool) 
 	}
 	return blobs
 }
+
+// Repos returns the repository globs of the pins, whatever tags and
+// platforms they name: what a listing marks as pinned.
+func (p Pins) Repos() Globs {
+	globs := make(Globs, len(p))
+	for i, pin := range p {
+		globs[i] = pin.Repo
+	}
+	return globs
+}

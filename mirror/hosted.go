@@ -176,7 +176,7 @@ func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request
 	case kindBase:
 		return true, h.serveBase(w, r)
 	case kindCatalog:
-		return true, h.serveCatalog(w, r)
+		return true, m.serveCatalog(w, r)
 	}
 	hr, err := m.resolveHosted(req)
 	if err != nil {

@@ -101,6 +101,10 @@ type Options struct {
 	// Events, when set, hears of pushes, deletes and cold pulls, for
 	// webhooks. Nil reports nothing.
 	Events Events
+	// Inventory, when set, lists the store's content for the catalog, the
+	// v1 search, the repository API and tag listings while an upstream is
+	// down. Nil lists hosted repositories only, in the catalog.
+	Inventory Inventory
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -121,6 +125,8 @@ type Mirror struct {
 	confirms singleflight.Group
 	handler  http.Handler
 	hosted   *hostedRepos // nil without Options.Hosted
+	// inventory lists the store's content; nil without Options.Inventory.
+	inventory Inventory
 
 	// notFound remembers upstream 404s; hot remembers pulled tags for
 	// background refresh.
@@ -146,6 +152,7 @@ func New(opts Options) (*Mirror, error) {
 		now:         opts.Now,
 		fillTimeout: opts.FillTimeout,
 		events:      opts.Events,
+		inventory:   opts.Inventory,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub
@@ -199,6 +206,9 @@ func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if m.hosted != nil && r.URL.Path == tokenPath {
 		return m.hosted.serveToken(w, r)
 	}
+	if handled, err := m.serveInventoryAPI(w, r); handled {
+		return err
+	}
 	req, err := parseRequest(r.URL)
 	if err != nil {
 		return err
@@ -232,6 +242,8 @@ func (m *Mirror) serveProxied(w http.ResponseWriter, r *http.Request, req reques
 		return m.serveTags(w, r, req)
 	case kindReferrers:
 		return m.serveReferrers(w, r, req)
+	case kindCatalog:
+		return m.serveCatalog(w, r)
 	default:
 		return newError(codeUnsupported, "%s requests are not supported by this mirror", req.kind)
 	}

@@ -29,7 +29,13 @@ func (m *Mirror) serveTags(w http.ResponseWriter, r *http.Request, req request) 
 	}
 	tags, err := rem.Upstream.ListTags(ctx, t.path, func() error { return m.chargeMiss(ctx) })
 	if err != nil {
-		return fromUpstream(err, rem.Host, kindTags)
+		cached, ok := m.cachedTagsFallback(ctx, t, err)
+		if !ok {
+			return fromUpstream(err, rem.Host, kindTags)
+		}
+		m.log.WarnContext(ctx, "listing cached tags: the upstream is unreachable", "repository", t.cacheKey(), "error", err)
+		w.Header().Set("Warning", `110 - "upstream unreachable; listing the cached tags"`)
+		tags = cached
 	}
 	slices.Sort(tags)
 	page, more := pageTags(tags, r.URL.Query().Get("last"), r.URL.Query().Get("n"))

@@ -62,6 +62,9 @@ func adminHandler(ops *cacheOps, log *slog.Logger) http.Handler {
 	mux.Handle("POST "+adminPrefetchPath, adminCall(log, func(ctx context.Context, req prefetchRequest, progress func(progressEvent)) (any, error) {
 		return ops.prefetch(ctx, req, progress)
 	}))
+	mux.Handle("POST "+adminLsPath, adminCall(log, func(ctx context.Context, req lsRequest, _ func(progressEvent)) (any, error) {
+		return ops.ls(ctx, req)
+	}))
 	return mux
 }
 

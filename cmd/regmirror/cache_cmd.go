@@ -23,6 +23,7 @@ type cacheAdmin interface {
 	prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error)
 	verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (verifyReport, error)
 	evict(ctx context.Context) (evictReport, error)
+	ls(ctx context.Context, req lsRequest) (lsReport, error)
 }
 
 var (
@@ -89,6 +90,7 @@ func cacheCommand() *cli.Command {
 				},
 				Action: cacheAction(runVerify),
 			},
+			lsCommand(),
 		},
 	}
 }

@@ -30,6 +30,7 @@ func operatorMux(reg *prometheus.Registry, ready readiness, status *statusPage) 
 	if status != nil {
 		mux.HandleFunc("GET /{$}", status.serveHTML)
 		mux.HandleFunc("GET /status.json", status.serveJSON)
+		mux.HandleFunc("GET /browse", status.serveBrowse)
 	}
 	return mux
 }

@@ -157,8 +157,14 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	if hostedOpts != nil && len(cfg.Hosted.Repositories) == 0 {
 		log.Warn("hosted repositories are on but hosted.repositories lists none: every push is refused until it does")
 	}
+	pins, err := cfg.Cache.pins()
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
-		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier)})
+		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
+		Inventory: newStoreInventory(store, pins.Repos())})
 	if err != nil {
 		ln.Close()
 		return err
@@ -247,5 +253,8 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 func routes(m http.Handler, ops *http.ServeMux) http.Handler {
 	ops.Handle("/v2/", m)
 	ops.Handle("/v2", m)
+	ops.Handle("/v1/search", m) // docker search MIRROR/term
+	ops.Handle("/v1/_ping", m)
+	ops.Handle("/api/v1/", m)
 	return ops
 }

@@ -1,0 +1,37 @@
+package main
+
+import (
+	_ "embed"
+	"net/http"
+)
+
+// browsePageHTML is the browse page: repositories, a repository's tags, a
+// tag's platforms and an image's layers, read from the repository API
+// (/api/v1/repositories) with the browser's own credentials, so it shows
+// exactly what the API shows that user. No build step, nothing fetched
+// from elsewhere.
+//
+//go:embed browse.html
+var browsePageHTML []byte
+
+// browseRealm names the browse page in its Basic challenge; the browser
+// keeps the credentials for the whole origin, the API included.
+const browseRealm = `Basic realm="regmirror", charset="UTF-8"`
+
+// serveBrowse serves the browse page. With ?login, it first asks the
+// browser for the credentials of any user of the mirror, whose rights the
+// API then applies.
+func (p *statusPage) serveBrowse(w http.ResponseWriter, r *http.Request) {
+	if _, ok := p.user(r); r.URL.Query().Has("login") && !ok {
+		w.Header().Set("WWW-Authenticate", browseRealm)
+		http.Error(w, "log in as a user of the mirror", http.StatusUnauthorized)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	// The page runs its own inline script and talks to its own origin only.
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(browsePageHTML)
+}
