@@ -58,8 +58,10 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 		return err
 	}
 	config := filepath.Join(d.dir, "config.yaml")
-	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\"]\n",
-		upstreamURL, user, passwordFile)
+	// Every client of the benchmark comes from 127.0.0.1, standing in for
+	// as many hosts: no cap on the connections of one address.
+	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\"]\n"+
+		"connections:\n  max_per_client: -1\n", upstreamURL, user, passwordFile)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		return err
 	}
