@@ -17,6 +17,9 @@ import (
 // cached, ErrInvalidOffset for a negative offset, and ErrInvalidDigest or
 // ErrUnsupportedDigest for a bad digest. An offset past the end yields a
 // reader at EOF, so the caller can answer "range not satisfiable" with the size.
+// The reader has a method VerifiedFile() *os.File giving the verified blob
+// file it reads, for sending it with sendfile (FetchBlob's readers have it
+// too, returning nil while they stream a download).
 func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
 	if err := checkDigest(d); err != nil {
 		return nil, 0, fmt.Errorf("read blob: %w", err)

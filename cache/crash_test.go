@@ -77,6 +77,7 @@ func TestCrashRecovery(t *testing.T) {
 
 			reg := prometheus.NewRegistry()
 			s := openStore(t, Options{Dir: dir, Registerer: reg})
+			reconcile(t, s)
 			if names := dirEntries(t, s.tmpDir); len(names) != 0 {
 				t.Fatalf("temp dir after restart: %v, want empty", names)
 			}
@@ -350,6 +351,7 @@ func TestLostIndexRebuiltFromBlobFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openStore(t, Options{Dir: dir})
+	reconcile(t, s)
 	for d, data := range blobs {
 		if got := readCached(t, s, d); !bytes.Equal(got, data) {
 			t.Fatalf("blob %s: wrong bytes from the rebuilt index", d)
@@ -407,6 +409,7 @@ func TestDamagedIndexRefusesToOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 			s = openStore(t, Options{Dir: dir})
+			reconcile(t, s)
 			assertIndexMatchesDisk(t, s)
 		})
 	}

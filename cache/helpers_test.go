@@ -211,3 +211,11 @@ func metricValue(t testing.TB, c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// reconcile runs the sweep that Run starts in the background.
+func reconcile(t testing.TB, s *Store) {
+	t.Helper()
+	if err := s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -97,6 +98,16 @@ type usedReader struct {
 	io.ReadCloser
 	release   func()
 	closeOnce sync.Once
+}
+
+// VerifiedFile returns the blob file behind the reader when it reads one
+// from the cache, nil when it streams a download in progress. Every byte of
+// such a file has hashed to its digest in this process (see checkContent),
+// so the caller may have the kernel send it (sendfile) instead of reading
+// it. The file shares the reader's offset, and closing the reader closes it.
+func (r *usedReader) VerifiedFile() *os.File {
+	f, _ := r.ReadCloser.(*os.File)
+	return f
 }
 
 func (r *usedReader) Close() error {

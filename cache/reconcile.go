@@ -2,10 +2,12 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
@@ -18,39 +20,55 @@ type reconciliation struct {
 	removedFiles int // files that had no row and did not hash to their name
 }
 
-// reconcile makes the index and the blob tree agree after a crash or a
-// manual deletion: rows without a sound file are dropped, files without a row
-// are re-hashed and indexed when they hash to their name, removed otherwise.
-// It runs in Open, before anything reads the cache.
-func (s *Store) reconcile(ctx context.Context) (reconciliation, error) {
+// Reconcile makes the index and the blob tree agree after a crash or a
+// manual deletion: rows without a sound file are dropped, files without a
+// row are re-hashed and indexed when they hash to their name, removed
+// otherwise. Run calls it once in the background, so that a daemon serves
+// at once however large its cache: until the sweep reaches them, a row
+// whose file is gone or has the wrong size is dropped when it is read (see
+// openFile), and a file without a row is not served at all. The sweep is
+// safe beside reads, downloads and removals: it re-checks each row and
+// file in the transaction that changes it, and holds a file it adopts or
+// removes against removal meanwhile.
+func (s *Store) Reconcile(ctx context.Context) error {
+	start := time.Now()
 	var rec reconciliation
 	var err error
 	if rec.droppedRows, err = s.dropRowsWithoutFiles(ctx); err != nil {
-		return rec, fmt.Errorf("reconcile index with files: %w", err)
+		return fmt.Errorf("reconcile index with files: %w", err)
 	}
 	if rec.adoptedFiles, rec.removedFiles, err = s.adoptOrphanFiles(ctx); err != nil {
-		return rec, fmt.Errorf("reconcile files with index: %w", err)
+		return fmt.Errorf("reconcile files with index: %w", err)
 	}
 	if rec != (reconciliation{}) {
 		s.log.Warn("cache reconciled with its files", "dropped_rows", rec.droppedRows,
 			"adopted_files", rec.adoptedFiles, "removed_files", rec.removedFiles)
 	}
-	return rec, nil
+	s.log.Info("cache reconcile finished", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// unsound is a blob row whose file was missing or had the wrong size when
+// the sweep looked.
+type unsound struct {
+	d   digest.Digest
+	row blobRow
+	bad bool // the row itself did not decode
 }
 
 func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
-	var missing []digest.Digest
+	var found []unsound
 	err := s.view(ctx, func(txn *badger.Txn) error {
 		return scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
 			d := digest.Digest(item.Key()[len(prefixBlob):])
 			return item.Value(func(v []byte) error {
 				row, err := unmarshalBlobRow(v)
 				if err != nil || checkDigest(d) != nil {
-					missing = append(missing, d) // unreadable: as good as missing
+					found = append(found, unsound{d: d, bad: true}) // unreadable: as good as missing
 					return nil
 				}
-				if fi, err := os.Stat(blobPath(s.blobRoot, d)); err != nil || fi.Size() != row.Size {
-					missing = append(missing, d)
+				if !s.fileSound(d, row) {
+					found = append(found, unsound{d: d, row: row})
 				}
 				return nil
 			})
@@ -59,31 +77,70 @@ func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	dropped := len(missing)
-	for len(missing) > 0 {
-		chunk := missing[:min(removeChunk, len(missing))]
-		missing = missing[len(chunk):]
-		err := s.update(ctx, func(txn *badger.Txn) error {
-			users := usersOf(txn, chunk)
-			for _, d := range chunk {
-				if err := txn.Delete(blobKey(d)); err != nil {
-					return err
-				}
-				if err := deleteReferences(txn, d, users[d]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	dropped := 0
+	for len(found) > 0 {
+		chunk := found[:min(removeChunk, len(found))]
+		found = found[len(chunk):]
+		n, err := s.dropUnsound(ctx, chunk)
 		if err != nil {
-			return 0, err
+			return dropped, err
 		}
-		for _, d := range chunk {
-			s.log.Warn("dropping cache index row without a sound file", "digest", d)
-			os.Remove(blobPath(s.blobRoot, d)) // a file of the wrong size
-		}
+		dropped += n
 	}
 	return dropped, nil
+}
+
+// fileSound reports whether the file of the blob d has the size of its row.
+func (s *Store) fileSound(d digest.Digest, row blobRow) bool {
+	fi, err := os.Stat(blobPath(s.blobRoot, d))
+	return err == nil && fi.Size() == row.Size
+}
+
+// dropUnsound drops the rows of chunk that are still the ones the sweep saw
+// and still lack a sound file: meanwhile a read may have dropped one, and a
+// download may have put the blob back. A file of the wrong size stays for
+// adoptOrphanFiles, which removes it once it has no row.
+func (s *Store) dropUnsound(ctx context.Context, chunk []unsound) (int, error) {
+	var gone []unsound
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		gone = gone[:0]
+		ds := make([]digest.Digest, len(chunk))
+		for i, u := range chunk {
+			ds[i] = u.d
+		}
+		users := usersOf(txn, ds)
+		for _, u := range chunk {
+			v, err := getValue(txn, blobKey(u.d))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !u.bad {
+				cur, err := unmarshalBlobRow(v)
+				if err != nil || !cur.Created.Equal(u.row.Created) || s.fileSound(u.d, cur) {
+					continue
+				}
+			}
+			if err := txn.Delete(blobKey(u.d)); err != nil {
+				return err
+			}
+			if err := deleteReferences(txn, u.d, users[u.d]); err != nil {
+				return err
+			}
+			gone = append(gone, u)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, u := range gone {
+		s.log.Warn("dropping cache index row without a sound file", "digest", u.d)
+		s.forget(u.row.Size)
+	}
+	return len(gone), nil
 }
 
 // adoptOrphanFiles walks the blob tree of every algorithm for files the
@@ -99,8 +156,7 @@ func (s *Store) adoptOrphanFiles(ctx context.Context) (adopted, removed int, err
 	return adopted, removed, nil
 }
 
-// adoptOrphansOf walks the blob tree of alg: a file there is named by the
-// hex of its alg digest.
+// adoptOrphansOf walks the blob tree of one algorithm.
 func (s *Store) adoptOrphansOf(ctx context.Context, alg digest.Algorithm) (adopted, removed int, err error) {
 	root := filepath.Join(s.blobRoot, string(alg))
 	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
@@ -111,29 +167,73 @@ func (s *Store) adoptOrphansOf(ctx context.Context, alg digest.Algorithm) (adopt
 			return err
 		}
 		d := digest.NewDigestFromEncoded(alg, e.Name())
-		if checkDigest(d) == nil && blobPath(s.blobRoot, d) == path {
-			switch indexed, err := s.hasBlob(ctx, d); {
-			case err != nil:
-				return err
-			case indexed:
-				return nil
-			}
-			if ok, err := s.adopt(ctx, d, path); ok || err != nil {
-				adopted++
-				return err
-			}
+		if checkDigest(d) != nil || blobPath(s.blobRoot, d) != path {
+			s.log.Warn("removing a stray file from the blob tree", "path", path)
+			removed++
+			return os.Remove(path)
 		}
-		s.log.Warn("removing unindexed file from the blob tree", "path", path)
-		removed++
-		return os.Remove(path)
+		switch outcome, err := s.settleOrphan(ctx, d, path); {
+		case err != nil:
+			return err
+		case outcome == orphanAdopted:
+			adopted++
+		case outcome == orphanRemoved:
+			removed++
+		}
+		return nil
 	})
 	return adopted, removed, err
 }
 
-// adopt indexes the file at path as the blob d if its content hashes to d.
-// Its mtime, the time of the download, stands in for creation and access.
+// What settleOrphan did with a file.
+type orphanOutcome int
+
+const (
+	orphanKept    orphanOutcome = iota // it has a row, or is being removed
+	orphanAdopted                      // it hashed to its name and was indexed
+	orphanRemoved                      // it did not, and was removed
+)
+
+// settleOrphan adopts the file at path as the blob d if it has no row and
+// hashes to d, and removes it if it has no row and does not. It holds d as a
+// reader meanwhile, so that no removal of d runs beside it.
+func (s *Store) settleOrphan(ctx context.Context, d digest.Digest, path string) (orphanOutcome, error) {
+	if _, ok := s.uses.acquire(d); !ok {
+		return orphanKept, nil // being removed: the removal takes the file
+	}
+	defer s.uses.release(d)
+	switch indexed, err := s.hasBlob(ctx, d); {
+	case err != nil:
+		return orphanKept, err
+	case indexed:
+		return orphanKept, nil
+	}
+	ok, err := s.adopt(ctx, d, path)
+	switch {
+	case err != nil:
+		return orphanKept, err
+	case ok:
+		return orphanAdopted, nil
+	}
+	// A download may have renamed a sound file into place meanwhile.
+	if indexed, err := s.hasBlob(ctx, d); err != nil || indexed {
+		return orphanKept, err
+	}
+	s.log.Warn("removing unindexed file from the blob tree", "path", path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return orphanKept, err
+	}
+	return orphanRemoved, nil
+}
+
+// adopt indexes the file at path as the blob d if its content hashes to d
+// and d has no row yet. Its mtime, the time of the download, stands in for
+// creation and access.
 func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
@@ -150,13 +250,24 @@ func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, 
 		return false, err
 	}
 	row := blobRow{Size: size, Created: fi.ModTime(), LastAccess: fi.ModTime()}
+	var added bool
 	err = s.update(ctx, func(txn *badger.Txn) error {
+		_, err := getValue(txn, blobKey(d))
+		if added = errors.Is(err, fs.ErrNotExist); !added {
+			return err // a download indexed it meanwhile
+		}
 		return txn.Set(blobKey(d), row.marshal())
 	})
 	if err != nil {
 		return false, err
 	}
 	s.verified.add(d)
-	s.log.Warn("indexed a verified blob file the index had lost", "digest", d)
-	return true, nil
+	if added {
+		s.metrics.blobs.Inc()
+		s.metrics.sizeBytes.Add(float64(size))
+		s.usage.Add(size)
+		s.signalGrowth()
+		s.log.Warn("indexed a verified blob file the index had lost", "digest", d)
+	}
+	return added, nil
 }

@@ -119,7 +119,7 @@ func TestSHA512Verify(t *testing.T) {
 }
 
 // Files in blobs/sha512 that the index lost (a crash between rename and
-// commit) are re-hashed with sha512 at Open: adopted when they hash to
+// commit) are re-hashed with sha512 by the reconcile: adopted when they hash to
 // their name, removed otherwise. The sha256 tree is reconciled beside it.
 func TestSHA512OrphanFilesReconciled(t *testing.T) {
 	t.Parallel()
@@ -144,6 +144,7 @@ func TestSHA512OrphanFilesReconciled(t *testing.T) {
 	}
 
 	s = openStore(t, Options{Dir: dir})
+	reconcile(t, s)
 	if got := readCached(t, s, dSound); !bytes.Equal(got, sound) {
 		t.Fatal("the adopted sha512 file has other bytes")
 	}

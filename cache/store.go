@@ -13,6 +13,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 )
 
 // Defaults for the zero values of Options.
@@ -81,6 +82,13 @@ type Store struct {
 
 	fills sync.WaitGroup // download goroutines
 
+	// counted is closed once the index's rows at Open are counted into the
+	// usage (see countInBackground); stopCount cancels the count, counting
+	// waits for it.
+	counted   chan struct{}
+	stopCount context.CancelFunc
+	counting  sync.WaitGroup
+
 	mu       sync.Mutex
 	closed   bool
 	inflight map[fillKey]*download
@@ -91,8 +99,10 @@ type Store struct {
 
 // Open opens, or creates, the cache in opts.Dir. It fails with an error
 // wrapping ErrLocked when another process uses the directory. Leftovers of
-// downloads interrupted by a crash are removed, and the index is reconciled
-// with the blob files (see reconcile).
+// downloads interrupted by a crash are removed. Open does not look at the
+// blob files, so that it takes no longer for a million blobs than for ten:
+// Run reconciles the index with them in the background (see Reconcile),
+// and every read checks its file first (see openFile).
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("open cache: no data directory")
@@ -120,16 +130,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
-	if _, err := s.reconcile(ctx); err != nil {
-		s.db.Close()
-		s.unlock()
-		return nil, fmt.Errorf("open cache: %w", err)
-	}
-	if err := s.initGauges(ctx); err != nil {
-		s.db.Close()
-		s.unlock()
-		return nil, err
-	}
+	s.countInBackground()
 	return s, nil
 }
 
@@ -145,6 +146,8 @@ func newStore(opts Options) *Store {
 		gcInterval:          opts.GCInterval,
 		inflight:            make(map[fillKey]*download),
 		grew:                make(chan struct{}, 1),
+		counted:             make(chan struct{}),
+		stopCount:           func() {},
 	}
 	s.SetLimits(opts.Limits)
 	if s.log == nil {
@@ -213,16 +216,33 @@ func makePrivateDir(dir string) error {
 	return nil
 }
 
-func (s *Store) initGauges(ctx context.Context) error {
-	st, err := s.Stats(ctx)
-	if err != nil {
-		return fmt.Errorf("open cache: %w", err)
-	}
-	s.metrics.blobs.Set(float64(st.Blobs))
-	s.metrics.sizeBytes.Set(float64(st.Bytes))
-	s.usage.Store(st.Bytes)
-	s.indexUsage.Store(st.IndexBytes)
-	return nil
+// countInBackground counts what the index holds at Open into the usage and
+// the gauges, from a snapshot taken now, while the Store already serves:
+// scanning a million rows takes a second. Changes after the snapshot add to
+// or take from the counters themselves, so snapshot plus changes is exact.
+// Usage waits for the count.
+func (s *Store) countInBackground() {
+	txn := s.db.NewTransaction(false)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopCount = cancel
+	s.counting.Add(1)
+	go func() {
+		defer s.counting.Done()
+		defer close(s.counted)
+		defer txn.Discard()
+		st, err := countRows(ctx, txn)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("count the cache's index: usage and gauges are short of it", "err", err)
+			}
+			return
+		}
+		s.metrics.blobs.Add(float64(st.Blobs))
+		s.metrics.sizeBytes.Add(float64(st.Bytes))
+		s.usage.Add(st.Bytes)
+		s.indexUsage.Add(st.IndexBytes)
+		s.signalGrowth()
+	}()
 }
 
 // Close cancels the downloads in flight, waits for them to clean up, writes
@@ -237,6 +257,8 @@ func (s *Store) Close() error {
 		}
 		s.mu.Unlock()
 		s.fills.Wait()
+		s.stopCount()
+		s.counting.Wait()
 
 		s.closeErr = errors.Join(
 			s.FlushAccess(context.Background()),
@@ -247,11 +269,26 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Run does the index's housekeeping until ctx is done: it writes batched
-// access times every AccessFlushInterval and compacts the value log every
-// GCInterval. Failures are logged, not returned, because a later round may
-// succeed; Run returns nil when ctx is done.
+// Run does the index's housekeeping until ctx is done: it reconciles the
+// index with the blob files once (see Reconcile), beside serving, writes
+// batched access times every AccessFlushInterval and compacts the value log
+// every GCInterval. Failures are logged, not returned, because a later
+// round (or the next start's sweep) may succeed; Run returns nil when ctx
+// is done.
 func (s *Store) Run(ctx context.Context) error {
+	var g errgroup.Group
+	g.Go(func() error {
+		if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("reconcile cache with its files", "err", err)
+		}
+		return nil
+	})
+	s.housekeep(ctx)
+	return g.Wait()
+}
+
+// housekeep runs Run's periodic work until ctx is done.
+func (s *Store) housekeep(ctx context.Context) {
 	flush := time.NewTicker(s.accessFlushInterval)
 	defer flush.Stop()
 	gc := time.NewTicker(s.gcInterval)
@@ -259,7 +296,7 @@ func (s *Store) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-flush.C:
 			if err := s.FlushAccess(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("flush cache access times", "err", err)
@@ -303,31 +340,39 @@ type Stats struct {
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	var st Stats
 	err := s.view(ctx, func(txn *badger.Txn) error {
-		err := scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
-			return item.Value(func(v []byte) error {
-				row, err := unmarshalBlobRow(v)
-				st.Blobs++
-				st.Bytes += row.Size
-				return err
-			})
-		})
-		if err != nil {
-			return err
-		}
-		err = scan(ctx, txn, prefixManifest, false, func(item *badger.Item) error {
-			st.Manifests++
-			st.IndexBytes += manifestItemCost(item)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		st.Tags, err = countKeys(ctx, txn, prefixTag)
-		st.IndexBytes += st.Tags * tagCost
+		var err error
+		st, err = countRows(ctx, txn)
 		return err
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("cache stats: %w", err)
 	}
 	return st, nil
+}
+
+// countRows counts the rows txn sees.
+func countRows(ctx context.Context, txn *badger.Txn) (Stats, error) {
+	var st Stats
+	err := scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
+		return item.Value(func(v []byte) error {
+			row, err := unmarshalBlobRow(v)
+			st.Blobs++
+			st.Bytes += row.Size
+			return err
+		})
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	err = scan(ctx, txn, prefixManifest, false, func(item *badger.Item) error {
+		st.Manifests++
+		st.IndexBytes += manifestItemCost(item)
+		return nil
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	st.Tags, err = countKeys(ctx, txn, prefixTag)
+	st.IndexBytes += st.Tags * tagCost
+	return st, err
 }

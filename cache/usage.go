@@ -5,8 +5,11 @@ import "github.com/dgraph-io/badger/v4"
 // Usage returns what eviction must keep within the budget: the bytes the
 // cache's blobs take on disk, the downloads in flight at the size upstream
 // announced, and what the manifests and tags count (see manifestItemCost and
-// tagCost). It is kept in memory and costs nothing to call.
+// tagCost). It is kept in memory and costs nothing to call, once the index
+// has been counted after Open: until then (a second for a million blobs)
+// it waits.
 func (s *Store) Usage() int64 {
+	<-s.counted
 	return s.usage.Load() + s.indexUsage.Load() + s.reserved.Load()
 }
 

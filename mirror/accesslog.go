@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -66,6 +67,31 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 	s.bytes += int64(n)
 	return n, err
 }
+
+// ReadFrom passes a body's reader on to the connection's writer, so that a
+// file reaches net/http's ReadFrom, which sends it with sendfile(2).
+func (s *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	start := s.now()
+	var n int64
+	var err error
+	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writerOnly{s.ResponseWriter}, src)
+	}
+	if s.firstByte.IsZero() && n > 0 {
+		s.firstByte = start
+	}
+	s.bytes += n
+	return n, err
+}
+
+// writerOnly hides every method but Write, so io.Copy does not loop back
+// into ReadFrom.
+type writerOnly struct{ io.Writer }
 
 // Unwrap lets http.ResponseController reach the connection (write deadlines, flushes).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -78,6 +78,8 @@ type envOptions struct {
 	tagsPageSize int
 	// referrers is the upstream's registrytest.Options.Referrers.
 	referrers bool
+	// wrap, when set, wraps the mirror's handler in the test server.
+	wrap func(http.Handler) http.Handler
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -137,7 +139,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(m)
+	var h http.Handler = m
+	if o.wrap != nil {
+		h = o.wrap(m)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &env{upstream: reg, m: m, mirror: srv, store: store, clock: clk, metrics: metrics, dir: cacheOpts.Dir}
 }

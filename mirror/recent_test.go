@@ -15,9 +15,13 @@ func TestRecentPullsListsManifestAndBlobReadsNewestFirst(t *testing.T) {
 	layer := ix.Images[0].Layers[0]
 
 	e.do(t, http.MethodGet, "/v2/", nil) // a ping is not a pull
+	// A blob's last bytes can reach the client before its handler returns
+	// (sendfile writes straight to the socket): wait for each to be recorded.
 	e.expectBlob(t, "library/node", layer)
+	waitFor(t, "the cold read to be recorded", func() bool { return len(e.m.RecentPulls()) == 1 })
 	e.clock.Advance(1)
 	e.expectBlob(t, "library/node", layer)
+	waitFor(t, "the warm read to be recorded", func() bool { return len(e.m.RecentPulls()) == 2 })
 	e.clock.Advance(1)
 	if got := e.do(t, http.MethodHead, "/v2/node/manifests/10", nil); got.status != http.StatusOK {
 		t.Fatalf("HEAD tag = %d", got.status)

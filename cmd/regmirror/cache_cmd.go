@@ -139,6 +139,12 @@ func openStopped(ctx context.Context, dataDir string, log *slog.Logger) (*cache.
 	if err != nil {
 		return nil, err
 	}
+	// No daemon sweeps it in the background: make the index and the files
+	// agree before the command reads them.
+	if err := store.Reconcile(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
 	return store, nil
 }
 

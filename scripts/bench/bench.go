@@ -113,6 +113,12 @@ func (b *bench) throughput(ctx context.Context) error {
 		pass:   cold.mbps >= coldTarget*direct.mbps,
 	})
 	b.judge(verdict{
+		name:   "regmirror CPU per GB, warm pull",
+		value:  fmt.Sprintf("%.2f s", perGB(warm.daemon, warm.bytes)),
+		target: fmt.Sprintf("<= %.2f s", warmCPUTarget),
+		pass:   perGB(warm.daemon, warm.bytes) <= warmCPUTarget,
+	})
+	b.judge(verdict{
 		name:   "warm pull through the mirror vs file server",
 		value:  fmt.Sprintf("%.0f%% (%.0f vs %.0f MB/s)", 100*warm.mbps/file.mbps, warm.mbps, file.mbps),
 		target: fmt.Sprintf(">= %.0f%%", 100*warmTarget),
@@ -269,7 +275,7 @@ func (b *bench) memory(ctx context.Context) error {
 	var peak int64
 	for _, phase := range []string{"cold", "warm"} {
 		b.up.Reset()
-		m, c, err := b.watchCrowd(ctx, d, b.big)
+		m, c, err := b.watchCrowd(ctx, d, b.big, b.cfg.clients)
 		if err != nil {
 			return fmt.Errorf("%s pulls: %w\n%s", phase, err, d.logTail())
 		}
@@ -289,12 +295,12 @@ func (b *bench) memory(ctx context.Context) error {
 
 // watchCrowd runs the clients while watching the daemon's memory. The
 // returned memory holds the phase's VmHWM and the largest VmRSS sampled.
-func (b *bench) watchCrowd(ctx context.Context, d *daemon, img image) (memory, crowd, error) {
+func (b *bench) watchCrowd(ctx context.Context, d *daemon, img image, clients int) (memory, crowd, error) {
 	if err := resetPeak(d.pid()); err != nil {
 		return memory{}, crowd{}, fmt.Errorf("resetting the peak RSS: %w", err)
 	}
 	s := startSampler(d.pid(), 20*time.Millisecond)
-	c, err := pullTogether(ctx, d.url, img, b.cfg.clients, b.cfg.concurrency)
+	c, err := pullTogether(ctx, d.url, img, clients, b.cfg.concurrency)
 	maxRSS, _, serr := s.stop()
 	if err != nil {
 		return memory{}, c, err

@@ -25,20 +25,31 @@ type daemon struct {
 	dir  string // config, log and data live here
 	url  string
 	exit chan error // receives cmd.Wait's result once
+	// started is when the process was started, ready when it first
+	// answered /v2/ with 200.
+	started, ready time.Time
 }
 
 // startDaemon runs bin against upstreamURL and waits until it answers /v2/.
 func startDaemon(ctx context.Context, bin, workDir, upstreamURL, user, password string) (*daemon, error) {
+	d, err := newDaemon(workDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.start(ctx, bin, upstreamURL, user, password); err != nil {
+		os.RemoveAll(d.dir)
+		return nil, err
+	}
+	return d, nil
+}
+
+// newDaemon makes a daemon's fresh directory; start runs it.
+func newDaemon(workDir string) (*daemon, error) {
 	dir, err := os.MkdirTemp(workDir, "regmirror-bench-")
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{dir: dir, exit: make(chan error, 1)}
-	if err := d.start(ctx, bin, upstreamURL, user, password); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	return d, nil
+	return &daemon{dir: dir, exit: make(chan error, 1)}, nil
 }
 
 func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password string) error {
@@ -47,8 +58,10 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 		return err
 	}
 	config := filepath.Join(d.dir, "config.yaml")
-	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\"]\n",
-		upstreamURL, user, passwordFile)
+	// Every client of the benchmark comes from 127.0.0.1, standing in for
+	// as many hosts: no cap on the connections of one address.
+	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\"]\n"+
+		"connections:\n  max_per_client: -1\n", upstreamURL, user, passwordFile)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		return err
 	}
@@ -63,6 +76,7 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 	d.cmd = exec.Command(bin, "serve", "--listen", addr, "--data-dir", d.dataDir(), "--config", config)
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	d.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+d.dir) // no ambient docker credentials
+	d.started = time.Now()
 	if err := d.cmd.Start(); err != nil {
 		logFile.Close()
 		return fmt.Errorf("starting %s: %w", bin, err)
@@ -76,6 +90,7 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 		d.stop()
 		return fmt.Errorf("%w\n%s", err, d.logTail())
 	}
+	d.ready = time.Now()
 	return nil
 }
 
@@ -85,9 +100,10 @@ func (d *daemon) pid() int { return d.cmd.Process.Pid }
 
 // waitReady polls /v2/ until the daemon answers or gives up.
 func (d *daemon) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // a large cache may take a while
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
+	// Often enough to time a startup to a few milliseconds.
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url+"/v2/", nil)
@@ -150,6 +166,10 @@ func freeLoopbackAddr() (string, error) {
 // memory is what /proc says about a process's resident set, in bytes.
 type memory struct {
 	rss, hwm int64 // VmRSS now, VmHWM (the kernel's peak since the last reset)
+	// anon is RssAnon, the part of VmRSS that is the process's own memory:
+	// the rest is files mapped into it (the index's tables), pages of the
+	// page cache that the kernel takes back when it needs them.
+	anon int64
 }
 
 func readMemory(pid int) (memory, error) {
@@ -169,6 +189,8 @@ func readMemory(pid int) (memory, error) {
 			m.rss, err = parseKB(value)
 		case "VmHWM":
 			m.hwm, err = parseKB(value)
+		case "RssAnon":
+			m.anon, err = parseKB(value)
 		}
 		if err != nil {
 			return m, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
@@ -197,6 +219,7 @@ type sampler struct {
 
 	mu      sync.Mutex
 	maxRSS  int64
+	maxAnon int64
 	samples int
 	err     error
 }
@@ -229,6 +252,14 @@ func (s *sampler) sample(pid int) {
 	}
 	s.samples++
 	s.maxRSS = max(s.maxRSS, m.rss)
+	s.maxAnon = max(s.maxAnon, m.anon)
+}
+
+// peakAnon is the largest RssAnon sampled so far.
+func (s *sampler) peakAnon() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxAnon
 }
 
 // stop ends sampling and returns the largest VmRSS sampled.

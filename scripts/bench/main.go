@@ -3,8 +3,11 @@
 // loopback and prints a report: cold pull throughput through the mirror
 // against pulling directly from the upstream, warm pull throughput against a
 // plain Go file server over the same blob files, the daemon's peak memory
-// while several clients pull at once, and how a throttled upstream is shared
-// by concurrent cold clients (one upstream fetch per blob).
+// while several clients pull at once, how a throttled upstream is shared
+// by concurrent cold clients (one upstream fetch per blob), the daemon's
+// memory and CPU per GB while 200 clients pull from its cache at once, and
+// how long it takes to start, and how much memory it holds, on synthetic
+// caches of 10, 100,000 and 1,000,000 blobs (cache.WriteSynthetic).
 //
 // The daemon is the real `regmirror serve` binary (-bin or REGMIRROR_BIN),
 // each measurement on a fresh data directory. Nothing here asserts: targets
@@ -20,6 +23,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +50,12 @@ type config struct {
 	// sections are the parts of the report to run, e.g. "throughput".
 	sections   string
 	cpuProfile string
+	// startupBlobs are the synthetic cache sizes of the startup section;
+	// sweepWait is how long it waits for the daemon's background sweep.
+	startupBlobs []int
+	sweepWait    time.Duration
+	// crowdClients pull the small image at once, warm, in the crowd section.
+	crowdClients int
 }
 
 func parseFlags() config {
@@ -63,6 +73,20 @@ func parseFlags() config {
 	flag.IntVar(&c.rounds, "rounds", 3, "repetitions of the cold and warm throughput runs (the median is reported)")
 	flag.StringVar(&c.sections, "sections", strings.Join(allSections, ","), "comma-separated parts of the report to run")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write this process's CPU profile (upstream and clients) to a file")
+	flag.Func("startup-blobs", "comma-separated synthetic cache sizes of the startup section (default 10,100000,1000000)", func(v string) error {
+		c.startupBlobs = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("not a blob count: %q", f)
+			}
+			c.startupBlobs = append(c.startupBlobs, n)
+		}
+		return nil
+	})
+	c.startupBlobs = []int{10, 100_000, 1_000_000}
+	flag.DurationVar(&c.sweepWait, "sweep-wait", 5*time.Minute, "how long the startup section waits for the daemon's background sweep of the cache")
+	flag.IntVar(&c.crowdClients, "crowd-clients", 200, "clients pulling the small image at once, warm, in the crowd section")
 	flag.Parse()
 	return c
 }
@@ -114,7 +138,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 }
 
 // allSections are the parts of the report, in the order they run.
-var allSections = []string{"throughput", "link", "memory", "coalescing"}
+var allSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup"}
 
 // sections parses -sections, keeping the report's order.
 func sections(list string) ([]string, error) {
@@ -135,5 +159,7 @@ func (b *bench) section(name string) func(context.Context) error {
 		"link":       b.linkBound,
 		"memory":     b.memory,
 		"coalescing": b.coalescing,
+		"crowd":      b.crowd,
+		"startup":    b.startup,
 	}[name]
 }
