@@ -34,3 +34,7 @@ echo
 echo "micro-benchmarks (go test -bench, -benchtime ${BENCHTIME:-20x}; *100k: 1x)"
 go test -run '^$' -bench . -skip '100k' -benchmem -benchtime "${BENCHTIME:-20x}" ./cache/ ./eviction/
 go test -run '^$' -bench '100k' -benchmem -benchtime 1x ./cache/ ./eviction/
+# The inventory with 100,000 blobs in 10,000 repositories: the first catalog
+# page and repository listing (a whole index read), the same again (the
+# snapshot reused), and an eviction pass to half the usage.
+go test -run '^$' -bench 'BenchmarkInventory100k' -benchtime 1x ./cmd/regmirror/

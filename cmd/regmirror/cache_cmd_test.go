@@ -21,7 +21,7 @@ import (
 )
 
 // runCLI runs regmirror with args and returns what it printed.
-func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
+func runCLI(t testing.TB, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	app := newApp()
@@ -32,7 +32,7 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 }
 
 // cliJSON runs a cache command with --json and decodes its report.
-func cliJSON[R any](t *testing.T, args ...string) R {
+func cliJSON[R any](t testing.TB, args ...string) R {
 	t.Helper()
 	stdout, stderr, err := runCLI(t, append(args, "--json")...)
 	if err != nil {

@@ -39,13 +39,13 @@ func startHub(t *testing.T) (*registrytest.Registry, Config) {
 }
 
 // startDaemonLogging is startDaemon with the logger the test chooses.
-func startDaemonLogging(t *testing.T, cfg Config, log *slog.Logger) string {
+func startDaemonLogging(t testing.TB, cfg Config, log *slog.Logger) string {
 	t.Helper()
 	return startDaemonReloading(t, cfg, log, reloadSource{})
 }
 
 // startDaemonReloading runs a daemon that reloads its configuration from src.
-func startDaemonReloading(t *testing.T, cfg Config, log *slog.Logger, src reloadSource) string {
+func startDaemonReloading(t testing.TB, cfg Config, log *slog.Logger, src reloadSource) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
