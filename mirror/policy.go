@@ -2,8 +2,8 @@ package mirror
 
 import (
 	"fmt"
-	"path"
-	"strings"
+
+	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
 // checkPatterns reports the first malformed repository glob of patterns.
@@ -12,8 +12,8 @@ func checkPatterns(patterns []string) error {
 		if p == "" {
 			return fmt.Errorf("empty repository pattern")
 		}
-		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("repository pattern %q: %w", p, err)
+		if err := repoglob.Check(p); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -38,31 +38,8 @@ func matchesAny(patterns []string, repo string) bool {
 	return false
 }
 
-// matchRepo matches a repository path against a glob. Each "/"-separated
-// component is matched with path.Match, so "*" stays within a component,
-// and a component "**" matches any number of components, including none:
-// "org/*" matches "org/app" but not "org/team/app"; "org/**" matches both.
-func matchRepo(pattern, repo string) bool {
-	return matchComponents(strings.Split(pattern, "/"), strings.Split(repo, "/"))
-}
-
-func matchComponents(pattern, name []string) bool {
-	for len(pattern) > 0 {
-		if pattern[0] == "**" {
-			for skip := 0; skip <= len(name); skip++ {
-				if matchComponents(pattern[1:], name[skip:]) {
-					return true
-				}
-			}
-			return false
-		}
-		if len(name) == 0 {
-			return false
-		}
-		if ok, _ := path.Match(pattern[0], name[0]); !ok {
-			return false
-		}
-		pattern, name = pattern[1:], name[1:]
-	}
-	return len(name) == 0
-}
+// matchRepo matches a repository path against a glob of the project's one
+// dialect (internal/repoglob): "*" stays within a component, a component
+// "**" matches any number of components, including none: "org/*" matches
+// "org/app" but not "org/team/app"; "org/**" matches both.
+func matchRepo(pattern, repo string) bool { return repoglob.Match(pattern, repo) }
