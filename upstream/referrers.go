@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
@@ -85,35 +84,18 @@ func tooManyReferrers(o opError, msg string) *Error {
 	return o.badContent(http.StatusOK, "UNKNOWN", false, ErrReferrersTooLarge, msg)
 }
 
-// referrersPageWithRetries fetches one page within Config.Timeout.
+// referrersPageWithRetries fetches one page of a referrers listing: its
+// descriptors, its size in bytes and its Link header.
 func (c *Client) referrersPageWithRetries(ctx context.Context, o opError, target string) (descs []ocispec.Descriptor, size int, link string, err error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	err = c.retry(ctx, o, func(ctx context.Context) error {
-		var err error
-		descs, size, link, err = c.referrersPage(ctx, o, target)
-		return err
-	})
-	return descs, size, link, err
-}
-
-// referrersPage fetches one page of a referrers listing: its descriptors,
-// its size in bytes and its Link header.
-func (c *Client) referrersPage(ctx context.Context, o opError, target string) (descs []ocispec.Descriptor, size int, link string, err error) {
-	resp, err := c.send(ctx, o, http.MethodGet, target, referrersHeader, http.StatusOK)
+	tooBig := func() *Error {
+		return tooManyReferrers(o, fmt.Sprintf("referrers page exceeds %d bytes", MaxReferrersSize))
+	}
+	page, err := c.pageWithRetries(ctx, o, target, referrersHeader, MaxReferrersSize, tooBig)
 	if err != nil {
 		return nil, 0, "", err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxReferrersSize+1))
-	if err != nil {
-		return nil, 0, "", o.fromErr(err)
-	}
-	if len(body) > MaxReferrersSize {
-		return nil, 0, "", tooManyReferrers(o, fmt.Sprintf("referrers page exceeds %d bytes", MaxReferrersSize))
-	}
-	descs, err = referrerDescriptors(o, resp.StatusCode, body)
-	return descs, len(body), resp.Header.Get("Link"), err
+	descs, err = referrerDescriptors(o, page.status, page.body)
+	return descs, len(page.body), page.link, err
 }
 
 // fallbackReferrers reads the tag schema's referrers index of subject; a

@@ -76,40 +76,56 @@ func tooManyTags(o opError, msg string) *Error {
 	return o.badContent(http.StatusOK, "UNKNOWN", false, ErrTagListTooLarge, msg)
 }
 
-// tagsPageWithRetries fetches one page within Config.Timeout.
+// tagsPageWithRetries fetches one page of a tag list: its tags, its size
+// in bytes and its Link header.
 func (c *Client) tagsPageWithRetries(ctx context.Context, o opError, target string) (tags []string, size int, link string, err error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	err = c.retry(ctx, o, func(ctx context.Context) error {
-		var err error
-		tags, size, link, err = c.tagsPage(ctx, o, target)
-		return err
-	})
-	return tags, size, link, err
-}
-
-// tagsPage fetches one page of a tag list: its tags, its size in bytes and
-// its Link header.
-func (c *Client) tagsPage(ctx context.Context, o opError, target string) (tags []string, size int, link string, err error) {
-	resp, err := c.send(ctx, o, http.MethodGet, target, nil, http.StatusOK)
+	tooBig := func() *Error {
+		return tooManyTags(o, fmt.Sprintf("tag list page exceeds %d bytes", maxTagPageSize))
+	}
+	page, err := c.pageWithRetries(ctx, o, target, nil, maxTagPageSize, tooBig)
 	if err != nil {
 		return nil, 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTagPageSize+1))
-	if err != nil {
-		return nil, 0, "", o.fromErr(err)
-	}
-	if len(body) > maxTagPageSize {
-		return nil, 0, "", tooManyTags(o, fmt.Sprintf("tag list page exceeds %d bytes", maxTagPageSize))
 	}
 	var list struct {
 		Tags []string `json:"tags"`
 	}
-	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, 0, "", o.badContent(resp.StatusCode, "UNKNOWN", false, err, "tag list is not valid JSON")
+	if err := json.Unmarshal(page.body, &list); err != nil {
+		return nil, 0, "", o.badContent(page.status, "UNKNOWN", false, err, "tag list is not valid JSON")
 	}
-	return list.Tags, len(body), resp.Header.Get("Link"), nil
+	return list.Tags, len(page.body), page.link, nil
+}
+
+// listingPage is one page of a paged listing (tags, referrers).
+type listingPage struct {
+	body   []byte
+	status int
+	link   string // the Link header, which names the next page
+}
+
+// pageWithRetries fetches one page of a paged listing within
+// Config.Timeout: a body of at most limit bytes, or tooBig's error.
+func (c *Client) pageWithRetries(ctx context.Context, o opError, target string, header http.Header,
+	limit int, tooBig func() *Error) (listingPage, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	var page listingPage
+	err := c.retry(ctx, o, func(ctx context.Context) error {
+		resp, err := c.send(ctx, o, http.MethodGet, target, header, http.StatusOK)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+		if err != nil {
+			return o.fromErr(err)
+		}
+		if len(body) > limit {
+			return tooBig()
+		}
+		page = listingPage{body: body, status: resp.StatusCode, link: resp.Header.Get("Link")}
+		return nil
+	})
+	return page, err
 }
 
 // nextPage resolves a `Link: <url>; rel="next"` header against the current
