@@ -215,7 +215,19 @@ func (s *Store) settleOrphan(ctx context.Context, d digest.Digest, path string) 
 	case ok:
 		return orphanAdopted, nil
 	}
-	// A download may have renamed a sound file into place meanwhile.
+	return s.removeOrphan(ctx, d, path)
+}
+
+// removeOrphan removes the unindexed file of d, unless a download of d is
+// in flight (it may be renaming its sound file over this one before it
+// indexes it) or has indexed it meanwhile. A download leaves Store.inflight
+// only once indexed, and none starts while Store.mu is held.
+func (s *Store) removeOrphan(ctx context.Context, d digest.Digest, path string) (orphanOutcome, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.downloadingLocked(d)) > 0 {
+		return orphanKept, nil
+	}
 	if indexed, err := s.hasBlob(ctx, d); err != nil || indexed {
 		return orphanKept, err
 	}
