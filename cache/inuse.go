@@ -81,13 +81,6 @@ func (u *useTable) unclaim(ds []digest.Digest) {
 	}
 }
 
-// inUse reports whether d has a reader now.
-func (u *useTable) inUse(d digest.Digest) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.readers[d] > 0
-}
-
 // errRemoving reports a blob that is absent because it is being removed.
 func errRemoving(d digest.Digest) error {
 	return fmt.Errorf("read blob %s: being removed: %w", d, fs.ErrNotExist)

@@ -10,9 +10,10 @@ import (
 // (/api/v1/repositories) with the browser's own credentials, so it shows
 // exactly what the API shows that user. No build step, nothing fetched
 // from elsewhere.
-//
+var browsePageHTML = withPageStyle(browseHTML)
+
 //go:embed browse.html
-var browsePageHTML []byte
+var browseHTML []byte
 
 // browseRealm names the browse page in its Basic challenge; the browser
 // keeps the credentials for the whole origin, the API included.

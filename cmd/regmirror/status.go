@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	_ "embed"
@@ -18,9 +19,21 @@ import (
 
 // statusPageHTML is the status page: static HTML whose inline script polls
 // /status.json and renders it. No build step, nothing fetched from elsewhere.
-//
+var statusPageHTML = withPageStyle(statusHTML)
+
 //go:embed status.html
-var statusPageHTML []byte
+var statusHTML []byte
+
+// pagesCSS is the style the status and browse pages share; each page
+// carries it inline, so that it fetches nothing (see their CSP).
+//
+//go:embed pages.css
+var pagesCSS []byte
+
+// withPageStyle puts pagesCSS where page's style says /* pages.css */.
+func withPageStyle(page []byte) []byte {
+	return bytes.Replace(page, []byte("  /* pages.css */"), bytes.TrimRight(pagesCSS, "\n"), 1)
+}
 
 // statusReport is /status.json, everything the status page shows.
 type statusReport struct {

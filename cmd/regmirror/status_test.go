@@ -453,3 +453,14 @@ func TestStatusLogin(t *testing.T) {
 		})
 	}
 }
+
+// Both pages carry the shared style inline: nothing is left of its
+// placeholder, and its variables are there for the pages' own rules.
+func TestPagesCarryTheSharedStyle(t *testing.T) {
+	t.Parallel()
+	for name, page := range map[string][]byte{"status": statusPageHTML, "browse": browsePageHTML} {
+		if bytes.Contains(page, []byte("/* pages.css */")) || !bytes.Contains(page, []byte("--accent: #2f6fde")) {
+			t.Errorf("the %s page lacks the shared style", name)
+		}
+	}
+}
