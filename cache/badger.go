@@ -5,19 +5,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 )
 
-// openIndex opens the Badger index tuned for a small footprint: the index
-// holds a few hundred bytes per blob, and the daemon must stay small while it
-// streams gigabytes, so Badger's defaults (64 MiB memtables, five of them, a
-// 256 MiB block cache, 1 GiB value-log files) would dominate its memory.
-func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
+// openIndex opens the Badger index in dataDir/index, tuned for a small
+// footprint: the index holds a few hundred bytes per blob, and the daemon
+// must stay small while it streams gigabytes, so Badger's defaults (64 MiB
+// memtables, five of them, a 256 MiB block cache, 1 GiB value-log files)
+// would dominate its memory. Every table is verified against its checksums
+// at Open (verifiedInFull) unless a clean close stamped exactly these
+// tables; then each block is verified when it is read instead.
+func openIndex(dataDir string, log *slog.Logger) (db *badger.DB, verifiedInFull bool, err error) {
+	dir := filepath.Join(dataDir, "index")
 	if err := checkTables(dir); err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	trusted, err := takeTablesStamp(dataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	// Badger's OnTableAndBlockRead would do both, but its full check
+	// dereferences a nil block on the first bad checksum (v4.9.6): a
+	// damaged table would panic the daemon instead of failing Open. So an
+	// unstamped index is read in full at Open, as before, and a stamped one
+	// is checked block by block as it is read.
+	mode := options.OnTableRead
+	if trusted {
+		mode = options.OnBlockRead
 	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log: log}).
@@ -30,10 +48,10 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithCompression(options.None).
-		// A table whose bytes changed on disk fails Open with an error
-		// instead of answering with garbage rows; tables are small, so
-		// checking them once when they are opened costs little.
-		WithChecksumVerificationMode(options.OnTableRead).
+		// A table whose bytes changed on disk fails Open, or the read of
+		// the changed block, with an error instead of answering with
+		// garbage rows.
+		WithChecksumVerificationMode(mode).
 		// Values in the value log (large manifests) are checked on every
 		// read, so a damaged one is an error, never other bytes.
 		WithVerifyValueChecksum(true).
@@ -42,11 +60,23 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithValueLogFileSize(64 << 20).
 		// Index rows stay in the LSM tree; only large manifests go to the value log.
 		WithValueThreshold(4 << 10)
-	db, err := badger.Open(opts)
+	db, err = badger.Open(opts)
 	if err != nil {
-		return nil, fmt.Errorf("open index %s: %w (%s)", dir, err, damagedIndexHint(dir))
+		return nil, false, fmt.Errorf("open index %s: %w (%s)", dir, err, damagedIndexHint(dir))
 	}
-	return db, nil
+	return db, !trusted, nil
+}
+
+// closeIndex closes the index and, when that went cleanly, stamps its
+// tables so that the next Open need not read them in full.
+func (s *Store) closeIndex() error {
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	if err := writeTablesStamp(s.dataDir); err != nil {
+		s.log.Warn("the next start verifies the whole index", "err", err)
+	}
+	return nil
 }
 
 // maxConflictRetries bounds how often update re-runs a transaction that

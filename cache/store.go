@@ -52,13 +52,17 @@ type Options struct {
 // Store is the on-disk cache. Its methods are safe for concurrent use.
 // A data directory is used by one Store at a time.
 type Store struct {
+	dataDir  string // <dir>: index/, the index's tables stamp, blobs/, tmp/
 	blobRoot string // <dir>/blobs
 	tmpDir   string // <dir>/tmp: downloads in progress, on the blobs' filesystem
 	db       *badger.DB
-	unlock   func() error
-	log      *slog.Logger
-	now      func() time.Time
-	metrics  *metrics
+	// indexVerifiedInFull: Open read every block of the index, as it found
+	// no stamp of a clean close matching its tables (see indexstamp.go).
+	indexVerifiedInFull bool
+	unlock              func() error
+	log                 *slog.Logger
+	now                 func() time.Time
+	metrics             *metrics
 
 	stallTimeout        time.Duration
 	retry               Retry
@@ -126,7 +130,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
-	if s.db, err = openIndex(filepath.Join(opts.Dir, "index"), s.log); err != nil {
+	if s.db, s.indexVerifiedInFull, err = openIndex(opts.Dir, s.log); err != nil {
 		s.unlock()
 		return nil, err
 	}
@@ -136,6 +140,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 func newStore(opts Options) *Store {
 	s := &Store{
+		dataDir:             opts.Dir,
 		blobRoot:            filepath.Join(opts.Dir, "blobs"),
 		tmpDir:              filepath.Join(opts.Dir, "tmp"),
 		log:                 opts.Logger,
@@ -262,7 +267,7 @@ func (s *Store) Close() error {
 
 		s.closeErr = errors.Join(
 			s.FlushAccess(context.Background()),
-			s.db.Close(),
+			s.closeIndex(),
 			s.unlock(),
 		)
 	})

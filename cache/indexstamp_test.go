@@ -1,0 +1,160 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A cleanly closed index opens without a full read of its tables, and the
+// stamp that allows it exists only while the cache is closed.
+func TestCleanCloseSkipsTheFullIndexCheck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	blobs := fillIndex(t, dir)
+	stamp := filepath.Join(dir, tablesStampName)
+	if _, err := os.Stat(stamp); err != nil {
+		t.Fatalf("no stamp after a clean close: %v", err)
+	}
+	s, err := Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.indexVerifiedInFull {
+		t.Error("a cleanly closed index was read in full at Open")
+	}
+	if _, err := os.Stat(stamp); !os.IsNotExist(err) {
+		t.Errorf("the stamp outlives Open (a crash now would leave it behind): %v", err)
+	}
+	for d, data := range blobs {
+		rc, _, err := s.ReadBlob(context.Background(), d, 0)
+		if err != nil {
+			t.Fatalf("ReadBlob %s: %v", d, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("blob %s read back wrong: %v", d, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stamp); err != nil {
+		t.Errorf("no stamp after the second clean close: %v", err)
+	}
+}
+
+// Without a stamp (the daemon crashed, or an older version closed it) every
+// table is verified before the index serves a row.
+func TestIndexWithoutAStampIsVerifiedInFull(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fillIndex(t, dir)
+	if err := os.Remove(filepath.Join(dir, tablesStampName)); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, Options{Dir: dir})
+	if !s.indexVerifiedInFull {
+		t.Error("an index without a stamp was not verified in full")
+	}
+}
+
+// A stamp vouches for the exact files it describes: a table written to
+// after the clean close, even with its size and modification time put
+// back, or replaced by another file of the same name, size and times, is
+// verified in full, and its damage refuses Open.
+func TestStampDoesNotHideADamagedTable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, path string, size int64)
+	}{
+		{"written to, times put back", func(t *testing.T, path string, size int64) {
+			fi := statOrFail(t, path)
+			if err := scribble(path, size/3); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"replaced by a damaged copy with the same times", func(t *testing.T, path string, size int64) {
+			fi := statOrFail(t, path)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copy(data[size/3:], bytes.Repeat([]byte{0xa5}, 32))
+			tmp := path + ".new"
+			if err := os.WriteFile(tmp, data, fi.Mode()); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(tmp, fi.ModTime(), fi.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			fillIndex(t, dir)
+			path, size := indexFile(t, filepath.Join(dir, "index"), ".sst")
+			// Writes within the same clock tick must still count.
+			time.Sleep(10 * time.Millisecond)
+			tt.damage(t, path, size)
+			s, err := Open(context.Background(), Options{Dir: dir})
+			if err == nil {
+				s.Close()
+				t.Fatal("Open of a damaged index succeeded under a stamp of the clean one")
+			}
+			if !strings.Contains(err.Error(), "aside") {
+				t.Fatalf("Open error %q does not say how to recover", err)
+			}
+		})
+	}
+}
+
+// A table damaged while the index is open (a disk returning other bytes)
+// is never read back as other rows: blocks are verified when read.
+func TestTableDamagedWhileOpenNeverReadsAsOtherRows(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	blobs := fillIndex(t, dir)
+	s := openStore(t, Options{Dir: dir})
+	path, size := indexFile(t, filepath.Join(dir, "index"), ".sst")
+	// The data blocks only: a table's block index is verified once, at
+	// Open, and Badger keeps using it from the mapped file.
+	for off := int64(0); off < size/3; off += 512 {
+		if err := scribble(path, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed, err := s.Blobs(context.Background())
+	for _, b := range listed {
+		if want, ok := blobs[b.Digest]; !ok || int64(len(want)) != b.Size {
+			t.Fatalf("a damaged table listed blob %s of %d bytes, which was never stored", b.Digest, b.Size)
+		}
+	}
+	if err == nil && len(listed) == len(blobs) {
+		t.Fatal("every row of a damaged table read back as if whole")
+	}
+}
+
+func statOrFail(t *testing.T, path string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
+}
