@@ -196,8 +196,22 @@ const (
 
 // settleOrphan adopts the file at path as the blob d if it has no row and
 // hashes to d, and removes it if it has no row and does not. It holds d as a
-// reader meanwhile, so that no removal of d runs beside it.
+// reader while it hashes, so that no removal of d runs beside it, and lets
+// go before removing the file, which claims d for removal instead.
 func (s *Store) settleOrphan(ctx context.Context, d digest.Digest, path string) (orphanOutcome, error) {
+	adopted, err := s.adoptIfSound(ctx, d, path)
+	switch {
+	case err != nil:
+		return orphanKept, err
+	case adopted != orphanRemoved:
+		return adopted, nil
+	}
+	return s.removeOrphan(ctx, d, path)
+}
+
+// adoptIfSound adopts the file at path as the blob d if d has no row and
+// the file hashes to d. It answers orphanRemoved for a file to remove.
+func (s *Store) adoptIfSound(ctx context.Context, d digest.Digest, path string) (orphanOutcome, error) {
 	if _, ok := s.uses.acquire(d); !ok {
 		return orphanKept, nil // being removed: the removal takes the file
 	}
@@ -208,26 +222,31 @@ func (s *Store) settleOrphan(ctx context.Context, d digest.Digest, path string) 
 	case indexed:
 		return orphanKept, nil
 	}
-	ok, err := s.adopt(ctx, d, path)
-	switch {
+	switch ok, err := s.adopt(ctx, d, path); {
 	case err != nil:
 		return orphanKept, err
 	case ok:
 		return orphanAdopted, nil
 	}
-	return s.removeOrphan(ctx, d, path)
+	return orphanRemoved, nil
 }
 
-// removeOrphan removes the unindexed file of d, unless a download of d is
-// in flight (it may be renaming its sound file over this one before it
-// indexes it) or has indexed it meanwhile. A download leaves Store.inflight
-// only once indexed, and none starts while Store.mu is held.
+// removeOrphan removes the unindexed file of d, unless d is in use: a
+// download of d in flight (it may be renaming its sound file over this one
+// before it indexes it), an upload publishing d (it holds d in the use
+// table across its rename and commit), or d indexed meanwhile. The claim
+// in the use table makes a publisher that comes later wait until the file
+// is gone, rather than rename its file in first and lose it to the removal.
+// A download leaves Store.inflight only once indexed, and none starts
+// while Store.mu is held.
 func (s *Store) removeOrphan(ctx context.Context, d digest.Digest, path string) (orphanOutcome, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.downloadingLocked(d)) > 0 {
+	claimed, _ := s.uses.claim([]digest.Digest{d}, func(d digest.Digest) bool { return len(s.downloadingLocked(d)) > 0 })
+	if len(claimed) == 0 {
 		return orphanKept, nil
 	}
+	defer s.uses.unclaim(claimed)
 	if indexed, err := s.hasBlob(ctx, d); err != nil || indexed {
 		return orphanKept, err
 	}

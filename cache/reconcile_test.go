@@ -169,3 +169,64 @@ func TestSweepKeepsBlobRestoredMeanwhile(t *testing.T) {
 		t.Fatalf("dropUnsound of a row without its file dropped %d rows, %v", n, err)
 	}
 }
+
+// An upload publishing d holds it in the use table across its rename and
+// commit: the sweep must not remove the unindexed file of d meanwhile,
+// or the upload's sound file goes with the corrupt orphan it replaced.
+func TestSweepLeavesAFilePublishedByAnUpload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, Options{})
+	h := openHosted(t, s)
+	data, d := randomBlob(t, 700)
+	writeBlobFile(t, s.dataDir, d, data) // renamed in, not yet indexed
+	release, err := h.pin(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.removeOrphan(ctx, d, blobPath(s.blobRoot, d))
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != orphanKept {
+		t.Fatal("the sweep removed a file that an upload was publishing")
+	}
+	if _, err := os.Stat(blobPath(s.blobRoot, d)); err != nil {
+		t.Fatalf("the published file is gone: %v", err)
+	}
+}
+
+// Uploads of digests whose corrupt orphans the sweep is removing all end
+// indexed, with their files, byte for byte.
+func TestUploadsBesideTheSweepOfTheirOrphans(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	const n = 40
+	blobs := map[digest.Digest][]byte{}
+	for range n {
+		data, d := randomBlob(t, 900)
+		blobs[d] = data
+		writeBlobFile(t, dir, d, []byte("not the blob")) // a corrupt orphan
+	}
+	s := openStore(t, Options{Dir: dir})
+	h := openHosted(t, s)
+	var wg sync.WaitGroup
+	wg.Go(func() { reconcile(t, s) })
+	for _, data := range blobs {
+		wg.Go(func() { pushBlob(t, h, "team/app", data) })
+	}
+	wg.Wait()
+	for d, data := range blobs {
+		rc, _, err := h.OpenBlob(ctx, "team/app", d, 0)
+		if err != nil {
+			t.Fatalf("pushed blob %s: %v", d, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("pushed blob %s read back wrong: %v", d, err)
+		}
+	}
+}
