@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/regmirror/regmirror/eviction"
 	"github.com/regmirror/regmirror/internal/notify"
