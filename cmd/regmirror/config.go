@@ -64,6 +64,8 @@ type Config struct {
 	Prefetch PrefetchConfig `yaml:"prefetch"`
 	// Notifications are webhooks: events POSTed to receivers.
 	Notifications NotificationsConfig `yaml:"notifications"`
+	// Log is how the daemon logs: level and format.
+	Log LogConfig `yaml:"log"`
 
 	// notifier is wiring, not configuration: the daemon's webhooks (nil
 	// without any), which the upstreams' breakers and eviction report to.
@@ -299,7 +301,7 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
-	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate())
+	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate())
 	return errors.Join(errs...)
 }
 

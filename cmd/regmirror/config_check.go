@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -18,10 +17,7 @@ import (
 func configCommand() *cli.Command {
 	// The same overrides as serve, so that a check with serve's flags and
 	// environment checks what serve would run.
-	flags := slices.DeleteFunc(serveCommand().Flags, func(f cli.Flag) bool {
-		return slices.Contains(f.Names(), "log-level") || slices.Contains(f.Names(), "log-format")
-	})
-	flags = append(flags,
+	flags := append(serveCommand().Flags,
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the problems, not the effective configuration"},
 		&cli.BoolFlag{Name: "no-files", Usage: "check the config file alone, not the files it names (password files, certificates, CA files, htpasswd): " +
 			"for a check away from the host that runs it"},
