@@ -126,7 +126,7 @@ func (c CacheConfig) validate() error {
 		}
 	}
 	if c.FillTimeout < 0 {
-		errs = append(errs, errors.New("cache.fill_timeout must not be negative"))
+		errs = append(errs, keyErrorf("cache.fill_timeout", "cache.fill_timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -74,6 +74,11 @@ func (c Config) fileErrors() error {
 		errs = append(errs, u.fileErrors(i)...)
 	}
 	errs = append(errs, c.Notifications.fileErrors()...)
+	if c.Auth.LDAP.enabled() {
+		if _, _, err := c.Auth.LDAP.readFiles(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.Hosted.enabled() {
 		if _, err := loadHtpasswd(c.Hosted.Htpasswd); err != nil {
 			errs = append(errs, &keyError{key: "hosted.htpasswd", err: err})
