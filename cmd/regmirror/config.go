@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"reflect"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -143,8 +144,8 @@ type UpstreamConfig struct {
 	BreakerMinRequests  int           `yaml:"breaker_min_requests"`
 	BreakerFailureRatio float64       `yaml:"breaker_failure_ratio"`
 	// MaxConcurrentFetches caps the requests to this upstream in flight at
-	// once; more wait their turn (default 16; negative: no cap).
-	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"`
+	// once; more wait their turn (default 16; off: no cap).
+	MaxConcurrentFetches Count `yaml:"max_concurrent_fetches"`
 	// Allow, when set, lists the repositories that may be pulled; Deny
 	// lists those that may not, and wins. Globs on the repository path,
 	// e.g. "library/*" (one level) or "myorg/**" (any depth).
@@ -227,6 +228,9 @@ func readConfig(path string) (Config, *configFile, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		file.problems = decodeProblems(err)
+	}
+	if file.root != nil && len(file.root.Content) > 0 {
+		file.problems = append(file.problems, zeroProblems(reflect.TypeFor[Config](), file.root.Content[0], "")...)
 	}
 	return cfg, file, nil
 }
