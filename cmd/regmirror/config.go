@@ -14,6 +14,7 @@ import (
 
 	"github.com/regmirror/regmirror/eviction"
 	"github.com/regmirror/regmirror/internal/notify"
+	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
 // Config is the daemon's configuration file. Its zero value, like the zero
@@ -307,6 +308,18 @@ func (c Config) validate() error {
 	errs = append(errs, c.edgeErrors()...)
 	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate())
 	return errors.Join(errs...)
+}
+
+// globErrors reports the repository globs at key that do not parse, each
+// at its place in the list.
+func globErrors(key string, patterns []string) []error {
+	var errs []error
+	for j, p := range patterns {
+		if err := repoglob.Check(p); err != nil || p == "" {
+			errs = append(errs, keyErrorf(fmt.Sprintf("%s[%d]", key, j), "%s: repository pattern %q is not a glob", key, p))
+		}
+	}
+	return errs
 }
 
 // patternErrors reports the repository globs of upstreams[i] that do not

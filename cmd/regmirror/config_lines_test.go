@@ -33,6 +33,11 @@ func TestEveryValidationProblemHasALine(t *testing.T) {
 		{"notification action", "notifications:\n  endpoints:\n    - url: https://hooks.example\n      actions: [push, fly]\n", 4, `unknown action "fly"`},
 		{"prefetch image", "prefetch:\n  images:\n    - node:20\n    - \"node:[\"\n", 4, "prefetch.images"},
 		{"status users without users", "status:\n  users: [alice]\n", 2, "status.users"},
+		{"hosted repository glob", "hosted:\n  htpasswd: /etc/htpasswd\n  repositories: [team/*, \"team/[\"]\n", 3, `hosted.repositories: repository pattern "team/["`},
+		{"hosted fall_through glob", "hosted:\n  htpasswd: /etc/htpasswd\n  fall_through:\n    - \"\"\n", 4, "hosted.fall_through"},
+		{"hosted permission glob", "hosted:\n  htpasswd: /etc/htpasswd\n  permissions:\n    - repositories: [\"a/[\"]\n      users: [alice]\n      actions: [pull]\n", 4, "hosted.permissions[0].repositories"},
+		{"hosted permission action", "hosted:\n  htpasswd: /etc/htpasswd\n  permissions:\n    - repositories: [team/*]\n      users: [alice]\n      actions: [pull, fly]\n", 4, `unknown action "fly"`},
+		{"hosted permission to nobody", "hosted:\n  htpasswd: /etc/htpasswd\n  permissions:\n    - repositories: [team/*]\n      actions: [pull]\n", 4, "grants to nobody"},
 		{"upstream proxy", "upstreams:\n  - host: ghcr.io\n    proxy: socks5://p:1080\n", 3, "proxy"},
 	}
 	for _, tt := range tests {
