@@ -2,7 +2,6 @@ package eviction
 
 import (
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 
@@ -17,7 +16,7 @@ type Pin struct {
 	// Repo is a repository glob, matched like Globs: with or without the
 	// registry, `*` within a component, `**` across components.
 	Repo string
-	// Tag is a path.Match pattern over tags, e.g. "20*". Empty pins every
+	// Tag is a tag pattern (repoglob.MatchTag), e.g. "20*". Empty pins every
 	// manifest of the repositories; otherwise only the manifests that a
 	// matching tag points to (as cached: a tag that moves takes its pin along).
 	Tag string
@@ -44,8 +43,8 @@ func ParsePin(s string, platforms ...string) (Pin, error) {
 	if err := repoglob.Check(p.Repo); err != nil {
 		return Pin{}, fmt.Errorf("pin %q: %w", s, err)
 	}
-	if _, err := path.Match(p.Tag, ""); err != nil {
-		return Pin{}, fmt.Errorf("pin %q: tag pattern: %w", s, err)
+	if err := repoglob.CheckTag(p.Tag); err != nil {
+		return Pin{}, fmt.Errorf("pin %q: %w", s, err)
 	}
 	for _, pl := range platforms {
 		if n := strings.Count(pl, "/"); n < 1 || n > 2 || strings.Contains(pl, "//") {
@@ -84,8 +83,7 @@ func (p Pin) selects(m *Manifest) bool {
 		return slices.ContainsFunc(m.Repos, func(r string) bool { return matchRepo(p.Repo, r) })
 	}
 	return slices.ContainsFunc(m.Tags, func(t RepoTag) bool {
-		ok, _ := path.Match(p.Tag, t.Tag)
-		return ok && matchRepo(p.Repo, t.Repo)
+		return repoglob.MatchTag(p.Tag, t.Tag) && matchRepo(p.Repo, t.Repo)
 	})
 }
 

@@ -69,6 +69,18 @@ func TestPlanPrune(t *testing.T) {
 			wantShared:    1,
 		},
 		{
+			name:          "repository filter: ** crosses /",
+			inv:           inv,
+			opts:          PruneOptions{Repos: Globs{"ghcr.io/**"}},
+			wantManifests: []Manifest{teamImg},
+			wantBlobs:     []Blob{teamLayer},
+		},
+		{
+			name: "repository filter: * stays within one component",
+			inv:  inv,
+			opts: PruneOptions{Repos: Globs{"ghcr.io/*"}},
+		},
+		{
 			name:          "repository and age",
 			inv:           inv,
 			opts:          PruneOptions{Repos: Globs{"docker.io/library/*"}, OlderThan: new(30 * 24 * time.Hour)},
@@ -191,6 +203,10 @@ func TestGlobs(t *testing.T) {
 		{"ghcr.io/*/*", "ghcr.io/team/app", true},
 		{"team/app", "ghcr.io/team/app", true},
 		{"node", "docker.io/library/node", false},
+		{"myorg/**", "docker.io/myorg/a/b", true},
+		{"myorg/**", "docker.io/myorg", true},
+		{"myorg/*", "docker.io/myorg/a/b", false},
+		{"ghcr.io/**/api", "ghcr.io/team/app/api", true},
 	}
 	for _, tt := range tests {
 		if got := (Globs{tt.pattern}).Match(tt.repo); got != tt.want {

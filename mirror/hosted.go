@@ -94,7 +94,7 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time, 
 		perms = defaultPermissions(o.Repositories, o.PrivatePulls)
 	}
 	for i, p := range o.Permissions {
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("hosted permission %d: %w", i+1, err)
 		}
 	}

@@ -30,7 +30,11 @@ type Permission struct {
 	Actions      []Action
 }
 
-func (p Permission) validate() error {
+// Validate reports why p cannot be used: no repositories or a malformed
+// glob among them, nobody or nothing granted, an unknown action, or more
+// than pull granted to anonymous clients. HostedOptions are checked with
+// it; a configuration checks it first to place the problem.
+func (p Permission) Validate() error {
 	if len(p.Repositories) == 0 {
 		return fmt.Errorf("a permission names no repositories")
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/regmirror/regmirror/internal/registryhost"
 )
 
 // ErrCredentialsWithheld means the upstream sent the mirror elsewhere (a
@@ -16,14 +18,19 @@ import (
 var ErrCredentialsWithheld = errors.New("refusing to follow the upstream elsewhere")
 
 // knownAuthHosts are the token services of public registries whose realm
-// is not on the registry's own host, keyed by the registry's host name.
+// is not on the registry's own host, keyed by the registry's canonical
+// name: registryhost folds its aliases (registry-1.docker.io is docker.io).
 var knownAuthHosts = map[string][]string{
-	"docker.io":            {"auth.docker.io"},
-	"index.docker.io":      {"auth.docker.io"},
-	"registry-1.docker.io": {"auth.docker.io"},
+	registryhost.DockerHub: {"auth.docker.io"},
 	"registry.gitlab.com":  {"gitlab.com"},
 	"nvcr.io":              {"authn.nvidia.com"},
 	"docker.elastic.co":    {"docker-auth.elastic.co"},
+}
+
+// authHostsOf are the known token services of the registry at host, by
+// any of its names.
+func authHostsOf(host string) []string {
+	return knownAuthHosts[registryhost.Hostname(host)]
 }
 
 // credentialGuard is the bottom of the upstream transport: every request
@@ -54,7 +61,7 @@ func newCredentialGuard(inner http.RoundTripper, registryHost, configuredHost st
 		authHosts: map[string]bool{},
 		literal:   isLiteralHost(hostname(registryHost)),
 	}
-	for _, h := range append(append(knownAuthHosts[hostname(registryHost)], knownAuthHosts[hostname(configuredHost)]...), authHosts...) {
+	for _, h := range append(append(authHostsOf(registryHost), authHostsOf(configuredHost)...), authHosts...) {
 		g.authHosts[strings.ToLower(h)] = true
 	}
 	return g

@@ -86,8 +86,8 @@ func defaultTransports(cfg Config, base *url.URL, clientCertChanged func(error))
 // trustedHosts are the hosts the operator configured for a registry.
 func trustedHosts(cfg Config, base *url.URL) []string {
 	hosts := []string{base.Host, cfg.Host}
-	hosts = append(hosts, knownAuthHosts[hostname(base.Host)]...)
-	hosts = append(hosts, knownAuthHosts[hostname(cfg.Host)]...)
+	hosts = append(hosts, authHostsOf(base.Host)...)
+	hosts = append(hosts, authHostsOf(cfg.Host)...)
 	hosts = append(hosts, cfg.AuthHosts...)
 	return append(hosts, cfg.RedirectHosts...)
 }

@@ -259,6 +259,10 @@ func TestCredentialGuardRules(t *testing.T) {
 	}{
 		{"registry itself", "registry.test", "http://registry.test/v2/", "GET", "Bearer x", nil, true},
 		{"known token service", "registry-1.docker.io", "https://auth.docker.io/token", "GET", "Basic x", nil, true},
+		// The aliases come from internal/registryhost, the one table
+		// that routing and credentials use too.
+		{"known token service of an alias", "registry.hub.docker.com", "https://auth.docker.io/token", "GET", "Basic x", nil, true},
+		{"known token service, any spelling", "Index.Docker.IO.:443", "https://auth.docker.io/token", "GET", "Basic x", nil, true},
 		{"configured token service", "registry.test", "https://auth.test/token", "GET", "Basic x", []string{"auth.test"}, true},
 		{"basic auth elsewhere", "registry.test", "https://evil.test/token", "GET", "Basic x", nil, false},
 		{"oauth post elsewhere", "registry.test", "https://evil.test/token", "POST", "", nil, false},

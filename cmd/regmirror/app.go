@@ -54,26 +54,26 @@ func dataDirFlag() cli.Flag {
 
 func logLevelFlag() cli.Flag {
 	return &cli.StringFlag{
-		Name:    "log-level",
-		Usage:   "debug, info, warn or error",
-		EnvVars: []string{"REGMIRROR_LOG_LEVEL"},
-		Value:   "info",
+		Name:        "log-level",
+		Usage:       "debug, info, warn or error",
+		EnvVars:     []string{"REGMIRROR_LOG_LEVEL"},
+		DefaultText: defaultLogLevel,
 	}
 }
 
 func logFormatFlag() cli.Flag {
 	return &cli.StringFlag{
-		Name:    "log-format",
-		Usage:   "text or json",
-		EnvVars: []string{"REGMIRROR_LOG_FORMAT"},
-		Value:   "text",
+		Name:        "log-format",
+		Usage:       "text or json",
+		EnvVars:     []string{"REGMIRROR_LOG_FORMAT"},
+		DefaultText: defaultLogFormat,
 	}
 }
 
-// newLogger builds the process's logger from the log flags.
+// newLogger builds the process's logger from the log settings.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+	lvl, err := parseLogLevel(level)
+	if err != nil {
 		return nil, usageErrorf("--log-level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}

@@ -71,7 +71,7 @@ func cacheCommand() *cli.Command {
 				Flags: []cli.Flag{dataDirFlag(), configFlag(), jsonFlag(),
 					&cli.StringFlag{Name: "max-size", Usage: "remove least recently used images until the cache holds at most `SIZE` (e.g. 20GiB)"},
 					&cli.DurationFlag{Name: "older-than", Usage: "remove images not used for `DURATION` (e.g. 720h; 0s: all of them)"},
-					&cli.StringSliceFlag{Name: "repo", Usage: "only repositories matching `GLOB` (e.g. 'library/*'); alone, removes all of them"},
+					&cli.StringSliceFlag{Name: "repo", Usage: "only repositories matching `GLOB` ('library/*' one level, 'myorg/**' any depth); alone, removes all of them"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "print what would go and the bytes freed; change nothing"},
 				},
 				Action: cacheAction(runPrune),

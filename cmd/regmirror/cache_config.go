@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/eviction"
@@ -126,7 +126,7 @@ func (c CacheConfig) validate() error {
 		}
 	}
 	if c.FillTimeout < 0 {
-		errs = append(errs, errors.New("cache.fill_timeout must not be negative"))
+		errs = append(errs, keyErrorf("cache.fill_timeout", "cache.fill_timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }

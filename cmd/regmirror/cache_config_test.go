@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/eviction"
 )
 
 func TestCacheConfigParsing(t *testing.T) {
@@ -68,3 +72,39 @@ func TestCacheConfigDefaults(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// cache.pin speaks the one glob dialect: `**` crosses `/`, so
+// "myorg/**" pins images any number of levels below myorg; a pattern that
+// does not parse is a problem at its line.
+func TestCachePinGlobCrossesSlash(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(writeConfig(t, "cache:\n  pin: [\"myorg/**\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pins, err := cfg.pins()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := eviction.Inventory{Manifests: []eviction.Manifest{
+		{Digest: digest.FromString("nested"), Repos: []string{"docker.io/myorg/a/b"}},
+		{Digest: digest.FromString("top"), Repos: []string{"docker.io/myorg/app"}},
+		{Digest: digest.FromString("other"), Repos: []string{"docker.io/other/a/b"}},
+	}}
+	want := map[digest.Digest]bool{digest.FromString("nested"): true, digest.FromString("top"): true}
+	for _, c := range eviction.Candidates(inv, pins) {
+		if c.Pinned != want[c.Digest] {
+			t.Errorf("%s: pinned %v, want %v", c.Digest, c.Pinned, want[c.Digest])
+		}
+	}
+
+	path := writeConfig(t, "listen: :5000\ncache:\n  pin:\n    - myorg/**\n    - \"myorg/[\"\n")
+	cfg, file, err := readConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.add(cfg.withDefaults().validate())
+	if err := file.err(); err == nil || !strings.Contains(err.Error(), path+":5: ") {
+		t.Errorf("err = %v, want the bad pattern at line 5", err)
+	}
+}

@@ -7,12 +7,14 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"reflect"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/regmirror/regmirror/eviction"
 	"github.com/regmirror/regmirror/internal/notify"
+	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
 // Config is the daemon's configuration file. Its zero value, like the zero
@@ -64,6 +66,8 @@ type Config struct {
 	Prefetch PrefetchConfig `yaml:"prefetch"`
 	// Notifications are webhooks: events POSTed to receivers.
 	Notifications NotificationsConfig `yaml:"notifications"`
+	// Log is how the daemon logs: level and format.
+	Log LogConfig `yaml:"log"`
 
 	// notifier is wiring, not configuration: the daemon's webhooks (nil
 	// without any), which the upstreams' breakers and eviction report to.
@@ -141,8 +145,8 @@ type UpstreamConfig struct {
 	BreakerMinRequests  int           `yaml:"breaker_min_requests"`
 	BreakerFailureRatio float64       `yaml:"breaker_failure_ratio"`
 	// MaxConcurrentFetches caps the requests to this upstream in flight at
-	// once; more wait their turn (default 16; negative: no cap).
-	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"`
+	// once; more wait their turn (default 16; off: no cap).
+	MaxConcurrentFetches Count `yaml:"max_concurrent_fetches"`
 	// Allow, when set, lists the repositories that may be pulled; Deny
 	// lists those that may not, and wins. Globs on the repository path,
 	// e.g. "library/*" (one level) or "myorg/**" (any depth).
@@ -226,6 +230,9 @@ func readConfig(path string) (Config, *configFile, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		file.problems = decodeProblems(err)
 	}
+	if file.root != nil && len(file.root.Content) > 0 {
+		file.problems = append(file.problems, zeroProblems(reflect.TypeFor[Config](), file.root.Content[0], "")...)
+	}
 	return cfg, file, nil
 }
 
@@ -299,8 +306,20 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
-	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate())
+	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate())
 	return errors.Join(errs...)
+}
+
+// globErrors reports the repository globs at key that do not parse, each
+// at its place in the list.
+func globErrors(key string, patterns []string) []error {
+	var errs []error
+	for j, p := range patterns {
+		if err := repoglob.Check(p); err != nil || p == "" {
+			errs = append(errs, keyErrorf(fmt.Sprintf("%s[%d]", key, j), "%s: repository pattern %q is not a glob", key, p))
+		}
+	}
+	return errs
 }
 
 // patternErrors reports the repository globs of upstreams[i] that do not

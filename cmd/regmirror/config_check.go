@@ -8,20 +8,16 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 func configCommand() *cli.Command {
 	// The same overrides as serve, so that a check with serve's flags and
 	// environment checks what serve would run.
-	flags := slices.DeleteFunc(serveCommand().Flags, func(f cli.Flag) bool {
-		return slices.Contains(f.Names(), "log-level") || slices.Contains(f.Names(), "log-format")
-	})
-	flags = append(flags,
+	flags := append(serveCommand().Flags,
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the problems, not the effective configuration"},
 		&cli.BoolFlag{Name: "no-files", Usage: "check the config file alone, not the files it names (password files, certificates, CA files, htpasswd): " +
 			"for a check away from the host that runs it"},
@@ -78,6 +74,11 @@ func (c Config) fileErrors() error {
 		errs = append(errs, u.fileErrors(i)...)
 	}
 	errs = append(errs, c.Notifications.fileErrors()...)
+	if c.Auth.LDAP.enabled() {
+		if _, _, err := c.Auth.LDAP.readFiles(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.Hosted.enabled() {
 		if _, err := loadHtpasswd(c.Hosted.Htpasswd); err != nil {
 			errs = append(errs, &keyError{key: "hosted.htpasswd", err: err})

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // keyError is a problem with the setting at one key of the config file.
@@ -165,11 +165,11 @@ func child(n *yaml.Node, part string) (*yaml.Node, int) {
 	return nil, 0
 }
 
-// yamlLine matches the line yaml.v3 puts in its messages: "line 3: ...",
+// yamlLine matches the line the yaml package puts in its messages: "line 3: ...",
 // "yaml: line 3: ...".
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-// decodeProblems turns a yaml.v3 error into problems at their lines. A
+// decodeProblems turns a yaml error into problems at their lines. A
 // *yaml.TypeError lists every key that did not decode; a syntax error
 // stops the parser at its first.
 func decodeProblems(err error) []configProblem {
@@ -190,7 +190,7 @@ func decodeProblems(err error) []configProblem {
 	return problems
 }
 
-// unknownField trims the Go type from yaml.v3's unknown-key message: the
+// unknownField trims the Go type from the yaml package's unknown-key message: the
 // operator wrote a YAML key, not a Go type.
 var unknownField = regexp.MustCompile(`(field \S+ not found) in type \S+`)
 

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // updateDocs rewrites the generated parts of the docs instead of checking

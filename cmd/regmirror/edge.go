@@ -15,12 +15,12 @@ import (
 // ConnectionsConfig is the `connections:` section of the config file: what
 // clients may hold open on the registry listener.
 type ConnectionsConfig struct {
-	// Max caps the connections open at once (default 4096; negative: no cap).
-	Max int `yaml:"max"`
+	// Max caps the connections open at once (default 4096; off: no cap).
+	Max Count `yaml:"max"`
 	// MaxPerClient caps those of one client address, an IPv6 /64 counting
-	// as one (default 256; negative: no cap). Connections from
+	// as one (default 256; off: no cap). Connections from
 	// trusted_proxies count only against Max.
-	MaxPerClient int `yaml:"max_per_client"`
+	MaxPerClient Count `yaml:"max_per_client"`
 	// BodyIdleTimeout is how long a request body (a push) may send
 	// nothing before its connection is closed (default 1m).
 	BodyIdleTimeout time.Duration `yaml:"body_idle_timeout"`
@@ -80,8 +80,8 @@ func guardEdge(cfg Config, ln net.Listener, h http.Handler, reg prometheus.Regis
 		return nil, nil, err
 	}
 	limits := edge.ConnLimits{
-		Total:     limit(cfg.Connections.Max, defaultMaxConnections),
-		PerClient: limit(cfg.Connections.MaxPerClient, defaultMaxConnectionsPerClient),
+		Total:     limit(int(cfg.Connections.Max), defaultMaxConnections),
+		PerClient: limit(int(cfg.Connections.MaxPerClient), defaultMaxConnectionsPerClient),
 		Exempt:    proxies.Contains,
 	}
 	h = edge.Handler(h, edge.Options{

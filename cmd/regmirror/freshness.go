@@ -79,7 +79,7 @@ func (u UpstreamConfig) freshnessErrors(i int) []error {
 		{"breaker_window", u.BreakerWindow},
 	} {
 		if d.value < 0 {
-			bad(d.name, "%s must not be negative (0 or unset means the default)", d.name)
+			bad(d.name, "%s must not be negative (leave it out for the default)", d.name)
 		}
 	}
 	if isNegative(u.StaleIfError) {
@@ -95,10 +95,10 @@ func (u UpstreamConfig) freshnessErrors(i int) []error {
 		bad("breaker_threshold", "breaker_threshold must not be negative (0: no circuit breaker)")
 	}
 	if u.BreakerMinRequests < 0 {
-		bad("breaker_min_requests", "breaker_min_requests must not be negative (0 or unset means the default)")
+		bad("breaker_min_requests", "breaker_min_requests must not be negative (leave it out for the default)")
 	}
 	if u.BreakerFailureRatio < 0 || u.BreakerFailureRatio > 1 {
-		bad("breaker_failure_ratio", "breaker_failure_ratio must be between 0 and 1, e.g. 0.5 (0 or unset means the default)")
+		bad("breaker_failure_ratio", "breaker_failure_ratio must be between 0 and 1, e.g. 0.5 (leave it out for the default)")
 	}
 	return errs
 }

@@ -90,7 +90,15 @@ func (c HostedConfig) validate(directory LDAPConfig) error {
 	if len(c.Permissions) > 0 && c.AnonymousPull != nil {
 		errs = append(errs, keyErrorf("hosted.anonymous_pull", "hosted: anonymous_pull and permissions do not go together: grant anonymous pull in a permission"))
 	}
+	errs = append(errs, globErrors("hosted.repositories", c.Repositories)...)
+	errs = append(errs, globErrors("hosted.fall_through", c.FallThrough)...)
 	for i, p := range c.Permissions {
+		at := fmt.Sprintf("hosted.permissions[%d]", i)
+		if bad := globErrors(at+".repositories", p.Repositories); len(bad) > 0 {
+			errs = append(errs, bad...)
+		} else if err := c.permissions()[i].Validate(); err != nil {
+			errs = append(errs, keyErrorf(at, "hosted: permission %d: %w", i+1, err))
+		}
 		for j, g := range p.Groups {
 			if _, ok := c.Groups[g]; !ok && !directory.groups() {
 				errs = append(errs, keyErrorf(fmt.Sprintf("hosted.permissions[%d].groups[%d]", i, j),

@@ -63,19 +63,30 @@ func (c LDAPConfig) groups() bool { return c.enabled() && (c.MemberOf || c.Group
 func (c LDAPConfig) validate() error {
 	if !c.enabled() {
 		if c != (LDAPConfig{}) {
-			return errors.New("auth.ldap: set url to use a directory")
+			return keyErrorf("auth.ldap", "auth.ldap: set url to use a directory")
 		}
 		return nil
 	}
 	var errs []error
 	if (c.BindDN == "") != (c.BindPasswordFile == "") {
-		errs = append(errs, errors.New("auth.ldap: bind_dn and bind_password_file go together"))
+		key := "auth.ldap.bind_dn" // the one that is set
+		if c.BindDN == "" {
+			key = "auth.ldap.bind_password_file"
+		}
+		errs = append(errs, keyErrorf(key, "auth.ldap: bind_dn and bind_password_file go together"))
 	}
-	if c.CacheTTL < 0 || c.Timeout < 0 {
-		errs = append(errs, errors.New("auth.ldap: cache_ttl and timeout must not be negative"))
+	for key, d := range map[string]time.Duration{"cache_ttl": c.CacheTTL, "timeout": c.Timeout} {
+		if d < 0 {
+			errs = append(errs, keyErrorf("auth.ldap."+key, "auth.ldap: cache_ttl and timeout must not be negative"))
+		}
 	}
 	if _, err := ldapauth.New(c.directoryConfig(nil, "")); err != nil {
-		errs = append(errs, fmt.Errorf("auth.%w", err))
+		key := "auth.ldap"
+		var bad *ldapauth.SettingError
+		if errors.As(err, &bad) {
+			key += "." + bad.Setting
+		}
+		errs = append(errs, keyErrorf(key, "auth.%w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -93,24 +104,9 @@ func openDirectory(c LDAPConfig, log *slog.Logger) (mirror.Directory, error) {
 	if !c.enabled() {
 		return nil, nil
 	}
-	var roots *x509.CertPool
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.ldap.ca_file: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("auth.ldap.ca_file %s: no PEM certificate in it", c.CAFile)
-		}
-	}
-	var password string
-	if c.BindPasswordFile != "" {
-		data, err := os.ReadFile(c.BindPasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.ldap.bind_password_file: %w", err)
-		}
-		password = strings.TrimRight(string(data), "\r\n")
+	roots, password, err := c.readFiles()
+	if err != nil {
+		return nil, err
 	}
 	d, err := ldapauth.New(c.directoryConfig(roots, password))
 	if err != nil {
@@ -134,4 +130,27 @@ type ldapDirectory struct{ d *ldapauth.Directory }
 func (l ldapDirectory) Login(ctx context.Context, user, password string) (mirror.DirectoryUser, bool, error) {
 	u, ok, err := l.d.Login(ctx, user, password)
 	return mirror.DirectoryUser{Name: u.Name, Groups: u.Groups}, ok, err
+}
+
+// readFiles reads the CA file and the bind password file, when set; a file
+// that cannot be used is a *keyError at its setting.
+func (c LDAPConfig) readFiles() (roots *x509.CertPool, password string, err error) {
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, "", keyErrorf("auth.ldap.ca_file", "auth.ldap.ca_file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, "", keyErrorf("auth.ldap.ca_file", "auth.ldap.ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+	}
+	if c.BindPasswordFile != "" {
+		data, err := os.ReadFile(c.BindPasswordFile)
+		if err != nil {
+			return nil, "", keyErrorf("auth.ldap.bind_password_file", "auth.ldap.bind_password_file: %w", err)
+		}
+		password = strings.TrimRight(string(data), "\r\n")
+	}
+	return roots, password, nil
 }

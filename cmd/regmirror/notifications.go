@@ -45,7 +45,7 @@ type EndpointConfig struct {
 	// Actions, when set, are the only actions sent (notify.Actions).
 	Actions   []string      `yaml:"actions"`
 	Timeout   time.Duration `yaml:"timeout"`
-	Retries   int           `yaml:"retries"`
+	Retries   Count         `yaml:"retries"`
 	Backoff   time.Duration `yaml:"backoff"`
 	QueueSize int           `yaml:"queue_size"`
 }
@@ -106,7 +106,7 @@ func (c NotificationsConfig) fileErrors() []error {
 // never their contents.
 func (e EndpointConfig) endpoint(i int) (notify.Endpoint, error) {
 	ep := notify.Endpoint{Name: e.Name, URL: e.URL, Actions: e.Actions, Timeout: e.Timeout,
-		Retries: e.Retries, Backoff: e.Backoff, QueueSize: e.QueueSize}
+		Retries: int(e.Retries), Backoff: e.Backoff, QueueSize: e.QueueSize}
 	at := func(key string) string { return fmt.Sprintf("notifications.endpoints[%d].%s", i, key) }
 	if e.HeadersFile != "" {
 		h, err := readHeadersFile(e.HeadersFile)

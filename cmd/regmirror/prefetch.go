@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/regmirror/regmirror/internal/repoglob"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -259,8 +259,7 @@ func (p *prefetcher) references(ctx context.Context, ref imageRef) ([]string, er
 		return nil, fmt.Errorf("%s: listing tags: %w", ref.name(), err)
 	}
 	matched := slices.DeleteFunc(tags, func(t string) bool {
-		ok, _ := path.Match(ref.Tag, t)
-		return !ok
+		return !repoglob.MatchTag(ref.Tag, t)
 	})
 	if len(matched) == 0 {
 		return nil, fmt.Errorf("%s: no tag matches %q among the upstream's %d tags", ref.name(), ref.Tag, len(tags))

@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 	"time"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
 // PrefetchConfig is the `prefetch:` section: images the daemon fetches at
@@ -111,7 +111,7 @@ type imageRef struct {
 	// Host is the registry ("docker.io"), Repo the repository in it
 	// ("library/node").
 	Host, Repo string
-	// Tag is a tag or a tag pattern (path.Match); empty with a digest.
+	// Tag is a tag or a tag pattern (repoglob.MatchTag); empty with a digest.
 	Tag       string
 	Digest    digest.Digest
 	Platforms []string
@@ -134,7 +134,7 @@ func parseImageRef(s string, platforms ...string) (imageRef, error) {
 	}
 	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
 		name, r.Tag = name[:i], name[i+1:]
-		if _, err := path.Match(r.Tag, ""); err != nil || r.Tag == "" {
+		if repoglob.CheckTag(r.Tag) != nil || r.Tag == "" {
 			return imageRef{}, fmt.Errorf("image %q: bad tag or tag pattern %q", s, r.Tag)
 		}
 	}

@@ -53,11 +53,11 @@ func serveCommand() *cli.Command {
 			},
 		},
 		Action: func(c *cli.Context) error {
-			log, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
+			cfg, err := configFromCLI(c)
 			if err != nil {
 				return err
 			}
-			cfg, err := configFromCLI(c)
+			log, err := newLogger(c.App.ErrWriter, cfg.Log.level(), cfg.Log.format())
 			if err != nil {
 				return err
 			}
@@ -95,6 +95,9 @@ func configFileFromCLI(c *cli.Context) (Config, *configFile, error) {
 		if c.IsSet(flag) {
 			*field = c.String(flag)
 		}
+	}
+	if err := overrideLog(c, &cfg.Log); err != nil {
+		return cfg, file, err
 	}
 	cfg = cfg.withDefaults()
 	file.add(cfg.validate())
@@ -257,4 +260,23 @@ func routes(m http.Handler, ops *http.ServeMux) http.Handler {
 	ops.Handle("/v1/_ping", m)
 	ops.Handle("/api/v1/", m)
 	return ops
+}
+
+// overrideLog applies --log-level and --log-format (or their environment
+// variables) over the file's log section. A value that does not parse is
+// a mistake on the command line, not in the file.
+func overrideLog(c *cli.Context, log *LogConfig) error {
+	if c.IsSet("log-level") {
+		if _, err := parseLogLevel(c.String("log-level")); err != nil {
+			return usageErrorf("--log-level: %w", err)
+		}
+		log.Level = c.String("log-level")
+	}
+	if c.IsSet("log-format") {
+		if err := checkLogFormat(c.String("log-format")); err != nil {
+			return usageErrorf("--log-format: %w", err)
+		}
+		log.Format = c.String("log-format")
+	}
+	return nil
 }

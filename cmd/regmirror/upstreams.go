@@ -86,7 +86,7 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 			NotFoundTTL:          u.notFoundTTL(),
 			NoStaleOnNotFound:    u.noStaleOnNotFound(),
 			BackgroundRefresh:    u.BackgroundRefresh,
-			MaxConcurrentFetches: u.MaxConcurrentFetches,
+			MaxConcurrentFetches: int(u.MaxConcurrentFetches),
 			Allow:                u.Allow,
 			Deny:                 u.Deny,
 			Visibility:           client,

@@ -3,6 +3,7 @@
 // credentials import none of the others; upstream may use credentials;
 // internal/ldapauth imports none; internal/notify (webhooks) only the
 // metrics helper: the mirror, upstream and eviction know nothing of it.
+// It also keeps one glob dialect: only internal/repoglob calls path.Match.
 package depcheck
 
 import (

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -84,17 +83,33 @@ type Directory struct {
 	groupBase *ldap.DN // nil: groups anywhere (memberOf)
 }
 
-// New checks c and returns a Directory for it; nothing is dialled yet.
+// SettingError is a setting of Config that New cannot use. Setting names
+// it as the config file does ("user_filter"), so that the caller can point
+// at it.
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
+
+func settingErrorf(setting, format string, args ...any) error {
+	return &SettingError{Setting: setting, Err: fmt.Errorf(format, args...)}
+}
+
+// New checks c and returns a Directory for it; nothing is dialled yet. A
+// setting it cannot use is a *SettingError.
 func New(c Config) (*Directory, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "" {
-		return nil, fmt.Errorf("ldap url %q: want ldap://HOST[:PORT] or ldaps://HOST[:PORT]", c.URL)
+		return nil, settingErrorf("url", "ldap url %q: want ldap://HOST[:PORT] or ldaps://HOST[:PORT]", c.URL)
 	}
 	if c.StartTLS && u.Scheme == "ldaps" {
-		return nil, errors.New("ldap: start_tls is for ldap:// URLs; ldaps:// is TLS already")
+		return nil, settingErrorf("start_tls", "ldap: start_tls is for ldap:// URLs; ldaps:// is TLS already")
 	}
 	if c.UserBase == "" {
-		return nil, errors.New("ldap: user_base is required")
+		return nil, settingErrorf("user_base", "ldap: user_base is required")
 	}
 	c.UserFilter = cmp.Or(c.UserFilter, DefaultUserFilter)
 	c.NameAttribute = cmp.Or(c.NameAttribute, DefaultNameAttribute)
@@ -103,17 +118,18 @@ func New(c Config) (*Directory, error) {
 		c.Timeout = DefaultTimeout
 	}
 	if !strings.Contains(c.UserFilter, "{user}") {
-		return nil, fmt.Errorf("ldap: user_filter %q does not use {user}", c.UserFilter)
+		return nil, settingErrorf("user_filter", "ldap: user_filter %q does not use {user}", c.UserFilter)
 	}
-	for _, f := range []string{expand(c.UserFilter, "x", "x"), expand(c.GroupFilter, "x", "x")} {
-		if _, err := ldap.CompileFilter(f); err != nil {
-			return nil, fmt.Errorf("ldap: filter %q: %w", f, err)
+	for _, f := range []struct{ setting, filter string }{{"user_filter", c.UserFilter}, {"group_filter", c.GroupFilter}} {
+		expanded := expand(f.filter, "x", "x")
+		if _, err := ldap.CompileFilter(expanded); err != nil {
+			return nil, settingErrorf(f.setting, "ldap: filter %q: %w", expanded, err)
 		}
 	}
 	d := &Directory{c: c, url: u}
 	if c.GroupBase != "" {
 		if d.groupBase, err = ldap.ParseDN(c.GroupBase); err != nil {
-			return nil, fmt.Errorf("ldap: group_base: %w", err)
+			return nil, settingErrorf("group_base", "ldap: group_base: %w", err)
 		}
 	}
 	return d, nil

@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
 // DefaultTokenTTL is how long a token stays valid when Options.TokenTTL is zero.
@@ -30,7 +31,7 @@ type Options struct {
 	// Username and Password are the only credentials the token endpoint
 	// accepts. With no Username, any credentials are rejected.
 	Username, Password string
-	// Private lists path.Match patterns of repositories that need
+	// Private lists repository globs (internal/repoglob) that need
 	// credentials, e.g. "private/*". Anonymous tokens get no scope on them,
 	// so anonymous pulls fail with 401, as on Docker Hub.
 	Private []string
@@ -98,8 +99,8 @@ func Start(opts Options) (*Registry, error) {
 		opts.Now = time.Now
 	}
 	for _, p := range opts.Private {
-		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("registrytest: private pattern %q: %w", p, err)
+		if err := repoglob.Check(p); err != nil {
+			return nil, fmt.Errorf("registrytest: private: %w", err)
 		}
 	}
 	r := &Registry{
@@ -256,7 +257,7 @@ func (r *Registry) isPrivate(repo string) bool {
 		return true
 	}
 	for _, p := range r.opts.Private {
-		if ok, _ := path.Match(p, repo); ok {
+		if repoglob.Match(p, repo) {
 			return true
 		}
 	}

@@ -30,3 +30,30 @@ func TestMatch(t *testing.T) {
 		t.Fatal("Check accepted a malformed pattern")
 	}
 }
+
+func TestMatchTag(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		pattern, tag string
+		want         bool
+	}{
+		{"20*", "20.1", true},
+		{"v1.31.*", "v1.31.4", true},
+		{"v1.31.*", "v1.32.0", false},
+		{"latest", "latest", true},
+		{"[", "[", false},
+	}
+	for _, tt := range tests {
+		if got := MatchTag(tt.pattern, tt.tag); got != tt.want {
+			t.Errorf("MatchTag(%q, %q) = %v, want %v", tt.pattern, tt.tag, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"[", "20/*"} {
+		if err := CheckTag(bad); err == nil {
+			t.Errorf("CheckTag(%q) accepted it", bad)
+		}
+	}
+	if err := CheckTag("20*"); err != nil {
+		t.Errorf("CheckTag(20*): %v", err)
+	}
+}
