@@ -114,6 +114,11 @@ type Options struct {
 	// registry's Host; not of the probes between. It is called on the
 	// request path and must return at once.
 	BreakerChanged func(host string, open bool)
+	// ForgetMetricsOnClose makes Close drop the client's series from the
+	// shared metrics: for clients made on demand for hosts that clients
+	// name (allow_any_upstream), which come and go, so that the series
+	// stay bounded by how many such clients are kept at once.
+	ForgetMetricsOnClose bool
 }
 
 // Client talks to one upstream registry. It is safe for concurrent use;
@@ -137,6 +142,8 @@ type Client struct {
 	metrics          *metrics
 	now              func() time.Time
 	breakerHook      func(host string, open bool) // nil: none
+	// forgetMetrics is Options.ForgetMetricsOnClose.
+	forgetMetrics bool
 	// sleep waits out a retry backoff; tests replace it to stay fast.
 	sleep func(ctx context.Context, d time.Duration) error
 	// breaker skips the upstream after repeated failures; limit pauses it
@@ -206,6 +213,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		metrics:          m,
 		now:              now,
 		breakerHook:      opts.BreakerChanged,
+		forgetMetrics:    opts.ForgetMetricsOnClose,
 		sleep:            sleepContext,
 		limit:            &rateLimit{},
 		transports:       newTransportCache(maxCachedTransports),
@@ -338,10 +346,14 @@ func (t *fixedScheme) RoundTrip(req *http.Request) (*http.Response, error) {
 // Host is the configured registry host.
 func (c *Client) Host() string { return c.host }
 
-// Close releases idle connections. The client stays usable.
+// Close releases idle connections and, with Options.ForgetMetricsOnClose,
+// drops the client's series. The client stays usable.
 func (c *Client) Close() {
 	if c.idle != nil {
 		c.idle.CloseIdleConnections()
+	}
+	if c.forgetMetrics {
+		c.metrics.forget(c.host)
 	}
 }
 

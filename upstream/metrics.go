@@ -83,6 +83,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// forget drops host's series, once its client is gone.
+func (m *metrics) forget(host string) {
+	labels := prometheus.Labels{"upstream": host}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.requests, m.duration, m.errors, m.retries, m.breakerState, m.skipped, m.fetched,
+	} {
+		v.DeletePartialMatch(labels)
+	}
+}
+
 // instrumented counts and times every HTTP round trip to one upstream.
 type instrumented struct {
 	inner   http.RoundTripper

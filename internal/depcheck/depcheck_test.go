@@ -17,7 +17,7 @@ const module = "github.com/regmirror/regmirror/"
 
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
-	"mirror":      {"internal/registryhost", "internal/repoglob"},
+	"mirror":      {"internal/promreg", "internal/registryhost", "internal/repoglob"},
 	"cache":       {"internal/promreg"},
 	"eviction":    {"internal/repoglob"},
 	"credentials": {"internal/registryhost"},

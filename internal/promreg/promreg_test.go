@@ -30,3 +30,28 @@ func TestRegisterSharesTheFirstCollector(t *testing.T) {
 		t.Fatalf("nil registerer: %v, %v", c, err)
 	}
 }
+
+func TestSeriesReadsCountersAndGauges(t *testing.T) {
+	t.Parallel()
+	counter := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c_total", Help: "c"}, []string{"host"})
+	counter.WithLabelValues("a").Add(2)
+	counter.WithLabelValues("b").Add(3)
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "g"})
+	gauge.Set(7)
+	histogram := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Help: "h"})
+	histogram.Observe(1)
+
+	byHost := map[string]float64{}
+	for _, s := range Series(counter) {
+		byHost[s.Labels["host"]] += s.Value
+	}
+	if len(byHost) != 2 || byHost["a"] != 2 || byHost["b"] != 3 {
+		t.Errorf("counter series = %v, want a=2, b=3", byHost)
+	}
+	if s := Series(gauge); len(s) != 1 || s[0].Value != 7 {
+		t.Errorf("gauge series = %+v, want one of 7", s)
+	}
+	if s := Series(histogram); len(s) != 0 {
+		t.Errorf("histogram series = %+v, want none", s)
+	}
+}
