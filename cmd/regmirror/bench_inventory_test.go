@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
@@ -42,7 +43,7 @@ func BenchmarkInventory100k(b *testing.B) {
 		catalog := timeGet(b, base+"/v2/_catalog?n=1000")
 		api := timeGet(b, base+"/api/v1/repositories")
 		start := time.Now()
-		st := cliJSON[statsReport](b, "cache", "stats", "--data-dir", dir)
+		st := cliJSON[admin.StatsReport](b, "cache", "stats", "--data-dir", dir)
 		if _, _, err := runCLI(b, "cache", "prune", "--data-dir", dir, "--max-size", fmt.Sprint(st.Bytes/2)); err != nil {
 			b.Fatalf("eviction pass: %v", err)
 		}

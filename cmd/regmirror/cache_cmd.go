@@ -14,40 +14,32 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
 )
 
 // cacheAdmin runs the cache commands, in the daemon through its admin
 // socket or on a store the CLI opened itself.
 type cacheAdmin interface {
-	stats(ctx context.Context) (statsReport, error)
-	prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error)
-	verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (verifyReport, error)
-	evict(ctx context.Context) (evictReport, error)
-	ls(ctx context.Context, req lsRequest) (lsReport, error)
+	Stats(ctx context.Context) (admin.StatsReport, error)
+	Prune(ctx context.Context, req admin.PruneRequest, progress func(admin.Progress)) (admin.PruneReport, error)
+	Verify(ctx context.Context, req admin.VerifyRequest, progress func(admin.Progress)) (admin.VerifyReport, error)
+	Evict(ctx context.Context) (admin.EvictReport, error)
+	Ls(ctx context.Context, req admin.LsRequest) (admin.LsReport, error)
 }
 
 var (
-	_ cacheAdmin = (*cacheOps)(nil)
-	_ cacheAdmin = daemonAdmin{}
+	_ cacheAdmin = (*admin.Ops)(nil)
+	_ cacheAdmin = (*admin.Client)(nil)
 )
 
-// daemonAdmin is the running daemon, reached through its admin socket.
-type daemonAdmin struct{ client *adminClient }
-
-func (d daemonAdmin) stats(ctx context.Context) (r statsReport, err error) {
-	return r, d.client.call(ctx, adminStatsPath, struct{}{}, &r, nil)
-}
-
-func (d daemonAdmin) prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (r pruneReport, err error) {
-	return r, d.client.call(ctx, adminPrunePath, req, &r, progress)
-}
-
-func (d daemonAdmin) evict(ctx context.Context) (r evictReport, err error) {
-	return r, d.client.call(ctx, adminEvictPath, struct{}{}, &r, nil)
-}
-
-func (d daemonAdmin) verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (r verifyReport, err error) {
-	return r, d.client.call(ctx, adminVerifyPath, req, &r, progress)
+// newCacheOps is the cache operations on store under cfg's budget and pins.
+func newCacheOps(store *cache.Store, cfg Config, opts admin.Options) (*admin.Ops, error) {
+	pins, err := cfg.pins()
+	if err != nil {
+		return nil, err
+	}
+	opts.Budget, opts.Pins = cfg.Cache.eviction(), pins
+	return admin.New(store, opts), nil
 }
 
 func jsonFlag() cli.Flag {
@@ -97,7 +89,7 @@ func cacheCommand() *cli.Command {
 
 // cacheAction runs a cache command against the daemon when one answers on
 // the admin socket, and otherwise on the store opened directly.
-func cacheAction(run func(c *cli.Context, admin cacheAdmin, out *output) error) cli.ActionFunc {
+func cacheAction(run func(c *cli.Context, ops cacheAdmin, out *output) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		cfg, err := configFromCLI(c)
 		if err != nil {
@@ -105,8 +97,8 @@ func cacheAction(run func(c *cli.Context, admin cacheAdmin, out *output) error) 
 		}
 		out := &output{w: c.App.Writer, progress: c.App.ErrWriter, json: c.Bool("json")}
 		out.source = "from the running daemon"
-		err = run(c, daemonAdmin{client: newAdminClient(cfg.DataDir)}, out)
-		if !errors.Is(err, errNoDaemon) {
+		err = run(c, admin.NewClient(cfg.DataDir), out)
+		if !errors.Is(err, admin.ErrNoDaemon) {
 			return err
 		}
 		log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -114,7 +106,7 @@ func cacheAction(run func(c *cli.Context, admin cacheAdmin, out *output) error) 
 		if err != nil {
 			return err
 		}
-		ops, err := newCacheOps(store, cfg, nil)
+		ops, err := newCacheOps(store, cfg, admin.Options{})
 		if err != nil {
 			store.Close()
 			return err
@@ -134,7 +126,7 @@ func openStopped(ctx context.Context, dataDir string, log *slog.Logger) (*cache.
 	if errors.Is(err, cache.ErrLocked) {
 		return nil, fmt.Errorf("the cache in %s is locked by another process, and no daemon answers on %s: "+
 			"is a regmirror daemon still starting, or running as another user (the socket is private to its user)? %w",
-			dataDir, filepath.Join(dataDir, adminSocketName), err)
+			dataDir, filepath.Join(dataDir, admin.SocketName), err)
 	}
 	if err != nil {
 		return nil, err
@@ -148,16 +140,16 @@ func openStopped(ctx context.Context, dataDir string, log *slog.Logger) (*cache.
 	return store, nil
 }
 
-func runStats(c *cli.Context, admin cacheAdmin, out *output) error {
-	r, err := admin.stats(c.Context)
+func runStats(c *cli.Context, ops cacheAdmin, out *output) error {
+	r, err := ops.Stats(c.Context)
 	if err != nil {
 		return err
 	}
-	return out.report(r, func(w io.Writer) error { return writeStats(w, r, out.source) })
+	return out.report(r, func(w io.Writer) error { return admin.WriteStats(w, r, out.source) })
 }
 
-func runPrune(c *cli.Context, admin cacheAdmin, out *output) error {
-	req := pruneRequest{Repos: c.StringSlice("repo"), DryRun: c.Bool("dry-run")}
+func runPrune(c *cli.Context, ops cacheAdmin, out *output) error {
+	req := admin.PruneRequest{Repos: c.StringSlice("repo"), DryRun: c.Bool("dry-run")}
 	if c.IsSet("older-than") {
 		// An explicit 0s means everything: it must not read as "no age".
 		age := c.Duration("older-than")
@@ -176,34 +168,27 @@ func runPrune(c *cli.Context, admin cacheAdmin, out *output) error {
 	if req.MaxSize <= 0 && req.OlderThan == nil && len(req.Repos) == 0 {
 		return usageErrorf("say what to prune: --max-size, --older-than and/or --repo")
 	}
-	r, err := admin.prune(c.Context, req, out.showProgress)
+	r, err := ops.Prune(c.Context, req, out.showProgress)
 	if err != nil {
 		return err
 	}
-	return out.report(r, func(w io.Writer) error { return writePrune(w, r) })
+	return out.report(r, func(w io.Writer) error { return admin.WritePrune(w, r) })
 }
 
-func runEvict(c *cli.Context, admin cacheAdmin, out *output) error {
-	r, err := admin.evict(c.Context)
+func runEvict(c *cli.Context, ops cacheAdmin, out *output) error {
+	r, err := ops.Evict(c.Context)
 	if err != nil {
 		return err
 	}
-	return out.report(r, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "removed %d blobs and manifests, %s freed; usage was %s, target %s; pinned %s\n",
-			r.Removed, Size(r.Freed), Size(r.Usage), Size(r.Target), Size(r.Pinned))
-		if err == nil && r.PinsOver {
-			_, err = fmt.Fprintln(w, "pinned content alone exceeds the target: only unpinned content was evicted")
-		}
-		return err
-	})
+	return out.report(r, func(w io.Writer) error { return admin.WriteEvict(w, r) })
 }
 
-func runVerify(c *cli.Context, admin cacheAdmin, out *output) error {
-	r, err := admin.verify(c.Context, verifyRequest{Sample: c.Int("sample")}, out.showProgress)
+func runVerify(c *cli.Context, ops cacheAdmin, out *output) error {
+	r, err := ops.Verify(c.Context, admin.VerifyRequest{Sample: c.Int("sample")}, out.showProgress)
 	if err != nil {
 		return err
 	}
-	if err := out.report(r, func(w io.Writer) error { return writeVerify(w, r) }); err != nil {
+	if err := out.report(r, func(w io.Writer) error { return admin.WriteVerify(w, r) }); err != nil {
 		return err
 	}
 	if len(r.Corrupt) > 0 {
@@ -219,7 +204,7 @@ type output struct {
 	w, progress io.Writer
 	json        bool
 	source      string // where the numbers come from
-	last        progressEvent
+	last        admin.Progress
 }
 
 func (o *output) report(v any, human func(io.Writer) error) error {
@@ -238,7 +223,7 @@ const (
 	progressSteps  = 20
 )
 
-func (o *output) showProgress(p progressEvent) {
+func (o *output) showProgress(p admin.Progress) {
 	if p.Total < largeOperation {
 		return
 	}

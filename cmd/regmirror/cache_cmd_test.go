@@ -17,6 +17,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
@@ -72,10 +73,10 @@ func TestCacheCommandsWithDaemonRunningAndStopped(t *testing.T) {
 	// ping orders the last blob's counters before the stats below.
 	httpGet(t, url+"/v2/", "")
 
-	if fi, err := os.Stat(filepath.Join(dir, adminSocketName)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, admin.SocketName)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket: %v, %v; want mode 0600", fi, err)
 	}
-	st := cliJSON[statsReport](t, "cache", "stats", "--data-dir", dir)
+	st := cliJSON[admin.StatsReport](t, "cache", "stats", "--data-dir", dir)
 	if st.Blobs != 6 || st.Manifests != 2 || st.Tags != 2 || st.Bytes != sizes["library/alpine"]+sizes["library/busybox"] {
 		t.Errorf("stats = %d blobs, %d manifests, %d tags, %d bytes; want 6, 2, 2, %d",
 			st.Blobs, st.Manifests, st.Tags, st.Bytes, sizes["library/alpine"]+sizes["library/busybox"])
@@ -93,25 +94,25 @@ func TestCacheCommandsWithDaemonRunningAndStopped(t *testing.T) {
 		t.Errorf("stats printed %q, %v", human, err)
 	}
 
-	dry := cliJSON[pruneReport](t, "cache", "prune", "--data-dir", dir, "--repo", "library/busybox", "--dry-run")
+	dry := cliJSON[admin.PruneReport](t, "cache", "prune", "--data-dir", dir, "--repo", "library/busybox", "--dry-run")
 	if len(dry.Manifests) != 1 || len(dry.Blobs) != 3 || dry.Bytes != sizes["library/busybox"] {
 		t.Errorf("dry run = %+v; want busybox's manifest and 3 blobs, %d bytes", dry, sizes["library/busybox"])
 	}
-	if after := cliJSON[statsReport](t, "cache", "stats", "--data-dir", dir); after.Blobs != 6 || after.Manifests != 2 {
+	if after := cliJSON[admin.StatsReport](t, "cache", "stats", "--data-dir", dir); after.Blobs != 6 || after.Manifests != 2 {
 		t.Errorf("a dry run changed the cache: %d blobs, %d manifests", after.Blobs, after.Manifests)
 	}
-	pruned := cliJSON[pruneReport](t, "cache", "prune", "--data-dir", dir, "--repo", "library/busybox")
+	pruned := cliJSON[admin.PruneReport](t, "cache", "prune", "--data-dir", dir, "--repo", "library/busybox")
 	assertSamePrune(t, dry, pruned)
 
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, adminSocketName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, admin.SocketName)); !os.IsNotExist(err) {
 		t.Errorf("admin socket left behind: %v", err)
 	}
 
 	// Stopped: the CLI opens the store itself.
-	st = cliJSON[statsReport](t, "cache", "stats", "--data-dir", dir)
+	st = cliJSON[admin.StatsReport](t, "cache", "stats", "--data-dir", dir)
 	if st.Blobs != 3 || st.Bytes != sizes["library/alpine"] || st.Traffic != nil {
 		t.Errorf("direct stats = %d blobs, %d bytes, traffic %v; want 3, %d, none", st.Blobs, st.Bytes, st.Traffic, sizes["library/alpine"])
 	}
@@ -119,7 +120,7 @@ func TestCacheCommandsWithDaemonRunningAndStopped(t *testing.T) {
 	if err != nil || !strings.Contains(human, "opened directly") {
 		t.Errorf("direct stats printed %q, %v", human, err)
 	}
-	v := cliJSON[verifyReport](t, "cache", "verify", "--data-dir", dir)
+	v := cliJSON[admin.VerifyReport](t, "cache", "verify", "--data-dir", dir)
 	if v.Checked != 3 || len(v.Corrupt) != 0 {
 		t.Errorf("verify = %+v, want 3 sound blobs", v)
 	}
@@ -134,7 +135,7 @@ func TestCacheCommandsWhenLockedWithoutDaemon(t *testing.T) {
 	}
 	defer store.Close()
 	_, _, err = runCLI(t, "cache", "stats", "--data-dir", dir)
-	if err == nil || !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), adminSocketName) {
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), admin.SocketName) {
 		t.Errorf("stats on a locked store without a daemon: %v", err)
 	}
 	_, _, err = runCLI(t, "cache", "stats", "--data-dir", filepath.Join(dir, "typo"))
@@ -147,13 +148,13 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		req  pruneRequest
+		req  admin.PruneRequest
 		want []string // repositories whose images go
 	}{
-		{name: "older than", req: pruneRequest{OlderThan: new(150 * time.Minute)}, want: []string{"app0", "app1"}},
-		{name: "older than zero is everything", req: pruneRequest{OlderThan: new(time.Duration(0))}, want: []string{"app0", "app1", "app2", "app3"}},
-		{name: "max size", req: pruneRequest{MaxSize: 600 << 10}, want: []string{"app0", "app1"}},
-		{name: "repository", req: pruneRequest{Repos: []string{"library/app2"}}, want: []string{"app2"}},
+		{name: "older than", req: admin.PruneRequest{OlderThan: new(150 * time.Minute)}, want: []string{"app0", "app1"}},
+		{name: "older than zero is everything", req: admin.PruneRequest{OlderThan: new(time.Duration(0))}, want: []string{"app0", "app1", "app2", "app3"}},
+		{name: "max size", req: admin.PruneRequest{MaxSize: 600 << 10}, want: []string{"app0", "app1"}},
+		{name: "repository", req: admin.PruneRequest{Repos: []string{"library/app2"}}, want: []string{"app2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -166,11 +167,7 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 				e.pull(t, repo)
 				e.clock.Advance(time.Hour)
 			}
-			ops, err := newCacheOps(e.store, Config{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ops.now = e.clock.Now
+			ops := admin.New(e.store, admin.Options{Now: e.clock.Now})
 			ctx := context.Background()
 			before, err := e.store.Inventory(ctx)
 			if err != nil {
@@ -179,7 +176,7 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 
 			dryReq := tt.req
 			dryReq.DryRun = true
-			dry, err := ops.prune(ctx, dryReq, nil)
+			dry, err := ops.Prune(ctx, dryReq, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +193,7 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 				t.Errorf("dry run removes %d blobs, want those of %v (%d)", len(got), tt.want, len(wantBlobs))
 			}
 
-			pruned, err := ops.prune(ctx, tt.req, nil)
+			pruned, err := ops.Prune(ctx, tt.req, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,7 +211,7 @@ func TestPruneDryRunReportsWhatPruneRemoves(t *testing.T) {
 }
 
 // assertSamePrune checks that a prune removed exactly what its dry run said.
-func assertSamePrune(t *testing.T, dry, done pruneReport) {
+func assertSamePrune(t *testing.T, dry, done admin.PruneReport) {
 	t.Helper()
 	if !dry.DryRun || done.DryRun {
 		t.Errorf("dry_run flags: %v then %v", dry.DryRun, done.DryRun)
@@ -233,7 +230,7 @@ func assertSamePrune(t *testing.T, dry, done pruneReport) {
 	}
 }
 
-func blobDigests(r pruneReport) []digest.Digest {
+func blobDigests(r admin.PruneReport) []digest.Digest {
 	var ds []digest.Digest
 	for _, b := range r.Blobs {
 		ds = append(ds, b.Digest)

@@ -76,6 +76,20 @@ func (c CacheConfig) eviction() eviction.Config {
 	}
 }
 
+// pins are the images eviction and prune spare: cache.pin, and every image
+// of the prefetch list while it is listed.
+func (c Config) pins() (eviction.Pins, error) {
+	pins, err := c.Cache.pins()
+	if err != nil {
+		return nil, err
+	}
+	listed, err := c.Prefetch.pins()
+	if err != nil {
+		return nil, err
+	}
+	return append(pins, listed...), nil
+}
+
 // PinConfig is one entry of cache.pin.
 type PinConfig struct {
 	Ref       string   `yaml:"ref"`

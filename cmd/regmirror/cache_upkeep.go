@@ -11,6 +11,8 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/admin"
+	"github.com/regmirror/regmirror/mirror"
 )
 
 // startCacheUpkeep binds the admin socket and claims the prefetcher for
@@ -19,7 +21,7 @@ import (
 // daemon answers finds the socket and queues behind that run. It returns
 // what keeps the cache within its budget, fetches the prefetch list on
 // its schedule with pf, and answers the admin socket until ctx ends.
-func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prometheus.Registry, log *slog.Logger) (func(ctx context.Context) error, error) {
+func startCacheUpkeep(store *cache.Store, cfg Config, m *mirror.Mirror, pf *prefetcher, reg *prometheus.Registry, log *slog.Logger) (func(ctx context.Context) error, error) {
 	budget := cfg.Cache.eviction()
 	if _, err := freeBytes(cfg.DataDir); errors.Is(err, errors.ErrUnsupported) {
 		log.Warn("cannot measure free disk on this platform: cache.min_free_disk is ignored")
@@ -34,7 +36,7 @@ func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prome
 	if err != nil {
 		return nil, err
 	}
-	ev, err := eviction.New(evictionCache{store: store, pins: pins, evicted: reportEvictions(cfg.notifier)}, budget, eviction.Options{
+	ev, err := eviction.New(admin.EvictionCache{Store: store, Pins: pins, Evicted: reportEvictions(cfg.notifier)}, budget, eviction.Options{
 		Logger:     log,
 		Registerer: reg,
 		DiskFree:   func() (int64, error) { return freeBytes(cfg.DataDir) },
@@ -42,7 +44,7 @@ func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prome
 	if err != nil {
 		return nil, err
 	}
-	ops, err := newCacheOps(store, cfg, trafficFrom(reg, time.Now()))
+	ops, err := newCacheOps(store, cfg, admin.Options{Traffic: admin.TrafficSince(m, time.Now()), Evictor: ev})
 	if err != nil {
 		return nil, err
 	}
@@ -50,10 +52,11 @@ func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prome
 	if err != nil {
 		return nil, err
 	}
-	ops.prefetcher, ops.listed, ops.evictor = pf, listed, ev
+	adminMux := admin.Handler(ops, log)
+	adminMux.Handle("POST "+admin.PrefetchPath, admin.Call(log, prefetchCall(pf, listed)))
 	// The mirror is more important than its admin socket: without the
 	// socket (say, a data directory path too long for one) it still serves.
-	ln, err := listenAdmin(cfg.DataDir)
+	ln, err := admin.Listen(cfg.DataDir)
 	if err != nil {
 		log.Error("no admin socket: cache commands cannot reach this daemon", "err", err)
 	}
@@ -63,7 +66,7 @@ func startCacheUpkeep(store *cache.Store, cfg Config, pf *prefetcher, reg *prome
 		g.Go(func() error { return ev.Run(gctx, store.Grew()) })
 		g.Go(func() error { return pf.runSchedule(gctx, first, listed, cfg.Prefetch.interval()) })
 		if ln != nil {
-			g.Go(func() error { return serveAdmin(gctx, ln, ops, log) })
+			g.Go(func() error { return admin.Serve(gctx, ln, adminMux, log) })
 		}
 		return g.Wait()
 	}, nil

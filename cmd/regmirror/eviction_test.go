@@ -21,6 +21,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
@@ -73,7 +74,7 @@ func (e *budgetEnv) open(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := eviction.New(evictionCache{store: store}, e.budget, eviction.Options{})
+	ev, err := eviction.New(admin.EvictionCache{Store: store}, e.budget, eviction.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestEvictionOrderSurvivesRestart(t *testing.T) {
 	e.restart(t)
 
 	// A budget that fits one image: the least recently used must go.
-	e.evictor, _ = eviction.New(evictionCache{store: e.store}, eviction.Config{MaxSize: 350 << 10}, eviction.Options{})
+	e.evictor, _ = eviction.New(admin.EvictionCache{Store: e.store}, eviction.Config{MaxSize: 350 << 10}, eviction.Options{})
 	if _, err := e.evictor.Evict(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func TestEvictionSparesBlobStreamingToSlowClient(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, head); err != nil {
 		t.Fatal(err)
 	}
-	squeeze, err := eviction.New(evictionCache{store: e.store}, eviction.Config{MaxSize: 1}, eviction.Options{})
+	squeeze, err := eviction.New(admin.EvictionCache{Store: e.store}, eviction.Config{MaxSize: 1}, eviction.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

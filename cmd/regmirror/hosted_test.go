@@ -21,6 +21,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/credentials"
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/internal/testclock"
 	"github.com/regmirror/regmirror/mirror"
@@ -73,7 +74,7 @@ func TestHostedContentSurvivesEviction(t *testing.T) {
 	}
 	pushTo(t, mustRef(t, base+"/team/app:1"), app)
 
-	ev, err := eviction.New(evictionCache{store: store}, eviction.Config{MaxSize: 1}, eviction.Options{})
+	ev, err := eviction.New(admin.EvictionCache{Store: store}, eviction.Config{MaxSize: 1}, eviction.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/mirror"
 )
@@ -154,7 +155,7 @@ func TestInventoryAgreesWithPullsAndPushes(t *testing.T) {
 	}
 
 	// The operator on the host sees everything, with the API's numbers.
-	ls := cliJSON[lsReport](t, "cache", "ls", "--data-dir", f.dataDir)
+	ls := cliJSON[admin.LsReport](t, "cache", "ls", "--data-dir", f.dataDir)
 	api := getJSON[apiRepositories](t, newUserClient(t, f.base, "alice"), "/api/v1/repositories").Repositories
 	if !slices.Equal(ls.Repositories, api) {
 		t.Errorf("cache ls = %+v\nAPI for alice = %+v", ls.Repositories, api)

@@ -23,6 +23,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/notify"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/mirror"
@@ -378,7 +379,7 @@ func TestEvictionSendsEvents(t *testing.T) {
 	for _, b := range img.Blobs() {
 		sizes[b.Digest] = b.Size
 	}
-	ev, err := eviction.New(evictionCache{store: env.store, evicted: reportEvictions(n)}, eviction.Config{MaxSize: 1}, eviction.Options{})
+	ev, err := eviction.New(admin.EvictionCache{Store: env.store, Evicted: reportEvictions(n)}, eviction.Config{MaxSize: 1}, eviction.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,24 +13,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
+	"github.com/regmirror/regmirror/internal/statuspage"
 	"github.com/regmirror/regmirror/mirror"
+	"github.com/regmirror/regmirror/upstream"
 )
 
 // operatorMux serves the operational endpoints, all cheap except the
-// status page, whose index scan statusPage rations: /metrics, /healthz
+// status page, whose index scan statuspage.Page rations: /metrics, /healthz
 // (the process is alive), /readyz (it can serve), / (the status page) and
 // /status.json. None needs a login; the status page names repositories
 // only to the users of status.users. A nil status leaves the last two out,
 // for the separate metrics listener.
-func operatorMux(reg *prometheus.Registry, ready readiness, status *statusPage) *http.ServeMux {
+func operatorMux(reg *prometheus.Registry, ready readiness, status *statuspage.Page) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", serveHealthz)
 	mux.HandleFunc("GET /readyz", ready.serve)
 	if status != nil {
-		mux.HandleFunc("GET /{$}", status.serveHTML)
-		mux.HandleFunc("GET /status.json", status.serveJSON)
-		mux.HandleFunc("GET /browse", status.serveBrowse)
+		mux.HandleFunc("GET /{$}", status.ServeHTML)
+		mux.HandleFunc("GET /status.json", status.ServeJSON)
+		mux.HandleFunc("GET /browse", status.ServeBrowse)
 	}
 	return mux
 }
@@ -40,14 +43,18 @@ func operatorMux(reg *prometheus.Registry, ready readiness, status *statusPage) 
 type operator struct {
 	reg    *prometheus.Registry
 	ready  readiness
-	status *statusPage
+	status *statuspage.Page
 }
 
-// newOperator wires the endpoints to the daemon's cache, mirror and metrics.
-func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *prometheus.Registry, log *slog.Logger) (*operator, error) {
+// newOperator wires the endpoints to the daemon's cache, mirror, upstream
+// clients (through the metrics they register on reg) and prefetcher.
+func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, pf *prefetcher, reg *prometheus.Registry, log *slog.Logger) (*operator, error) {
 	started := time.Now()
-	traffic := trafficFrom(reg, started)
-	ops, err := newCacheOps(store, cfg, traffic)
+	ops, err := newCacheOps(store, cfg, admin.Options{Traffic: admin.TrafficSince(m, started)})
+	if err != nil {
+		return nil, err
+	}
+	upstreams, err := upstream.NewMonitor(reg)
 	if err != nil {
 		return nil, err
 	}
@@ -58,19 +65,17 @@ func newOperator(cfg Config, store *cache.Store, m *mirror.Mirror, reg *promethe
 	return &operator{
 		reg:   reg,
 		ready: readiness{store: store, dataDir: cfg.DataDir, minFree: readyFloor(cfg.Cache), freeBytes: freeBytes},
-		status: &statusPage{
-			stats:     ops.stats,
-			traffic:   traffic,
-			recent:    m.RecentPulls,
-			metrics:   reg,
-			upstreams: hosts,
-			version:   buildVersion(),
-			started:   started,
-			now:       time.Now,
-			log:       log,
-			users:     cfg.Status.Users,
-			identify:  m.User,
-		},
+		status: statuspage.New(statuspage.Options{
+			Cache:      ops,
+			Mirror:     m,
+			Upstreams:  upstreams,
+			Configured: hosts,
+			Users:      cfg.Status.Users,
+			Version:    buildVersion(),
+			Started:    started,
+			Log:        log,
+			Prefetch:   pf.current,
+		}),
 	}, nil
 }
 

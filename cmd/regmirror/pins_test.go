@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
@@ -85,15 +86,15 @@ func TestPinnedIndexSurvivesEvictionAndPullsOffline(t *testing.T) {
 
 	pullIndex(t, url, "library/base", "1", base)
 	newClient(t, url).pullImage("library/other", "1", other)
-	var pass evictReport
-	if err := newAdminClient(cfg.DataDir).call(context.Background(), adminEvictPath, struct{}{}, &pass, nil); err != nil {
+	var pass admin.EvictReport
+	if err := admin.NewClient(cfg.DataDir).Call(context.Background(), admin.EvictPath, struct{}{}, &pass, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !pass.PinsOver || pass.Pinned < base.Size() {
 		t.Errorf("eviction pass %+v: want pins over budget with at least the %d bytes of the pinned blobs", pass, base.Size())
 	}
-	var stats statsReport
-	if err := newAdminClient(cfg.DataDir).call(context.Background(), adminStatsPath, struct{}{}, &stats, nil); err != nil {
+	var stats admin.StatsReport
+	if err := admin.NewClient(cfg.DataDir).Call(context.Background(), admin.StatsPath, struct{}{}, &stats, nil); err != nil {
 		t.Fatal(err)
 	}
 	if stats.Blobs != len(base.Blobs()) || !stats.PinsOverBudget {

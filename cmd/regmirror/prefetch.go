@@ -22,7 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/repoglob"
+	"github.com/regmirror/regmirror/internal/statuspage"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -69,31 +71,12 @@ type prefetcher struct {
 	status prefetchStatus
 }
 
-// prefetchStatus is the last or current run, for the status page.
-type prefetchStatus struct {
-	Running  bool      `json:"running"`
-	Source   string    `json:"source,omitempty"` // "config" or "admin"
-	Started  time.Time `json:"started,omitzero"`
-	Finished time.Time `json:"finished,omitzero"`
-	Total    int       `json:"images"`
-	Done     int       `json:"done"`
-	Failed   int       `json:"failed"`
-	// Failures name the images that failed and why; the page shows them
-	// only to the users who see repository names.
-	Failures []prefetchResult `json:"failures,omitempty"`
-}
-
-// prefetchResult is what became of one listed image.
-type prefetchResult struct {
-	Image string `json:"image"`
-	// Tags are the tags fetched: the image's own, or those its pattern
-	// matched in the upstream's tag list.
-	Tags      []string `json:"tags,omitempty"`
-	Manifests int      `json:"manifests"`
-	Blobs     int      `json:"blobs"`
-	Bytes     int64    `json:"bytes"`
-	Error     string   `json:"error,omitempty"`
-}
+// prefetchStatus and prefetchResult are the status page's: it shows the
+// last or current run.
+type (
+	prefetchStatus = statuspage.PrefetchStatus
+	prefetchResult = statuspage.PrefetchResult
+)
 
 // prefetchReport is a whole run, `regmirror prefetch --json`.
 type prefetchReport struct {
@@ -152,13 +135,13 @@ func (p *prefetcher) runSchedule(ctx context.Context, first *runClaim, refs []im
 // fetch fetches every image of refs, one after the other, and reports on
 // each. A blob is asked for once per run, however many images share it. It
 // fails only when ctx ends; a failed image is reported and the run goes on.
-func (p *prefetcher) fetch(ctx context.Context, source string, refs []imageRef, progress func(progressEvent)) (prefetchReport, error) {
+func (p *prefetcher) fetch(ctx context.Context, source string, refs []imageRef, progress func(admin.Progress)) (prefetchReport, error) {
 	return p.fetchClaimed(ctx, nil, source, refs, progress)
 }
 
 // fetchClaimed is fetch in the run slot of claim, or, when claim is nil,
 // in the slot it waits for.
-func (p *prefetcher) fetchClaimed(ctx context.Context, claim *runClaim, source string, refs []imageRef, progress func(progressEvent)) (prefetchReport, error) {
+func (p *prefetcher) fetchClaimed(ctx context.Context, claim *runClaim, source string, refs []imageRef, progress func(admin.Progress)) (prefetchReport, error) {
 	if claim == nil {
 		select {
 		case p.run <- struct{}{}:
@@ -180,7 +163,7 @@ func (p *prefetcher) fetchClaimed(ctx context.Context, claim *runClaim, source s
 		report.add(res)
 		p.record(res)
 		if progress != nil {
-			progress(progressEvent{Phase: "prefetch", Done: i + 1, Total: len(refs)})
+			progress(admin.Progress{Phase: "prefetch", Done: i + 1, Total: len(refs)})
 		}
 	}
 	p.end()
@@ -318,12 +301,12 @@ func (p *prefetcher) manifestBlobs(ctx context.Context, ref imageRef, reference 
 	count := 1
 	var blobs []ocispec.Descriptor
 	for _, child := range m.Manifests {
-		if len(ref.Platforms) > 0 && !slices.Contains(ref.Platforms, platformString(child.Platform)) {
+		if len(ref.Platforms) > 0 && !slices.Contains(ref.Platforms, admin.PlatformString(child.Platform)) {
 			continue
 		}
 		c, err := p.manifest(ctx, ref, child.Digest.String())
 		if err != nil {
-			return nil, count, fmt.Errorf("platform %s: %w", platformString(child.Platform), err)
+			return nil, count, fmt.Errorf("platform %s: %w", admin.PlatformString(child.Platform), err)
 		}
 		count++
 		if c.Config.Digest != "" {

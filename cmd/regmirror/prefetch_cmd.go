@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/regmirror/regmirror/internal/admin"
 )
 
 func prefetchCommand() *cli.Command {
@@ -43,9 +45,9 @@ func runPrefetchCommand(c *cli.Context) error {
 	}
 	bar := newProgressBar(c.App.ErrWriter)
 	var r prefetchReport
-	err = newAdminClient(cfg.DataDir).call(c.Context, adminPrefetchPath, req, &r, bar.show)
+	err = admin.NewClient(cfg.DataDir).Call(c.Context, admin.PrefetchPath, req, &r, bar.show)
 	bar.done()
-	if errors.Is(err, errNoDaemon) {
+	if errors.Is(err, admin.ErrNoDaemon) {
 		return fmt.Errorf("%w: %w", errPrefetchNeedsDaemon, err)
 	}
 	if err != nil {
@@ -112,7 +114,7 @@ func newProgressBar(w io.Writer) *progressBar {
 // barWidth is the bar's length in characters.
 const barWidth = 30
 
-func (b *progressBar) show(p progressEvent) {
+func (b *progressBar) show(p admin.Progress) {
 	if b.w == nil || p.Total <= 0 {
 		return
 	}

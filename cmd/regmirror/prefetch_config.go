@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/repoglob"
 )
 
@@ -208,21 +209,21 @@ type prefetchRequest struct {
 // errPrefetchNeedsDaemon: prefetching downloads through the mirror.
 var errPrefetchNeedsDaemon = errors.New("prefetch needs the running daemon: it downloads through the mirror")
 
-// prefetch fetches the requested images, or the configured list.
-func (o *cacheOps) prefetch(ctx context.Context, req prefetchRequest, progress func(progressEvent)) (prefetchReport, error) {
-	if o.prefetcher == nil {
-		return prefetchReport{}, errPrefetchNeedsDaemon
-	}
-	refs, source := o.listed, "config"
-	if len(req.Images) > 0 {
-		var err error
-		if refs, err = (PrefetchConfig{Images: req.Images}).refs(); err != nil {
-			return prefetchReport{}, err
+// prefetchCall runs a prefetch for the admin socket: the requested
+// images, or listed, the configured ones.
+func prefetchCall(pf *prefetcher, listed []imageRef) func(context.Context, prefetchRequest, func(admin.Progress)) (any, error) {
+	return func(ctx context.Context, req prefetchRequest, progress func(admin.Progress)) (any, error) {
+		refs, source := listed, "config"
+		if len(req.Images) > 0 {
+			var err error
+			if refs, err = (PrefetchConfig{Images: req.Images}).refs(); err != nil {
+				return nil, err
+			}
+			source = "admin"
 		}
-		source = "admin"
+		if len(refs) == 0 {
+			return nil, errors.New("no images to prefetch: prefetch.images is empty and no list was given")
+		}
+		return pf.fetch(ctx, source, refs, progress)
 	}
-	if len(refs) == 0 {
-		return prefetchReport{}, errors.New("no images to prefetch: prefetch.images is empty and no list was given")
-	}
-	return o.prefetcher.fetch(ctx, source, refs, progress)
 }

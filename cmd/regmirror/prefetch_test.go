@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/statuspage"
 )
 
 // The configured prefetch list (3 images, one by tag pattern) is in the
@@ -86,7 +87,7 @@ func TestPrefetchListIsCachedBeforeAnyClientAsks(t *testing.T) {
 			m[`regmirror_prefetch_images_total{result="ok"}`], m[`regmirror_prefetch_images_total{result="failed"}`])
 	}
 
-	var status statusReport
+	var status statuspage.Report
 	if err := json.Unmarshal(httpGet(t, url+"/status.json", ""), &status); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
 )
 
 // TestPruneOlderThanZeroMeansEverything: `cache prune --older-than 0s` is
@@ -29,13 +30,13 @@ func TestPruneOlderThanZeroMeansEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dry := cliJSON[pruneReport](t, "cache", "prune", "--data-dir", dir, "--older-than", "0s", "--dry-run")
+	dry := cliJSON[admin.PruneReport](t, "cache", "prune", "--data-dir", dir, "--older-than", "0s", "--dry-run")
 	if len(dry.Manifests) != 1 || dry.Manifests[0].Digest != d {
 		t.Fatalf("--older-than 0s --dry-run = %+v, want the one manifest %s", dry, d)
 	}
-	pruned := cliJSON[pruneReport](t, "cache", "prune", "--data-dir", dir, "--older-than", "0s")
+	pruned := cliJSON[admin.PruneReport](t, "cache", "prune", "--data-dir", dir, "--older-than", "0s")
 	assertSamePrune(t, dry, pruned)
-	if st := cliJSON[statsReport](t, "cache", "stats", "--data-dir", dir); st.Manifests != 0 {
+	if st := cliJSON[admin.StatsReport](t, "cache", "stats", "--data-dir", dir); st.Manifests != 0 {
 		t.Errorf("after --older-than 0s: %d manifests, want 0", st.Manifests)
 	}
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -167,12 +168,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
 		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
-		Inventory: newStoreInventory(store, pins.Repos())})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	ops, err := newOperator(cfg, store, m, reg, log)
+		Inventory: admin.NewInventory(store, pins.Repos())})
 	if err != nil {
 		ln.Close()
 		return err
@@ -185,7 +181,11 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	if cfg.notifier != nil {
 		pf.failures = cfg.notifier
 	}
-	ops.status.prefetch = pf.current
+	ops, err := newOperator(cfg, store, m, pf, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	guarded, handler, err := guardEdge(cfg, ln, routes(m, ops.mux()), reg, log)
 	if err != nil {
 		ln.Close()
@@ -209,7 +209,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
-	upkeep, err := startCacheUpkeep(store, cfg, pf, reg, log)
+	upkeep, err := startCacheUpkeep(store, cfg, m, pf, reg, log)
 	if err != nil {
 		ln.Close()
 		return err

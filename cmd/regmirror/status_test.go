@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
-	"github.com/regmirror/regmirror/mirror"
+	"github.com/regmirror/regmirror/internal/statuspage"
 )
 
 // After a cold and a warm pull, /status.json shows a user of status.users
@@ -47,7 +46,7 @@ func TestStatusJSONAfterPullsMatchesCacheStats(t *testing.T) {
 		t.Errorf("cache: %d bytes, %d blobs, %d manifests, %d tags; want %d, %d, 1, 1",
 			got.Bytes, got.Blobs, got.Manifests, got.Tags, size, blobs)
 	}
-	wantTop := []repoUsage{{Repo: "docker.io/library/node", Bytes: size, Blobs: blobs}}
+	wantTop := []admin.RepoUsage{{Repo: "docker.io/library/node", Bytes: size, Blobs: blobs}}
 	if !slices.Equal(got.TopRepos, wantTop) {
 		t.Errorf("top repositories = %+v, want %+v", got.TopRepos, wantTop)
 	}
@@ -83,7 +82,7 @@ func TestStatusJSONAfterPullsMatchesCacheStats(t *testing.T) {
 	if err := runAppLocked(context.Background(), app, []string{"regmirror", "cache", "stats", "--json", "--data-dir", cfg.DataDir}); err != nil {
 		t.Fatalf("cache stats: %v\n%s", err, out.String())
 	}
-	var cli statsReport
+	var cli admin.StatsReport
 	if err := json.Unmarshal(out.Bytes(), &cli); err != nil {
 		t.Fatalf("cache stats --json printed %q: %v", out.String(), err)
 	}
@@ -121,13 +120,13 @@ func (a withAuthorization) RoundTrip(r *http.Request) (*http.Response, error) {
 	return a.next.RoundTrip(r)
 }
 
-func (c *client) status() statusReport {
+func (c *client) status() statuspage.Report {
 	c.t.Helper()
 	code, body := c.do(http.MethodGet, "/status.json")
 	if code != http.StatusOK {
 		c.t.Fatalf("GET /status.json = %d: %s", code, body)
 	}
-	var r statusReport
+	var r statuspage.Report
 	if err := json.Unmarshal(body, &r); err != nil {
 		c.t.Fatalf("status.json: %v", err)
 	}
@@ -252,110 +251,6 @@ func TestReadyFloorIsHalfOfMinFreeDisk(t *testing.T) {
 	}
 }
 
-// The cache report, which scans the index, is reused for statsReuseFactor
-// times as long as it took to build, and rebuilt after.
-func TestStatusPageRationsIndexScans(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	scans := 0
-	p := &statusPage{
-		now: func() time.Time { return now },
-		stats: func(context.Context) (statsReport, error) {
-			scans++
-			now = now.Add(time.Second) // each scan takes a second
-			return statsReport{Blobs: scans}, nil
-		},
-	}
-	steps := []struct {
-		advance   time.Duration
-		wantScans int
-	}{
-		{0, 1},                 // first report: scanned
-		{5 * time.Second, 1},   // fresh: reused
-		{13 * time.Second, 1},  // 19 s after the scan began: still reused
-		{1 * time.Second, 2},   // 20 s: rebuilt
-		{18 * time.Second, 2},  // 19 s after the second scan began: reused
-		{100 * time.Second, 3}, // long stale: rebuilt
-	}
-	for i, s := range steps {
-		now = now.Add(s.advance)
-		r, err := p.cacheStats(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if scans != s.wantScans || r.Blobs != scans {
-			t.Fatalf("step %d: %d scans (report from scan %d), want %d", i, scans, r.Blobs, s.wantScans)
-		}
-	}
-}
-
-func TestUpstreamsHealth(t *testing.T) {
-	t.Parallel()
-	series := func(labels map[string]string, v float64) sample { return sample{labels: labels, value: v} }
-	snap := metricsSnapshot{
-		"regmirror_upstream_breaker_state": {
-			series(map[string]string{"upstream": "docker.io"}, 0),
-			series(map[string]string{"upstream": "ghcr.io"}, 1),
-			series(map[string]string{"upstream": "zz.example"}, 2),
-			series(map[string]string{"upstream": "aa.example"}, 0),
-		},
-		"regmirror_upstream_requests_total": {
-			series(map[string]string{"upstream": "docker.io", "method": "GET", "code": "2xx"}, 10),
-			series(map[string]string{"upstream": "docker.io", "method": "HEAD", "code": "2xx"}, 4),
-			series(map[string]string{"upstream": "ghcr.io", "method": "GET", "code": "5xx"}, 3),
-			series(map[string]string{"upstream": "ghcr.io", "method": "GET", "code": "error"}, 2),
-			series(map[string]string{"upstream": "ghcr.io", "method": "GET", "code": "4xx"}, 1),
-		},
-		"regmirror_upstream_errors_total": {
-			series(map[string]string{"upstream": "ghcr.io", "operation": "get blob"}, 2),
-		},
-		"regmirror_upstream_fetches_in_flight": {
-			series(map[string]string{"upstream": "docker.io"}, 3),
-		},
-	}
-	got := upstreamsHealth(snap, []string{"ghcr.io", "docker.io", "quay.io"})
-	want := []upstreamHealth{
-		{Host: "ghcr.io", State: "down", Requests: 6, FailedRequests: 5, Errors: 2},
-		{Host: "docker.io", State: "up", Requests: 14, InFlight: 3},
-		{Host: "quay.io", State: "up"},
-		{Host: "aa.example", State: "up"},
-		{Host: "zz.example", State: "probing"},
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("upstreamsHealth =\n%+v\nwant\n%+v", got, want)
-	}
-}
-
-// While the index part of the report is reused, its traffic is read anew.
-func TestStatusReportTrafficIsLive(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	scans, hits := 0, int64(0)
-	p := &statusPage{
-		now: func() time.Time { return now },
-		stats: func(context.Context) (statsReport, error) {
-			scans++
-			now = now.Add(time.Second)
-			return statsReport{Traffic: &trafficReport{Hits: -1}}, nil
-		},
-		traffic: func() (*trafficReport, error) {
-			hits++
-			return &trafficReport{Hits: hits}, nil
-		},
-		metrics: prometheus.NewRegistry(),
-		recent:  func() []mirror.Pull { return nil },
-	}
-	for want := int64(1); want <= 3; want++ {
-		r, err := p.report(context.Background(), true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Cache.Traffic.Hits != want || scans != 1 {
-			t.Fatalf("report %d: %d hits after %d scans, want %d hits after 1 scan", want, r.Cache.Traffic.Hits, scans, want)
-		}
-	}
-}
-
 // Pulls of a private image by a logged-in user show on the status page
 // only to the users of status.users: an anonymous client and a user who
 // is not listed see aggregate numbers, and no repository, tag or digest.
@@ -451,16 +346,5 @@ func TestStatusLogin(t *testing.T) {
 				t.Errorf("Basic challenge: %v, want %v", got, tt.challenge)
 			}
 		})
-	}
-}
-
-// Both pages carry the shared style inline: nothing is left of its
-// placeholder, and its variables are there for the pages' own rules.
-func TestPagesCarryTheSharedStyle(t *testing.T) {
-	t.Parallel()
-	for name, page := range map[string][]byte{"status": statusPageHTML, "browse": browsePageHTML} {
-		if bytes.Contains(page, []byte("/* pages.css */")) || !bytes.Contains(page, []byte("--accent: #2f6fde")) {
-			t.Errorf("the %s page lacks the shared style", name)
-		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
@@ -251,7 +252,7 @@ func runDaemon(t *testing.T, ctx context.Context, cfg Config) daemonRun {
 	// The admin socket is bound beside the listener, not before it: the
 	// forced evictions need it.
 	for i := 0; ; i++ {
-		if _, err := os.Stat(filepath.Join(cfg.DataDir, adminSocketName)); err == nil {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, admin.SocketName)); err == nil {
 			return run
 		}
 		if i == 500 {

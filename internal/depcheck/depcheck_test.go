@@ -3,6 +3,9 @@
 // credentials import none of the others; upstream may use credentials;
 // internal/ldapauth imports none; internal/notify (webhooks) only the
 // metrics helper: the mirror, upstream and eviction know nothing of it.
+// internal/admin (the cache operations and the admin socket) sits on
+// cache, eviction and mirror; internal/statuspage on admin and the
+// snapshots of mirror and upstream; neither reaches back up to cmd.
 // It also keeps one glob dialect: only internal/repoglob calls path.Match.
 package depcheck
 
@@ -29,6 +32,10 @@ var allowed = map[string][]string{
 	// notify sends webhooks; cmd/regmirror adapts the mirror's events and
 	// the upstreams' and eviction's hooks to it.
 	"internal/notify": {"internal/promreg"},
+	// admin runs the cache operations for the CLI and the admin socket.
+	"internal/admin": {"cache", "eviction", "mirror"},
+	// statuspage reads typed snapshots through interfaces of its own.
+	"internal/statuspage": {"internal/admin", "mirror", "upstream"},
 }
 
 func TestDependencyDirection(t *testing.T) {

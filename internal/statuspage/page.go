@@ -1,4 +1,4 @@
-package main
+package statuspage
 
 import (
 	"bytes"
@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/mirror"
+	"github.com/regmirror/regmirror/upstream"
 )
 
 // statusPageHTML is the status page: static HTML whose inline script polls
@@ -35,8 +35,8 @@ func withPageStyle(page []byte) []byte {
 	return bytes.Replace(page, []byte("  /* pages.css */"), bytes.TrimRight(pagesCSS, "\n"), 1)
 }
 
-// statusReport is /status.json, everything the status page shows.
-type statusReport struct {
+// Report is /status.json, everything the status page shows.
+type Report struct {
 	Version     string    `json:"version"`
 	StartedAt   time.Time `json:"started_at"`
 	GeneratedAt time.Time `json:"generated_at"`
@@ -47,16 +47,16 @@ type statusReport struct {
 	// that tells which private content exists.
 	Detail bool `json:"detail"`
 	// Cache is exactly what `regmirror cache stats` reports (with Detail).
-	Cache       statsReport      `json:"cache"`
-	Upstreams   []upstreamHealth `json:"upstreams"`
-	RecentPulls []recentPull     `json:"recent_pulls,omitempty"`
+	Cache       admin.StatsReport `json:"cache"`
+	Upstreams   []UpstreamHealth  `json:"upstreams"`
+	RecentPulls []RecentPull      `json:"recent_pulls,omitempty"`
 	// Prefetch is the last or current prefetch run; its failures name
 	// images, so they are shown only with Detail.
-	Prefetch *prefetchStatus `json:"prefetch,omitempty"`
+	Prefetch *PrefetchStatus `json:"prefetch,omitempty"`
 }
 
-// upstreamHealth is one upstream registry as the daemon's counters see it.
-type upstreamHealth struct {
+// UpstreamHealth is one upstream registry as the daemon's counters see it.
+type UpstreamHealth struct {
 	Host string `json:"host"`
 	// State is the circuit breaker's: "up" (closed), "down" (open: requests
 	// are not sent after repeated failures) or "probing" (half-open).
@@ -70,8 +70,8 @@ type upstreamHealth struct {
 	InFlight int64 `json:"in_flight"`
 }
 
-// recentPull is a mirror.Pull for the page.
-type recentPull struct {
+// RecentPull is a mirror.Pull for the page.
+type RecentPull struct {
 	Time       time.Time `json:"time"`
 	Method     string    `json:"method"`
 	Kind       string    `json:"kind"`
@@ -83,17 +83,19 @@ type recentPull struct {
 	DurationMS float64   `json:"duration_ms"`
 }
 
-// breakerStates names the values of regmirror_upstream_breaker_state.
-var breakerStates = map[float64]string{0: "up", 1: "down", 2: "probing"}
+// breakerStates names the circuit breaker's states for the page.
+var breakerStates = map[string]string{"closed": "up", "open": "down", "half-open": "probing"}
 
-// statusPage serves the status page and its JSON. It is safe for
+// Page serves the status page and its JSON. It is safe for
 // concurrent use.
-type statusPage struct {
-	stats     func(context.Context) (statsReport, error)
-	traffic   func() (*trafficReport, error) // what stats reads traffic with
-	recent    func() []mirror.Pull
-	metrics   prometheus.Gatherer
-	upstreams []string // the configured hosts, listed even before any traffic
+type Page struct {
+	stats    func(context.Context) (admin.StatsReport, error)
+	traffic  func() *admin.TrafficReport // what stats reads traffic with
+	recent   func() []mirror.Pull
+	health   func() []upstream.Health
+	inFlight func() map[string]int64
+	// upstreams are the configured hosts, listed even before any traffic.
+	upstreams []string
 	version   string
 	started   time.Time
 	now       func() time.Time
@@ -103,26 +105,87 @@ type statusPage struct {
 	users    []string
 	identify func(*http.Request) (user string, ok bool)
 	// prefetch reports the last prefetch run; nil before the daemon wires it.
-	prefetch func() *prefetchStatus
+	prefetch func() *PrefetchStatus
 
 	// mu serialises rebuilding the cache report, which scans the index;
 	// the fields below it are the last report and how long it took.
 	mu       sync.Mutex
-	cached   statsReport
+	cached   admin.StatsReport
 	cachedAt time.Time
 	took     time.Duration
 }
 
-// statsReuseFactor bounds how much of its time the daemon spends scanning
-// the index for the page: a report that took d to build is reused for
-// statsReuseFactor×d, so a small cache is always fresh and a huge one is
-// scanned at most a few percent of the time, however many pages poll.
-const statsReuseFactor = 20
+// CacheStats builds the cache's report, as `regmirror cache stats` does
+// (admin.Ops). Stats returns the store's errors.
+type CacheStats interface {
+	Stats(ctx context.Context) (admin.StatsReport, error)
+}
 
-// serveHTML serves the page. With ?login, it first asks the browser for
+// Mirror is what the page reads of the mirror (mirror.Mirror): what it
+// served, its fetches in flight by upstream, its recent requests, and the
+// user a request authenticates as.
+type Mirror interface {
+	Traffic() mirror.Traffic
+	FetchesInFlight() map[string]int64
+	RecentPulls() []mirror.Pull
+	User(r *http.Request) (user string, ok bool)
+}
+
+// Upstreams reports the upstream clients' health (upstream.Monitor).
+type Upstreams interface {
+	Health() []upstream.Health
+}
+
+// Options are what New wires the page to.
+type Options struct {
+	Cache     CacheStats
+	Mirror    Mirror
+	Upstreams Upstreams
+	// Configured are the mirrored registries' hosts, listed first and
+	// even before any traffic; other hosts are shown only with detail.
+	Configured []string
+	// Users may see the detail (status.users).
+	Users   []string
+	Version string
+	// Started is when the daemon started: traffic counts from then.
+	Started time.Time
+	Log     *slog.Logger
+	// Prefetch reports the last or current prefetch run; nil when there is
+	// none to report.
+	Prefetch func() *PrefetchStatus
+}
+
+// New returns the status page of a running daemon.
+func New(opts Options) *Page {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Page{
+		stats:     opts.Cache.Stats,
+		traffic:   admin.TrafficSince(opts.Mirror, opts.Started),
+		recent:    opts.Mirror.RecentPulls,
+		health:    opts.Upstreams.Health,
+		inFlight:  opts.Mirror.FetchesInFlight,
+		upstreams: opts.Configured,
+		version:   opts.Version,
+		started:   opts.Started,
+		now:       time.Now,
+		log:       log,
+		users:     opts.Users,
+		identify:  opts.Mirror.User,
+		prefetch:  opts.Prefetch,
+	}
+}
+
+// statsReuseFactor bounds how much of its time the daemon spends scanning
+// the index for the page (see admin.ScanReuseFactor).
+const statsReuseFactor = admin.ScanReuseFactor
+
+// ServeHTML serves the page. With ?login, it first asks the browser for
 // the credentials of a user of status.users (HTTP Basic), which the
 // browser then sends with the page's polls of /status.json.
-func (p *statusPage) serveHTML(w http.ResponseWriter, r *http.Request) {
+func (p *Page) ServeHTML(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Has("login") && !p.login(w, r) {
 		return
 	}
@@ -141,7 +204,7 @@ const statusRealm = `Basic realm="regmirror status", charset="UTF-8"`
 
 // login reports whether r comes from a user who may see the detail, and
 // otherwise answers: a challenge, or why there is nothing to log in to.
-func (p *statusPage) login(w http.ResponseWriter, r *http.Request) bool {
+func (p *Page) login(w http.ResponseWriter, r *http.Request) bool {
 	if len(p.users) == 0 {
 		http.Error(w, "no user may see the status detail over HTTP (status.users is empty): run `regmirror cache stats` on the host", http.StatusNotFound)
 		return false
@@ -160,19 +223,21 @@ func (p *statusPage) login(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // mayDetail reports whether r authenticates a user of status.users.
-func (p *statusPage) mayDetail(r *http.Request) bool {
+func (p *Page) mayDetail(r *http.Request) bool {
 	user, ok := p.user(r)
 	return ok && slices.Contains(p.users, user)
 }
 
-func (p *statusPage) user(r *http.Request) (string, bool) {
+func (p *Page) user(r *http.Request) (string, bool) {
 	if p.identify == nil {
 		return "", false
 	}
 	return p.identify(r)
 }
 
-func (p *statusPage) serveJSON(w http.ResponseWriter, r *http.Request) {
+// ServeJSON serves /status.json: the report, with detail for the users
+// of status.users.
+func (p *Page) ServeJSON(w http.ResponseWriter, r *http.Request) {
 	report, err := p.report(r.Context(), p.mayDetail(r))
 	if err != nil {
 		p.log.Warn("status report failed", "err", err)
@@ -189,27 +254,21 @@ func (p *statusPage) serveJSON(w http.ResponseWriter, r *http.Request) {
 // report assembles the page's numbers: the cache report (its index part
 // reused while fresh, its traffic always read anew), the upstreams and,
 // with detail, the recent pulls.
-func (p *statusPage) report(ctx context.Context, detail bool) (statusReport, error) {
+func (p *Page) report(ctx context.Context, detail bool) (Report, error) {
 	stats, err := p.cacheStats(ctx)
 	if err != nil {
-		return statusReport{}, err
+		return Report{}, err
 	}
 	if p.traffic != nil {
-		if stats.Traffic, err = p.traffic(); err != nil {
-			return statusReport{}, err
-		}
+		stats.Traffic = p.traffic()
 	}
-	snap, err := gatherMetrics(p.metrics)
-	if err != nil {
-		return statusReport{}, err
-	}
-	report := statusReport{
+	report := Report{
 		Version:     p.version,
 		StartedAt:   p.started,
 		GeneratedAt: p.now(),
 		Detail:      detail,
 		Cache:       stats,
-		Upstreams:   upstreamsHealth(snap, p.upstreams),
+		Upstreams:   upstreamsHealth(p.health(), p.inFlight(), p.upstreams),
 	}
 	if p.prefetch != nil {
 		report.Prefetch = p.prefetch()
@@ -224,7 +283,7 @@ func (p *statusPage) report(ctx context.Context, detail bool) (statusReport, err
 // withoutNames leaves out of a report every repository, tag and digest,
 // and the registries that clients named rather than the operator
 // (allow_any_upstream): those come after the configured ones.
-func withoutNames(r statusReport, configured int) statusReport {
+func withoutNames(r Report, configured int) Report {
 	r.Cache.TopRepos = nil
 	r.RecentPulls = nil
 	if r.Prefetch != nil {
@@ -236,7 +295,7 @@ func withoutNames(r statusReport, configured int) statusReport {
 	return r
 }
 
-func (p *statusPage) cacheStats(ctx context.Context) (statsReport, error) {
+func (p *Page) cacheStats(ctx context.Context) (admin.StatsReport, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	start := p.now()
@@ -245,67 +304,91 @@ func (p *statusPage) cacheStats(ctx context.Context) (statsReport, error) {
 	}
 	r, err := p.stats(ctx)
 	if err != nil {
-		return statsReport{}, err
+		return admin.StatsReport{}, err
 	}
 	p.cached, p.cachedAt, p.took = r, start, p.now().Sub(start)
 	return r, nil
 }
 
-// upstreamsHealth reads each upstream's breaker, request and error counters:
-// the configured hosts first, in order, then any other host that has series
-// (registries clients named, with allow_any_upstream), by name.
-func upstreamsHealth(snap metricsSnapshot, configured []string) []upstreamHealth {
-	byHost := map[string]*upstreamHealth{}
+// upstreamsHealth merges each upstream's breaker, request and error
+// counts with its fetches in flight: the configured hosts first, in order,
+// then any other host that has series (registries clients named, with
+// allow_any_upstream), by name.
+func upstreamsHealth(health []upstream.Health, inFlight map[string]int64, configured []string) []UpstreamHealth {
+	byHost := map[string]*UpstreamHealth{}
 	var hosts []string
-	health := func(host string) *upstreamHealth {
+	entry := func(host string) *UpstreamHealth {
 		h, ok := byHost[host]
 		if !ok {
-			h = &upstreamHealth{Host: host, State: "up"}
+			h = &UpstreamHealth{Host: host, State: "up"}
 			byHost[host] = h
 			hosts = append(hosts, host)
 		}
 		return h
 	}
 	for _, host := range configured {
-		health(host)
+		entry(host)
 	}
 	listed := len(hosts)
-	for _, s := range snap["regmirror_upstream_breaker_state"] {
-		health(s.labels["upstream"]).State = cmp.Or(breakerStates[s.value], "unknown")
-	}
-	for _, s := range snap["regmirror_upstream_requests_total"] {
-		h := health(s.labels["upstream"])
-		h.Requests += int64(s.value)
-		if code := s.labels["code"]; code == "5xx" || code == "error" {
-			h.FailedRequests += int64(s.value)
+	for _, u := range health {
+		h := entry(u.Host)
+		if u.Breaker != "" {
+			h.State = cmp.Or(breakerStates[u.Breaker], "unknown")
 		}
+		h.Requests += u.Requests
+		h.FailedRequests += u.FailedRequests
+		h.Errors += u.Errors
 	}
-	for _, s := range snap["regmirror_upstream_errors_total"] {
-		health(s.labels["upstream"]).Errors += int64(s.value)
-	}
-	for _, s := range snap["regmirror_upstream_fetches_in_flight"] {
-		health(s.labels["upstream"]).InFlight += int64(s.value)
+	for host, n := range inFlight {
+		entry(host).InFlight += n
 	}
 	slices.Sort(hosts[listed:])
-	out := make([]upstreamHealth, 0, len(hosts))
+	out := make([]UpstreamHealth, 0, len(hosts))
 	for _, host := range hosts {
 		out = append(out, *byHost[host])
 	}
 	return out
 }
 
-func recentPulls(pulls []mirror.Pull) []recentPull {
-	out := make([]recentPull, 0, len(pulls))
+// recentPulls turns the mirror's recent requests into the page's rows.
+func recentPulls(pulls []mirror.Pull) []RecentPull {
+	out := make([]RecentPull, 0, len(pulls))
 	for _, p := range pulls {
 		repo := p.Repository
 		if p.Upstream != "" {
 			repo = p.Upstream + "/" + p.Repository
 		}
-		out = append(out, recentPull{
+		out = append(out, RecentPull{
 			Time: p.Time, Method: p.Method, Kind: p.Kind, Repository: repo, Reference: p.Reference,
 			Cache: p.Cache, Status: p.Status, Bytes: p.Bytes,
 			DurationMS: float64(p.Duration.Microseconds()) / 1000,
 		})
 	}
 	return out
+}
+
+// PrefetchStatus is the last or current prefetch run.
+type PrefetchStatus struct {
+	Running  bool      `json:"running"`
+	Source   string    `json:"source,omitempty"` // "config" or "admin"
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	Total    int       `json:"images"`
+	Done     int       `json:"done"`
+	Failed   int       `json:"failed"`
+	// Failures name the images that failed and why; the page shows them
+	// only to the users who see repository names.
+	Failures []PrefetchResult `json:"failures,omitempty"`
+}
+
+// PrefetchResult is what became of one listed image.
+type PrefetchResult struct {
+	Image string `json:"image"`
+	// Tags are the tags fetched: the image's own, or those its pattern
+	// matched in the upstream's tag list.
+	Tags      []string `json:"tags,omitempty"`
+	Manifests int      `json:"manifests"`
+	Blobs     int      `json:"blobs"`
+	Bytes     int64    `json:"bytes"`
+	Error     string   `json:"error,omitempty"`
 }

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -13,13 +13,20 @@ import (
 	"github.com/regmirror/regmirror/mirror"
 )
 
-// storeInventory lets the mirror list the store's content: the catalog, the
+// ScanReuseFactor bounds how much of its time the daemon spends scanning
+// the index for the pages and listings anyone may ask for: a result that
+// took d to build is reused for ScanReuseFactor×d, so a small cache is
+// always fresh and a huge one is scanned at most a few percent of the
+// time, however many clients poll.
+const ScanReuseFactor = 20
+
+// Inventory lets the mirror list the store's content: the catalog, the
 // v1 search, the repository API and cached tags while an upstream is down.
 // Anyone may ask for the catalog, and each answer reads the whole index, so
 // scans are rationed like the status page's: one at a time, and a snapshot
-// that took d to read is reused for statsReuseFactor×d. It is safe for
+// that took d to read is reused for ScanReuseFactor×d. It is safe for
 // concurrent use.
-type storeInventory struct {
+type Inventory struct {
 	store *cache.Store
 	// pins are cache.pin: their manifests count as pinned.
 	pins eviction.Globs
@@ -31,18 +38,20 @@ type storeInventory struct {
 	took     time.Duration
 }
 
-func newStoreInventory(store *cache.Store, pins eviction.Globs) *storeInventory {
-	return &storeInventory{store: store, pins: pins, now: time.Now}
+// NewInventory returns the store's inventory for the mirror; pins are
+// cache.pin, whose manifests count as pinned.
+func NewInventory(store *cache.Store, pins eviction.Globs) *Inventory {
+	return &Inventory{store: store, pins: pins, now: time.Now}
 }
 
-var _ mirror.Inventory = (*storeInventory)(nil)
+var _ mirror.Inventory = (*Inventory)(nil)
 
 // Snapshot implements mirror.Inventory.
-func (s *storeInventory) Snapshot(ctx context.Context) (mirror.Snapshot, error) {
+func (s *Inventory) Snapshot(ctx context.Context) (mirror.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := s.now()
-	if !s.cachedAt.IsZero() && start.Sub(s.cachedAt) < statsReuseFactor*s.took {
+	if !s.cachedAt.IsZero() && start.Sub(s.cachedAt) < ScanReuseFactor*s.took {
 		return s.cached, nil
 	}
 	snap, err := s.read(ctx)
@@ -54,7 +63,7 @@ func (s *storeInventory) Snapshot(ctx context.Context) (mirror.Snapshot, error) 
 }
 
 // read reads the whole index, every time.
-func (s *storeInventory) read(ctx context.Context) (mirror.Snapshot, error) {
+func (s *Inventory) read(ctx context.Context) (mirror.Snapshot, error) {
 	inv, err := s.store.Inventory(ctx)
 	if err != nil {
 		return mirror.Snapshot{}, err
@@ -63,7 +72,7 @@ func (s *storeInventory) read(ctx context.Context) (mirror.Snapshot, error) {
 }
 
 // CachedTags implements mirror.Inventory.
-func (s *storeInventory) CachedTags(ctx context.Context, repo string) ([]string, error) {
+func (s *Inventory) CachedTags(ctx context.Context, repo string) ([]string, error) {
 	tags, err := s.store.Tags(ctx, repo)
 	if err != nil {
 		return nil, fmt.Errorf("cached tags: %w", err)

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -13,20 +13,6 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/eviction"
 )
-
-// pins are the images eviction and prune spare: cache.pin, and every image
-// of the prefetch list while it is listed.
-func (c Config) pins() (eviction.Pins, error) {
-	pins, err := c.Cache.pins()
-	if err != nil {
-		return nil, err
-	}
-	listed, err := c.Prefetch.pins()
-	if err != nil {
-		return nil, err
-	}
-	return append(pins, listed...), nil
-}
 
 // pinInventory is the eviction package's view of inv: with each manifest's
 // tags, and the platforms of the children of the indexes that a pin of
@@ -74,13 +60,13 @@ func childPlatforms(ctx context.Context, store *cache.Store, d digest.Digest) ([
 	}
 	platforms := make([]string, len(index.Manifests))
 	for i, c := range index.Manifests {
-		platforms[i] = platformString(c.Platform)
+		platforms[i] = PlatformString(c.Platform)
 	}
 	return platforms, nil
 }
 
-// platformString writes p as "os/arch" or "os/arch/variant"; "" for none.
-func platformString(p *ocispec.Platform) string {
+// PlatformString writes p as "os/arch" or "os/arch/variant"; "" for none.
+func PlatformString(p *ocispec.Platform) string {
 	if p == nil {
 		return ""
 	}

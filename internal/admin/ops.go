@@ -1,9 +1,8 @@
-package main
+package admin
 
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"slices"
 	"time"
 
@@ -11,28 +10,51 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/eviction"
+	"github.com/regmirror/regmirror/mirror"
 )
 
-// cacheOps are the cache administration commands, run by the daemon for the
-// admin socket or by the CLI on a store it opened itself.
-type cacheOps struct {
+// Ops are the cache administration commands, run by the daemon for the
+// admin socket or by the CLI on a store it opened itself. They are safe for
+// concurrent use as far as the store is.
+type Ops struct {
 	store  *cache.Store
 	budget eviction.Config
 	pins   eviction.Pins
 	now    func() time.Time
 	// traffic reads the running daemon's counters; nil when the CLI opened
 	// the store itself and there is no traffic to speak of.
-	traffic func() (*trafficReport, error)
-	// prefetcher fetches image lists through the running daemon's mirror,
-	// listed being the configured one; nil when the CLI opened the store.
-	prefetcher *prefetcher
-	listed     []imageRef
+	traffic func() *TrafficReport
 	// evictor is the daemon's; nil when the CLI opened the store.
 	evictor *eviction.Evictor
 }
 
-// evictReport is one eviction pass, `regmirror cache evict`.
-type evictReport struct {
+// Options configure Ops; the zero value suits a store the CLI opened.
+type Options struct {
+	// Budget is the cache's size budget (cache.max_size and watermarks).
+	Budget eviction.Config
+	// Pins are the images eviction and prune spare.
+	Pins eviction.Pins
+	// Now is prune's clock; nil means time.Now.
+	Now func() time.Time
+	// Traffic reads the running daemon's counters for Stats; nil when
+	// there is no daemon.
+	Traffic func() *TrafficReport
+	// Evictor is the running daemon's, which Evict runs; nil makes Evict
+	// run a pass of its own (without the free-disk check).
+	Evictor *eviction.Evictor
+}
+
+// New returns the cache operations on store.
+func New(store *cache.Store, opts Options) *Ops {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Ops{store: store, budget: opts.Budget, pins: opts.Pins, now: now, traffic: opts.Traffic, evictor: opts.Evictor}
+}
+
+// EvictReport is one eviction pass, `regmirror cache evict`.
+type EvictReport struct {
 	Usage    int64 `json:"usage_bytes"`
 	Target   int64 `json:"target_bytes"`
 	Removed  int   `json:"removed"`
@@ -41,39 +63,31 @@ type evictReport struct {
 	PinsOver bool  `json:"pins_over_budget"`
 }
 
-// evict runs an eviction pass now: the daemon's evictor's, or, on a store
+// Evict runs an eviction pass now: the daemon's evictor's, or, on a store
 // the CLI opened, one of its own (without the free-disk check).
-func (o *cacheOps) evict(ctx context.Context) (evictReport, error) {
+func (o *Ops) Evict(ctx context.Context) (EvictReport, error) {
 	ev := o.evictor
 	if ev == nil {
 		budget := o.budget
 		budget.MinFreeDisk = 0
 		var err error
-		if ev, err = eviction.New(evictionCache{store: o.store, pins: o.pins}, budget, eviction.Options{}); err != nil {
-			return evictReport{}, err
+		if ev, err = eviction.New(EvictionCache{Store: o.store, Pins: o.pins}, budget, eviction.Options{}); err != nil {
+			return EvictReport{}, err
 		}
 	}
 	p, err := ev.Evict(ctx)
-	return evictReport{Usage: p.Usage, Target: p.Target, Removed: p.Removed, Freed: p.Freed, Pinned: p.Pinned, PinsOver: p.PinsOver}, err
+	return EvictReport{Usage: p.Usage, Target: p.Target, Removed: p.Removed, Freed: p.Freed, Pinned: p.Pinned, PinsOver: p.PinsOver}, err
 }
 
-func newCacheOps(store *cache.Store, cfg Config, traffic func() (*trafficReport, error)) (*cacheOps, error) {
-	pins, err := cfg.pins()
-	if err != nil {
-		return nil, err
-	}
-	return &cacheOps{store: store, budget: cfg.Cache.eviction(), pins: pins, now: time.Now, traffic: traffic}, nil
-}
-
-// progressEvent tells how far a long operation has come.
-type progressEvent struct {
+// Progress tells how far a long operation has come.
+type Progress struct {
 	Phase string `json:"phase"` // "manifests", "blobs" or "verify"
 	Done  int    `json:"done"`
 	Total int    `json:"total"`
 }
 
-// statsReport is `regmirror cache stats`.
-type statsReport struct {
+// StatsReport is `regmirror cache stats`.
+type StatsReport struct {
 	Bytes int64 `json:"bytes"` // blobs
 	// IndexBytes is what the manifests and tags count against the budget.
 	IndexBytes    int64   `json:"index_bytes"`
@@ -91,20 +105,20 @@ type statsReport struct {
 	PinsOverBudget bool           `json:"pins_over_budget"`
 	OldestAccess   time.Time      `json:"oldest_access,omitzero"`
 	NewestAccess   time.Time      `json:"newest_access,omitzero"`
-	TopRepos       []repoUsage    `json:"top_repositories"`
-	Traffic        *trafficReport `json:"traffic,omitempty"` // only from a running daemon
+	TopRepos       []RepoUsage    `json:"top_repositories"`
+	Traffic        *TrafficReport `json:"traffic,omitempty"` // only from a running daemon
 }
 
-// repoUsage is the blob bytes one repository uses; shared blobs count for
+// RepoUsage is the blob bytes one repository uses; shared blobs count for
 // every repository that uses them.
-type repoUsage struct {
+type RepoUsage struct {
 	Repo  string `json:"repository"`
 	Bytes int64  `json:"bytes"`
 	Blobs int    `json:"blobs"`
 }
 
-// trafficReport is what the running daemon served since it started.
-type trafficReport struct {
+// TrafficReport is what the running daemon served since it started.
+type TrafficReport struct {
 	Since         time.Time `json:"since"`
 	Hits          int64     `json:"hits"`   // lookups answered from the cache
 	Misses        int64     `json:"misses"` // lookups that went upstream (coalesced ones included)
@@ -113,19 +127,38 @@ type trafficReport struct {
 	UpstreamBytes int64     `json:"bytes_from_upstream"`
 }
 
+// TrafficSource is what the running daemon served: the mirror.
+type TrafficSource interface {
+	Traffic() mirror.Traffic
+}
+
+// TrafficSince reports src's traffic for Stats, as served since since.
+func TrafficSince(src TrafficSource, since time.Time) func() *TrafficReport {
+	return func() *TrafficReport {
+		t := src.Traffic()
+		r := &TrafficReport{Since: since, Hits: t.Hits, Misses: t.Misses, CacheBytes: t.CacheBytes, UpstreamBytes: t.UpstreamBytes}
+		if n := r.Hits + r.Misses; n > 0 {
+			r.HitRatio = float64(r.Hits) / float64(n)
+		}
+		return r
+	}
+}
+
 // topRepoCount is how many repositories stats lists.
 const topRepoCount = 10
 
-func (o *cacheOps) stats(ctx context.Context) (statsReport, error) {
+// Stats reports the cache's size against its budget, its content, its top
+// repositories and, from a running daemon, its traffic.
+func (o *Ops) Stats(ctx context.Context) (StatsReport, error) {
 	inv, err := o.store.Inventory(ctx)
 	if err != nil {
-		return statsReport{}, err
+		return StatsReport{}, err
 	}
-	r := statsReport{
+	r := StatsReport{
 		Budget: o.budget.MaxSize, HighWatermark: o.budget.HighWatermark, LowWatermark: o.budget.LowWatermark,
 		Blobs: len(inv.Blobs), Manifests: len(inv.Manifests), Tags: len(inv.Tags),
 	}
-	repos := map[string]*repoUsage{}
+	repos := map[string]*RepoUsage{}
 	for _, b := range inv.Blobs {
 		r.Bytes += b.Size
 		if b.Kept {
@@ -140,7 +173,7 @@ func (o *cacheOps) stats(ctx context.Context) (statsReport, error) {
 		for _, repo := range b.Repos {
 			u := repos[repo]
 			if u == nil {
-				u = &repoUsage{Repo: repo}
+				u = &RepoUsage{Repo: repo}
 				repos[repo] = u
 			}
 			u.Bytes += b.Size
@@ -155,15 +188,13 @@ func (o *cacheOps) stats(ctx context.Context) (statsReport, error) {
 		return r, err
 	}
 	if o.traffic != nil {
-		if r.Traffic, err = o.traffic(); err != nil {
-			return r, fmt.Errorf("read traffic counters: %w", err)
-		}
+		r.Traffic = o.traffic()
 	}
 	return r, nil
 }
 
 // measurePins fills in what the pins take.
-func (o *cacheOps) measurePins(ctx context.Context, inv cache.Inventory, r *statsReport) error {
+func (o *Ops) measurePins(ctx context.Context, inv cache.Inventory, r *StatsReport) error {
 	if len(o.pins) == 0 {
 		return nil
 	}
@@ -181,12 +212,12 @@ func (o *cacheOps) measurePins(ctx context.Context, inv cache.Inventory, r *stat
 	return nil
 }
 
-func topRepos(repos map[string]*repoUsage, n int) []repoUsage {
-	all := make([]repoUsage, 0, len(repos))
+func topRepos(repos map[string]*RepoUsage, n int) []RepoUsage {
+	all := make([]RepoUsage, 0, len(repos))
 	for _, u := range repos {
 		all = append(all, *u)
 	}
-	slices.SortFunc(all, func(a, b repoUsage) int {
+	slices.SortFunc(all, func(a, b RepoUsage) int {
 		if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
 			return c
 		}
@@ -195,8 +226,8 @@ func topRepos(repos map[string]*repoUsage, n int) []repoUsage {
 	return all[:min(n, len(all))]
 }
 
-// pruneRequest is `regmirror cache prune`'s flags.
-type pruneRequest struct {
+// PruneRequest is `regmirror cache prune`'s flags.
+type PruneRequest struct {
 	MaxSize int64 `json:"max_size,omitempty"`
 	// OlderThan is nil when no age was given; zero means everything.
 	OlderThan *time.Duration `json:"older_than,omitempty"`
@@ -204,11 +235,11 @@ type pruneRequest struct {
 	DryRun    bool           `json:"dry_run,omitempty"`
 }
 
-// pruneReport lists what a prune removed, or would remove.
-type pruneReport struct {
+// PruneReport lists what a prune removed, or would remove.
+type PruneReport struct {
 	DryRun    bool             `json:"dry_run"`
-	Manifests []prunedManifest `json:"manifests"`
-	Blobs     []prunedBlob     `json:"blobs"`
+	Manifests []PrunedManifest `json:"manifests"`
+	Blobs     []PrunedBlob     `json:"blobs"`
 	Bytes     int64            `json:"bytes_freed"`
 	// Shared counts blobs of pruned manifests kept because a remaining
 	// manifest uses them.
@@ -218,37 +249,40 @@ type pruneReport struct {
 	Skipped []digest.Digest `json:"skipped,omitempty"`
 }
 
-type prunedManifest struct {
+// PrunedManifest is a manifest a prune removed, or would remove.
+type PrunedManifest struct {
 	Digest     digest.Digest `json:"digest"`
 	Repos      []string      `json:"repositories"`
 	LastAccess time.Time     `json:"last_access"`
 }
 
-type prunedBlob struct {
+// PrunedBlob is a blob a prune removed, or would remove.
+type PrunedBlob struct {
 	Digest     digest.Digest `json:"digest"`
 	Size       int64         `json:"size"`
 	LastAccess time.Time     `json:"last_access"`
 	Repos      []string      `json:"repositories"`
 }
 
-func (o *cacheOps) prune(ctx context.Context, req pruneRequest, progress func(progressEvent)) (pruneReport, error) {
+// Prune removes what req selects, or with req.DryRun only reports it.
+func (o *Ops) Prune(ctx context.Context, req PruneRequest, progress func(Progress)) (PruneReport, error) {
 	repos, err := eviction.ParseGlobs(req.Repos)
 	if err != nil {
-		return pruneReport{}, err
+		return PruneReport{}, err
 	}
 	inv, err := o.store.Inventory(ctx)
 	if err != nil {
-		return pruneReport{}, err
+		return PruneReport{}, err
 	}
 	pinv, err := pinInventory(ctx, o.store, inv, o.pins)
 	if err != nil {
-		return pruneReport{}, err
+		return PruneReport{}, err
 	}
 	plan, err := eviction.PlanPrune(pinv, eviction.PruneOptions{
 		MaxSize: req.MaxSize, OlderThan: req.OlderThan, Now: o.now(), Repos: repos, Pins: o.pins,
 	})
 	if err != nil {
-		return pruneReport{}, err
+		return PruneReport{}, err
 	}
 	if req.DryRun {
 		return reportPlan(plan, true), nil
@@ -257,7 +291,7 @@ func (o *cacheOps) prune(ctx context.Context, req pruneRequest, progress func(pr
 }
 
 // carryOut removes what plan chose and reports what actually went.
-func (o *cacheOps) carryOut(ctx context.Context, plan eviction.Plan, progress func(progressEvent)) (pruneReport, error) {
+func (o *Ops) carryOut(ctx context.Context, plan eviction.Plan, progress func(Progress)) (PruneReport, error) {
 	report := reportPlan(plan, false)
 	manifests := make([]digest.Digest, len(plan.Manifests))
 	for i, m := range plan.Manifests {
@@ -275,18 +309,18 @@ func (o *cacheOps) carryOut(ctx context.Context, plan eviction.Plan, progress fu
 	if err != nil {
 		return report, err
 	}
-	report.Manifests = onlyRemoved(report.Manifests, removedManifests.Removed, func(m prunedManifest) digest.Digest { return m.Digest })
-	report.Blobs = onlyRemoved(report.Blobs, removedBlobs.Removed, func(b prunedBlob) digest.Digest { return b.Digest })
+	report.Manifests = onlyRemoved(report.Manifests, removedManifests.Removed, func(m PrunedManifest) digest.Digest { return m.Digest })
+	report.Blobs = onlyRemoved(report.Blobs, removedBlobs.Removed, func(b PrunedBlob) digest.Digest { return b.Digest })
 	report.Bytes = removedBlobs.Freed
 	report.Skipped = slices.Concat(removedManifests.Kept, removedBlobs.Kept, removedBlobs.InUse)
 	return report, nil
 }
 
-func phaseProgress(progress func(progressEvent), phase string, total int) func(int) {
+func phaseProgress(progress func(Progress), phase string, total int) func(int) {
 	if progress == nil {
 		return nil
 	}
-	return func(done int) { progress(progressEvent{Phase: phase, Done: done, Total: total}) }
+	return func(done int) { progress(Progress{Phase: phase, Done: done, Total: total}) }
 }
 
 // onlyRemoved keeps the entries whose digest is among removed, in order.
@@ -298,14 +332,14 @@ func onlyRemoved[T any](entries []T, removed []digest.Digest, key func(T) digest
 	return slices.DeleteFunc(entries, func(e T) bool { return !gone[key(e)] })
 }
 
-func reportPlan(plan eviction.Plan, dryRun bool) pruneReport {
-	r := pruneReport{DryRun: dryRun, Bytes: plan.Bytes, Shared: plan.Shared,
-		Manifests: []prunedManifest{}, Blobs: []prunedBlob{}}
+func reportPlan(plan eviction.Plan, dryRun bool) PruneReport {
+	r := PruneReport{DryRun: dryRun, Bytes: plan.Bytes, Shared: plan.Shared,
+		Manifests: []PrunedManifest{}, Blobs: []PrunedBlob{}}
 	for _, m := range plan.Manifests {
-		r.Manifests = append(r.Manifests, prunedManifest{Digest: m.Digest, Repos: m.Repos, LastAccess: m.LastAccess})
+		r.Manifests = append(r.Manifests, PrunedManifest{Digest: m.Digest, Repos: m.Repos, LastAccess: m.LastAccess})
 	}
 	for _, b := range plan.Blobs {
-		r.Blobs = append(r.Blobs, prunedBlob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Repos: b.Repos})
+		r.Blobs = append(r.Blobs, PrunedBlob{Digest: b.Digest, Size: b.Size, LastAccess: b.LastAccess, Repos: b.Repos})
 	}
 	return r
 }
@@ -326,38 +360,40 @@ func pruneInventory(inv cache.Inventory) eviction.Inventory {
 	return out
 }
 
-// verifyRequest is `regmirror cache verify`'s flags.
-type verifyRequest struct {
+// VerifyRequest is `regmirror cache verify`'s flags.
+type VerifyRequest struct {
 	Sample int `json:"sample,omitempty"`
 }
 
-// verifyReport is what verify found and removed.
-type verifyReport struct {
+// VerifyReport is what verify found and removed.
+type VerifyReport struct {
 	Checked int             `json:"checked"`
 	Bytes   int64           `json:"bytes"`
-	Corrupt []corruptBlob   `json:"corrupt"`
+	Corrupt []CorruptBlob   `json:"corrupt"`
 	Removed []digest.Digest `json:"removed"`
 }
 
-type corruptBlob struct {
+// CorruptBlob is a blob whose bytes do not match its digest, and why.
+type CorruptBlob struct {
 	Digest digest.Digest `json:"digest"`
 	Reason string        `json:"reason"`
 }
 
-func (o *cacheOps) verify(ctx context.Context, req verifyRequest, progress func(progressEvent)) (verifyReport, error) {
+// Verify re-hashes the cached blobs (or a sample) and removes corrupt ones.
+func (o *Ops) Verify(ctx context.Context, req VerifyRequest, progress func(Progress)) (VerifyReport, error) {
 	opts := cache.VerifyOptions{Sample: req.Sample}
 	if progress != nil {
 		// One event per percent at most: each may cross the admin socket.
 		opts.Progress = func(done, total int, _ int64) {
 			if done == total || done%max(total/100, 1) == 0 {
-				progress(progressEvent{Phase: "verify", Done: done, Total: total})
+				progress(Progress{Phase: "verify", Done: done, Total: total})
 			}
 		}
 	}
 	v, err := o.store.Verify(ctx, opts)
-	r := verifyReport{Checked: v.Checked, Bytes: v.Bytes, Corrupt: []corruptBlob{}, Removed: v.Removal.Removed}
+	r := VerifyReport{Checked: v.Checked, Bytes: v.Bytes, Corrupt: []CorruptBlob{}, Removed: v.Removal.Removed}
 	for _, c := range v.Corrupt {
-		r.Corrupt = append(r.Corrupt, corruptBlob{Digest: c.Digest, Reason: c.Reason})
+		r.Corrupt = append(r.Corrupt, CorruptBlob{Digest: c.Digest, Reason: c.Reason})
 	}
 	if r.Removed == nil {
 		r.Removed = []digest.Digest{}
@@ -365,37 +401,38 @@ func (o *cacheOps) verify(ctx context.Context, req verifyRequest, progress func(
 	return r, err
 }
 
-// evictionCache adapts the store to what the eviction loop needs.
-type evictionCache struct {
-	store *cache.Store
-	// pins are the images eviction spares, manifests and blobs.
-	pins eviction.Pins
-	// evicted, when set, hears which victims (all manifests, or all
+// EvictionCache adapts the store to what the eviction loop needs.
+type EvictionCache struct {
+	Store *cache.Store
+	// Pins are the images eviction spares, manifests and blobs.
+	Pins eviction.Pins
+	// Evicted, when set, hears which victims (all manifests, or all
 	// blobs) left the cache.
-	evicted func(victims []eviction.Candidate, removed []digest.Digest)
+	Evicted func(victims []eviction.Candidate, removed []digest.Digest)
 }
 
-var _ eviction.Cache = evictionCache{}
+var _ eviction.Cache = EvictionCache{}
 
-func (c evictionCache) Usage() int64 { return c.store.Usage() }
+// Usage implements eviction.Cache.
+func (c EvictionCache) Usage() int64 { return c.Store.Usage() }
 
 // Candidates lists the blobs and the manifests; what must stay (kept,
 // pinned with the blobs it names, or a manifest still named by a cached
 // index) is marked Keep.
-func (c evictionCache) Candidates(ctx context.Context) ([]eviction.Candidate, error) {
-	inv, err := c.store.Inventory(ctx)
+func (c EvictionCache) Candidates(ctx context.Context) ([]eviction.Candidate, error) {
+	inv, err := c.Store.Inventory(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pinv, err := pinInventory(ctx, c.store, inv, c.pins)
+	pinv, err := pinInventory(ctx, c.Store, inv, c.Pins)
 	if err != nil {
 		return nil, err
 	}
-	return eviction.Candidates(pinv, c.pins), nil
+	return eviction.Candidates(pinv, c.Pins), nil
 }
 
 // Remove removes the manifests among victims first, then the blobs.
-func (c evictionCache) Remove(ctx context.Context, victims []eviction.Candidate) (int, int64, error) {
+func (c EvictionCache) Remove(ctx context.Context, victims []eviction.Candidate) (int, int64, error) {
 	var manifests, blobs []digest.Digest
 	var manifestVictims, blobVictims []eviction.Candidate
 	for _, v := range victims {
@@ -405,19 +442,19 @@ func (c evictionCache) Remove(ctx context.Context, victims []eviction.Candidate)
 			blobs, blobVictims = append(blobs, v.Digest), append(blobVictims, v)
 		}
 	}
-	rm, err := c.store.RemoveManifests(ctx, manifests, nil)
+	rm, err := c.Store.RemoveManifests(ctx, manifests, nil)
 	c.report(manifestVictims, rm.Removed)
 	if err != nil {
 		return len(rm.Removed), rm.Freed, err
 	}
-	rb, err := c.store.RemoveBlobs(ctx, blobs, nil)
+	rb, err := c.Store.RemoveBlobs(ctx, blobs, nil)
 	c.report(blobVictims, rb.Removed)
 	return len(rm.Removed) + len(rb.Removed), rm.Freed + rb.Freed, err
 }
 
 // report tells the evicted hook, if any, what was removed.
-func (c evictionCache) report(victims []eviction.Candidate, removed []digest.Digest) {
-	if c.evicted != nil && len(removed) > 0 {
-		c.evicted(victims, removed)
+func (c EvictionCache) report(victims []eviction.Candidate, removed []digest.Digest) {
+	if c.Evicted != nil && len(removed) > 0 {
+		c.Evicted(victims, removed)
 	}
 }

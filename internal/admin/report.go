@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"fmt"
@@ -15,7 +15,8 @@ import (
 
 const timeLayout = "2006-01-02 15:04:05 MST"
 
-func writeStats(w io.Writer, r statsReport, source string) error {
+// WriteStats prints r for people; source says where the numbers come from.
+func WriteStats(w io.Writer, r StatsReport, source string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Cache (%s)\n", source)
 	fmt.Fprintf(tw, "  Size\t%s\n", sizeAgainstBudget(r))
@@ -41,7 +42,7 @@ func writeStats(w io.Writer, r statsReport, source string) error {
 	return tw.Flush()
 }
 
-func sizeAgainstBudget(r statsReport) string {
+func sizeAgainstBudget(r StatsReport) string {
 	total := r.Bytes + r.IndexBytes
 	used := fmt.Sprintf("%s (blobs %s, manifests and tags %s)", humanize.IBytes(uint64(total)),
 		humanize.IBytes(uint64(r.Bytes)), humanize.IBytes(uint64(r.IndexBytes)))
@@ -57,7 +58,8 @@ func when(t time.Time) string {
 	return fmt.Sprintf("%s (%s)", t.Local().Format(timeLayout), humanize.Time(t))
 }
 
-func writePrune(w io.Writer, r pruneReport) error {
+// WritePrune prints what a prune removed, or would remove, digest by digest.
+func WritePrune(w io.Writer, r PruneReport) error {
 	verb := "Removed"
 	if r.DryRun {
 		verb = "Would remove"
@@ -89,7 +91,8 @@ func writePrune(w io.Writer, r pruneReport) error {
 	return nil
 }
 
-func writeVerify(w io.Writer, r verifyReport) error {
+// WriteVerify prints what verify found and what became of each corrupt blob.
+func WriteVerify(w io.Writer, r VerifyReport) error {
 	fmt.Fprintf(w, "Checked %d blobs (%s): %d corrupt, %d removed\n",
 		r.Checked, humanize.IBytes(uint64(r.Bytes)), len(r.Corrupt), len(r.Removed))
 	removed := map[string]bool{}
@@ -105,3 +108,16 @@ func writeVerify(w io.Writer, r verifyReport) error {
 	}
 	return nil
 }
+
+// WriteEvict prints an eviction pass.
+func WriteEvict(w io.Writer, r EvictReport) error {
+	_, err := fmt.Fprintf(w, "removed %d blobs and manifests, %s freed; usage was %s, target %s; pinned %s\n",
+		r.Removed, bytesOf(r.Freed), bytesOf(r.Usage), bytesOf(r.Target), bytesOf(r.Pinned))
+	if err == nil && r.PinsOver {
+		_, err = fmt.Fprintln(w, "pinned content alone exceeds the target: only unpinned content was evicted")
+	}
+	return err
+}
+
+// bytesOf writes n in binary units, e.g. "50 GiB"; negative counts as 0.
+func bytesOf(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

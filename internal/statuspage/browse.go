@@ -1,4 +1,4 @@
-package main
+package statuspage
 
 import (
 	_ "embed"
@@ -19,10 +19,10 @@ var browseHTML []byte
 // keeps the credentials for the whole origin, the API included.
 const browseRealm = `Basic realm="regmirror", charset="UTF-8"`
 
-// serveBrowse serves the browse page. With ?login, it first asks the
+// ServeBrowse serves the browse page. With ?login, it first asks the
 // browser for the credentials of any user of the mirror, whose rights the
 // API then applies.
-func (p *statusPage) serveBrowse(w http.ResponseWriter, r *http.Request) {
+func (p *Page) ServeBrowse(w http.ResponseWriter, r *http.Request) {
 	if _, ok := p.user(r); r.URL.Query().Has("login") && !ok {
 		w.Header().Set("WWW-Authenticate", browseRealm)
 		http.Error(w, "log in as a user of the mirror", http.StatusUnauthorized)
