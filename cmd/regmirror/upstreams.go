@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/credentials"
@@ -61,7 +62,8 @@ func (c Config) effectiveUpstreams() []UpstreamConfig {
 
 // mirrorRemotes builds an upstream client for every mirrored registry and,
 // with allow_any_upstream, the function that makes one for any other host
-// a client names (nil otherwise).
+// a client names (nil otherwise). Both kinds come from one clientFactory,
+// so they log and count alike.
 func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]mirror.Remote, func(string) (mirror.Remote, error), error) {
 	ups := cfg.effectiveUpstreams()
 	keys, err := upstreamKeychain(ups)
@@ -69,12 +71,12 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 		return nil, nil, err
 	}
 	warnInsecureUpstreams(ups, log)
+	clients := clientFactory{log: log, reg: reg, breakerChanged: breakerHook(cfg.notifier)}
 	remotes := make([]mirror.Remote, 0, len(ups))
 	for _, u := range ups {
 		clientCfg := u.clientConfig()
 		clientCfg.RedirectHosts = u.RedirectHosts
-		client, err := upstream.New(clientCfg, keys, upstream.Options{Logger: log, Registerer: reg,
-			BreakerChanged: breakerHook(cfg.notifier)})
+		client, err := clients.configured(clientCfg, keys)
 		if err != nil {
 			return nil, nil, fmt.Errorf("upstream %s: %w", u.Host, err)
 		}
@@ -96,7 +98,39 @@ func mirrorRemotes(cfg Config, log *slog.Logger, reg prometheus.Registerer) ([]m
 	if !cfg.AllowAnyUpstream {
 		return remotes, nil, nil
 	}
-	return remotes, newAnyUpstream(ups, log).remote, nil
+	return remotes, newAnyUpstream(ups, clients).remote, nil
+}
+
+// clientFactory makes every upstream client the daemon uses, with the
+// same logger, metrics and breaker hook.
+type clientFactory struct {
+	log            *slog.Logger
+	reg            prometheus.Registerer
+	breakerChanged func(host string, open bool)
+	// transport replaces the clients' own transports, with their address
+	// policy; tests set it.
+	transport http.RoundTripper
+}
+
+// configured makes the client of a registry the operator configured.
+func (f clientFactory) configured(cfg upstream.Config, keys authn.Keychain) (*upstream.Client, error) {
+	return upstream.New(cfg, keys, f.options())
+}
+
+// clientNamed makes the client of a registry a client named: no
+// credentials, public addresses only, and series dropped when the mirror
+// drops the client (it keeps a bounded number of them). Its breaker sends
+// no notifications: a client must not make the mirror's webhooks speak of
+// hosts it chose.
+func (f clientFactory) clientNamed(host string) (*upstream.Client, error) {
+	opts := f.options()
+	opts.ForgetMetricsOnClose = true
+	opts.BreakerChanged = nil
+	return upstream.New(upstream.Config{Host: host, URL: "https://" + host, PublicOnly: true}, nil, opts)
+}
+
+func (f clientFactory) options() upstream.Options {
+	return upstream.Options{Logger: f.log, Registerer: f.reg, BreakerChanged: f.breakerChanged, Transport: f.transport}
 }
 
 // upstreamKeychain gathers the config file's credentials of the mirrored
@@ -118,17 +152,15 @@ func upstreamKeychain(ups []UpstreamConfig) (*credentials.Keychain, error) {
 // anyUpstream makes the remotes of allow_any_upstream: registries named by
 // clients, not by the operator.
 type anyUpstream struct {
-	log *slog.Logger
+	clients clientFactory
 	// configured are the host names (without ports) of the mirrored
 	// registries: named on another port, one of them would escape its own
 	// settings (allow, deny, expose).
 	configured map[string]bool
-	// transport replaces the client's public-only transport; tests set it.
-	transport http.RoundTripper
 }
 
-func newAnyUpstream(ups []UpstreamConfig, log *slog.Logger) anyUpstream {
-	a := anyUpstream{log: log, configured: map[string]bool{}}
+func newAnyUpstream(ups []UpstreamConfig, clients clientFactory) anyUpstream {
+	a := anyUpstream{clients: clients, configured: map[string]bool{}}
 	for _, u := range ups {
 		a.configured[registryhost.Hostname(u.Host)] = true
 	}
@@ -142,15 +174,14 @@ func newAnyUpstream(ups []UpstreamConfig, log *slog.Logger) anyUpstream {
 // registry, its token realm and its blob redirects alike, so whatever a
 // client names (ns=localhost:8080, ns=169.254.169.254, a name resolving to
 // 10.0.0.1), the mirror never becomes its way into the private network.
-// It gets no metrics registerer: hosts chosen by clients must not grow the
-// metrics without bound (the mirror's own per-upstream series are dropped
-// with the remote).
+// Its metrics are the configured clients': the mirror keeps a bounded
+// number of such remotes and closes the ones it drops, which drops their
+// series, so hosts chosen by clients do not grow the metrics without bound.
 func (a anyUpstream) remote(host string) (mirror.Remote, error) {
 	if a.configured[registryhost.Hostname(host)] {
 		return mirror.Remote{}, fmt.Errorf("%s is another port of a mirrored registry; list it under upstreams to mirror it", host)
 	}
-	client, err := upstream.New(upstream.Config{Host: host, URL: "https://" + host, PublicOnly: true}, nil,
-		upstream.Options{Logger: a.log, Transport: a.transport})
+	client, err := a.clients.clientNamed(host)
 	if err != nil {
 		return mirror.Remote{}, err
 	}

@@ -17,8 +17,10 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/upstream"
 )
 
 func TestUpstreamConfigShapes(t *testing.T) {
@@ -209,8 +211,7 @@ func TestClientNamedHostGetsNoCredentials(t *testing.T) {
 	if _, _, err := mirrorRemotes(cfg, slog.New(slog.DiscardHandler), nil); err != nil {
 		t.Fatal(err)
 	}
-	clientNamed := newAnyUpstream(cfg.effectiveUpstreams(), slog.New(slog.DiscardHandler))
-	clientNamed.transport = toAttacker
+	clientNamed := newAnyUpstream(cfg.effectiveUpstreams(), clientFactory{log: slog.New(slog.DiscardHandler), transport: toAttacker})
 	r, err := clientNamed.remote("registry-gitlab.com")
 	if err != nil {
 		t.Fatal(err)
@@ -399,4 +400,55 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// A registry a client names (allow_any_upstream) is counted in the same
+// upstream metrics as the configured ones, so the status page and
+// /metrics show it; closing its client, as the mirror does when it drops
+// the remote, drops its series.
+func TestClientNamedRegistriesAreCounted(t *testing.T) {
+	t.Parallel()
+	named := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer named.Close()
+	toNamed := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, named.Listener.Addr().String())
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}
+	reg := prometheus.NewRegistry()
+	cfg := Config{AllowAnyUpstream: true}.withDefaults()
+	clientNamed := newAnyUpstream(cfg.effectiveUpstreams(), clientFactory{log: slog.New(slog.DiscardHandler), reg: reg, transport: toNamed})
+	r, err := clientNamed.remote("registry.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Upstream.HeadManifest(context.Background(), "org/app", "1"); err == nil {
+		t.Fatal("HEAD of a manifest the registry does not have succeeded")
+	}
+	monitor, err := upstream.NewMonitor(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	health := func() (upstream.Health, bool) {
+		for _, h := range monitor.Health() {
+			if h.Host == "registry.example.com" {
+				return h, true
+			}
+		}
+		return upstream.Health{}, false
+	}
+	if h, ok := health(); !ok || h.Requests < 2 || h.Breaker != "closed" {
+		t.Fatalf("registry.example.com health = %+v (listed: %v), want its ping and HEAD counted", h, ok)
+	}
+	r.Upstream.(interface{ Close() }).Close()
+	if h, ok := health(); ok {
+		t.Fatalf("after Close: %+v, want its series gone", h)
+	}
 }
