@@ -31,7 +31,6 @@ func startCacheUpkeep(store *cache.Store, cfg Config, m *mirror.Mirror, pf *pref
 		log.Warn("cache.max_size is not set: the cache grows until free disk falls under cache.min_free_disk",
 			"min_free_disk", Size(budget.MinFreeDisk).String())
 	}
-	store.SetLimits(cfg.Cache.limits())
 	pins, err := cfg.pins()
 	if err != nil {
 		return nil, err

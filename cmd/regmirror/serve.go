@@ -133,7 +133,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		return err
 	}
 
-	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg})
+	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg, Limits: cfg.Cache.limits()})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("opening cache in %s: %w", cfg.DataDir, err)
