@@ -5,5 +5,7 @@
 // when it is stopped), `regmirror htpasswd` makes users for hosted
 // repositories. This package is wiring only: flags, environment and the
 // YAML config become plain structs that the mirror, cache, upstream,
-// credentials and eviction packages are built from.
+// credentials and eviction packages are built from; the cache operations
+// and the admin socket are internal/admin's, the status and browse pages
+// internal/statuspage's.
 package main
