@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 )
 
@@ -43,6 +44,13 @@ func (b *bench) crowd(ctx context.Context) error {
 	b.printf("   %10s %12s %10s %14s %12s\n", "peak RSS", "max sampled", "wall", "all clients", "daemon CPU")
 	b.printf("   %6.1f MiB %8.1f MiB %9.2fs %9.0f MB/s %7.3f s/GB\n\n",
 		mib(m.hwm), mib(m.rss), c.wall.Seconds(), c.mbps(), cpu)
+	floor, err := b.fileServerCrowd(ctx, filepath.Join(d.dataDir(), "blobs"))
+	if err != nil {
+		return err
+	}
+	b.printf("   the same clients, blobs only, from a plain Go file server (http.FileServer, sendfile) in its own process\n")
+	b.printf("   over the daemon's blob files: %.3f s/GB of its CPU. That is what sending the bytes costs this machine's\n", floor)
+	b.printf("   kernel with no mirror work at all; regmirror's own work per GB is the difference.\n\n")
 	b.judge(verdict{
 		name:   fmt.Sprintf("daemon peak RSS, %d warm clients", b.cfg.crowdClients),
 		value:  fmt.Sprintf("%.1f MiB", mib(m.hwm)),
@@ -56,4 +64,28 @@ func (b *bench) crowd(ctx context.Context) error {
 		pass:   cpu <= warmCPUTarget,
 	})
 	return nil
+}
+
+// fileServerCrowd has the crowd download the small image's blobs from a
+// plain file server in a process of its own and returns that process's
+// CPU seconds per GB sent.
+func (b *bench) fileServerCrowd(ctx context.Context, blobRoot string) (float64, error) {
+	fs, err := startFileServerProcess(ctx, blobRoot)
+	if err != nil {
+		return 0, err
+	}
+	defer fs.close()
+	meter, err := startCPUMeter(fs.pid())
+	if err != nil {
+		return 0, err
+	}
+	c, err := downloadTogether(ctx, fs.url, b.small, b.cfg.crowdClients, b.cfg.concurrency)
+	if err != nil {
+		return 0, fmt.Errorf("%d clients from the file server: %w", b.cfg.crowdClients, err)
+	}
+	serverCPU, _, err := meter.stop()
+	if err != nil {
+		return 0, err
+	}
+	return perGB(serverCPU, c.bytes), nil
 }

@@ -1,7 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"time"
+
+	"golang.org/x/sync/errgroup"
 	"net/http"
 	"path"
 	"strings"
@@ -57,3 +66,84 @@ func blobFilePath(urlPath string) (string, bool) {
 }
 
 func (fs *fileServer) close() { fs.srv.Close() }
+
+// serveFilesFlag runs this binary as a plain file server over a blob root
+// (the crowd section's own process, so that its CPU time is its own).
+const serveFilesFlag = "serve-files"
+
+// serveFiles serves blobRoot until stdin closes, after printing its URL.
+func serveFiles(blobRoot string) error {
+	fs, err := startFileServer(blobRoot)
+	if err != nil {
+		return err
+	}
+	defer fs.close()
+	fmt.Println(fs.url)
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
+}
+
+// fileServerProcess is a file server running in a process of its own.
+type fileServerProcess struct {
+	cmd   *exec.Cmd
+	stdin io.Closer
+	url   string
+}
+
+func startFileServerProcess(ctx context.Context, blobRoot string) (*fileServerProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, self, "-"+serveFilesFlag, blobRoot)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	url, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stdin.Close()
+		cmd.Wait()
+		return nil, fmt.Errorf("file server process: %w", err)
+	}
+	return &fileServerProcess{cmd: cmd, stdin: stdin, url: strings.TrimSpace(url)}, nil
+}
+
+func (p *fileServerProcess) pid() int { return p.cmd.Process.Pid }
+
+func (p *fileServerProcess) close() error {
+	p.stdin.Close()
+	return p.cmd.Wait()
+}
+
+// downloadTogether starts n clients downloading img's blobs from url at
+// the same moment, without resolving its tag (a file server has no
+// manifests).
+func downloadTogether(ctx context.Context, url string, img image, n, concurrency int) (crowd, error) {
+	c := crowd{results: make([]pullResult, n)}
+	g, ctx := errgroup.WithContext(ctx)
+	start := time.Now()
+	for i := range n {
+		g.Go(func() error {
+			p := newPuller(url, concurrency)
+			defer p.close()
+			r, err := p.download(ctx, img.repo, img.blobs)
+			c.results[i] = r
+			return err
+		})
+	}
+	err := g.Wait()
+	c.wall = time.Since(start)
+	for _, r := range c.results {
+		c.bytes += r.bytes
+	}
+	return c, err
+}

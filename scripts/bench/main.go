@@ -56,6 +56,9 @@ type config struct {
 	sweepWait    time.Duration
 	// crowdClients pull the small image at once, warm, in the crowd section.
 	crowdClients int
+	// serveFiles, when set, makes this process a plain file server over
+	// that blob root (the crowd section runs one).
+	serveFiles string
 }
 
 func parseFlags() config {
@@ -87,12 +90,20 @@ func parseFlags() config {
 	c.startupBlobs = []int{10, 100_000, 1_000_000}
 	flag.DurationVar(&c.sweepWait, "sweep-wait", 5*time.Minute, "how long the startup section waits for the daemon's background sweep of the cache")
 	flag.IntVar(&c.crowdClients, "crowd-clients", 200, "clients pulling the small image at once, warm, in the crowd section")
+	flag.StringVar(&c.serveFiles, serveFilesFlag, "", "serve this blob root as a plain file server (used by the crowd section)")
 	flag.Parse()
 	return c
 }
 
 func main() {
 	cfg := parseFlags()
+	if cfg.serveFiles != "" {
+		if err := serveFiles(cfg.serveFiles); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: file server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, cfg, os.Stdout)
 	stop()
