@@ -21,11 +21,11 @@ import (
 // tables; then each block is verified when it is read instead.
 func openIndex(dataDir string, log *slog.Logger) (db *badger.DB, verifiedInFull bool, err error) {
 	dir := filepath.Join(dataDir, "index")
-	if err := checkTables(dir); err != nil {
-		return nil, false, err
-	}
 	trusted, err := takeTablesStamp(dataDir)
 	if err != nil {
+		return nil, false, err
+	}
+	if err := checkTables(dir, !trusted); err != nil {
 		return nil, false, err
 	}
 	// Badger's OnTableAndBlockRead would do both, but its full check
