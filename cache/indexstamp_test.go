@@ -158,3 +158,43 @@ func statOrFail(t *testing.T, path string) os.FileInfo {
 	}
 	return fi
 }
+
+// A table reached through a symbolic link (an operator moved it to another
+// disk) is stamped as the file it names: writing that file after the clean
+// close has the next Open verify it in full.
+func TestStampFollowsASymlinkedTable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fillIndex(t, dir)
+	path, size := indexFile(t, filepath.Join(dir, "index"), ".sst")
+	moved := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.Rename(path, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, path); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	fi := statOrFail(t, moved)
+	if err := scribble(moved, size/3); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(moved, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(context.Background(), Options{Dir: dir})
+	if err == nil {
+		verified := s.indexVerifiedInFull
+		s.Close()
+		if !verified {
+			t.Fatal("a table written through its symbolic link after the clean close was trusted")
+		}
+	}
+}
