@@ -51,7 +51,9 @@ func stampTables(dir string) (stamps []tableStamp, ok bool, err error) {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sst") {
 			continue
 		}
-		fi, err := e.Info()
+		// Stat, not the entry's Lstat: a table reached through a symbolic
+		// link is stamped as the file Badger reads.
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
 		if err != nil {
 			return nil, false, fmt.Errorf("stamp index tables: %w", err)
 		}
