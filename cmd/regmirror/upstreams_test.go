@@ -452,3 +452,63 @@ func TestClientNamedRegistriesAreCounted(t *testing.T) {
 		t.Fatalf("after Close: %+v, want its series gone", h)
 	}
 }
+
+// A request still in flight when the mirror drops the client of a
+// registry a client named (it keeps a bounded number of them) must not put
+// back the series Close dropped: otherwise every dropped, busy client
+// leaves its host in the metrics for good, and clients naming ever new
+// hosts grow them without bound.
+func TestClientNamedSeriesStayGoneAfterARequestInFlight(t *testing.T) {
+	t.Parallel()
+	named := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer named.Close()
+	toNamed := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, named.Listener.Addr().String())
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}
+	sent, release := make(chan struct{}), make(chan struct{})
+	held := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodHead {
+			close(sent)
+			<-release
+		}
+		return toNamed.RoundTrip(r)
+	})
+	reg := prometheus.NewRegistry()
+	cfg := Config{AllowAnyUpstream: true}.withDefaults()
+	clientNamed := newAnyUpstream(cfg.effectiveUpstreams(), clientFactory{log: slog.New(slog.DiscardHandler), reg: reg, transport: held})
+	r, err := clientNamed.remote("registry.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Upstream.HeadManifest(context.Background(), "org/app", "1")
+	}()
+	<-sent
+	r.Upstream.(interface{ Close() }).Close() // the mirror drops the remote
+	close(release)
+	<-done
+	monitor, err := upstream.NewMonitor(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range monitor.Health() {
+		if h.Host == "registry.example.com" {
+			t.Fatalf("after Close and the end of its last request: %+v, want its series gone", h)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
