@@ -262,7 +262,7 @@ func outcomeOf(err error) outcome {
 // breakerChanged logs and exports a state change of c's breaker, and tells
 // the hook when the upstream starts or stops being skipped.
 func (c *Client) breakerChanged(from, to breakerState, until time.Time) {
-	c.metrics.breakerState.WithLabelValues(c.host).Set(float64(to))
+	c.series.record(func(m *metrics, host string) { m.breakerState.WithLabelValues(host).Set(float64(to)) })
 	if c.breakerHook != nil && (from == closed || to == closed) {
 		c.breakerHook(c.host, to != closed)
 	}

@@ -139,7 +139,7 @@ type Client struct {
 	timeout          time.Duration
 	handshakeTimeout time.Duration
 	log              *slog.Logger
-	metrics          *metrics
+	series           *hostSeries // the client's metrics
 	now              func() time.Time
 	breakerHook      func(host string, open bool) // nil: none
 	// forgetMetrics is Options.ForgetMetricsOnClose.
@@ -210,7 +210,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 		timeout:          cfg.Timeout,
 		handshakeTimeout: 2 * (cfg.DialTimeout + cfg.ResponseHeaderTimeout),
 		log:              log,
-		metrics:          m,
+		series:           &hostSeries{metrics: m, host: cfg.Host},
 		now:              now,
 		breakerHook:      opts.BreakerChanged,
 		forgetMetrics:    opts.ForgetMetricsOnClose,
@@ -226,8 +226,7 @@ func New(cfg Config, keys authn.Keychain, opts Options) (*Client, error) {
 			paused: c.rateLimited,
 			limit:  c.limit,
 		},
-		host:    cfg.Host,
-		metrics: m,
+		series: c.series,
 	}, "regmirror")
 	m.breakerState.WithLabelValues(cfg.Host).Set(float64(closed))
 	return c, nil
@@ -353,7 +352,7 @@ func (c *Client) Close() {
 		c.idle.CloseIdleConnections()
 	}
 	if c.forgetMetrics {
-		c.metrics.forget(c.host)
+		c.series.forget()
 	}
 }
 
@@ -432,12 +431,12 @@ func (c *Client) retry(ctx context.Context, o opError, attempt func(context.Cont
 // its breaker is open; probe is the breaker's (see breaker.admit).
 func (c *Client) admit(o opError) (probe bool, err error) {
 	if until, paused := c.limit.pausedUntil(c.now()); paused {
-		c.metrics.skipped.WithLabelValues(c.host, "rate_limited").Inc()
+		c.series.record(func(m *metrics, host string) { m.skipped.WithLabelValues(host, "rate_limited").Inc() })
 		return false, o.skipped(http.StatusTooManyRequests, "TOOMANYREQUESTS", ErrRateLimited, until)
 	}
 	probe, until, err := c.breaker.admit()
 	if err != nil {
-		c.metrics.skipped.WithLabelValues(c.host, "circuit_open").Inc()
+		c.series.record(func(m *metrics, host string) { m.skipped.WithLabelValues(host, "circuit_open").Inc() })
 		return false, o.skipped(0, "UNAVAILABLE", err, until)
 	}
 	return probe, nil
@@ -453,16 +452,16 @@ func (c *Client) attempts(ctx context.Context, o opError, attempt func(context.C
 		}
 		delay := backoff(n)
 		if n >= c.retries || !isTemporary(err) || statusOf(err) == http.StatusTooManyRequests || !fitsDeadline(ctx, delay) {
-			c.metrics.errors.WithLabelValues(c.host, o.metricLabel()).Inc()
+			c.series.record(func(m *metrics, host string) { m.errors.WithLabelValues(host, o.metricLabel()).Inc() })
 			return err
 		}
-		c.metrics.retries.WithLabelValues(c.host, o.metricLabel()).Inc()
+		c.series.record(func(m *metrics, host string) { m.retries.WithLabelValues(host, o.metricLabel()).Inc() })
 		c.log.DebugContext(ctx, "retrying upstream request", "upstream", c.host, "op", o.op, "repo", o.repo,
 			"retry", n+1, "delay", delay, "err", err)
 		if c.sleep(ctx, delay) != nil {
 			// The deadline or the caller ended the wait: the attempt's
 			// error says more about the upstream than the context's.
-			c.metrics.errors.WithLabelValues(c.host, o.metricLabel()).Inc()
+			c.series.record(func(m *metrics, host string) { m.errors.WithLabelValues(host, o.metricLabel()).Inc() })
 			return err
 		}
 	}

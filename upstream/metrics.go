@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,25 +94,55 @@ func (m *metrics) forget(host string) {
 	}
 }
 
+// hostSeries are one client's series. Once the client forgets them
+// (Options.ForgetMetricsOnClose), its requests still in flight record
+// nothing: recording would put back the series Close dropped, for good.
+type hostSeries struct {
+	metrics *metrics
+	host    string
+
+	// mu makes forgetting wait out a recording in progress.
+	mu   sync.RWMutex
+	gone bool
+}
+
+// record runs add on the client's metrics and host, unless it forgot them.
+func (s *hostSeries) record(add func(m *metrics, host string)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.gone {
+		add(s.metrics, s.host)
+	}
+}
+
+// forget drops the client's series; later recordings do nothing.
+func (s *hostSeries) forget() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gone = true
+	s.metrics.forget(s.host)
+}
+
 // instrumented counts and times every HTTP round trip to one upstream.
 type instrumented struct {
-	inner   http.RoundTripper
-	host    string
-	metrics *metrics
+	inner  http.RoundTripper
+	series *hostSeries
 }
 
 func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.inner.RoundTrip(req)
-	t.metrics.duration.WithLabelValues(t.host, req.Method).Observe(time.Since(start).Seconds())
 	code := "error"
 	if err == nil {
 		code = strconv.Itoa(resp.StatusCode/100) + "xx"
-		if resp.Body != nil && resp.Body != http.NoBody {
-			resp.Body = &countedBody{ReadCloser: resp.Body, fetched: t.metrics.fetched.WithLabelValues(t.host)}
-		}
 	}
-	t.metrics.requests.WithLabelValues(t.host, req.Method, code).Inc()
+	t.series.record(func(m *metrics, host string) {
+		m.duration.WithLabelValues(host, req.Method).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(host, req.Method, code).Inc()
+		if err == nil && resp.Body != nil && resp.Body != http.NoBody {
+			resp.Body = &countedBody{ReadCloser: resp.Body, fetched: m.fetched.WithLabelValues(host)}
+		}
+	})
 	return resp, err
 }
 
