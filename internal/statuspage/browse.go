@@ -28,11 +28,5 @@ func (p *Page) ServeBrowse(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "log in as a user of the mirror", http.StatusUnauthorized)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	// The page runs its own inline script and talks to its own origin only.
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
-	h.Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(browsePageHTML)
+	writePage(w, browsePageHTML)
 }

@@ -189,13 +189,18 @@ func (p *Page) ServeHTML(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Has("login") && !p.login(w, r) {
 		return
 	}
+	writePage(w, statusPageHTML)
+}
+
+// writePage sends one of the pages with the headers both need.
+func writePage(w http.ResponseWriter, html []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
 	// The page runs its own inline script and talks to its own origin only.
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
 	h.Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(statusPageHTML)
+	_, _ = w.Write(html)
 }
 
 // statusRealm names the status page in its Basic challenge; the browser

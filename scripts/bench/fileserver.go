@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
-	"time"
-
-	"golang.org/x/sync/errgroup"
-	"net/http"
 	"path"
 	"strings"
 
@@ -128,22 +125,9 @@ func (p *fileServerProcess) close() error {
 // the same moment, without resolving its tag (a file server has no
 // manifests).
 func downloadTogether(ctx context.Context, url string, img image, n, concurrency int) (crowd, error) {
-	c := crowd{results: make([]pullResult, n)}
-	g, ctx := errgroup.WithContext(ctx)
-	start := time.Now()
-	for i := range n {
-		g.Go(func() error {
-			p := newPuller(url, concurrency)
-			defer p.close()
-			r, err := p.download(ctx, img.repo, img.blobs)
-			c.results[i] = r
-			return err
-		})
-	}
-	err := g.Wait()
-	c.wall = time.Since(start)
-	for _, r := range c.results {
-		c.bytes += r.bytes
-	}
-	return c, err
+	return together(ctx, n, func(ctx context.Context) (pullResult, error) {
+		p := newPuller(url, concurrency)
+		defer p.close()
+		return p.download(ctx, img.repo, img.blobs)
+	})
 }
