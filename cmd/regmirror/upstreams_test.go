@@ -408,20 +408,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // the remote, drops its series.
 func TestClientNamedRegistriesAreCounted(t *testing.T) {
 	t.Parallel()
-	named := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		w.WriteHeader(http.StatusNotFound)
-	}))
-	defer named.Close()
-	toNamed := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, named.Listener.Addr().String())
-		},
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
-	}
+	toNamed := namedRegistryTransport(t)
 	reg := prometheus.NewRegistry()
 	cfg := Config{AllowAnyUpstream: true}.withDefaults()
 	clientNamed := newAnyUpstream(cfg.effectiveUpstreams(), clientFactory{log: slog.New(slog.DiscardHandler), reg: reg, transport: toNamed})
@@ -460,20 +447,7 @@ func TestClientNamedRegistriesAreCounted(t *testing.T) {
 // hosts grow them without bound.
 func TestClientNamedSeriesStayGoneAfterARequestInFlight(t *testing.T) {
 	t.Parallel()
-	named := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		w.WriteHeader(http.StatusNotFound)
-	}))
-	defer named.Close()
-	toNamed := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, named.Listener.Addr().String())
-		},
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
-	}
+	toNamed := namedRegistryTransport(t)
 	sent, release := make(chan struct{}), make(chan struct{})
 	held := roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		if r.Method == http.MethodHead {
@@ -512,3 +486,23 @@ func TestClientNamedSeriesStayGoneAfterARequestInFlight(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// namedRegistryTransport dials, whatever the host, a TLS registry that
+// answers /v2/ and has no content: the registry a client names.
+func namedRegistryTransport(t *testing.T) *http.Transport {
+	t.Helper()
+	named := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	t.Cleanup(named.Close)
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, named.Listener.Addr().String())
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}
+}
