@@ -113,6 +113,19 @@ func (b *fileBlobs) walkAlgorithm(ctx context.Context, alg digest.Algorithm, fn 
 	})
 }
 
+// CommitFile renames the file at path, synced, into the blob tree and
+// syncs the directory. path must be on the tree's filesystem.
+func (b *fileBlobs) CommitFile(_ context.Context, d digest.Digest, path string) error {
+	final := blobPath(b.root, d)
+	if err := makeDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	if err := os.Rename(path, final); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(final))
+}
+
 // fileWriter is a temp file on its way to becoming the blob file final.
 type fileWriter struct {
 	final string

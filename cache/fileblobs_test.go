@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -113,5 +114,38 @@ func TestFileBlobsWalkRemovesStrays(t *testing.T) {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("stray %s still there", p)
 		}
+	}
+}
+
+// copyingStore is a blob store that cannot take a file as a blob, as a
+// bucket cannot; it counts the blobs written into it.
+type copyingStore struct {
+	blobstore.Interface
+	created atomic.Int64
+}
+
+func (c *copyingStore) Create(ctx context.Context, d digest.Digest) (blobstore.Writer, error) {
+	c.created.Add(1)
+	return c.Interface.Create(ctx, d)
+}
+
+// A pushed blob goes through the blob store: copied in when the store
+// cannot take the upload's file, which is gone afterwards either way.
+func TestUploadCommitsIntoAStoreWithoutFiles(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, Options{})
+	store := &copyingStore{Interface: s.blobs}
+	s.blobs = store
+	h := openHosted(t, s)
+	data, _ := randomBlob(t, 3*copyBufferSize+1)
+	d := pushBlob(t, h, "team/app", data)
+	if n := store.created.Load(); n != 1 {
+		t.Fatalf("blobs created in the store: %d, want 1", n)
+	}
+	if got := readCached(t, s, d); !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes for the pushed blob")
+	}
+	if names := dirEntries(t, h.uploadDir); len(names) != 0 {
+		t.Fatalf("upload dir after the commit: %v, want empty", names)
 	}
 }
