@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/blobstore"
 )
 
 // ReadBlob opens the cached blob d for reading from offset and returns its
@@ -254,13 +255,14 @@ func (s *Store) openCached(ctx context.Context, d digest.Digest, offset int64) (
 
 // openFile opens the indexed blob d at offset. A blob whose file is gone or
 // has the wrong size is dropped from the index and reported as absent: it is
-// never served.
-func (s *Store) openFile(ctx context.Context, d digest.Digest, offset int64) (*os.File, int64, error) {
+// never served. The local store's File is an *os.File, which the reader
+// hands out for sendfile (see usedReader.VerifiedFile).
+func (s *Store) openFile(ctx context.Context, d digest.Digest, offset int64) (blobstore.File, int64, error) {
 	row, err := s.blobRow(ctx, d)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
 	}
-	f, err := os.Open(blobPath(s.blobRoot, d))
+	f, err := s.blobs.Open(ctx, d)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, s.dropDamaged(ctx, d, row, "file missing")
 	}
@@ -287,7 +289,7 @@ func (s *Store) openFile(ctx context.Context, d digest.Digest, offset int64) (*o
 var errWrongSize = errors.New("file size differs from index")
 
 // checkFile verifies f has the indexed size and positions it at offset.
-func checkFile(f *os.File, size, offset int64) error {
+func checkFile(f blobstore.File, size, offset int64) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err

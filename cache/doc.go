@@ -22,6 +22,10 @@
 // a use table, so no reader ever sees a blob vanish. Open reconciles the
 // index with the blob files after a crash; Verify re-hashes blobs.
 //
-// Badger stays inside this package: absent content is reported with errors
-// wrapping fs.ErrNotExist.
+// The blob bytes go through a blobstore.Interface: fileBlobs, the files
+// under <dir>/blobs with temp files in <dir>/tmp, is the one there is, and
+// it hands out *os.File for sendfile. It passes the contract suite in
+// cache/storagetest, as any other must. The index rows are not behind an
+// interface: Badger stays inside this package, and absent content is
+// reported with errors wrapping fs.ErrNotExist.
 package cache

@@ -5,15 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/blobstore"
 )
 
-// download is one blob being fetched into a temp file. The filling goroutine
-// appends to the file; readers follow it with ReadAt on the same descriptor,
-// which stays valid across the rename into the blob tree. The descriptor is
+// download is one blob being fetched into a temp object. The filling
+// goroutine appends to it; readers follow it with ReadAt on the same
+// blobstore.Writer, which keeps working after Commit. The writer is
 // reference counted (the filler plus each reader) and closed by the last one.
 type download struct {
 	digest digest.Digest
@@ -41,7 +42,7 @@ type download struct {
 	passedThrough bool
 
 	mu      sync.Mutex
-	file    *os.File
+	file    blobstore.Writer
 	started bool  // fetch returned, size is known
 	size    int64 // as announced by fetch; -1 when unknown
 	// worthFinishing is set at start when the blob would be completed and
@@ -74,7 +75,7 @@ func (dl *download) broadcast() {
 	dl.changed = make(chan struct{})
 }
 
-func (dl *download) setFile(f *os.File) {
+func (dl *download) setFile(f blobstore.Writer) {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	dl.file = f

@@ -13,6 +13,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/blobstore"
 )
 
 // copyBufferSize is the chunk in which a download is written and published
@@ -48,8 +50,8 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetch
 	dl.release()
 }
 
-// transfer fetches the blob into a temp file, verifies it and publishes it.
-// Whatever happens, the temp file is gone when it returns.
+// transfer fetches the blob into a temp object, verifies it and publishes
+// it. Whatever happens, the temp object is gone when it returns.
 func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch fetchFunc) error {
 	stall := time.AfterFunc(s.stallTimeout, func() {
 		dl.cancel(fmt.Errorf("%w: no data for %s", ErrStalled, s.stallTimeout))
@@ -72,9 +74,9 @@ func (s *Store) transfer(ctx context.Context, dl *download, repo string, fetch f
 }
 
 // sink is where a download's bytes go, across the requests it takes: the
-// temp file, and the running hash of every byte written to it.
+// temp object, and the running hash of every byte written to it.
 type sink struct {
-	file    *os.File // nil until the first answer
+	file    blobstore.Writer // nil until the first answer
 	out     io.Writer
 	hash    hash.Hash
 	size    int64 // as the first answer announced it; -1 when unknown
@@ -84,18 +86,21 @@ type sink struct {
 	reserved int64
 }
 
-func (k *sink) open(f *os.File, size, maxSize int64, alg digest.Algorithm) {
-	k.file, k.size = f, size
+func (k *sink) open(w blobstore.Writer, size, maxSize int64, alg digest.Algorithm) {
+	k.file, k.size = w, size
 	k.hash = alg.Hash() // the digest passed checkDigest: a supported algorithm
-	k.out = io.MultiWriter(newWritebackFile(f), k.hash)
+	k.out = io.MultiWriter(w, k.hash)
 	k.limit = bodyLimit{size: size, max: maxSize}
 }
 
-// discard removes the temp file (harmlessly failing once it was renamed
-// into place) and gives back the budget reservation.
+// discard removes the temp object (doing nothing once it was committed)
+// and gives back the budget reservation. Readers following the download
+// read on until they close it (see download.release).
 func (s *Store) discard(k *sink) {
 	if k.file != nil {
-		os.Remove(k.file.Name())
+		if err := k.file.Abort(); err != nil {
+			s.log.Warn("discard the temp file of a download", "err", err)
+		}
 	}
 	s.reserved.Add(-k.reserved)
 }
@@ -155,28 +160,16 @@ func verify(want digest.Digest, h hash.Hash, size, written int64) error {
 	return nil
 }
 
-// publish makes the verified temp file the blob file, durably, and only then
-// indexes it: an index row never points at bytes that might not survive a
-// crash.
-func (s *Store) publish(ctx context.Context, d digest.Digest, f *os.File, repo string, size int64) error {
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("blob %s: sync temp file: %w", d, err)
-	}
-	crashPoint(stepSynced)
-	final := blobPath(s.blobRoot, d)
-	if err := makeDir(filepath.Dir(final)); err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
-	}
-	if err := os.Rename(f.Name(), final); err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
-	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		os.Remove(final)
+// publish commits the verified temp object as the blob, durably, and only
+// then indexes it: an index row never points at bytes that might not
+// survive a crash.
+func (s *Store) publish(ctx context.Context, d digest.Digest, w blobstore.Writer, repo string, size int64) error {
+	if err := w.Commit(ctx); err != nil {
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
 	crashPoint(stepRenamed)
 	if err := s.commitBlob(ctx, d, size, repo); err != nil {
-		os.Remove(final)
+		s.blobs.Remove(ctx, d)
 		return fmt.Errorf("blob %s: index: %w", d, err)
 	}
 	crashPoint(stepCommitted)

@@ -5,9 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -85,7 +86,7 @@ func (v *verifiedSet) forget(d digest.Digest) {
 // row and reported as absent, so the caller downloads the blob again:
 // wrong bytes are never served. Concurrent first readers share one hash,
 // which runs to its end even if the reader that started it leaves.
-func (s *Store) checkContent(ctx context.Context, d digest.Digest, f *os.File, row blobRow) error {
+func (s *Store) checkContent(ctx context.Context, d digest.Digest, f io.ReaderAt, row blobRow) error {
 	if s.verified.has(d) {
 		return nil
 	}
@@ -119,7 +120,7 @@ func (s *Store) dropCorrupt(ctx context.Context, d digest.Digest, row blobRow, r
 	dropped, err := s.dropRow(ctx, d, row, reason)
 	if dropped {
 		s.metrics.corruptFiles.Inc()
-		if rmErr := os.Remove(blobPath(s.blobRoot, d)); rmErr != nil && !os.IsNotExist(rmErr) {
+		if rmErr := s.blobs.Remove(ctx, d); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
 			s.log.Warn("remove corrupt blob file", "digest", d, "err", rmErr)
 		}
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -67,7 +65,7 @@ func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
 					found = append(found, unsound{d: d, bad: true}) // unreadable: as good as missing
 					return nil
 				}
-				if !s.fileSound(d, row) {
+				if !s.fileSound(ctx, d, row) {
 					found = append(found, unsound{d: d, row: row})
 				}
 				return nil
@@ -91,9 +89,9 @@ func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
 }
 
 // fileSound reports whether the file of the blob d has the size of its row.
-func (s *Store) fileSound(d digest.Digest, row blobRow) bool {
-	fi, err := os.Stat(blobPath(s.blobRoot, d))
-	return err == nil && fi.Size() == row.Size
+func (s *Store) fileSound(ctx context.Context, d digest.Digest, row blobRow) bool {
+	info, err := s.blobs.Stat(ctx, d)
+	return err == nil && info.Size == row.Size
 }
 
 // dropUnsound drops the rows of chunk that are still the ones the sweep saw
@@ -119,7 +117,7 @@ func (s *Store) dropUnsound(ctx context.Context, chunk []unsound) (int, error) {
 			}
 			if !u.bad {
 				cur, err := unmarshalBlobRow(v)
-				if err != nil || !cur.Created.Equal(u.row.Created) || s.fileSound(u.d, cur) {
+				if err != nil || !cur.Created.Equal(u.row.Created) || s.fileSound(ctx, u.d, cur) {
 					continue
 				}
 			}
@@ -143,36 +141,15 @@ func (s *Store) dropUnsound(ctx context.Context, chunk []unsound) (int, error) {
 	return len(gone), nil
 }
 
-// adoptOrphanFiles walks the blob tree of every algorithm for files the
-// index does not know.
+// adoptOrphanFiles walks the blob store for files the index does not
+// know. (The walk removes files that cannot be blobs itself: see
+// fileBlobs.Walk.)
 func (s *Store) adoptOrphanFiles(ctx context.Context) (adopted, removed int, err error) {
-	for _, alg := range algorithms {
-		a, r, err := s.adoptOrphansOf(ctx, alg)
-		adopted, removed = adopted+a, removed+r
-		if err != nil {
-			return adopted, removed, err
+	err = s.blobs.Walk(ctx, func(d digest.Digest) error {
+		if checkDigest(d) != nil {
+			return nil // not the cache's: the store lists only what it was given
 		}
-	}
-	return adopted, removed, nil
-}
-
-// adoptOrphansOf walks the blob tree of one algorithm.
-func (s *Store) adoptOrphansOf(ctx context.Context, alg digest.Algorithm) (adopted, removed int, err error) {
-	root := filepath.Join(s.blobRoot, string(alg))
-	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		d := digest.NewDigestFromEncoded(alg, e.Name())
-		if checkDigest(d) != nil || blobPath(s.blobRoot, d) != path {
-			s.log.Warn("removing a stray file from the blob tree", "path", path)
-			removed++
-			return os.Remove(path)
-		}
-		switch outcome, err := s.settleOrphan(ctx, d, path); {
+		switch outcome, err := s.settleOrphan(ctx, d, blobPath(s.blobRoot, d)); {
 		case err != nil:
 			return err
 		case outcome == orphanAdopted:
@@ -251,17 +228,17 @@ func (s *Store) removeOrphan(ctx context.Context, d digest.Digest, path string) 
 		return orphanKept, err
 	}
 	s.log.Warn("removing unindexed file from the blob tree", "path", path)
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.blobs.Remove(ctx, d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return orphanKept, err
 	}
 	return orphanRemoved, nil
 }
 
-// adopt indexes the file at path as the blob d if its content hashes to d
+// adopt indexes the file at path, the blob d, if its content hashes to d
 // and d has no row yet. Its mtime, the time of the download, stands in for
 // creation and access.
 func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, error) {
-	f, err := os.Open(path)
+	f, err := s.blobs.Open(ctx, d)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
@@ -97,7 +96,7 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 		if !ok {
 			continue
 		}
-		if err := os.Remove(blobPath(s.blobRoot, d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.blobs.Remove(ctx, d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("remove blob file", "digest", d, "err", err)
 		}
 		s.forget(size)

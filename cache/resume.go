@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -128,7 +127,7 @@ func (s *Store) attempt(ctx context.Context, dl *download, fetch fetchFunc, k *s
 	defer stopClosing()
 
 	if k.file == nil {
-		if err := s.prepare(dl, k, size); err != nil {
+		if err := s.prepare(ctx, dl, k, size); err != nil {
 			return err
 		}
 	}
@@ -186,19 +185,19 @@ func (k *sink) match(d digest.Digest, body io.Reader, start int64) error {
 }
 
 // prepare sets up the download after its first answer: the size check,
-// the temp file, telling readers the size, and the budget.
-func (s *Store) prepare(dl *download, k *sink, size int64) error {
+// the temp object, telling readers the size, and the budget.
+func (s *Store) prepare(ctx context.Context, dl *download, k *sink, size int64) error {
 	limits := s.currentLimits()
 	if size > limits.MaxBlobSize {
 		return fmt.Errorf("blob %s: upstream announced %d bytes, over the limit of %d: %w",
 			dl.digest, size, limits.MaxBlobSize, ErrBlobTooLarge)
 	}
-	f, err := os.CreateTemp(s.tmpDir, dl.digest.Encoded()+".*")
+	w, err := s.blobs.Create(ctx, dl.digest)
 	if err != nil {
 		return fmt.Errorf("download blob %s: %w", dl.digest, err)
 	}
-	dl.setFile(f)
-	k.open(f, size, limits.MaxBlobSize, dl.digest.Algorithm())
+	dl.setFile(w)
+	k.open(w, size, limits.MaxBlobSize, dl.digest.Algorithm())
 
 	worth := s.worthFinishing(size)
 	dl.start(size, worth)

@@ -14,6 +14,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/regmirror/regmirror/cache/blobstore"
 )
 
 // Defaults for the zero values of Options.
@@ -55,7 +57,9 @@ type Store struct {
 	dataDir  string // <dir>: index/, the index's tables stamp, blobs/, tmp/
 	blobRoot string // <dir>/blobs
 	tmpDir   string // <dir>/tmp: downloads in progress, on the blobs' filesystem
-	db       *badger.DB
+	// blobs keeps the blob bytes: the files under blobRoot and tmpDir.
+	blobs blobstore.Interface
+	db    *badger.DB
 	// indexVerifiedInFull: Open read every block of the index, as it found
 	// no stamp of a clean close matching its tables (see indexstamp.go).
 	indexVerifiedInFull bool
@@ -173,22 +177,17 @@ func newStore(opts Options) *Store {
 	return s
 }
 
-// prepareDirs creates the blob tree and an empty temp directory. Anything in
-// tmp is a download that a crash interrupted: it was never indexed, so it
-// can go.
+// prepareDirs creates the blob tree and an empty temp directory (see
+// newFileBlobs): anything in tmp is a download that a crash interrupted,
+// never indexed.
 func (s *Store) prepareDirs() error {
-	if err := os.RemoveAll(s.tmpDir); err != nil {
-		return fmt.Errorf("sweep %s: %w", s.tmpDir, err)
+	blobs, err := newFileBlobs(s.blobRoot, s.tmpDir, func(path string) {
+		s.log.Warn("removing a stray file from the blob tree", "path", path)
+	})
+	if err != nil {
+		return fmt.Errorf("open cache: %w", err)
 	}
-	dirs := []string{s.blobRoot, s.tmpDir}
-	for _, alg := range algorithms {
-		dirs = append(dirs, filepath.Join(s.blobRoot, string(alg)))
-	}
-	for _, dir := range dirs {
-		if err := makePrivateDir(dir); err != nil {
-			return fmt.Errorf("open cache: %w", err)
-		}
-	}
+	s.blobs = blobs
 	return nil
 }
 

@@ -198,18 +198,43 @@ func (h *Hosted) publishUpload(ctx context.Context, name string, d digest.Digest
 	if indexed, err := h.s.hasBlob(ctx, d); err != nil {
 		return err
 	} else if !indexed {
-		final := blobPath(h.s.blobRoot, d)
-		if err := makeDir(filepath.Dir(final)); err != nil {
-			return err
-		}
-		if err := os.Rename(path, final); err != nil {
-			return err
-		}
-		if err := syncDir(filepath.Dir(final)); err != nil {
+		if err := h.s.commitFile(ctx, d, path); err != nil {
 			return err
 		}
 	}
 	return h.commitHostedBlob(ctx, name, d, size, c)
+}
+
+// fileCommitter is a blob store that can take a complete, synced file as
+// a blob without copying its bytes: the local one renames it into place.
+type fileCommitter interface {
+	// CommitFile makes the file at path, on the store's filesystem, the
+	// blob d, as Writer.Commit would; path is gone afterwards.
+	CommitFile(ctx context.Context, d digest.Digest, path string) error
+}
+
+var _ fileCommitter = (*fileBlobs)(nil)
+
+// commitFile makes the verified upload at path the blob d: renamed in when
+// the store keeps files, else copied in.
+func (s *Store) commitFile(ctx context.Context, d digest.Digest, path string) error {
+	if fc, ok := s.blobs.(fileCommitter); ok {
+		return fc.CommitFile(ctx, d, path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w, err := s.blobs.Create(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if _, err := io.Copy(w, f); err != nil {
+		return fmt.Errorf("copy upload into the blob store: %w", err)
+	}
+	return w.Commit(ctx)
 }
 
 // commitHostedBlob indexes the blob file d, if it is not indexed yet, and

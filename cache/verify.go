@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"os"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -83,7 +82,7 @@ func (s *Store) checkBlob(ctx context.Context, b BlobInfo) (reason string, err e
 		return "", nil
 	}
 	defer s.uses.release(b.Digest)
-	f, err := os.Open(blobPath(s.blobRoot, b.Digest))
+	f, err := s.blobs.Open(ctx, b.Digest)
 	if errors.Is(err, fs.ErrNotExist) {
 		if indexed, err := s.hasBlob(ctx, b.Digest); err != nil || !indexed {
 			return "", err
