@@ -74,6 +74,7 @@ func TestCommittedBlobSurvivesReopen(t *testing.T) {
 	if want := (Stats{Blobs: 1, Bytes: int64(len(data))}); st != want {
 		t.Errorf("Stats = %+v, want %+v", st, want)
 	}
+	<-s.counted // the gauges are filled by Open's count in the background
 	if got := metricValue(t, s.metrics.blobs); got != 1 {
 		t.Errorf("blobs gauge = %v after reopen, want 1", got)
 	}
