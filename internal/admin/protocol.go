@@ -180,7 +180,11 @@ func NewClient(dataDir string) *Client {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{DialContext: dial}}}
+	// No kept-alive connections: one left from a call to a daemon that has
+	// since stopped would fail the next call with a reset instead of
+	// ErrNoDaemon (or reach a daemon started since on the same path).
+	transport := &http.Transport{DialContext: dial, DisableKeepAlives: true}
+	return &Client{socket: socket, http: &http.Client{Transport: transport}}
 }
 
 // Call posts req to path and decodes the result into out, passing progress
