@@ -24,12 +24,23 @@ type blobBody struct {
 	source string
 }
 
+// serveBlob answers a pull of a proxied blob.
 func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, req request) error {
-	ctx := r.Context()
-	rem, t, err := m.remoteFor(ctx, req)
+	rem, t, err := m.remoteFor(r.Context(), req)
 	if err != nil {
 		return err
 	}
+	return m.serveBlobBody(w, r, req.digest, func(ctx context.Context, offset int64) (blobBody, error) {
+		return m.openBlob(ctx, rem, t, req.digest, offset)
+	})
+}
+
+// serveBlobBody answers a GET or HEAD of blob d, proxied or hosted alike:
+// it opens the body at the offset the Range asks for, sets the headers,
+// answers 206 or 416 for a range, and sends the bytes.
+func (m *Mirror) serveBlobBody(w http.ResponseWriter, r *http.Request, d digest.Digest,
+	open func(ctx context.Context, offset int64) (blobBody, error)) error {
+	ctx := r.Context()
 	spec, ranged, err := parseRange(r.Header.Get("Range"))
 	if err != nil {
 		return err
@@ -38,18 +49,18 @@ func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, req request) 
 	if ranged {
 		offset = spec.startHint()
 	}
-	body, err := m.openBlob(ctx, rem, t, req.digest, offset)
+	body, err := open(ctx, offset)
 	if err != nil {
 		return err
 	}
 	defer body.rc.Close()
 
 	h := w.Header()
-	h.Set("Docker-Content-Digest", req.digest.String())
+	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+req.digest.String()+`"`)
-	span := byteRange{start: offset, end: body.size - 1}
+	h.Set("ETag", `"`+d.String()+`"`)
+	span := byteRange{start: 0, end: body.size - 1}
 	status := http.StatusOK
 	if ranged {
 		if span, err = spec.resolve(body.size); err != nil {
@@ -60,7 +71,7 @@ func (m *Mirror) serveBlob(w http.ResponseWriter, r *http.Request, req request) 
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", span.start, span.end, body.size))
 	}
 	if body.size >= 0 {
-		h.Set("Content-Length", strconv.FormatInt(span.length(), 10))
+		h.Set("Content-Length", strconv.FormatInt(max(span.length(), 0), 10))
 	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -68,43 +69,10 @@ func (m *Mirror) serveHostedManifest(w http.ResponseWriter, r *http.Request, hr 
 }
 
 func (m *Mirror) serveHostedBlob(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
-	ctx := r.Context()
-	spec, ranged, err := parseRange(r.Header.Get("Range"))
-	if err != nil {
-		return err
-	}
-	offset := int64(0)
-	if ranged {
-		offset = spec.startHint()
-	}
-	rc, size, err := m.hosted.store.OpenBlob(ctx, hr.hostedName, hr.digest, offset)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-
-	h := w.Header()
-	h.Set("Docker-Content-Digest", hr.digest.String())
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+hr.digest.String()+`"`)
-	span := byteRange{start: 0, end: size - 1}
-	status := http.StatusOK
-	if ranged {
-		if span, err = spec.resolve(size); err != nil {
-			h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-			return err
-		}
-		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", span.start, span.end, size))
-	}
-	h.Set("Content-Length", strconv.FormatInt(max(span.length(), 0), 10))
-	w.WriteHeader(status)
-	if r.Method == http.MethodHead || size == 0 {
-		return nil
-	}
-	m.copyBlob(ctx, w, blobBody{rc: rc, offset: offset, size: size, source: sourceHosted}, span)
-	return nil
+	return m.serveBlobBody(w, r, hr.digest, func(ctx context.Context, offset int64) (blobBody, error) {
+		rc, size, err := m.hosted.store.OpenBlob(ctx, hr.hostedName, hr.digest, offset)
+		return blobBody{rc: rc, offset: offset, size: size, source: sourceHosted}, err
+	})
 }
 
 // serveHostedTags lists a hosted repository's tags; a repository without
