@@ -137,6 +137,8 @@ type fileWriter struct {
 	done bool
 }
 
+var _ blobstore.Writer = (*fileWriter)(nil)
+
 func (w *fileWriter) Write(p []byte) (int, error) { return w.out.Write(p) }
 
 func (w *fileWriter) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }

@@ -126,6 +126,8 @@ func isLoopback(host string) bool {
 // ldapDirectory is an ldapauth.Directory as the mirror knows directories.
 type ldapDirectory struct{ d *ldapauth.Directory }
 
+var _ mirror.Directory = ldapDirectory{}
+
 // Login implements mirror.Directory.
 func (l ldapDirectory) Login(ctx context.Context, user, password string) (mirror.DirectoryUser, bool, error) {
 	u, ok, err := l.d.Login(ctx, user, password)

@@ -187,7 +187,10 @@ func sourceAddr(host, listen string) string {
 // mirrorEvents hands the mirror's events to the notifier.
 type mirrorEvents struct{ n *notify.Notifier }
 
-var _ mirror.Events = mirrorEvents{}
+var (
+	_ mirror.Events    = mirrorEvents{}
+	_ prefetchFailures = (*notify.Notifier)(nil)
+)
 
 // Notify implements mirror.Events.
 func (e mirrorEvents) Notify(ev mirror.Event) {

@@ -132,6 +132,8 @@ type TrafficSource interface {
 	Traffic() mirror.Traffic
 }
 
+var _ TrafficSource = (*mirror.Mirror)(nil)
+
 // TrafficSince reports src's traffic for Stats, as served since since.
 func TrafficSince(src TrafficSource, since time.Time) func() *TrafficReport {
 	return func() *TrafficReport {

@@ -136,6 +136,13 @@ type Upstreams interface {
 	Health() []upstream.Health
 }
 
+// What the daemon wires the page to.
+var (
+	_ CacheStats = (*admin.Ops)(nil)
+	_ Mirror     = (*mirror.Mirror)(nil)
+	_ Upstreams  = (*upstream.Monitor)(nil)
+)
+
 // Options are what New wires the page to.
 type Options struct {
 	Cache     CacheStats
