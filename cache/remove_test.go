@@ -52,6 +52,15 @@ func TestRemoveBlobsSkipsReadersDownloadsAndKeptContent(t *testing.T) {
 	if _, err := io.ReadFull(reader, first); err != nil {
 		t.Fatal(err)
 	}
+	// The download counts its 50 bytes once its fill has the upstream's
+	// answer, which happens beside this goroutine.
+	settled := int64(len(read) + len(kept) + len(idle) + 50)
+	for deadline := time.Now().Add(10 * time.Second); s.Usage() != settled; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Usage = %d, never the %d of the blobs and the download", s.Usage(), settled)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	usage := s.Usage()
 
 	r, err := s.RemoveBlobs(ctx, []digest.Digest{dRead, dKept, dIdle, dLoading}, nil)
