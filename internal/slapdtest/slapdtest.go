@@ -82,6 +82,26 @@ type Server struct {
 func Start(t testing.TB, users []User) *Server {
 	t.Helper()
 	slapd, ldapadd := program(t, "slapd"), program(t, "ldapadd")
+	// Ports are picked free and then handed to slapd, so a test starting
+	// another slapd at the same moment may take one first: this slapd then
+	// exits, and what answered the wait was the other one. Start again on
+	// new ports when that happens.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		s, err := start(t, slapd, ldapadd, users)
+		if err == nil {
+			return s
+		}
+		if !s.exited() || attempt == attempts {
+			t.Fatal(err)
+		}
+		t.Logf("slapd exited while starting (a port taken meanwhile?), starting again: %v", err)
+	}
+}
+
+// start makes one attempt of Start. The server it returns is stopped at
+// the test's end, also when err is set.
+func start(t testing.TB, slapd, ldapadd string, users []User) (*Server, error) {
 	dir := t.TempDir()
 	s := &Server{dir: dir, CAFile: filepath.Join(dir, "ca.pem"), ReaderPassword: "reader-" + randomWord(),
 		ReaderPasswordFile: filepath.Join(dir, "reader-password"), done: make(chan struct{})}
@@ -108,12 +128,25 @@ func Start(t testing.TB, users []User) *Server {
 		}
 	})
 	if err := s.waitListening(plain, tls); err != nil {
-		t.Fatalf("%v\nslapd output:\n%s", err, log.String())
+		return s, fmt.Errorf("%v\nslapd output:\n%s", err, log.String())
 	}
 	if err := s.seed(ldapadd, rootPassword, users); err != nil {
-		t.Fatal(err)
+		return s, err
 	}
-	return s
+	if s.exited() {
+		return s, fmt.Errorf("slapd exited after it was seeded\nslapd output:\n%s", log.String())
+	}
+	return s, nil
+}
+
+// exited reports whether slapd has exited.
+func (s *Server) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Stop ends slapd and waits until it has exited; later logins fail to
