@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -227,6 +228,39 @@ func TestUploadsBesideTheSweepOfTheirOrphans(t *testing.T) {
 		rc.Close()
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("pushed blob %s read back wrong: %v", d, err)
+		}
+	}
+}
+
+// The sweep counts the stray files it removes from the blob tree (names
+// that are no digest, or digests in the wrong place) with the files it
+// removed for not hashing to their name, in what it reports.
+func TestSweepCountsStrayFilesItRemoves(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, Options{})
+	strays := []string{
+		filepath.Join(s.blobRoot, "sha256", "ab", "not-a-digest"),
+		filepath.Join(s.blobRoot, "sha512", "leftover.tmp"),
+	}
+	for _, p := range strays {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("stray"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adopted, removed, err := s.adoptOrphanFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adopted != 0 || removed != len(strays) {
+		t.Fatalf("sweep adopted %d and removed %d files, want 0 and %d", adopted, removed, len(strays))
+	}
+	for _, p := range strays {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stray %s: %v, want it removed", p, err)
 		}
 	}
 }
