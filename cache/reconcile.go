@@ -15,7 +15,7 @@ import (
 type reconciliation struct {
 	droppedRows  int // index rows whose file was missing or had the wrong size
 	adoptedFiles int // verified files that had no row (a crash between rename and commit)
-	removedFiles int // files that had no row and did not hash to their name
+	removedFiles int // files that had no row and did not hash to their name, or are no blob's
 }
 
 // Reconcile makes the index and the blob tree agree after a crash or a
@@ -142,9 +142,11 @@ func (s *Store) dropUnsound(ctx context.Context, chunk []unsound) (int, error) {
 }
 
 // adoptOrphanFiles walks the blob store for files the index does not
-// know. (The walk removes files that cannot be blobs itself: see
-// fileBlobs.Walk.)
+// know. The walk removes files that cannot be blobs itself (see
+// fileBlobs.Walk); they count as removed.
 func (s *Store) adoptOrphanFiles(ctx context.Context) (adopted, removed int, err error) {
+	straysBefore := s.strayFiles.Load()
+	defer func() { removed += int(s.strayFiles.Load() - straysBefore) }()
 	err = s.blobs.Walk(ctx, func(d digest.Digest) error {
 		if checkDigest(d) != nil {
 			return nil // not the cache's: the store lists only what it was given

@@ -85,6 +85,9 @@ type Store struct {
 	// (see manifestItemCost and tagCost).
 	indexUsage atomic.Int64
 	reserved   atomic.Int64 // announced bytes of the downloads in flight
+	// strayFiles counts the files the blob store's walk removed from the
+	// tree as no blob's, for the sweep's report.
+	strayFiles atomic.Int64
 	limits     atomic.Pointer[Limits]
 	grew       chan struct{}
 
@@ -183,6 +186,7 @@ func newStore(opts Options) *Store {
 func (s *Store) prepareDirs() error {
 	blobs, err := newFileBlobs(s.blobRoot, s.tmpDir, func(path string) {
 		s.log.Warn("removing a stray file from the blob tree", "path", path)
+		s.strayFiles.Add(1)
 	})
 	if err != nil {
 		return fmt.Errorf("open cache: %w", err)
