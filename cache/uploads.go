@@ -209,7 +209,9 @@ func (h *Hosted) publishUpload(ctx context.Context, name string, d digest.Digest
 // a blob without copying its bytes: the local one renames it into place.
 type fileCommitter interface {
 	// CommitFile makes the file at path, on the store's filesystem, the
-	// blob d, as Writer.Commit would; path is gone afterwards.
+	// blob d, as Writer.Commit would, by renaming it: path is gone
+	// afterwards. (commitFile's copy for other stores leaves path to the
+	// caller, which removes the upload's session directory.)
 	CommitFile(ctx context.Context, d digest.Digest, path string) error
 }
 

@@ -145,17 +145,6 @@ func protect(manifests map[digest.Digest]*Manifest, set map[digest.Digest]bool, 
 	}
 }
 
-// PinnedContent returns the manifests that pins protect and the blobs those
-// manifests name; content kept for other reasons (hosted) is not included.
-func PinnedContent(manifests []Manifest, pins Pins) (pinned, blobs map[digest.Digest]bool) {
-	byDigest := make(map[digest.Digest]*Manifest, len(manifests))
-	for i := range manifests {
-		byDigest[manifests[i].Digest] = &manifests[i]
-	}
-	pinned = pinnedManifests(byDigest, pins)
-	return pinned, blobsOf(byDigest, pinned)
-}
-
 // blobsOf are the blobs that the manifests of set name.
 func blobsOf(manifests map[digest.Digest]*Manifest, set map[digest.Digest]bool) map[digest.Digest]bool {
 	blobs := make(map[digest.Digest]bool)

@@ -112,7 +112,7 @@ func TestPruneSparesPinnedBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, pinnedBlobs := PinnedContent(pinFixture().Manifests, Pins{{Repo: "library/node", Tag: "20"}})
+	_, pinnedBlobs := pinnedContent(pinFixture().Manifests, Pins{{Repo: "library/node", Tag: "20"}})
 	for _, b := range plan.Blobs {
 		if pinnedBlobs[b.Digest] {
 			t.Errorf("prune removes pinned blob %s", b.Digest)
@@ -192,4 +192,15 @@ func TestEvictionWithPinsOverBudget(t *testing.T) {
 		t.Errorf("pins over budget = %v, pinned bytes = %v; want 1 and 616",
 			got["regmirror_cache_pins_over_budget"], got["regmirror_cache_pinned_bytes"])
 	}
+}
+
+// pinnedContent returns the manifests that pins protect and the blobs those
+// manifests name; content kept for other reasons (hosted) is not included.
+func pinnedContent(manifests []Manifest, pins Pins) (pinned, blobs map[digest.Digest]bool) {
+	byDigest := make(map[digest.Digest]*Manifest, len(manifests))
+	for i := range manifests {
+		byDigest[manifests[i].Digest] = &manifests[i]
+	}
+	pinned = pinnedManifests(byDigest, pins)
+	return pinned, blobsOf(byDigest, pinned)
 }
