@@ -1,12 +1,13 @@
 package mirror
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // The read-only inventory API and Docker's v1 search. Both answer only
@@ -27,7 +28,7 @@ func (m *Mirror) serveInventoryAPI(w http.ResponseWriter, r *http.Request) (bool
 	p := r.URL.Path
 	switch {
 	case p == v1PingPath:
-		return true, writeJSON(w, r, struct {
+		return true, ociserver.WriteJSON(w, r, struct {
 			Standalone bool `json:"standalone"`
 		}{true})
 	case p == searchPath:
@@ -74,7 +75,7 @@ func (m *Mirror) serveRepositories(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, r, struct {
+	return ociserver.WriteJSON(w, r, struct {
 		Repositories []Repository `json:"repositories"`
 	}{m.browser(r.Context()).Repositories(snap, r.URL.Query().Get("q"))})
 }
@@ -89,7 +90,7 @@ func (m *Mirror) serveRepoTags(w http.ResponseWriter, r *http.Request, name stri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, r, tags)
+	return ociserver.WriteJSON(w, r, tags)
 }
 
 // serveRepoManifest describes a manifest the repository holds: an index's
@@ -103,7 +104,7 @@ func (m *Mirror) serveRepoManifest(w http.ResponseWriter, r *http.Request, name 
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, r, detail)
+	return ociserver.WriteJSON(w, r, detail)
 }
 
 // searchResult is one repository in Docker's v1 search answer.
@@ -139,7 +140,7 @@ func (m *Mirror) serveSearch(w http.ResponseWriter, r *http.Request) error {
 			results = append(results, searchResult{Name: s.name, Description: describeSource(s)})
 		}
 	}
-	return writeJSON(w, r, struct {
+	return ociserver.WriteJSON(w, r, struct {
 		Query      string         `json:"query"`
 		NumResults int            `json:"num_results"`
 		Results    []searchResult `json:"results"`
@@ -156,19 +157,4 @@ func describeSource(s repoSummary) string {
 		}
 	}
 	return strings.Join(from, ", ")
-}
-
-// writeJSON answers with v as JSON.
-func writeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = w.Write(body)
-	return err
 }

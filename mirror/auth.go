@@ -32,26 +32,25 @@ const basicRealm = "regmirror"
 // from any response answer with the credentials stored for the mirror.
 // dockerd takes its challenge from the ping (see auth_token.go) and comes
 // with a token instead.
-func challenge(w http.ResponseWriter, why string) error {
-	w.Header().Set("WWW-Authenticate", `Basic realm="`+basicRealm+`"`)
-	return newError(codeUnauthorized, "%s", why)
+func challenge(why string) error {
+	return &Error{Code: codeUnauthorized, Message: why, Challenge: `Basic realm="` + basicRealm + `"`}
 }
 
 // refuseLogin answers a write whose Authorization is missing or invalid:
 // 429 with Retry-After when the client address or the user has used up its
 // failed logins, so a password guesser learns nothing more, else a
 // challenge. Pull paths never call it: they challenge or go on anonymously.
-func (h *hostedRepos) refuseLogin(w http.ResponseWriter, r *http.Request, why string) error {
+func (h *hostedRepos) refuseLogin(r *http.Request, why string) error {
 	if name, password, basic := r.BasicAuth(); basic {
 		// The login was just tried: this repeats its outcome from memory.
 		switch res := h.logins.login(r.Context(), clientAddress(r), name, password); res.outcome {
 		case loginLimited:
-			return tooManyLogins(w, res.wait)
+			return tooManyLogins(res.wait)
 		case loginUnavailable:
 			why = directoryLoginFailed
 		}
 	}
-	return challenge(w, why)
+	return challenge(why)
 }
 
 // tokenUser checks the Basic credentials of a token request once, under
@@ -73,7 +72,7 @@ func (h *hostedRepos) tokenUser(w http.ResponseWriter, r *http.Request) (princip
 	case !wantsWrite(r):
 		return principal{}, nil
 	case res.outcome == loginLimited:
-		return principal{}, tooManyLogins(w, res.wait)
+		return principal{}, tooManyLogins(res.wait)
 	case res.outcome == loginUnavailable:
 		return principal{}, newError(codeUnauthorized, directoryLoginFailed)
 	}

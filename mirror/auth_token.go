@@ -220,12 +220,11 @@ func wantsWrite(r *http.Request) bool {
 // endpoint on the host the client used. X-Forwarded-Proto counts because
 // only a trusted proxy's reaches the mirror: the daemon's edge (package
 // internal/edge) deletes it from every other peer's requests.
-func pingChallenge(w http.ResponseWriter, r *http.Request) error {
+func pingChallenge(r *http.Request) error {
 	scheme := "http"
 	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
 		scheme = "https"
 	}
-	w.Header().Set("WWW-Authenticate",
-		`Bearer realm="`+scheme+"://"+r.Host+tokenPath+`",service="`+tokenService+`"`)
-	return newError(codeUnauthorized, "authentication required")
+	return &Error{Code: codeUnauthorized, Message: "authentication required",
+		Challenge: `Bearer realm="` + scheme + "://" + r.Host + tokenPath + `",service="` + tokenService + `"`}
 }

@@ -117,16 +117,6 @@ func (r *notifyAtEnd) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// notifyDelete reports the deletion of hr's manifest or tag.
-func (m *Mirror) notifyDelete(r *http.Request, hr hostedRequest) {
-	reference := hr.tag
-	if hr.digest != "" {
-		reference = hr.digest.String()
-	}
-	m.notify(r.Context(), Event{Action: EventDelete, Repository: hr.hostedName, Tag: hr.tag, Digest: hr.digest,
-		Actor: clientOf(r.Context()).user}, hr.name, "manifests", reference)
-}
-
 // notifyPull reports a cache miss of t filled from its upstream.
 func (m *Mirror) notifyPull(ctx context.Context, t target, what string, d digest.Digest, mediaType string, size int64) {
 	name := t.cacheKey() // an address the mirror answers for any registry

@@ -131,22 +131,6 @@ func newAccounts(o *HostedOptions, now func() time.Time, log *slog.Logger) (acco
 	return a, nil
 }
 
-// hostedRequest is a request addressed to a repository that may be hosted.
-type hostedRequest struct {
-	request
-	// hostedName is the repository's hosted name: the path on the default
-	// registry ("team/app", "library/app"), else host and path.
-	hostedName string
-}
-
-func (m *Mirror) resolveHosted(req request) (hostedRequest, error) {
-	name, err := resolveHostedName(req.name, req.ns, m.defaultHost)
-	if err != nil {
-		return hostedRequest{}, err
-	}
-	return hostedRequest{request: req, hostedName: name}, nil
-}
-
 // resolveHostedName returns the hosted name of a repository name as a
 // client sends it: the path on the default registry, else host and path.
 func resolveHostedName(name, ns, defaultHost string) (string, error) {
@@ -166,61 +150,15 @@ func (h *hostedRepos) isHostedName(name string) bool { return matchesAny(h.patte
 // fallsThrough reports whether pulls of the hosted name may go upstream.
 func (h *hostedRepos) fallsThrough(name string) bool { return matchesAny(h.fallThrough, name) }
 
-// serveHosted answers the requests that involve hosted repositories: every
-// write, the ping, the catalog, and pulls (referrers included) of hosted names.
-// It reports false, having answered nothing, for pulls that go upstream:
-// names that are not hosted, and hosted names that fall through.
-func (m *Mirror) serveHosted(w http.ResponseWriter, r *http.Request, req request) (bool, error) {
-	h := m.hosted
-	switch req.kind {
-	case kindBase:
-		return true, h.serveBase(w, r)
-	case kindCatalog:
-		return true, m.serveCatalog(w, r)
-	}
-	hr, err := m.resolveHosted(req)
-	if err != nil {
-		return true, err
-	}
-	if !isReadMethod(r.Method) || req.kind == kindBlobUpload {
-		return true, m.serveHostedWrite(w, r, hr)
-	}
-	if !h.isHostedName(hr.hostedName) {
-		return false, nil
-	}
-	if err := h.authorize(w, r, hr, ActionPull); err != nil {
-		return true, err
-	}
-	through := h.fallsThrough(hr.hostedName)
-	switch {
-	case req.kind == kindReferrers && through:
-		return true, m.serveMergedReferrers(w, r, hr)
-	case req.kind == kindReferrers:
-		return true, h.serveHostedReferrers(w, r, hr)
-	case req.kind == kindTags && through:
-		return true, m.serveMergedTags(w, r, hr)
-	case req.kind == kindTags:
-		return true, h.serveHostedTags(w, r, hr)
-	}
-	served, err := m.serveHostedRead(w, r, hr)
-	switch {
-	case served || err != nil:
-		return true, err
-	case through:
-		return true, hostedMiss(m.serveProxied(w, r, hr.request), hr)
-	}
-	return true, hostedNotFoundError(hr, nil)
-}
-
 // hostedMiss is what a pull of a hosted name that fell through to the
 // upstream answers when the upstream failed with err. The name is hosted
 // here, so content the hosted repository lacks is unknown (404), whatever
 // the upstream says about its namesake: that it does not know it, or that
 // the mirror may not read it or pass it on (401, 403). Failures a retry may
 // cure (503, 502, 504) stay what they are.
-func hostedMiss(err error, hr hostedRequest) error {
+func hostedMiss(err error, k kind, name, ref string) error {
 	if deniesName(err) {
-		return hostedNotFoundError(hr, err)
+		return hostedNotFoundError(k, name, ref, err)
 	}
 	return err
 }
@@ -239,86 +177,31 @@ func deniesName(err error) bool {
 	return false
 }
 
-// hostedNotFoundError answers a pull of hosted content that is not there;
-// cause, when set, is kept for the log.
-func hostedNotFoundError(hr hostedRequest, cause error) error {
-	if hr.kind == kindTags {
+// hostedNotFoundError answers a pull of hosted content that is not there:
+// ref (a tag or digest) of kind k in the hosted repository name. It wraps
+// cause, kept for the log, or else fs.ErrNotExist.
+func hostedNotFoundError(k kind, name, ref string, cause error) error {
+	if cause == nil {
+		cause = fs.ErrNotExist
+	}
+	if k == kindTags {
 		return &Error{Code: codeNameUnknown, Err: cause,
-			Message: fmt.Sprintf("the hosted repository %s has no tags", truncate(hr.hostedName))}
+			Message: fmt.Sprintf("the hosted repository %s has no tags", truncate(name))}
 	}
-	ref := hr.tag
-	if hr.digest != "" {
-		ref = hr.digest.String()
-	}
-	return &Error{Code: notFoundCode(hr.kind), Err: cause,
-		Message: fmt.Sprintf("%s is not in the hosted repository %s", truncate(ref), truncate(hr.hostedName))}
-}
-
-// authorize lets the request do a on its hosted repository, or answers
-// why not: a client that did not log in is challenged to, a user without
-// the permission is refused.
-func (h *hostedRepos) authorize(w http.ResponseWriter, r *http.Request, hr hostedRequest, a Action) error {
-	who := clientOf(r.Context())
-	if h.allowed(who, hr.hostedName, a) {
-		return nil
-	}
-	if !who.loggedIn() {
-		return challenge(w, string(a)+" on "+truncate(hr.hostedName)+" needs credentials: docker login")
-	}
-	if a == ActionDelete && !h.allowDelete {
-		return newError(codeUnsupported, "deleting is disabled on this mirror")
-	}
-	return newError(codeDenied, "%s may not %s %s", who.user, a, truncate(hr.hostedName))
+	return &Error{Code: notFoundCode(k), Err: cause,
+		Message: fmt.Sprintf("%s is not in the hosted repository %s", truncate(ref), truncate(name))}
 }
 
 // serveBase answers the ping. A client with neither a token nor valid
 // credentials gets a Bearer challenge: see auth_token.go for why docker
 // needs one to log in and push, and why it must be Bearer.
 func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
-	if !isReadMethod(r.Method) {
-		return newError(codeUnsupported, "%s is not supported on the base endpoint", r.Method)
-	}
 	if _, ok := h.principalOf(r); !ok || r.Header.Get("Authorization") == "" {
-		return pingChallenge(w, r)
+		return pingChallenge(r)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, err := w.Write([]byte("{}"))
 	return err
-}
-
-// serveHostedWrite answers pushes and deletes: they need a hosted
-// repository and a user whom a permission grants the action.
-func (m *Mirror) serveHostedWrite(w http.ResponseWriter, r *http.Request, hr hostedRequest) error {
-	h := m.hosted
-	if !clientOf(r.Context()).loggedIn() {
-		return h.refuseLogin(w, r, "pushing needs credentials: docker login")
-	}
-	if !h.isHostedName(hr.hostedName) {
-		return newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
-			truncate(hr.hostedName))
-	}
-	action := ActionPush
-	if r.Method == http.MethodDelete && hr.kind != kindBlobUpload {
-		action = ActionDelete
-	}
-	if err := h.authorize(w, r, hr, action); err != nil {
-		return err
-	}
-	switch {
-	case hr.kind == kindBlobUpload:
-		return m.serveUpload(w, r, hr)
-	case hr.kind == kindManifest && r.Method == http.MethodPut:
-		return m.putManifest(w, r, hr)
-	case hr.kind == kindManifest && r.Method == http.MethodDelete:
-		if err := h.deleteManifest(w, r, hr); err != nil {
-			return err
-		}
-		m.notifyDelete(r, hr)
-		return nil
-	case hr.kind == kindBlob && r.Method == http.MethodDelete:
-		return h.deleteBlob(w, r, hr)
-	}
-	return newError(codeUnsupported, "%s is not supported on %s", r.Method, hr.kind)
 }
 
 // notFoundOrErr turns "no such registry" into the kind's not-found answer:

@@ -93,25 +93,19 @@ func (m *Mirror) snapshot(ctx context.Context) (Snapshot, error) {
 	return snap, nil
 }
 
-// serveCatalog lists the repositories the client may read, hosted and
-// cached, paged like tags.
-func (m *Mirror) serveCatalog(w http.ResponseWriter, r *http.Request) error {
-	if !isReadMethod(r.Method) {
-		return newError(codeUnsupported, "%s is not supported on the catalog", r.Method)
-	}
-	if m.inventory == nil && m.hosted != nil {
-		return m.hosted.serveCatalog(w, r)
-	}
-	snap, err := m.snapshot(r.Context())
+// catalog lists the repositories the client may read, hosted and cached,
+// as the inventory knows them.
+func (m *Mirror) catalog(ctx context.Context) ([]string, error) {
+	snap, err := m.snapshot(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	repos := m.browser(r.Context()).repos(snap)
+	repos := m.browser(ctx).repos(snap)
 	names := make([]string, len(repos))
 	for i, s := range repos {
 		names[i] = s.name
 	}
-	return writePage(w, r, names, func(page []string) any { return catalog{Repositories: page} })
+	return names, nil
 }
 
 // cachedTagsFallback lists the cached tags of t when its upstream could not

@@ -246,10 +246,9 @@ func (b *failureBuckets) untilOneToken(tokens float64) time.Duration {
 
 // tooManyLogins answers a login refused by the limits: 429 TOOMANYREQUESTS
 // (the distribution spec's code) with the seconds until the next try.
-func tooManyLogins(w http.ResponseWriter, wait time.Duration) error {
+func tooManyLogins(wait time.Duration) error {
 	seconds := int64(math.Ceil(wait.Seconds()))
-	w.Header().Set("Retry-After", strconv.FormatInt(max(seconds, 1), 10))
-	return &Error{Code: "TOOMANYREQUESTS", Status: http.StatusTooManyRequests,
+	return &Error{Code: "TOOMANYREQUESTS", Status: http.StatusTooManyRequests, RetryAfter: strconv.FormatInt(max(seconds, 1), 10),
 		Message: "too many failed logins; try again in " + strconv.FormatInt(max(seconds, 1), 10) + "s"}
 }
 

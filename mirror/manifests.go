@@ -6,45 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
-
-// manifest is a manifest's exact bytes as stored and served.
-type manifest struct {
-	digest    digest.Digest
-	mediaType string
-	data      []byte
-}
-
-func (m *Mirror) serveManifest(w http.ResponseWriter, r *http.Request, req request) error {
-	ctx := r.Context()
-	rem, t, err := m.remoteFor(ctx, req)
-	if err != nil {
-		return err
-	}
-	var mf manifest
-	if req.digest != "" {
-		mf, err = m.manifestByDigest(ctx, rem, t, req.digest)
-	} else {
-		mf, err = m.manifestByTag(ctx, w, rem, t, req.tag)
-	}
-	if err != nil {
-		return err
-	}
-	h := w.Header()
-	h.Set("Content-Type", mf.mediaType)
-	h.Set("Docker-Content-Digest", mf.digest.String())
-	h.Set("Content-Length", strconv.Itoa(len(mf.data)))
-	h.Set("ETag", `"`+mf.digest.String()+`"`)
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = w.Write(mf.data)
-	return err
-}
 
 // manifestByDigest serves an immutable manifest: once cached, the upstream is
 // never asked again.
@@ -76,7 +43,7 @@ func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d 
 // revalidates it upstream with a HEAD (which Docker Hub does not count
 // against its pull limit) and downloads a manifest only when its digest is new.
 // When the upstream fails, a tag within its stale-if-error window is served stale.
-func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, tag string) (manifest, error) {
+func (m *Mirror) manifestByTag(ctx context.Context, rem *Remote, t target, tag string) (manifest, error) {
 	known, fetchedAt, err := m.cache.Tag(ctx, t.cacheKey(), tag)
 	haveTag := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -92,7 +59,7 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 	}
 	if err := m.chargeMiss(ctx); err != nil {
 		if haveTag {
-			return m.serveStale(ctx, w, rem, t, tag, known, age, err)
+			return m.serveStale(ctx, rem, t, tag, known, age, err)
 		}
 		return manifest{}, err
 	}
@@ -102,7 +69,7 @@ func (m *Mirror) manifestByTag(ctx context.Context, w http.ResponseWriter, rem *
 		return mf, nil
 	}
 	if haveTag {
-		return m.serveStale(ctx, w, rem, t, tag, known, age, err)
+		return m.serveStale(ctx, rem, t, tag, known, age, err)
 	}
 	m.lookupResult(ctx, rem, "tag", failureResult(err))
 	return manifest{}, fromUpstream(err, rem.Host, kindManifest)
@@ -140,14 +107,14 @@ func (m *Mirror) freshTag(ctx context.Context, rem *Remote, t target, tag string
 // failed with cause, if the tag was confirmed recently enough for that
 // failure, with a Warning header, a log line and a metric. Otherwise it
 // refuses, saying why.
-func (m *Mirror) serveStale(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, tag string,
+func (m *Mirror) serveStale(ctx context.Context, rem *Remote, t target, tag string,
 	known digest.Digest, age time.Duration, cause error) (manifest, error) {
-	return m.serveStaleAs(ctx, w, rem, t, kindManifest, tag, known, age, cause)
+	return m.serveStaleAs(ctx, rem, t, kindManifest, tag, known, age, cause)
 }
 
 // serveStaleAs is serveStale for a cached answer of kind k (a tag's
 // manifest, a referrers listing) kept under the tag row tag.
-func (m *Mirror) serveStaleAs(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, k kind, tag string,
+func (m *Mirror) serveStaleAs(ctx context.Context, rem *Remote, t target, k kind, tag string,
 	known digest.Digest, age time.Duration, cause error) (manifest, error) {
 	lookupKind := "tag"
 	if k != kindManifest {
@@ -160,7 +127,7 @@ func (m *Mirror) serveStaleAs(ctx context.Context, w http.ResponseWriter, rem *R
 			m.metrics.staleServes.WithLabelValues(rem.Host).Inc()
 			m.log.WarnContext(ctx, "serving stale "+lookupKind, "upstream", rem.Host, "repository", t.path,
 				"tag", tag, "age", age.Round(time.Second), "error", cause)
-			w.Header().Set("Warning", `110 - "Response is Stale"`)
+			ociserver.Warn(ctx, 110, "Response is Stale")
 			return stale, nil
 		}
 	}
@@ -199,7 +166,7 @@ func (m *Mirror) revalidateTag(ctx context.Context, rem *Remote, t target, tag s
 	if err != nil {
 		return manifest{}, err
 	}
-	if err := m.cache.PutTag(ctx, t.cacheKey(), tag, mf.digest, m.now()); err != nil {
+	if err := m.cache.PutTag(ctx, t.cacheKey(), tag, mf.Digest, m.now()); err != nil {
 		return manifest{}, fmt.Errorf("recording tag %s:%s: %w", t.cacheKey(), tag, err)
 	}
 	return mf, nil
@@ -233,7 +200,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)
 	}
 	m.notifyPull(ctx, t, "manifests", d, mediaType, int64(len(data)))
-	return manifest{digest: d, mediaType: mediaType, data: data}, nil
+	return manifest{Digest: d, MediaType: mediaType, Data: data}, nil
 }
 
 // cachedManifest returns manifest d from the cache when the client may read
@@ -251,7 +218,7 @@ func (m *Mirror) cachedManifest(ctx context.Context, t target, d digest.Digest) 
 	if err != nil {
 		return manifest{}, err
 	}
-	return manifest{digest: d, mediaType: mediaType, data: data}, nil
+	return manifest{Digest: d, MediaType: mediaType, Data: data}, nil
 }
 
 // coalesce runs fill once for all concurrent callers with the same key and

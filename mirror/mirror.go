@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"golang.org/x/sync/singleflight"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Default freshness settings of a Remote.
@@ -124,7 +127,8 @@ type Mirror struct {
 	// confirms coalesces downloads that prove an upstream has a blob.
 	confirms singleflight.Group
 	handler  http.Handler
-	hosted   *hostedRepos // nil without Options.Hosted
+	server   *ociserver.Server // the distribution API over the composed backend
+	hosted   *hostedRepos      // nil without Options.Hosted
 	// inventory lists the store's content; nil without Options.Inventory.
 	inventory Inventory
 
@@ -135,9 +139,8 @@ type Mirror struct {
 	// exposure remembers which upstream repositories are public.
 	exposure visibilityCache
 
-	sendTimeout time.Duration // per blob write, see Options.SendTimeout
-	misses      *missLimiter
-	events      Events // nil: none
+	misses *missLimiter
+	events Events // nil: none
 }
 
 // New returns a Mirror for opts.
@@ -166,9 +169,6 @@ func New(opts Options) (*Mirror, error) {
 	if m.fillTimeout == 0 {
 		m.fillTimeout = 2 * time.Minute
 	}
-	if m.sendTimeout = opts.SendTimeout; m.sendTimeout <= 0 {
-		m.sendTimeout = DefaultSendTimeout
-	}
 	m.misses = newMissLimiter(opts.MissLimits, m.now)
 	var err error
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
@@ -184,6 +184,14 @@ func New(opts Options) (*Mirror, error) {
 			return nil, fmt.Errorf("mirror: %w", err)
 		}
 	}
+	m.server = ociserver.New(m.newBackend(), ociserver.Options{
+		SendTimeout: opts.SendTimeout,
+		OnRequest:   func(ctx context.Context, req request) { noteKind(ctx, req.Kind) },
+		OnError:     noteError,
+		BlobBytesSent: func(source string, n int64) {
+			m.metrics.bytesServed.WithLabelValues(source).Add(float64(n))
+		},
+	})
 	m.handler = m.accessLog(http.HandlerFunc(m.serve))
 	return m, nil
 }
@@ -196,62 +204,43 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	r = r.WithContext(withEventRequest(withClientAddr(m.withClient(r.Context(), r), r), r))
-	if err := m.dispatch(w, r); err != nil {
+	if err := m.serveOutsideAPI(w, r); err != nil {
 		noteError(r.Context(), err)
 		writeError(w, r, err)
 	}
 }
 
-func (m *Mirror) dispatch(w http.ResponseWriter, r *http.Request) error {
+// serveOutsideAPI answers what the protocol server does not: the token
+// endpoint, the inventory API and v1 search, and the ping when logins are
+// on (it challenges clients to log in). Everything else goes to the server.
+func (m *Mirror) serveOutsideAPI(w http.ResponseWriter, r *http.Request) error {
 	if m.hosted != nil && r.URL.Path == tokenPath {
 		return m.hosted.serveToken(w, r)
 	}
 	if handled, err := m.serveInventoryAPI(w, r); handled {
 		return err
 	}
-	req, err := parseRequest(r.URL)
-	if err != nil {
-		return err
+	if m.hosted != nil && (r.URL.Path == "/v2/" || r.URL.Path == "/v2") && isReadMethod(r.Method) {
+		return m.hosted.serveBase(w, r)
 	}
-	noteKind(r.Context(), req.kind)
-	if m.hosted != nil {
-		if handled, err := m.serveHosted(w, r, req); handled || err != nil {
-			return err
-		}
-	}
-	if !isReadMethod(r.Method) {
-		return newError(codeUnsupported, "%s is not supported on %s: this mirror serves pulls only", r.Method, req.kind)
-	}
-	if req.kind == kindBase {
-		w.Header().Set("Content-Type", "application/json")
-		_, err := w.Write([]byte("{}"))
-		return err
-	}
-	return m.serveProxied(w, r, req)
+	m.server.ServeHTTP(w, r)
+	return nil
 }
 
-// serveProxied answers a pull of a proxied repository: from the cache, or
-// through its upstream.
-func (m *Mirror) serveProxied(w http.ResponseWriter, r *http.Request, req request) error {
-	switch req.kind {
-	case kindManifest:
-		return m.serveManifest(w, r, req)
-	case kindBlob:
-		return m.serveBlob(w, r, req)
-	case kindTags:
-		return m.serveTags(w, r, req)
-	case kindReferrers:
-		return m.serveReferrers(w, r, req)
-	case kindCatalog:
-		return m.serveCatalog(w, r)
-	default:
-		return newError(codeUnsupported, "%s requests are not supported by this mirror", req.kind)
+// newBackend composes what the protocol server answers from: the proxy,
+// read-only, and with hosted repositories a group of both, hosted first,
+// behind the authorizer.
+func (m *Mirror) newBackend() ociserver.Backend {
+	proxied := readOnly{proxy{m}}
+	if m.hosted == nil {
+		return proxied
 	}
+	return authorizer{Backend: group{m: m, hosted: hostedBackend{m}, proxy: proxied}, m: m}
 }
 
 // remoteFor routes a request to its upstream registry.
-func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, error) {
-	t, err := resolveTarget(req.name, req.ns, m.defaultHost)
+func (m *Mirror) remoteFor(ctx context.Context, repo ociserver.Repo, k kind) (*Remote, target, error) {
+	t, err := resolveTarget(repo.Name, repo.NS, m.defaultHost)
 	if err != nil {
 		return nil, target{}, err
 	}
@@ -265,7 +254,7 @@ func (m *Mirror) remoteFor(ctx context.Context, req request) (*Remote, target, e
 		return nil, target{}, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
 			t.host, truncate(t.path), t.host)
 	}
-	if err := m.checkExposed(ctx, rem, t, req.kind); err != nil {
+	if err := m.checkExposed(ctx, rem, t, k); err != nil {
 		return nil, target{}, err
 	}
 	return rem, t, nil

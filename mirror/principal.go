@@ -59,6 +59,9 @@ type lazyPrincipal struct {
 	resolve func() principal
 	p       principal
 	done    atomic.Bool // p is set
+	// refuse answers a write this client may not make for want of a
+	// valid login (see hostedRepos.refuseLogin).
+	refuse func(why string) error
 }
 
 // get works out who the client is, the first time at the cost of checking
@@ -89,7 +92,7 @@ func (m *Mirror) withClient(ctx context.Context, r *http.Request) context.Contex
 	who := &lazyPrincipal{resolve: func() principal {
 		p, _ := m.hosted.principalOf(r)
 		return p
-	}}
+	}, refuse: func(why string) error { return m.hosted.refuseLogin(r, why) }}
 	notesFrom(ctx).client = who
 	return context.WithValue(ctx, clientKey{}, who)
 }
@@ -157,4 +160,13 @@ func (m *Mirror) User(r *http.Request) (user string, ok bool) {
 		return "", false
 	}
 	return p.user, true
+}
+
+// refuseLogin answers a write by a client without a valid login: a
+// challenge, or 429 when its failed logins are used up.
+func refuseLogin(ctx context.Context, why string) error {
+	if who, ok := ctx.Value(clientKey{}).(*lazyPrincipal); ok && who.refuse != nil {
+		return who.refuse(why)
+	}
+	return challenge(why)
 }

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
-	"slices"
-	"strconv"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Referrers of proxied repositories.
@@ -29,26 +28,11 @@ import (
 // cannot send a tag with '@', so it never meets a real tag.
 func referrersTag(subject digest.Digest) string { return "referrers@" + subject.String() }
 
-// serveReferrers answers the referrers API for a proxied repository, to
-// clients that may read it.
-func (m *Mirror) serveReferrers(w http.ResponseWriter, r *http.Request, req request) error {
-	ctx := r.Context()
-	rem, t, err := m.remoteFor(ctx, req)
-	if err != nil {
-		return err
-	}
-	descs, err := m.referrersOf(ctx, w, rem, t, req.digest)
-	if err != nil {
-		return err
-	}
-	return writeReferrers(w, r, descs)
-}
-
 // referrersOf returns subject's referrers in t: from the cache while the
 // listing is younger than the tag TTL, else from the upstream (charged as a
 // miss, shared by concurrent callers), else the cached listing within its
 // stale-if-error window.
-func (m *Mirror) referrersOf(ctx context.Context, w http.ResponseWriter, rem *Remote, t target, subject digest.Digest) ([]ocispec.Descriptor, error) {
+func (m *Mirror) referrersOf(ctx context.Context, rem *Remote, t target, subject digest.Digest) ([]ocispec.Descriptor, error) {
 	tag := referrersTag(subject)
 	known, fetchedAt, err := m.cache.Tag(ctx, t.cacheKey(), tag)
 	haveList := err == nil
@@ -63,7 +47,7 @@ func (m *Mirror) referrersOf(ctx context.Context, w http.ResponseWriter, rem *Re
 		}
 	}
 	stale := func(cause error) ([]ocispec.Descriptor, error) {
-		mf, err := m.serveStaleAs(ctx, w, rem, t, kindReferrers, tag, known, age, cause)
+		mf, err := m.serveStaleAs(ctx, rem, t, kindReferrers, tag, known, age, cause)
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +82,7 @@ func (m *Mirror) fetchReferrers(ctx context.Context, rem *Remote, t target, subj
 	if err != nil {
 		return manifest{}, err
 	}
-	data, err := referrersIndex(descs)
+	data, err := ociserver.ReferrersIndex(descs)
 	if err != nil {
 		return manifest{}, err
 	}
@@ -109,43 +93,14 @@ func (m *Mirror) fetchReferrers(ctx context.Context, rem *Remote, t target, subj
 	if err := m.cache.PutTag(ctx, t.cacheKey(), referrersTag(subject), d, m.now()); err != nil {
 		return manifest{}, fmt.Errorf("recording the referrers of %s in %s: %w", subject, t.cacheKey(), err)
 	}
-	return manifest{digest: d, mediaType: ocispec.MediaTypeImageIndex, data: data}, nil
-}
-
-// referrersIndex is the image index that answers the referrers API.
-func referrersIndex(descs []ocispec.Descriptor) ([]byte, error) {
-	if descs == nil {
-		descs = []ocispec.Descriptor{}
-	}
-	return json.Marshal(ocispec.Index{Versioned: specsVersioned, MediaType: ocispec.MediaTypeImageIndex, Manifests: descs})
+	return manifest{Digest: d, MediaType: ocispec.MediaTypeImageIndex, Data: data}, nil
 }
 
 // referrersIn reads the descriptors of a cached referrers listing.
 func referrersIn(mf manifest) ([]ocispec.Descriptor, error) {
 	var idx ocispec.Index
-	if err := json.Unmarshal(mf.data, &idx); err != nil {
-		return nil, fmt.Errorf("cached referrers listing %s: %w", mf.digest, err)
+	if err := json.Unmarshal(mf.Data, &idx); err != nil {
+		return nil, fmt.Errorf("cached referrers listing %s: %w", mf.Digest, err)
 	}
 	return idx.Manifests, nil
-}
-
-// writeReferrers answers the referrers API with descs, keeping only those
-// of the artifactType asked for, if any, as the distribution spec says
-// (OCI-Filters-Applied tells the client the filter was applied).
-func writeReferrers(w http.ResponseWriter, r *http.Request, descs []ocispec.Descriptor) error {
-	if artifactType := r.URL.Query().Get("artifactType"); artifactType != "" {
-		descs = slices.DeleteFunc(slices.Clone(descs), func(d ocispec.Descriptor) bool { return d.ArtifactType != artifactType })
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
-	body, err := referrersIndex(descs)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = w.Write(body)
-	return err
 }

@@ -140,7 +140,7 @@ func (m *Mirror) refreshTag(ctx context.Context, tag dueTag) {
 		result = resultError
 		m.log.DebugContext(ctx, "background refresh failed", "upstream", tag.rem.Host,
 			"repository", tag.t.path, "tag", tag.tag, "error", err)
-	case mf.digest != tag.known:
+	case mf.Digest != tag.known:
 		result = "changed"
 	}
 	m.metrics.refreshes.WithLabelValues(tag.rem.Host, result).Inc()

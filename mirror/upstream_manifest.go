@@ -7,6 +7,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // upstreamManifestDoc is what the mirror checks of a manifest an upstream
@@ -24,14 +26,14 @@ type upstreamManifestDoc struct {
 // manifestMediaTypes are the manifest types the mirror stores and serves:
 // the ones it asks upstreams for, and what dockerd and containerd pull.
 var manifestMediaTypes = map[string]bool{
-	mediaTypeDockerManifest:        true,
-	mediaTypeDockerManifestList:    true,
-	ocispec.MediaTypeImageManifest: true,
-	ocispec.MediaTypeImageIndex:    true,
+	ociserver.MediaTypeDockerManifest:     true,
+	ociserver.MediaTypeDockerManifestList: true,
+	ocispec.MediaTypeImageManifest:        true,
+	ocispec.MediaTypeImageIndex:           true,
 }
 
 func isIndexType(mediaType string) bool {
-	return mediaType == ocispec.MediaTypeImageIndex || mediaType == mediaTypeDockerManifestList
+	return mediaType == ocispec.MediaTypeImageIndex || mediaType == ociserver.MediaTypeDockerManifestList
 }
 
 // checkUpstreamManifest decides whether bytes an upstream sent as a manifest

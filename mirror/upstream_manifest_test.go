@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // FuzzCheckUpstreamManifest checks that no upstream bytes panic the
@@ -19,7 +21,7 @@ func FuzzCheckUpstreamManifest(f *testing.F) {
 	for _, seed := range []struct{ mediaType, body string }{
 		{ocispec.MediaTypeImageManifest, image},
 		{"application/json", index},
-		{mediaTypeDockerManifestList, index},
+		{ociserver.MediaTypeDockerManifestList, index},
 		{"text/html", "<html></html>"},
 		{ocispec.MediaTypeImageManifest, `{"schemaVersion":2,"config":{"digest":"sha256:../x"}}`},
 	} {

@@ -23,7 +23,7 @@ var packagePaths = map[string]string{
 	"registryhost": "internal/registryhost", "notify": "internal/notify",
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
-	"storagetest": "cache/storagetest",
+	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver",
 }
 
 // codeSpan is a `code` span of the page.
@@ -44,7 +44,8 @@ func TestArchitectureDocNamesExistingCode(t *testing.T) {
 	checked := 0
 	for _, m := range codeSpan.FindAllStringSubmatch(string(page), -1) {
 		span := m[1]
-		if strings.HasPrefix(span, "internal/") || strings.HasPrefix(span, "cmd/") || strings.HasPrefix(span, "cache/") {
+		if strings.HasPrefix(span, "internal/") || strings.HasPrefix(span, "cmd/") || strings.HasPrefix(span, "cache/") ||
+			strings.HasPrefix(span, "mirror/") {
 			if _, err := os.Stat(filepath.Join("../..", span)); err != nil {
 				t.Errorf("the page names package %s, which does not exist", span)
 			}

@@ -20,7 +20,11 @@ const module = "github.com/regmirror/regmirror/"
 
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
-	"mirror": {"internal/promreg", "internal/registryhost", "internal/repoglob"},
+	"mirror": {"internal/promreg", "internal/registryhost", "internal/repoglob", "mirror/ociserver"},
+	// ociserver is the protocol over one Backend interface: no cache, no
+	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
+	// dependencies all the way down).
+	"mirror/ociserver": nil,
 	"cache":  {"cache/blobstore", "internal/promreg"},
 	// blobstore names what the cache needs of its blob storage; its
 	// contract suite knows only it.
@@ -54,6 +58,23 @@ func TestDependencyDirection(t *testing.T) {
 			if isOwn && !slices.Contains(ok, own) {
 				t.Errorf("%s imports %s; the design allows only %v", pkg, own, ok)
 			}
+		}
+	}
+}
+
+// The protocol server reaches no cache, upstream client or Badger, not
+// even through a package it imports.
+func TestProtocolServerKnowsNoStorage(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", module+"mirror/ociserver").Output()
+	if err != nil {
+		t.Fatalf("go list -deps mirror/ociserver: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		own, isOwn := strings.CutPrefix(dep, module)
+		if isOwn && own != "mirror/ociserver" || strings.Contains(dep, "badger") ||
+			strings.Contains(dep, "go-containerregistry") {
+			t.Errorf("mirror/ociserver depends on %s", dep)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package mirror
+package ociserver
 
 import (
 	"crypto/rand"
@@ -36,7 +36,7 @@ func BenchmarkSendBlob(b *testing.B) {
 			return sendFile(w, f, span, time.Minute)
 		}},
 		{"copy", func(w http.ResponseWriter, f *os.File) (int64, error) {
-			return copyStream(w, blobBody{rc: f, size: size}, span, time.Minute)
+			return copyStream(w, &Blob{Body: f, Size: size}, span, time.Minute)
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -1,4 +1,4 @@
-package mirror
+package ociserver
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ type byteRange struct{ start, end int64 }
 func (r byteRange) length() int64 { return r.end - r.start + 1 }
 
 // errRange is answered with 416 Range Not Satisfiable.
-var errRange = newError(codeRangeInvalid, "requested range not satisfiable")
+var errRange = NewError(CodeRangeInvalid, "requested range not satisfiable")
 
 // parseRange parses a Range header. ok is false when there is none, or
 // when it is in a unit other than bytes, which RFC 9110 says to ignore.

@@ -1,0 +1,236 @@
+package mirror
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
+)
+
+// group serves hosted names from the hosted backend and every other name
+// from the proxy, like a Nexus group. Hosted names are never looked up
+// upstream, whoever registers them there, unless they fall through
+// (HostedOptions.FallThrough): then what the hosted repository lacks is
+// asked of the proxy, and tag and referrer listings merge both.
+type group struct {
+	m      *Mirror
+	hosted ociserver.Backend
+	proxy  ociserver.Backend
+}
+
+var _ ociserver.Backend = group{}
+
+// route returns the hosted name of repo and whether it is hosted.
+func (g group) route(repo ociserver.Repo) (name string, hosted bool, err error) {
+	name, err = resolveHostedName(repo.Name, repo.NS, g.m.defaultHost)
+	if err != nil {
+		return "", false, err
+	}
+	return name, g.m.hosted.isHostedName(name), nil
+}
+
+func (g group) GetManifest(ctx context.Context, repo ociserver.Repo, ref string) (*ociserver.Manifest, error) {
+	return firstHeld(g, ctx, repo, kindManifest, ref, func(b ociserver.Backend) (*ociserver.Manifest, error) {
+		return b.GetManifest(ctx, repo, ref)
+	})
+}
+
+func (g group) GetBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest, offset int64) (*ociserver.Blob, error) {
+	return firstHeld(g, ctx, repo, kindBlob, d.String(), func(b ociserver.Backend) (*ociserver.Blob, error) {
+		return b.GetBlob(ctx, repo, d, offset)
+	})
+}
+
+// firstHeld asks the hosted backend for a hosted name's content, then,
+// when the repository lacks it and the name falls through, the proxy.
+func firstHeld[T any](g group, ctx context.Context, repo ociserver.Repo, k kind, ref string,
+	get func(ociserver.Backend) (T, error)) (T, error) {
+	var none T
+	name, hosted, err := g.route(repo)
+	switch {
+	case err != nil:
+		return none, err
+	case !hosted:
+		return get(g.proxy)
+	}
+	v, err := get(g.hosted)
+	switch {
+	case !hostedNotFound(err):
+		return v, err
+	case g.m.hosted.fallsThrough(name):
+		v, err = get(g.proxy)
+		return v, hostedMiss(err, k, name, ref)
+	}
+	return none, hostedNotFoundError(k, name, ref, nil)
+}
+
+// Tags lists a hosted repository's tags, merged with the upstream's when
+// the name falls through: the hosted tags alone, with a warning, when the
+// upstream cannot list its own.
+func (g group) Tags(ctx context.Context, repo ociserver.Repo) ([]string, error) {
+	name, hosted, err := g.route(repo)
+	switch {
+	case err != nil:
+		return nil, err
+	case !hosted:
+		return g.proxy.Tags(ctx, repo)
+	case !g.m.hosted.fallsThrough(name):
+		return g.hosted.Tags(ctx, repo)
+	}
+	tags, err := g.hosted.Tags(ctx, repo)
+	if err != nil && !hostedNotFound(err) {
+		return nil, err
+	}
+	upstreamTags, err := g.proxy.Tags(ctx, repo)
+	switch {
+	case err == nil:
+		return append(tags, upstreamTags...), nil
+	case len(tags) == 0:
+		return nil, hostedMiss(err, kindTags, name, "")
+	case upstreamStatus(err) != http.StatusNotFound:
+		g.m.log.WarnContext(ctx, "listing hosted tags without the upstream's", "repository", name, "error", err)
+		ociserver.Warn(ctx, 199, "upstream tags unavailable; listing hosted tags only")
+	}
+	return tags, nil
+}
+
+// Referrers lists a hosted manifest's referrers, merged with the
+// upstream's when the name falls through.
+func (g group) Referrers(ctx context.Context, repo ociserver.Repo, d digest.Digest) ([]ocispec.Descriptor, error) {
+	name, hosted, err := g.route(repo)
+	switch {
+	case err != nil:
+		return nil, err
+	case !hosted:
+		return g.proxy.Referrers(ctx, repo, d)
+	}
+	descs, err := g.hosted.Referrers(ctx, repo, d)
+	if err != nil || !g.m.hosted.fallsThrough(name) {
+		return descs, err
+	}
+	upstreamDescs, err := g.proxy.Referrers(ctx, repo, d)
+	switch {
+	case err == nil:
+		for _, u := range upstreamDescs {
+			if !slices.ContainsFunc(descs, func(h ocispec.Descriptor) bool { return h.Digest == u.Digest }) {
+				descs = append(descs, u)
+			}
+		}
+	case deniesName(err):
+		// The upstream does not know the name, or the client may not
+		// read it there: the hosted referrers are the whole answer.
+	case len(descs) == 0:
+		return nil, err
+	default:
+		g.m.log.WarnContext(ctx, "listing hosted referrers without the upstream's", "repository", name, "error", err)
+		ociserver.Warn(ctx, 199, "upstream referrers unavailable; listing hosted referrers only")
+	}
+	return descs, nil
+}
+
+// Catalog lists what the inventory holds, hosted and cached; without an
+// inventory, the hosted repositories.
+func (g group) Catalog(ctx context.Context) ([]string, error) {
+	if g.m.inventory == nil {
+		return g.hosted.Catalog(ctx)
+	}
+	return g.proxy.Catalog(ctx)
+}
+
+// writer returns the backend that takes writes to repo: only hosted names do.
+func (g group) writer(repo ociserver.Repo) (ociserver.Backend, error) {
+	name, hosted, err := g.route(repo)
+	if err != nil {
+		return nil, err
+	}
+	if !hosted {
+		return nil, newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
+			truncate(name))
+	}
+	return g.hosted, nil
+}
+
+func (g group) StartUpload(ctx context.Context, repo ociserver.Repo) (string, error) {
+	b, err := g.writer(repo)
+	if err != nil {
+		return "", err
+	}
+	return b.StartUpload(ctx, repo)
+}
+
+func (g group) UploadSize(ctx context.Context, repo ociserver.Repo, id string) (int64, error) {
+	b, err := g.writer(repo)
+	if err != nil {
+		return 0, err
+	}
+	return b.UploadSize(ctx, repo, id)
+}
+
+func (g group) WriteUpload(ctx context.Context, repo ociserver.Repo, id string, offset, length int64, body io.Reader) (int64, error) {
+	b, err := g.writer(repo)
+	if err != nil {
+		return 0, err
+	}
+	return b.WriteUpload(ctx, repo, id, offset, length, body)
+}
+
+func (g group) CommitUpload(ctx context.Context, repo ociserver.Repo, id string, d digest.Digest) error {
+	b, err := g.writer(repo)
+	if err != nil {
+		return err
+	}
+	return b.CommitUpload(ctx, repo, id, d)
+}
+
+func (g group) CancelUpload(ctx context.Context, repo ociserver.Repo, id string) error {
+	b, err := g.writer(repo)
+	if err != nil {
+		return err
+	}
+	return b.CancelUpload(ctx, repo, id)
+}
+
+func (g group) MountBlob(ctx context.Context, repo ociserver.Repo, from string, d digest.Digest) (bool, error) {
+	b, err := g.writer(repo)
+	if err != nil {
+		return false, err
+	}
+	return b.MountBlob(ctx, repo, from, d)
+}
+
+func (g group) PushManifest(ctx context.Context, repo ociserver.Repo, read func() (*ociserver.PushedManifest, error)) error {
+	b, err := g.writer(repo)
+	if err != nil {
+		return err
+	}
+	return b.PushManifest(ctx, repo, read)
+}
+
+func (g group) DeleteManifest(ctx context.Context, repo ociserver.Repo, d digest.Digest) error {
+	b, err := g.writer(repo)
+	if err != nil {
+		return err
+	}
+	return b.DeleteManifest(ctx, repo, d)
+}
+
+func (g group) DeleteTag(ctx context.Context, repo ociserver.Repo, tag string) error {
+	b, err := g.writer(repo)
+	if err != nil {
+		return err
+	}
+	return b.DeleteTag(ctx, repo, tag)
+}
+
+func (g group) DeleteBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest) error {
+	b, err := g.writer(repo)
+	if err != nil {
+		return err
+	}
+	return b.DeleteBlob(ctx, repo, d)
+}
