@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
 	// dependencies all the way down).
 	"mirror/ociserver": nil,
-	"cache":  {"cache/blobstore", "internal/promreg"},
+	"cache":            {"cache/blobstore", "internal/promreg"},
 	// blobstore names what the cache needs of its blob storage; its
 	// contract suite knows only it.
 	"cache/blobstore":   nil,
