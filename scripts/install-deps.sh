@@ -6,9 +6,20 @@
 # alerting rules. Idempotent: installs nothing when all are present, and runs
 # apt-get update at most once, only when a package is not yet known to apt.
 # slapd and ldapadd, for the LDAP tests, come from install-slapd.sh.
+# versitygw, the S3 server of the cache/s3blobs tests, is built from the Go
+# module proxy into $(go env GOPATH)/bin (about a minute the first time).
 set -euo pipefail
 
 "$(dirname "$0")/install-slapd.sh"
+
+versitygw_version=v1.8.0
+versitygw="$(go env GOPATH)/bin/versitygw"
+if [[ -x $versitygw ]]; then
+	echo "install-deps: versitygw already installed at ${versitygw}"
+else
+	echo "install-deps: building versitygw ${versitygw_version} (about a minute)"
+	GOFLAGS= GOBIN="$(dirname "$versitygw")" go install "github.com/versity/versitygw/cmd/versitygw@${versitygw_version}"
+fi
 
 have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 

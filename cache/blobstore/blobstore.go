@@ -2,7 +2,7 @@
 // bytes: content-addressed objects, written to a temporary object and
 // published atomically, read from any offset, stated, removed and listed.
 // The cache's files under <dir>/blobs are today's implementation (in
-// package cache); an S3-compatible bucket is to be the next. Every
+// package cache); cache/s3blobs keeps them in an S3-compatible bucket. Every
 // implementation must pass the contract suite in cache/storagetest.
 //
 // The store keeps bytes, not meaning: it does not hash what it is given

@@ -1,0 +1,154 @@
+package s3blobs
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/s3test"
+)
+
+// Blobs are stored under <prefix>blobs/<alg>/<xx>/<hex>; Walk lists those
+// and skips every other key, and stores under two prefixes of one bucket
+// see only their own blobs.
+func TestS3KeysAndPrefixes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := s3test.Start(t)
+	opts := serverOptions(t, srv, Options{Prefix: "one"})
+	one := newTestStore(t, srv, opts)
+	opts.Prefix = "two/"
+	two := newTestStore(t, srv, opts)
+
+	d1 := put(t, one, []byte("blob of one"))
+	d2 := put(t, two, []byte("blob of two"))
+	if want := "one/blobs/sha256/" + d1.Encoded()[:2] + "/" + d1.Encoded(); one.key(d1) != want {
+		t.Fatalf("key = %s, want %s", one.key(d1), want)
+	}
+	stat := func(key string) error {
+		_, err := srv.Client(t).StatObject(ctx, opts.Bucket, key, minio.StatObjectOptions{})
+		return err
+	}
+	if err := stat(one.key(d1)); err != nil {
+		t.Fatalf("the blob is not at its key: %v", err)
+	}
+	misplaced := digest.FromString("misplaced")
+	for _, key := range []string{
+		"one/blobs/sha256/ab/not-a-digest",
+		"one/blobs/sha256/00/" + misplaced.Encoded(),
+		"one/blobs/md5/" + d1.Encoded()[:2] + "/" + d1.Encoded(),
+		"one/blobs/" + d1.Encoded(),
+		"one/elsewhere",
+	} {
+		if _, err := srv.Client(t).PutObject(ctx, opts.Bucket, key, strings.NewReader("x"), 1, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		s    *Store
+		want digest.Digest
+	}{{one, d1}, {two, d2}} {
+		var listed []digest.Digest
+		if err := tc.s.Walk(ctx, func(d digest.Digest) error { listed = append(listed, d); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(listed, []digest.Digest{tc.want}) {
+			t.Errorf("walk under %q = %v, want [%s]", tc.s.prefix, listed, tc.want)
+		}
+	}
+	if _, err := two.Stat(ctx, d1); err == nil {
+		t.Error("the store under two/ sees the blob of one/")
+	}
+}
+
+// An endpoint given as a URL works as host:port does, its scheme choosing
+// plain HTTP.
+func TestS3EndpointURL(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	s := newTestStore(t, srv, Options{Endpoint: "http://" + srv.Endpoint + "/"})
+	data := []byte("through a URL endpoint")
+	if got := readBlob(t, s, put(t, s, data)); !bytes.Equal(got, data) {
+		t.Fatalf("read %q, want %q", got, data)
+	}
+}
+
+// A File seeks from its start, its position and its end; its Stat names
+// the blob; after Close it reads no more.
+func TestS3FileSeekStatClose(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, s3test.Start(t), Options{})
+	data := []byte("0123456789abcdef")
+	d := put(t, s, data)
+	f, err := s.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Name() != d.Encoded() || fi.Size() != int64(len(data)) || fi.IsDir() || fi.ModTime().IsZero() {
+		t.Fatalf("stat = %v, %v", fi, err)
+	}
+	read4 := func() string {
+		t.Helper()
+		p := make([]byte, 4)
+		if _, err := io.ReadFull(f, p); err != nil {
+			t.Fatal(err)
+		}
+		return string(p)
+	}
+	steps := []struct {
+		offset int64
+		whence int
+		want   string
+	}{
+		{2, io.SeekStart, "2345"},
+		{2, io.SeekCurrent, "89ab"},
+		{-4, io.SeekEnd, "cdef"},
+		{-8, io.SeekCurrent, "89ab"},
+	}
+	for _, st := range steps {
+		if _, err := f.Seek(st.offset, st.whence); err != nil {
+			t.Fatal(err)
+		}
+		if got := read4(); got != st.want {
+			t.Fatalf("after seek(%d, %d) read %q, want %q", st.offset, st.whence, got, st.want)
+		}
+	}
+	if _, err := f.Seek(-1, io.SeekStart); err == nil {
+		t.Fatal("seek to -1 succeeded")
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read after close succeeded")
+	}
+}
+
+// An empty blob is stored, stated, listed and read like any other.
+func TestS3EmptyBlob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, s3test.Start(t), Options{})
+	d := put(t, s, nil)
+	if info, err := s.Stat(ctx, d); err != nil || info.Size != 0 {
+		t.Fatalf("stat = %+v, %v; want size 0", info, err)
+	}
+	if got := readBlob(t, s, d); len(got) != 0 {
+		t.Fatalf("read %d bytes of an empty blob", len(got))
+	}
+	var listed []digest.Digest
+	if err := s.Walk(ctx, func(d digest.Digest) error { listed = append(listed, d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(listed, []digest.Digest{d}) {
+		t.Fatalf("walk = %v, want [%s]", listed, d)
+	}
+}
