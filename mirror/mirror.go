@@ -227,37 +227,26 @@ func (m *Mirror) serveOutsideAPI(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// newBackend composes what the protocol server answers from: the proxy,
-// read-only, and with hosted repositories a group of both, hosted first,
-// behind the authorizer.
+// newBackend composes what the protocol server answers from: the proxy
+// behind its upstreams' allow, deny and exposure policies, read-only, and
+// with hosted repositories a group of both, hosted first, behind the
+// authorizer.
 func (m *Mirror) newBackend() ociserver.Backend {
-	proxied := readOnly{proxy{m}}
+	proxied := readOnly{pullPolicy{
+		Reader: pullPolicy{Reader: proxy{m}, check: m.checkExposure},
+		check:  m.checkAllowed,
+	}}
 	if m.hosted == nil {
 		return proxied
 	}
 	return authorizer{Backend: group{m: m, hosted: hostedBackend{m}, proxy: proxied}, m: m}
 }
 
-// remoteFor routes a request to its upstream registry.
-func (m *Mirror) remoteFor(ctx context.Context, repo ociserver.Repo, k kind) (*Remote, target, error) {
-	t, err := resolveTarget(repo.Name, repo.NS, m.defaultHost)
-	if err != nil {
-		return nil, target{}, err
-	}
-	rem, err := m.remote(t.host)
-	if err != nil {
-		return nil, target{}, err
-	}
-	noteUpstream(ctx, t.host)
-	noteRepository(ctx, t.path)
-	if !rem.permits(t.path) {
-		return nil, target{}, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
-			t.host, truncate(t.path), t.host)
-	}
-	if err := m.checkExposed(ctx, rem, t, k); err != nil {
-		return nil, target{}, err
-	}
-	return rem, t, nil
+// remoteFor routes a pull to its upstream registry; the policies in
+// front of the proxy have checked it.
+func (m *Mirror) remoteFor(ctx context.Context, repo ociserver.Repo) (*Remote, target, error) {
+	_, rt, err := m.routeOf(ctx, repo)
+	return rt.rem, rt.t, err
 }
 
 func (r *Remote) tagTTL() time.Duration {

@@ -18,7 +18,7 @@ type proxy struct{ m *Mirror }
 var _ ociserver.Reader = proxy{}
 
 func (p proxy) GetManifest(ctx context.Context, repo ociserver.Repo, ref string) (*ociserver.Manifest, error) {
-	rem, t, err := p.m.remoteFor(ctx, repo, kindManifest)
+	rem, t, err := p.m.remoteFor(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (p proxy) GetManifest(ctx context.Context, repo ociserver.Repo, ref string)
 }
 
 func (p proxy) GetBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest, offset int64) (*ociserver.Blob, error) {
-	rem, t, err := p.m.remoteFor(ctx, repo, kindBlob)
+	rem, t, err := p.m.remoteFor(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (p proxy) Tags(ctx context.Context, repo ociserver.Repo) ([]string, error) 
 }
 
 func (p proxy) Referrers(ctx context.Context, repo ociserver.Repo, d digest.Digest) ([]ocispec.Descriptor, error) {
-	rem, t, err := p.m.remoteFor(ctx, repo, kindReferrers)
+	rem, t, err := p.m.remoteFor(ctx, repo)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 // upstream cannot answer, it lists the tags the cache holds, with a
 // warning, rather than fail a client that only browses.
 func (m *Mirror) proxiedTags(ctx context.Context, repo ociserver.Repo) ([]string, error) {
-	rem, t, err := m.remoteFor(ctx, repo, kindTags)
+	rem, t, err := m.remoteFor(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
