@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 // Reading by digest, and why it needs links.
@@ -97,22 +99,15 @@ const confirmTimeout = 30 * time.Minute
 // digest share one download.
 func (m *Mirror) confirmBlob(ctx context.Context, rem *Remote, t target, d digest.Digest) error {
 	key := "confirm:" + t.cacheKey() + "@" + d.String()
-	ch := m.confirms.DoChan(key, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
-		defer cancel()
+	_, _, err := m.confirms.Do(ctx, key, confirmTimeout, func(ctx context.Context, _ *fill.Fill[struct{}]) (struct{}, error) {
 		err := m.hashUpstreamBlob(ctx, rem, t, d)
 		m.metrics.confirmations.WithLabelValues(rem.Host, confirmationResult(err)).Inc()
 		if err != nil {
-			return nil, err
+			return struct{}{}, err
 		}
-		return nil, m.cache.Link(ctx, t.cacheKey(), d)
+		return struct{}{}, m.cache.Link(ctx, t.cacheKey(), d)
 	})
-	select {
-	case res := <-ch:
-		return res.Err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return err
 }
 
 // hashUpstreamBlob reads blob d from t's upstream and checks that it hashes

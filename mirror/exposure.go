@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 // Visibility tells what an upstream serves without credentials. The mirror
@@ -37,7 +37,7 @@ const maxVisibility = 10000
 type visibilityCache struct {
 	mu      sync.Mutex
 	answers map[string]visibilityAnswer // by cache key, "<host>/<path>"
-	asking  singleflight.Group
+	asking  fill.Group[string, bool]
 }
 
 type visibilityAnswer struct {
@@ -113,26 +113,16 @@ func (m *Mirror) visibility(ctx context.Context, rem *Remote, t target) (bool, e
 		}
 		return false, err
 	}
-	ch := m.exposure.asking.DoChan(key, func() (any, error) {
-		askCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.fillTimeout)
-		defer cancel()
-		public, err := rem.Visibility.Public(askCtx, t.path)
+	public, _, err := m.exposure.asking.Do(ctx, key, m.fillTimeout, func(ctx context.Context, _ *fill.Fill[bool]) (bool, error) {
+		public, err := rem.Visibility.Public(ctx, t.path)
 		if err != nil {
 			return false, err
 		}
 		m.exposure.put(key, visibilityAnswer{public: public, at: m.now()}, m.now())
 		return public, nil
 	})
-	select {
-	case res := <-ch:
-		if res.Err != nil && ok {
-			return known.public, nil // stale, but the upstream's last word
-		}
-		if res.Err != nil {
-			return false, res.Err
-		}
-		return res.Val.(bool), nil
-	case <-ctx.Done():
-		return false, ctx.Err()
+	if err != nil && ok && ctx.Err() == nil {
+		return known.public, nil // stale, but the upstream's last word
 	}
+	return public, err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/internal/fill"
 	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
@@ -221,29 +222,14 @@ func (m *Mirror) cachedManifest(ctx context.Context, t target, d digest.Digest) 
 	return manifest{Digest: d, MediaType: mediaType, Data: data}, nil
 }
 
-// coalesce runs fill once for all concurrent callers with the same key and
-// reports whether this caller waited on another's fill. The fill is detached
-// from the caller that started it, so that caller hanging up does not fail
-// the others; each caller still stops waiting when its own context ends.
-func (m *Mirror) coalesce(ctx context.Context, key string, fill func(context.Context) (manifest, error)) (mf manifest, joined bool, err error) {
-	led := false // only the leader's closure runs, so only the leader sees true
-	ch := m.manifestFills.DoChan(key, func() (any, error) {
-		led = true
-		// The fill is shared: it must decide nothing with the rights of the
-		// client that happened to start it.
-		fillCtx, cancel := context.WithTimeout(withoutClient(context.WithoutCancel(ctx)), m.fillTimeout)
-		defer cancel()
-		return fill(fillCtx)
+// coalesce runs run once for all concurrent callers with the same key
+// and reports whether this caller waited on another's run (see
+// internal/fill: the run is detached from the caller that started it, and
+// from its rights).
+func (m *Mirror) coalesce(ctx context.Context, key string, run func(context.Context) (manifest, error)) (mf manifest, joined bool, err error) {
+	return m.manifestFills.Do(ctx, key, m.fillTimeout, func(ctx context.Context, _ *fill.Fill[manifest]) (manifest, error) {
+		return run(ctx)
 	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return manifest{}, !led, res.Err
-		}
-		return res.Val.(manifest), !led, nil
-	case <-ctx.Done():
-		return manifest{}, false, ctx.Err()
-	}
 }
 
 func missOrCoalesced(shared bool) string {

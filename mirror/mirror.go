@@ -11,8 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"golang.org/x/sync/singleflight"
-
+	"github.com/regmirror/regmirror/internal/fill"
 	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
@@ -122,10 +121,11 @@ type Mirror struct {
 	fillTimeout time.Duration
 	metrics     *metrics
 	recent      pullLog // the latest pulls, for RecentPulls
-	// manifestFills coalesces concurrent upstream lookups of one manifest or tag.
-	manifestFills singleflight.Group
+	// manifestFills coalesces concurrent upstream lookups of one manifest,
+	// tag or referrers listing; its fills run without the client's rights.
+	manifestFills fill.Group[string, manifest]
 	// confirms coalesces downloads that prove an upstream has a blob.
-	confirms singleflight.Group
+	confirms fill.Group[string, struct{}]
 	handler  http.Handler
 	server   *ociserver.Server // the distribution API over the composed backend
 	hosted   *hostedRepos      // nil without Options.Hosted
@@ -170,6 +170,9 @@ func New(opts Options) (*Mirror, error) {
 		m.fillTimeout = 2 * time.Minute
 	}
 	m.misses = newMissLimiter(opts.MissLimits, m.now)
+	m.manifestFills.Detach = func(ctx context.Context) context.Context {
+		return withoutClient(context.WithoutCancel(ctx))
+	}
 	var err error
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)

@@ -23,7 +23,7 @@ var packagePaths = map[string]string{
 	"registryhost": "internal/registryhost", "notify": "internal/notify",
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
-	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver",
+	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver", "fill": "internal/fill",
 	"s3blobs": "cache/s3blobs", "s3test": "internal/s3test",
 }
 

@@ -20,7 +20,9 @@ const module = "github.com/regmirror/regmirror/"
 
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
-	"mirror": {"internal/promreg", "internal/registryhost", "internal/repoglob", "mirror/ociserver"},
+	"mirror": {"internal/fill", "internal/promreg", "internal/registryhost", "internal/repoglob", "mirror/ociserver"},
+	// fill is the one way upstream fills are coalesced.
+	"internal/fill": nil,
 	// ociserver is the protocol over one Backend interface: no cache, no
 	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
 	// dependencies all the way down).
