@@ -31,7 +31,7 @@ var packagePaths = map[string]string{
 var codeSpan = regexp.MustCompile("`([^`]+)`")
 
 // qualified is pkg.Name or pkg.Type.Method.
-var qualified = regexp.MustCompile(`^([a-z]+)\.([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$`)
+var qualified = regexp.MustCompile(`^([a-z][a-z0-9]*)\.([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$`)
 
 // Every package path and every pkg.Name or pkg.Type.Method the page names
 // exists, so the page cannot drift from the code unnoticed.
