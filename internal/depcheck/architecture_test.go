@@ -24,7 +24,7 @@ var packagePaths = map[string]string{
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
 	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver",
-	"s3blobs": "cache/s3blobs", "s3test": "internal/s3test",
+	"s3blobs": "cache/s3blobs", "s3lease": "cache/s3lease", "s3test": "internal/s3test",
 }
 
 // codeSpan is a `code` span of the page.
