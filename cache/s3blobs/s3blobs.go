@@ -110,9 +110,38 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// NewClient makes the S3 client New would make for opts, without reaching
+// the server: for whatever else shares the bucket (leases, for one) with
+// the same endpoint, credentials, transport and retries. Only the fields
+// that say how to reach the bucket are read; Prefix, SpoolDir, PartSize
+// and Logger are not. Its error names the endpoint and the bucket, never
+// the credentials.
+func NewClient(opts Options) (*minio.Client, error) {
+	client, where, err := newClient(opts)
+	if err != nil {
+		return nil, fmt.Errorf("s3blobs: %s: %w", where, err)
+	}
+	return client, nil
+}
+
 // newStore makes the Store and its client, and describes where it points
 // for errors: "bucket B at HOST".
 func newStore(opts Options) (*Store, string, error) {
+	client, where, err := newClient(opts)
+	if err != nil {
+		return nil, where, err
+	}
+	spool := opts.SpoolDir
+	if spool == "" {
+		spool = os.TempDir()
+	}
+	return &Store{client: client, bucket: opts.Bucket, prefix: normalPrefix(opts.Prefix), spoolDir: spool,
+		partSize: opts.PartSize}, where, nil
+}
+
+// newClient makes the client of opts' bucket, and describes where it
+// points for errors: "bucket B at HOST".
+func newClient(opts Options) (*minio.Client, string, error) {
 	host, secure, err := parseEndpoint(opts.Endpoint, opts.DisableTLS)
 	where := fmt.Sprintf("bucket %q at %s", opts.Bucket, host)
 	if host == "" {
@@ -136,12 +165,7 @@ func newStore(opts Options) (*Store, string, error) {
 	if err != nil {
 		return nil, where, err
 	}
-	spool := opts.SpoolDir
-	if spool == "" {
-		spool = os.TempDir()
-	}
-	return &Store{client: client, bucket: opts.Bucket, prefix: normalPrefix(opts.Prefix), spoolDir: spool,
-		partSize: opts.PartSize}, where, nil
+	return client, where, nil
 }
 
 // parseEndpoint splits an endpoint into minio's host:port and whether to

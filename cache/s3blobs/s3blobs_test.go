@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/blobstore"
@@ -162,4 +163,30 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// NewClient reaches the bucket New would, and refuses options New would
+// refuse before reaching the server, without quoting the secret.
+func TestS3NewClient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := s3test.Start(t)
+	opts := serverOptions(t, srv, Options{Prefix: "replica"})
+	s := newTestStore(t, srv, opts)
+	data, _ := randomBlob(t, 1<<10)
+	d := put(t, s, data)
+	client, err := NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.StatObject(ctx, opts.Bucket, s.key(d), minio.StatObjectOptions{}); err != nil {
+		t.Fatalf("the client does not see the store's blob: %v", err)
+	}
+
+	bad := opts
+	bad.Endpoint = "http://" + srv.AccessKey + ":" + srv.SecretKey + "@" + srv.Endpoint
+	_, err = NewClient(bad)
+	if err == nil || !strings.Contains(err.Error(), `bucket "`+opts.Bucket+`"`) || strings.Contains(err.Error(), srv.SecretKey) {
+		t.Fatalf("NewClient of an endpoint with credentials: %v, want an error naming the bucket, not the secret", err)
+	}
 }

@@ -24,14 +24,14 @@ var packagePaths = map[string]string{
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
 	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver", "fill": "internal/fill",
-	"s3blobs": "cache/s3blobs", "s3test": "internal/s3test",
+	"s3blobs": "cache/s3blobs", "s3lease": "cache/s3lease", "s3test": "internal/s3test",
 }
 
 // codeSpan is a `code` span of the page.
 var codeSpan = regexp.MustCompile("`([^`]+)`")
 
 // qualified is pkg.Name or pkg.Type.Method.
-var qualified = regexp.MustCompile(`^([a-z]+)\.([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$`)
+var qualified = regexp.MustCompile(`^([a-z][a-z0-9]*)\.([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$`)
 
 // Every package path and every pkg.Name or pkg.Type.Method the page names
 // exists, so the page cannot drift from the code unnoticed.

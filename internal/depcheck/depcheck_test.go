@@ -33,9 +33,12 @@ var allowed = map[string][]string{
 	"cache/blobstore":   nil,
 	"cache/storagetest": {"cache/blobstore"},
 	"cache/s3blobs":     {"cache/blobstore"},
-	"eviction":          {"internal/repoglob"},
-	"credentials":       {"internal/registryhost"},
-	"upstream":          {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
+	// Leases share the bucket with the blobs; the blob store's
+	// s3blobs.NewClient makes their client, outside the package.
+	"cache/s3lease": nil,
+	"eviction":      {"internal/repoglob"},
+	"credentials":   {"internal/registryhost"},
+	"upstream":      {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
 	// ldapauth is an LDAP client and nothing else: cmd/regmirror hands
 	// it to mirror, which knows it only as a mirror.Directory.
 	"internal/ldapauth": nil,
