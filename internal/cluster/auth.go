@@ -81,8 +81,8 @@ type AuthConfig struct {
 }
 
 // Authenticator signs peer requests and verifies them: an HMAC-SHA256
-// over the method, the path and query, the Range and Accept headers, a
-// timestamp and a nonce. It is safe for concurrent use.
+// over the method, the host, the path and query, the Range and Accept
+// headers, a timestamp and a nonce. It is safe for concurrent use.
 type Authenticator struct {
 	secrets atomic.Pointer[Secrets]
 	nonces  *nonceCache
@@ -140,11 +140,17 @@ func (a *Authenticator) signAt(req *http.Request, at time.Time) error {
 }
 
 // signature is the HMAC of what a peer request asks for: everything the
-// owner acts on.
+// owner acts on, and the peer it is addressed to, so that a request seen
+// on the wire cannot be played once more to each of the other replicas.
 func signature(secret []byte, req *http.Request, ts, nonce string) []byte {
+	host := req.Host // as a server reads it; a client's is in the URL
+	if host == "" {
+		host = req.URL.Host
+	}
 	m := hmac.New(sha256.New, secret)
 	for _, part := range []string{
 		req.Method,
+		host,
 		req.URL.EscapedPath() + "?" + req.URL.RawQuery,
 		strings.Join(req.Header.Values("Range"), ","),
 		strings.Join(req.Header.Values("Accept"), ","),

@@ -117,6 +117,11 @@ func TestVerifyRefusesUnsignedAndAltered(t *testing.T) {
 			r.URL.Path = strings.Replace(r.URL.Path, "library/node", "library/rust", 1)
 			return r
 		},
+		"another host": func() *http.Request {
+			r := signed(t, a, blobRequest(http.MethodGet))
+			r.Host = "10.0.0.9:5000"
+			return r
+		},
 		"query added": func() *http.Request {
 			r := signed(t, a, blobRequest(http.MethodGet))
 			r.URL.RawQuery = "ns=evil.example"

@@ -49,7 +49,8 @@ type ForwarderConfig struct {
 	HeaderTimeout time.Duration
 	// Transport sends the requests; nil means a clone of
 	// http.DefaultTransport that ignores proxy settings, since peers talk
-	// directly.
+	// directly, and asks for no compression, which would change the
+	// length and the Range offsets of what the owner sends.
 	Transport http.RoundTripper
 }
 
@@ -71,6 +72,7 @@ func NewForwarder(peers *Peers, auth *Authenticator, cfg ForwarderConfig) *Forwa
 	if cfg.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.Proxy = nil
+		t.DisableCompression = true
 		cfg.Transport = t
 	}
 	client := &http.Client{

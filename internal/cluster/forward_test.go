@@ -182,6 +182,9 @@ func TestForwardStreamsFromTheOwner(t *testing.T) {
 	if seen.Get("Authorization") != "" || seen.Get("Cookie") != "" {
 		t.Errorf("the owner received the client's credentials: %v", seen)
 	}
+	if got := seen.Get("Accept-Encoding"); got != "" {
+		t.Errorf("asked for %s: a compressed body would not match the digest's length and ranges", got)
+	}
 	if got := seen.Get("Regmirror-Forwarded-By"); got != from.url {
 		t.Errorf("forwarded by %q; want %q", got, from.url)
 	}
