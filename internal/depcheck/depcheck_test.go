@@ -45,6 +45,9 @@ var allowed = map[string][]string{
 	"internal/repoglob": nil,
 	// s3test runs versitygw for tests and knows nothing of the project.
 	"internal/s3test": nil,
+	// cluster is the peer layer of replicas sharing a bucket (membership,
+	// ownership, the signed channel, forwarding); cmd/regmirror wires it.
+	"internal/cluster": nil,
 	// notify sends webhooks; cmd/regmirror adapts the mirror's events and
 	// the upstreams' and eviction's hooks to it.
 	"internal/notify": {"internal/promreg"},
