@@ -6,7 +6,9 @@
 // internal/admin (the cache operations and the admin socket) sits on
 // cache, eviction and mirror; internal/statuspage on admin and the
 // snapshots of mirror and upstream; neither reaches back up to cmd.
-// It also keeps one glob dialect: only internal/repoglob calls path.Match.
+// The cache reaches its index rows through cache/index, and only
+// cache/index/badgerindex imports Badger. It also keeps one glob dialect:
+// only internal/repoglob calls path.Match.
 package depcheck
 
 import (
@@ -21,14 +23,19 @@ const module = "github.com/regmirror/regmirror/"
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
 	"mirror": {"internal/promreg", "internal/registryhost", "internal/repoglob"},
-	"cache":  {"cache/blobstore", "internal/promreg"},
+	"cache":  {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/promreg"},
 	// blobstore names what the cache needs of its blob storage; its
 	// contract suite knows only it.
 	"cache/blobstore":   nil,
 	"cache/storagetest": {"cache/blobstore"},
-	"eviction":          {"internal/repoglob"},
-	"credentials":       {"internal/registryhost"},
-	"upstream":          {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
+	// index names what the cache needs of its index rows; its contract
+	// suite and its Badger implementation know only it.
+	"cache/index":             nil,
+	"cache/index/indextest":   {"cache/index"},
+	"cache/index/badgerindex": {"cache/index"},
+	"eviction":                {"internal/repoglob"},
+	"credentials":             {"internal/registryhost"},
+	"upstream":                {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
 	// ldapauth is an LDAP client and nothing else: cmd/regmirror hands
 	// it to mirror, which knows it only as a mirror.Directory.
 	"internal/ldapauth": nil,
