@@ -23,7 +23,8 @@ var packagePaths = map[string]string{
 	"registryhost": "internal/registryhost", "notify": "internal/notify",
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
-	"storagetest": "cache/storagetest",
+	"storagetest": "cache/storagetest", "index": "cache/index",
+	"badgerindex": "cache/index/badgerindex", "indextest": "cache/index/indextest",
 }
 
 // codeSpan is a `code` span of the page.
