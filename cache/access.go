@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // accessBatch collects what the read path learns, last access times and
@@ -130,7 +131,7 @@ func (s *Store) writeAccess(ctx context.Context, snap accessSnapshot) error {
 	for len(digests) > 0 {
 		chunk := digests[:min(flushChunk, len(digests))]
 		digests = digests[len(chunk):]
-		if err := s.update(ctx, func(txn *badger.Txn) error { return touchBlobs(txn, chunk, touched) }); err != nil {
+		if err := s.db.Update(ctx, func(txn index.Txn) error { return touchBlobs(txn, chunk, touched) }); err != nil {
 			return err
 		}
 	}
@@ -138,7 +139,7 @@ func (s *Store) writeAccess(ctx context.Context, snap accessSnapshot) error {
 	for len(manifests) > 0 {
 		chunk := manifests[:min(flushChunk, len(manifests))]
 		manifests = manifests[len(chunk):]
-		if err := s.update(ctx, func(txn *badger.Txn) error { return touchManifests(txn, chunk, snap.manifests) }); err != nil {
+		if err := s.db.Update(ctx, func(txn index.Txn) error { return touchManifests(txn, chunk, snap.manifests) }); err != nil {
 			return err
 		}
 	}
@@ -147,7 +148,7 @@ func (s *Store) writeAccess(ctx context.Context, snap accessSnapshot) error {
 	for len(pending) > 0 {
 		chunk := pending[:min(flushChunk, len(pending))]
 		pending = pending[len(chunk):]
-		if err := s.update(ctx, func(txn *badger.Txn) error { return addReferences(txn, chunk) }); err != nil {
+		if err := s.db.Update(ctx, func(txn index.Txn) error { return addReferences(txn, chunk) }); err != nil {
 			return err
 		}
 	}
@@ -155,7 +156,7 @@ func (s *Store) writeAccess(ctx context.Context, snap accessSnapshot) error {
 }
 
 // touchBlobs moves the last access time of each indexed blob forward.
-func touchBlobs(txn *badger.Txn, digests []digest.Digest, at map[digest.Digest]time.Time) error {
+func touchBlobs(txn index.Txn, digests []digest.Digest, at map[digest.Digest]time.Time) error {
 	for _, d := range digests {
 		v, err := getValue(txn, blobKey(d))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -180,14 +181,14 @@ func touchBlobs(txn *badger.Txn, digests []digest.Digest, at map[digest.Digest]t
 }
 
 // touchManifests records the last access time of each indexed manifest.
-func touchManifests(txn *badger.Txn, digests []digest.Digest, at map[digest.Digest]time.Time) error {
+func touchManifests(txn index.Txn, digests []digest.Digest, at map[digest.Digest]time.Time) error {
 	for _, d := range digests {
-		_, err := txn.Get(manifestKey(d))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			continue // pruned since it was read
-		}
+		found, err := txn.Has(manifestKey(d))
 		if err != nil {
 			return err
+		}
+		if !found {
+			continue // pruned since it was read
 		}
 		if err := txn.Set(manifestAccessKey(d), appendTime(nil, at[d])); err != nil {
 			return err
@@ -197,16 +198,16 @@ func touchManifests(txn *badger.Txn, digests []digest.Digest, at map[digest.Dige
 }
 
 // addReferences records references whose content is still indexed.
-func addReferences(txn *badger.Txn, refs []reference) error {
+func addReferences(txn index.Txn, refs []reference) error {
 	for _, ref := range refs {
-		_, err := txn.Get(contentKey(ref.kind, ref.d))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			continue
-		}
+		found, err := txn.Has(contentKey(ref.kind, ref.d))
 		if err != nil {
 			return err
 		}
-		if _, err := txn.Get(usedByKey(ref.d, ref.repo)); err == nil {
+		if !found {
+			continue
+		}
+		if known, err := txn.Has(usedByKey(ref.d, ref.repo)); known && err == nil {
 			continue // already known: skip the write
 		}
 		if err := setReference(txn, ref.repo, ref.d, ref.kind); err != nil {

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // BenchmarkEvict100k measures what an eviction pass costs the cache with
@@ -65,7 +66,7 @@ func populate(b *testing.B, s *Store, n int) {
 	}
 	for start := 0; start < n; start += flushChunk {
 		chunk := ds[start:min(start+flushChunk, n)]
-		err := s.update(context.Background(), func(txn *badger.Txn) error {
+		err := s.db.Update(context.Background(), func(txn index.Txn) error {
 			for j, d := range chunk {
 				at := base.Add(time.Duration((start+j)*7919%n) * time.Second) // shuffled access order
 				row := blobRow{Size: 8, Created: base, LastAccess: at}

@@ -7,10 +7,10 @@ import (
 	"io"
 	"io/fs"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/blobstore"
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // ReadBlob opens the cached blob d for reading from offset and returns its
@@ -305,16 +305,11 @@ func checkFile(f blobstore.File, size, offset int64) error {
 }
 
 func (s *Store) blobRow(ctx context.Context, d digest.Digest) (blobRow, error) {
-	var row blobRow
-	err := s.view(ctx, func(txn *badger.Txn) error {
-		v, err := getValue(txn, blobKey(d))
-		if err != nil {
-			return err
-		}
-		row, err = unmarshalBlobRow(v)
-		return err
-	})
-	return row, err
+	v, err := readValue(ctx, s.db, blobKey(d))
+	if err != nil {
+		return blobRow{}, err
+	}
+	return unmarshalBlobRow(v)
 }
 
 func (s *Store) hasBlob(ctx context.Context, d digest.Digest) (bool, error) {
@@ -337,7 +332,7 @@ func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, 
 func (s *Store) dropRow(ctx context.Context, d digest.Digest, seen blobRow, reason string) (bool, error) {
 	s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
 	var dropped bool
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		dropped = false
 		v, err := getValue(txn, blobKey(d))
 		if errors.Is(err, fs.ErrNotExist) {

@@ -25,7 +25,9 @@
 // The blob bytes go through a blobstore.Interface: fileBlobs, the files
 // under <dir>/blobs with temp files in <dir>/tmp, is the one there is, and
 // it hands out *os.File for sendfile. It passes the contract suite in
-// cache/storagetest, as any other must. The index rows are not behind an
-// interface: Badger stays inside this package, and absent content is
-// reported with errors wrapping fs.ErrNotExist.
+// cache/storagetest, as any other must. The index rows go through an
+// index.DB, whose keys and row encodings this package owns (index.go):
+// Badger, in <dir>/index, opened by cache/index/badgerindex, is the one
+// there is, and it passes the contract suite in cache/index/indextest.
+// Absent content is reported with errors wrapping fs.ErrNotExist.
 package cache

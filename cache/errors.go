@@ -1,10 +1,19 @@
 package cache
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/regmirror/regmirror/cache/index"
+)
 
 var (
 	// ErrLocked means another process holds the data directory.
 	ErrLocked = errors.New("in use by another regmirror process")
+
+	// ErrIndexDamaged means the index's files are torn or corrupt. The cache
+	// refuses to open rather than guess: the index also holds the manifests
+	// and tags of hosted repositories, which no blob file can bring back.
+	ErrIndexDamaged = index.ErrDamaged
 
 	// ErrClosed is returned by a Store, and by the readers of its downloads,
 	// once Close has been called.

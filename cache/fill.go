@@ -11,10 +11,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/blobstore"
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // copyBufferSize is the chunk in which a download is written and published
@@ -179,7 +179,7 @@ func (s *Store) publish(ctx context.Context, d digest.Digest, w blobstore.Writer
 
 // commitBlob indexes a blob file and the repository that asked for it.
 func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, repo string) error {
-	return s.indexBlob(ctx, d, size, func(txn *badger.Txn) error {
+	return s.indexBlob(ctx, d, size, func(txn index.Txn) error {
 		return setReference(txn, repo, d, kindBlob)
 	})
 }
@@ -187,10 +187,10 @@ func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, rep
 // indexBlob adds the row of the blob file d, unless it has one already,
 // and runs attach (which records who uses the blob) in the same
 // transaction. A new row grows the usage the evictor watches.
-func (s *Store) indexBlob(ctx context.Context, d digest.Digest, size int64, attach func(*badger.Txn) error) error {
+func (s *Store) indexBlob(ctx context.Context, d digest.Digest, size int64, attach func(index.Txn) error) error {
 	now := s.now()
 	var added bool
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		_, err := getValue(txn, blobKey(d))
 		switch added = errors.Is(err, fs.ErrNotExist); {
 		case added:

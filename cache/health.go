@@ -25,7 +25,7 @@ func (s *Store) indexOpen() error {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
-	if closed || s.db.IsClosed() {
+	if closed {
 		return fmt.Errorf("index: %w", ErrClosed)
 	}
 	return nil

@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 const testRepo = "docker.io/library/node"
@@ -187,9 +188,9 @@ func repositoriesUsing(t testing.TB, s *Store, d digest.Digest) []string {
 	t.Helper()
 	prefix := prefixUsedBy + string(d) + fieldSep
 	var repos []string
-	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(context.Background(), txn, prefix, false, func(item *badger.Item) error {
-			repos = append(repos, strings.TrimPrefix(string(item.Key()), prefix))
+	err := s.db.View(context.Background(), func(txn index.Reader) error {
+		return txn.ScanKeys(context.Background(), []byte(prefix), func(kv index.Row) error {
+			repos = append(repos, strings.TrimPrefix(string(kv.Key), prefix))
 			return nil
 		})
 	})

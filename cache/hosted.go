@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,9 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // Hosted repositories share the store's blob tree and index with the cached
@@ -136,7 +138,7 @@ func (h *Hosted) StatBlob(ctx context.Context, name string, d digest.Digest) (in
 		return 0, fmt.Errorf("stat hosted blob: %w", err)
 	}
 	var size int64
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.View(ctx, func(txn index.Reader) error {
 		if err := requireLink(txn, name, d, kindBlob); err != nil {
 			return err
 		}
@@ -167,7 +169,7 @@ func (h *Hosted) LinkBlob(ctx context.Context, name string, d digest.Digest) (in
 		return 0, fmt.Errorf("link blob: %w", err)
 	}
 	var size int64
-	err := h.s.update(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.Update(ctx, func(txn index.Txn) error {
 		row, err := readBlobRow(txn, d)
 		if err != nil {
 			return err
@@ -226,7 +228,7 @@ func (h *Hosted) putManifest(ctx context.Context, name string, desc ocispec.Desc
 	now := h.s.now()
 	var added bool
 	var tagged int64
-	err = h.s.update(ctx, func(txn *badger.Txn) error {
+	err = h.s.db.Update(ctx, func(txn index.Txn) error {
 		if err := requireReferences(txn, name, refs); err != nil {
 			return err
 		}
@@ -295,28 +297,28 @@ func checkManifest(name string, d digest.Digest, data []byte, refs []digest.Dige
 
 // requireReferences checks that the repository holds every one of refs,
 // or fails with a *MissingContentError.
-func requireReferences(txn *badger.Txn, name string, refs []digest.Digest) error {
+func requireReferences(txn index.Reader, name string, refs []digest.Digest) error {
 	for _, d := range refs {
-		_, err := txn.Get(repoRefKey(hostedKey(name), d))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return &MissingContentError{Digest: d}
-		}
+		found, err := txn.Has(repoRefKey(hostedKey(name), d))
 		if err != nil {
 			return err
+		}
+		if !found {
+			return &MissingContentError{Digest: d}
 		}
 	}
 	return nil
 }
 
 // storedKind says whether the store has d as a manifest or as a blob.
-func storedKind(txn *badger.Txn, d digest.Digest) (contentKind, error) {
+func storedKind(txn index.Reader, d digest.Digest) (contentKind, error) {
 	for _, kind := range []contentKind{kindManifest, kindBlob} {
-		_, err := txn.Get(contentKey(kind, d))
-		if err == nil {
-			return kind, nil
-		}
-		if !errors.Is(err, badger.ErrKeyNotFound) {
+		found, err := txn.Has(contentKey(kind, d))
+		if err != nil {
 			return 0, err
+		}
+		if found {
+			return kind, nil
 		}
 	}
 	return 0, fs.ErrNotExist
@@ -328,7 +330,7 @@ func (h *Hosted) Manifest(ctx context.Context, name string, d digest.Digest) (me
 		return "", nil, fmt.Errorf("read hosted manifest: %w", err)
 	}
 	var row manifestRow
-	err = h.s.view(ctx, func(txn *badger.Txn) error {
+	err = h.s.db.View(ctx, func(txn index.Reader) error {
 		if err := requireLink(txn, name, d, kindManifest); err != nil {
 			return err
 		}
@@ -353,7 +355,7 @@ func (h *Hosted) DeleteManifest(ctx context.Context, name string, d digest.Diges
 		return fmt.Errorf("delete hosted manifest: %w", err)
 	}
 	var untagged int
-	orphan, err := h.unlink(ctx, name, d, kindManifest, func(txn *badger.Txn) error {
+	orphan, err := h.unlink(ctx, name, d, kindManifest, func(txn index.Txn) error {
 		var err error
 		if untagged, err = deleteHostedTagsTo(ctx, txn, name, d); err != nil {
 			return err
@@ -377,15 +379,11 @@ func (h *Hosted) Tag(ctx context.Context, name, tag string) (digest.Digest, erro
 	if err := checkTag(hostedKey(name), tag); err != nil {
 		return "", fmt.Errorf("read hosted tag: %w", err)
 	}
+	v, err := readValue(ctx, h.s.db, tagKey(hostedKey(name), tag))
 	var row tagRow
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
-		v, err := getValue(txn, tagKey(hostedKey(name), tag))
-		if err != nil {
-			return err
-		}
+	if err == nil {
 		row, err = unmarshalTagRow(v)
-		return err
-	})
+	}
 	if err != nil {
 		return "", fmt.Errorf("read hosted tag %s:%s: %w", name, tag, err)
 	}
@@ -399,9 +397,9 @@ func (h *Hosted) Tags(ctx context.Context, name string) ([]string, error) {
 	}
 	prefix := string(tagKey(hostedKey(name), ""))
 	var tags []string
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefix, false, func(item *badger.Item) error {
-			tags = append(tags, string(item.Key()[len(prefix):]))
+	err := h.s.db.View(ctx, func(txn index.Reader) error {
+		return txn.ScanKeys(ctx, []byte(prefix), func(kv index.Row) error {
+			tags = append(tags, string(kv.Key[len(prefix):]))
 			return nil
 		})
 	})
@@ -416,7 +414,7 @@ func (h *Hosted) DeleteTag(ctx context.Context, name, tag string) error {
 	if err := checkTag(hostedKey(name), tag); err != nil {
 		return fmt.Errorf("delete hosted tag: %w", err)
 	}
-	err := h.s.update(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.Update(ctx, func(txn index.Txn) error {
 		if _, err := getValue(txn, tagKey(hostedKey(name), tag)); err != nil {
 			return err
 		}
@@ -437,13 +435,11 @@ func (h *Hosted) Referrers(ctx context.Context, name string, subject digest.Dige
 	}
 	prefix := prefixReferrer + hostedKey(name) + fieldSep + string(subject) + fieldSep
 	var descs []ocispec.Descriptor
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefix, true, func(item *badger.Item) error {
-			return item.Value(func(v []byte) error {
-				desc, err := unmarshalReferrer(v)
-				descs = append(descs, desc)
-				return err
-			})
+	err := h.s.db.View(ctx, func(txn index.Reader) error {
+		return txn.Scan(ctx, []byte(prefix), func(kv index.Row) error {
+			desc, err := unmarshalReferrer(kv.Value)
+			descs = append(descs, desc)
+			return err
 		})
 	})
 	if err != nil {
@@ -458,9 +454,9 @@ func (h *Hosted) HasRepository(ctx context.Context, name string) (bool, error) {
 		return false, fmt.Errorf("hosted repository: %w", err)
 	}
 	var found bool
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.View(ctx, func(txn index.Reader) error {
 		var err error
-		found, err = hasPrefix(txn, prefixRepoRef+hostedKey(name)+fieldSep)
+		found, err = hasPrefix(ctx, txn, prefixRepoRef+hostedKey(name)+fieldSep)
 		return err
 	})
 	if err != nil {
@@ -474,9 +470,9 @@ func (h *Hosted) HasRepository(ctx context.Context, name string) (bool, error) {
 func (h *Hosted) Repositories(ctx context.Context) ([]string, error) {
 	prefix := prefixRepoRef + hostedPrefix
 	var names []string
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefix, false, func(item *badger.Item) error {
-			name, _, _ := strings.Cut(string(item.Key()[len(prefix):]), fieldSep)
+	err := h.s.db.View(ctx, func(txn index.Reader) error {
+		return txn.ScanKeys(ctx, []byte(prefix), func(kv index.Row) error {
+			name, _, _ := strings.Cut(string(kv.Key[len(prefix):]), fieldSep)
 			if len(names) == 0 || names[len(names)-1] != name {
 				names = append(names, name)
 			}
@@ -492,7 +488,7 @@ func (h *Hosted) Repositories(ctx context.Context) ([]string, error) {
 // IsHosted reports whether a hosted repository holds the blob or manifest d.
 func (h *Hosted) IsHosted(ctx context.Context, d digest.Digest) (bool, error) {
 	var u usage
-	err := h.s.view(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.View(ctx, func(txn index.Reader) error {
 		var err error
 		u, err = usageOf(ctx, txn, d)
 		return err
@@ -504,14 +500,12 @@ func (h *Hosted) IsHosted(ctx context.Context, d digest.Digest) (bool, error) {
 }
 
 // link records that hosted repository name holds d and marks d kept.
-func link(txn *badger.Txn, name string, d digest.Digest, kind contentKind) error {
+func link(txn index.Txn, name string, d digest.Digest, kind contentKind) error {
 	if err := setReference(txn, hostedKey(name), d, kind); err != nil {
 		return err
 	}
-	if _, err := txn.Get(keepKey(d)); err == nil {
-		return nil // kept already, maybe for another reason, which stays
-	} else if !errors.Is(err, badger.ErrKeyNotFound) {
-		return err
+	if kept, err := txn.Has(keepKey(d)); err != nil || kept {
+		return err // kept already, maybe for another reason, which stays
 	}
 	return txn.Set(keepKey(d), []byte(keepReasonHosted))
 }
@@ -519,8 +513,8 @@ func link(txn *badger.Txn, name string, d digest.Digest, kind contentKind) error
 // unlink removes d from repository name, running also in the same
 // transaction, lifts the hosted Keep mark when no hosted repository holds d
 // any more, and reports whether no repository at all uses d.
-func (h *Hosted) unlink(ctx context.Context, name string, d digest.Digest, kind contentKind, also func(*badger.Txn) error) (orphan bool, err error) {
-	err = h.s.update(ctx, func(txn *badger.Txn) error {
+func (h *Hosted) unlink(ctx context.Context, name string, d digest.Digest, kind contentKind, also func(index.Txn) error) (orphan bool, err error) {
+	err = h.s.db.Update(ctx, func(txn index.Txn) error {
 		if err := requireLink(txn, name, d, kind); err != nil {
 			return err
 		}
@@ -551,7 +545,7 @@ func (h *Hosted) unlink(ctx context.Context, name string, d digest.Digest, kind 
 }
 
 // unkeepHosted lifts d's Keep mark if a hosted repository set it.
-func unkeepHosted(txn *badger.Txn, d digest.Digest) error {
+func unkeepHosted(txn index.Txn, d digest.Digest) error {
 	v, err := getValue(txn, keepKey(d))
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && string(v) != keepReasonHosted) {
 		return nil
@@ -565,11 +559,11 @@ func unkeepHosted(txn *badger.Txn, d digest.Digest) error {
 // usage says which kinds of repository use a digest.
 type usage struct{ hosted, cached bool }
 
-func usageOf(ctx context.Context, txn *badger.Txn, d digest.Digest) (usage, error) {
+func usageOf(ctx context.Context, txn index.Reader, d digest.Digest) (usage, error) {
 	prefix := prefixUsedBy + string(d) + fieldSep
 	var u usage
-	err := scan(ctx, txn, prefix, false, func(item *badger.Item) error {
-		if strings.HasPrefix(string(item.Key()[len(prefix):]), hostedPrefix) {
+	err := txn.ScanKeys(ctx, []byte(prefix), func(kv index.Row) error {
+		if strings.HasPrefix(string(kv.Key[len(prefix):]), hostedPrefix) {
 			u.hosted = true
 		} else {
 			u.cached = true
@@ -582,7 +576,7 @@ func usageOf(ctx context.Context, txn *badger.Txn, d digest.Digest) (usage, erro
 // requireLink checks that repository name holds d and that the store has
 // d as the kind of content asked for. One digest may be stored both as a
 // blob and as a manifest, but links only once.
-func requireLink(txn *badger.Txn, name string, d digest.Digest, kind contentKind) error {
+func requireLink(txn index.Reader, name string, d digest.Digest, kind contentKind) error {
 	if _, err := getValue(txn, repoRefKey(hostedKey(name), d)); err != nil {
 		return err
 	}
@@ -590,7 +584,7 @@ func requireLink(txn *badger.Txn, name string, d digest.Digest, kind contentKind
 	return err
 }
 
-func readBlobRow(txn *badger.Txn, d digest.Digest) (blobRow, error) {
+func readBlobRow(txn index.Reader, d digest.Digest) (blobRow, error) {
 	v, err := getValue(txn, blobKey(d))
 	if err != nil {
 		return blobRow{}, err
@@ -600,15 +594,13 @@ func readBlobRow(txn *badger.Txn, d digest.Digest) (blobRow, error) {
 
 // deleteHostedTagsTo deletes the tags of repository name that point to d
 // and returns how many it deleted.
-func deleteHostedTagsTo(ctx context.Context, txn *badger.Txn, name string, d digest.Digest) (int, error) {
+func deleteHostedTagsTo(ctx context.Context, txn index.Txn, name string, d digest.Digest) (int, error) {
 	var doomed [][]byte
-	err := scan(ctx, txn, string(tagKey(hostedKey(name), "")), true, func(item *badger.Item) error {
-		return item.Value(func(v []byte) error {
-			if row, err := unmarshalTagRow(v); err == nil && row.Digest == d {
-				doomed = append(doomed, item.KeyCopy(nil))
-			}
-			return nil
-		})
+	err := txn.Scan(ctx, tagKey(hostedKey(name), ""), func(kv index.Row) error {
+		if row, err := unmarshalTagRow(kv.Value); err == nil && row.Digest == d {
+			doomed = append(doomed, bytes.Clone(kv.Key))
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, err
@@ -618,12 +610,12 @@ func deleteHostedTagsTo(ctx context.Context, txn *badger.Txn, name string, d dig
 
 // deleteReferrerRows deletes the referrers entries of repository name that
 // list the manifest d.
-func deleteReferrerRows(ctx context.Context, txn *badger.Txn, name string, d digest.Digest) error {
+func deleteReferrerRows(ctx context.Context, txn index.Txn, name string, d digest.Digest) error {
 	suffix := fieldSep + string(d)
 	var doomed [][]byte
-	err := scan(ctx, txn, prefixReferrer+hostedKey(name)+fieldSep, false, func(item *badger.Item) error {
-		if strings.HasSuffix(string(item.Key()), suffix) {
-			doomed = append(doomed, item.KeyCopy(nil))
+	err := txn.ScanKeys(ctx, []byte(prefixReferrer+hostedKey(name)+fieldSep), func(kv index.Row) error {
+		if strings.HasSuffix(string(kv.Key), suffix) {
+			doomed = append(doomed, bytes.Clone(kv.Key))
 		}
 		return nil
 	})
@@ -634,7 +626,7 @@ func deleteReferrerRows(ctx context.Context, txn *badger.Txn, name string, d dig
 }
 
 // deleteKeys deletes the keys a scan collected.
-func deleteKeys(txn *badger.Txn, keys [][]byte) error {
+func deleteKeys(txn index.Txn, keys [][]byte) error {
 	for _, key := range keys {
 		if err := txn.Delete(key); err != nil {
 			return err
@@ -643,12 +635,17 @@ func deleteKeys(txn *badger.Txn, keys [][]byte) error {
 	return nil
 }
 
-func hasPrefix(txn *badger.Txn, prefix string) (bool, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
-	defer it.Close()
-	it.Rewind()
-	return it.Valid(), nil
+// hasPrefix reports whether any key starts with prefix.
+func hasPrefix(ctx context.Context, txn index.Reader, prefix string) (bool, error) {
+	err := txn.ScanKeys(ctx, []byte(prefix), func(index.Row) error { return errFound })
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
 }
+
+// errFound stops a scan at the first row it meets.
+var errFound = errors.New("found")
 
 func checkHosted(name string, d digest.Digest) error {
 	if err := checkName("repository", name); err != nil {

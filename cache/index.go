@@ -1,14 +1,16 @@
 package cache
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // Index key prefixes. A key is a prefix followed by fields separated by NUL
@@ -60,7 +62,7 @@ func contentKey(kind contentKind, d digest.Digest) []byte {
 }
 
 // setReference records, in both directions, that repo uses d.
-func setReference(txn *badger.Txn, repo string, d digest.Digest, kind contentKind) error {
+func setReference(txn index.Txn, repo string, d digest.Digest, kind contentKind) error {
 	v := []byte{byte(kind)}
 	if err := txn.Set(repoRefKey(repo, d), v); err != nil {
 		return err
@@ -69,15 +71,21 @@ func setReference(txn *badger.Txn, repo string, d digest.Digest, kind contentKin
 }
 
 // getValue returns a copy of key's value, or an error wrapping fs.ErrNotExist.
-func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
+func getValue(txn index.Reader, key []byte) ([]byte, error) {
+	v, err := txn.Get(key)
+	if errors.Is(err, index.ErrNotFound) {
 		return nil, fs.ErrNotExist
 	}
-	if err != nil {
-		return nil, err
+	return v, err
+}
+
+// readValue is getValue in a snapshot of its own, for a lookup of one row.
+func readValue(ctx context.Context, db index.DB, key []byte) ([]byte, error) {
+	v, err := db.Get(ctx, key)
+	if errors.Is(err, index.ErrNotFound) {
+		return nil, fs.ErrNotExist
 	}
-	return item.ValueCopy(nil)
+	return v, err
 }
 
 // Rows are encoded as a version byte followed by varint and length-prefixed

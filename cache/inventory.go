@@ -9,8 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // BlobInfo describes one cached blob.
@@ -68,7 +69,7 @@ type Inventory struct {
 // needs, read in one pass over the blob rows.
 func (s *Store) Blobs(ctx context.Context) ([]BlobInfo, error) {
 	var blobs []BlobInfo
-	err := s.view(ctx, func(txn *badger.Txn) error {
+	err := s.db.View(ctx, func(txn index.Reader) error {
 		kept, err := keptSet(ctx, txn)
 		if err != nil {
 			return err
@@ -85,7 +86,7 @@ func (s *Store) Blobs(ctx context.Context) ([]BlobInfo, error) {
 // Inventory reads the whole index in one transaction.
 func (s *Store) Inventory(ctx context.Context) (Inventory, error) {
 	var inv Inventory
-	err := s.view(ctx, func(txn *badger.Txn) error {
+	err := s.db.View(ctx, func(txn index.Reader) error {
 		kept, err := keptSet(ctx, txn)
 		if err != nil {
 			return err
@@ -113,10 +114,10 @@ func (s *Store) Inventory(ctx context.Context) (Inventory, error) {
 }
 
 // scanUsers maps every referenced digest to the repositories that use it.
-func scanUsers(ctx context.Context, txn *badger.Txn) (map[digest.Digest][]string, error) {
+func scanUsers(ctx context.Context, txn index.Reader) (map[digest.Digest][]string, error) {
 	users := make(map[digest.Digest][]string)
-	err := scan(ctx, txn, prefixUsedBy, false, func(item *badger.Item) error {
-		d, repo, ok := bytes.Cut(item.Key()[len(prefixUsedBy):], []byte(fieldSep))
+	err := txn.ScanKeys(ctx, []byte(prefixUsedBy), func(kv index.Row) error {
+		d, repo, ok := bytes.Cut(kv.Key[len(prefixUsedBy):], []byte(fieldSep))
 		if ok {
 			users[digest.Digest(d)] = append(users[digest.Digest(d)], string(repo))
 		}
@@ -125,51 +126,47 @@ func scanUsers(ctx context.Context, txn *badger.Txn) (map[digest.Digest][]string
 	return users, err
 }
 
-func (s *Store) scanBlobs(ctx context.Context, txn *badger.Txn, kept map[digest.Digest]bool, users map[digest.Digest][]string) ([]BlobInfo, error) {
+func (s *Store) scanBlobs(ctx context.Context, txn index.Reader, kept map[digest.Digest]bool, users map[digest.Digest][]string) ([]BlobInfo, error) {
 	var blobs []BlobInfo
-	err := scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
-		d := digest.Digest(item.Key()[len(prefixBlob):])
-		return item.Value(func(v []byte) error {
-			row, err := unmarshalBlobRow(v)
-			if err != nil {
-				return fmt.Errorf("blob %s: %w", d, err)
-			}
-			last := row.LastAccess
-			if at, ok := s.access.pending(d); ok && at.After(last) {
-				last = at
-			}
-			blobs = append(blobs, BlobInfo{Digest: d, Size: row.Size, Created: row.Created,
-				LastAccess: last, Kept: kept[d], Repos: users[d]})
-			return nil
-		})
+	err := txn.Scan(ctx, []byte(prefixBlob), func(kv index.Row) error {
+		d := digest.Digest(kv.Key[len(prefixBlob):])
+		row, err := unmarshalBlobRow(kv.Value)
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", d, err)
+		}
+		last := row.LastAccess
+		if at, ok := s.access.pending(d); ok && at.After(last) {
+			last = at
+		}
+		blobs = append(blobs, BlobInfo{Digest: d, Size: row.Size, Created: row.Created,
+			LastAccess: last, Kept: kept[d], Repos: users[d]})
+		return nil
 	})
 	return blobs, err
 }
 
-func (s *Store) scanManifests(ctx context.Context, txn *badger.Txn, kept map[digest.Digest]bool, users map[digest.Digest][]string) ([]ManifestInfo, error) {
+func (s *Store) scanManifests(ctx context.Context, txn index.Reader, kept map[digest.Digest]bool, users map[digest.Digest][]string) ([]ManifestInfo, error) {
 	access, err := scanManifestAccess(ctx, txn)
 	if err != nil {
 		return nil, err
 	}
 	var manifests []ManifestInfo
-	err = scan(ctx, txn, prefixManifest, true, func(item *badger.Item) error {
-		d := digest.Digest(item.Key()[len(prefixManifest):])
-		return item.Value(func(v []byte) error {
-			row, err := unmarshalManifestRow(v)
-			if err != nil {
-				return fmt.Errorf("manifest %s: %w", d, err)
+	err = txn.Scan(ctx, []byte(prefixManifest), func(kv index.Row) error {
+		d := digest.Digest(kv.Key[len(prefixManifest):])
+		row, err := unmarshalManifestRow(kv.Value)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", d, err)
+		}
+		info := ManifestInfo{Digest: d, MediaType: row.MediaType, Size: int64(len(row.Data)),
+			Cost: manifestCost(kv.Key, kv.ValueSize), Created: row.Created, LastAccess: row.Created, Kept: kept[d], Repos: users[d]}
+		for _, at := range []time.Time{access[d], s.pendingManifestAccess(d)} {
+			if at.After(info.LastAccess) {
+				info.LastAccess = at
 			}
-			info := ManifestInfo{Digest: d, MediaType: row.MediaType, Size: int64(len(row.Data)),
-				Cost: manifestItemCost(item), Created: row.Created, LastAccess: row.Created, Kept: kept[d], Repos: users[d]}
-			for _, at := range []time.Time{access[d], s.pendingManifestAccess(d)} {
-				if at.After(info.LastAccess) {
-					info.LastAccess = at
-				}
-			}
-			info.Blobs, info.Manifests = references(row.Data)
-			manifests = append(manifests, info)
-			return nil
-		})
+		}
+		info.Blobs, info.Manifests = references(row.Data)
+		manifests = append(manifests, info)
+		return nil
 	})
 	return manifests, err
 }
@@ -192,34 +189,30 @@ func (s *Store) pendingManifestAccess(d digest.Digest) time.Time {
 	return at
 }
 
-func scanManifestAccess(ctx context.Context, txn *badger.Txn) (map[digest.Digest]time.Time, error) {
+func scanManifestAccess(ctx context.Context, txn index.Reader) (map[digest.Digest]time.Time, error) {
 	access := make(map[digest.Digest]time.Time)
-	err := scan(ctx, txn, prefixManifestAccess, true, func(item *badger.Item) error {
-		return item.Value(func(v []byte) error {
-			if ns, n := binary.Varint(v); n > 0 && ns != 0 {
-				access[digest.Digest(item.Key()[len(prefixManifestAccess):])] = time.Unix(0, ns)
-			}
-			return nil
-		})
+	err := txn.Scan(ctx, []byte(prefixManifestAccess), func(kv index.Row) error {
+		if ns, n := binary.Varint(kv.Value); n > 0 && ns != 0 {
+			access[digest.Digest(kv.Key[len(prefixManifestAccess):])] = time.Unix(0, ns)
+		}
+		return nil
 	})
 	return access, err
 }
 
-func scanTags(ctx context.Context, txn *badger.Txn) ([]TagInfo, error) {
+func scanTags(ctx context.Context, txn index.Reader) ([]TagInfo, error) {
 	var tags []TagInfo
-	err := scan(ctx, txn, prefixTag, true, func(item *badger.Item) error {
-		repo, tag, ok := bytes.Cut(item.Key()[len(prefixTag):], []byte(fieldSep))
+	err := txn.Scan(ctx, []byte(prefixTag), func(kv index.Row) error {
+		repo, tag, ok := bytes.Cut(kv.Key[len(prefixTag):], []byte(fieldSep))
 		if !ok {
 			return nil
 		}
-		return item.Value(func(v []byte) error {
-			row, err := unmarshalTagRow(v)
-			if err != nil {
-				return fmt.Errorf("tag %s:%s: %w", repo, tag, err)
-			}
-			tags = append(tags, TagInfo{Repo: string(repo), Tag: string(tag), Digest: row.Digest, FetchedAt: row.FetchedAt})
-			return nil
-		})
+		row, err := unmarshalTagRow(kv.Value)
+		if err != nil {
+			return fmt.Errorf("tag %s:%s: %w", repo, tag, err)
+		}
+		tags = append(tags, TagInfo{Repo: string(repo), Tag: string(tag), Digest: row.Digest, FetchedAt: row.FetchedAt})
+		return nil
 	})
 	return tags, err
 }
@@ -269,9 +262,9 @@ func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
 	}
 	prefix := string(tagKey(repo, ""))
 	var tags []string
-	err := s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefix, false, func(item *badger.Item) error {
-			tags = append(tags, string(item.Key()[len(prefix):]))
+	err := s.db.View(ctx, func(txn index.Reader) error {
+		return txn.ScanKeys(ctx, []byte(prefix), func(kv index.Row) error {
+			tags = append(tags, string(kv.Key[len(prefix):]))
 			return nil
 		})
 	})

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // Keep marks the blob or manifest d as content that must never be removed by
@@ -19,7 +20,7 @@ func (s *Store) Keep(ctx context.Context, d digest.Digest, reason string) error 
 	if err := checkDigest(d); err != nil {
 		return fmt.Errorf("keep: %w", err)
 	}
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		return txn.Set(keepKey(d), []byte(reason))
 	})
 	if err != nil {
@@ -34,7 +35,7 @@ func (s *Store) Unkeep(ctx context.Context, d digest.Digest) error {
 	if err := checkDigest(d); err != nil {
 		return fmt.Errorf("unkeep: %w", err)
 	}
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		return txn.Delete(keepKey(d))
 	})
 	if err != nil {
@@ -49,29 +50,25 @@ func (s *Store) Kept(ctx context.Context, d digest.Digest) (reason string, err e
 	if err := checkDigest(d); err != nil {
 		return "", fmt.Errorf("kept: %w", err)
 	}
-	err = s.view(ctx, func(txn *badger.Txn) error {
-		v, err := getValue(txn, keepKey(d))
-		reason = string(v)
-		return err
-	})
+	v, err := readValue(ctx, s.db, keepKey(d))
 	if err != nil {
 		return "", fmt.Errorf("kept %s: %w", d, err)
 	}
-	return reason, nil
+	return string(v), nil
 }
 
 // keptSet reads every digest marked by Keep.
-func keptSet(ctx context.Context, txn *badger.Txn) (map[digest.Digest]bool, error) {
+func keptSet(ctx context.Context, txn index.Reader) (map[digest.Digest]bool, error) {
 	kept := make(map[digest.Digest]bool)
-	err := scan(ctx, txn, prefixKeep, false, func(item *badger.Item) error {
-		kept[digest.Digest(item.Key()[len(prefixKeep):])] = true
+	err := txn.ScanKeys(ctx, []byte(prefixKeep), func(kv index.Row) error {
+		kept[digest.Digest(kv.Key[len(prefixKeep):])] = true
 		return nil
 	})
 	return kept, err
 }
 
 // isKept checks the mark inside a transaction that is about to remove d.
-func isKept(txn *badger.Txn, d digest.Digest) (bool, error) {
+func isKept(txn index.Reader, d digest.Digest) (bool, error) {
 	_, err := getValue(txn, keepKey(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil

@@ -7,8 +7,9 @@ import (
 	"io/fs"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // Content is stored once per digest, but it is held by repositories: a
@@ -68,15 +69,7 @@ func (s *Store) Linked(ctx context.Context, repo string, d digest.Digest) (bool,
 	if checkName("repository", repo) != nil || checkDigest(d) != nil {
 		return false, nil
 	}
-	var linked bool
-	err := s.view(ctx, func(txn *badger.Txn) error {
-		_, err := txn.Get(usedByKey(d, repo))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		linked = err == nil
-		return err
-	})
+	linked, err := s.db.Has(ctx, usedByKey(d, repo))
 	if err != nil {
 		return false, fmt.Errorf("is %s linked to %s: %w", d, repo, err)
 	}
@@ -90,9 +83,9 @@ func (s *Store) Holders(ctx context.Context, d digest.Digest) (cached, hosted []
 		return nil, nil, nil
 	}
 	prefix := prefixUsedBy + string(d) + fieldSep
-	err = s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefix, false, func(item *badger.Item) error {
-			repo := string(item.Key()[len(prefix):])
+	err = s.db.View(ctx, func(txn index.Reader) error {
+		return txn.ScanKeys(ctx, []byte(prefix), func(kv index.Row) error {
+			repo := string(kv.Key[len(prefix):])
 			if name, ok := strings.CutPrefix(repo, hostedPrefix); ok {
 				hosted = append(hosted, name)
 			} else {
@@ -117,7 +110,7 @@ func (s *Store) Link(ctx context.Context, repo string, d digest.Digest) error {
 	if err := checkDigest(d); err != nil {
 		return fmt.Errorf("link: %w", err)
 	}
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		kind, err := storedKind(txn, d)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil

@@ -2,12 +2,12 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // Manifest returns a cached manifest's media type and exact bytes, or an
@@ -16,15 +16,11 @@ func (s *Store) Manifest(ctx context.Context, d digest.Digest) (mediaType string
 	if err := checkDigest(d); err != nil {
 		return "", nil, fmt.Errorf("read manifest: %w", err)
 	}
+	v, err := readValue(ctx, s.db, manifestKey(d))
 	var row manifestRow
-	err = s.view(ctx, func(txn *badger.Txn) error {
-		v, err := getValue(txn, manifestKey(d))
-		if err != nil {
-			return err
-		}
+	if err == nil {
 		row, err = unmarshalManifestRow(v)
-		return err
-	})
+	}
 	if err != nil {
 		return "", nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
@@ -56,7 +52,7 @@ func (s *Store) PutManifestAs(ctx context.Context, repo string, d digest.Digest,
 	}
 	row := manifestRow{MediaType: mediaType, Created: s.now(), Data: data}
 	var added bool
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		var err error
 		if added, err = setManifestRow(txn, d, row); err != nil {
 			return err
@@ -74,9 +70,8 @@ func (s *Store) PutManifestAs(ctx context.Context, repo string, d digest.Digest,
 
 // setManifestRow stores the manifest d unless the index has it, and reports
 // whether it did.
-func setManifestRow(txn *badger.Txn, d digest.Digest, row manifestRow) (added bool, err error) {
-	_, err = txn.Get(manifestKey(d))
-	if !errors.Is(err, badger.ErrKeyNotFound) {
+func setManifestRow(txn index.Txn, d digest.Digest, row manifestRow) (added bool, err error) {
+	if found, err := txn.Has(manifestKey(d)); err != nil || found {
 		return false, err
 	}
 	return true, txn.Set(manifestKey(d), row.marshal())
@@ -87,10 +82,11 @@ func setManifestRow(txn *badger.Txn, d digest.Digest, row manifestRow) (added bo
 // that adding and removing a manifest leave the usage where it was.
 func (s *Store) chargeManifest(ctx context.Context, d digest.Digest) {
 	var cost int64
-	err := s.view(context.WithoutCancel(ctx), func(txn *badger.Txn) error {
-		item, err := txn.Get(manifestKey(d))
+	key := manifestKey(d)
+	err := s.db.View(context.WithoutCancel(ctx), func(txn index.Reader) error {
+		size, err := txn.ValueSize(key)
 		if err == nil {
-			cost = manifestItemCost(item)
+			cost = manifestCost(key, size)
 		}
 		return err
 	})
@@ -102,13 +98,13 @@ func (s *Store) chargeManifest(ctx context.Context, d digest.Digest) {
 
 // setTagRow points a tag at row.Digest and returns what it added to the
 // budget's usage: a new tag counts, moving one does not.
-func setTagRow(txn *badger.Txn, key []byte, row tagRow) (cost int64, err error) {
-	_, err = txn.Get(key)
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-		cost = tagCost
-	case err != nil:
+func setTagRow(txn index.Txn, key []byte, row tagRow) (cost int64, err error) {
+	found, err := txn.Has(key)
+	if err != nil {
 		return 0, err
+	}
+	if !found {
+		cost = tagCost
 	}
 	return cost, txn.Set(key, row.marshal())
 }
@@ -119,15 +115,11 @@ func (s *Store) Tag(ctx context.Context, repo, tag string) (d digest.Digest, fet
 	if err := checkTag(repo, tag); err != nil {
 		return "", time.Time{}, fmt.Errorf("read tag: %w", err)
 	}
+	v, err := readValue(ctx, s.db, tagKey(repo, tag))
 	var row tagRow
-	err = s.view(ctx, func(txn *badger.Txn) error {
-		v, err := getValue(txn, tagKey(repo, tag))
-		if err != nil {
-			return err
-		}
+	if err == nil {
 		row, err = unmarshalTagRow(v)
-		return err
-	})
+	}
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("read tag %s:%s: %w", repo, tag, err)
 	}
@@ -144,7 +136,7 @@ func (s *Store) PutTag(ctx context.Context, repo, tag string, d digest.Digest, f
 	}
 	row := tagRow{Digest: d, FetchedAt: fetchedAt}
 	var added int64
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		var err error
 		added, err = setTagRow(txn, tagKey(repo, tag), row)
 		return err

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,10 +10,11 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // prefixPushedBy charges pushed blobs to the users who pushed them:
@@ -67,7 +69,7 @@ type charge struct {
 }
 
 // record charges blob d to the user, in txn.
-func (c *charge) record(txn *badger.Txn, d digest.Digest, size int64) error {
+func (c *charge) record(txn index.Txn, d digest.Digest, size int64) error {
 	return txn.Set(pushedByKey(c.user, d), binary.AppendVarint(nil, size))
 }
 
@@ -80,7 +82,7 @@ func (h *Hosted) checkCharge(ctx context.Context, c *charge, d digest.Digest, si
 	}
 	var used int64
 	var charged bool
-	err := h.s.update(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.Update(ctx, func(txn index.Txn) error {
 		used, charged = 0, false
 		return h.scanCharges(ctx, txn, c.user, func(blob digest.Digest, n int64) {
 			used += n
@@ -99,7 +101,7 @@ func (h *Hosted) checkCharge(ctx context.Context, c *charge, d digest.Digest, si
 // UserStorage returns the bytes of the stored blobs user pushed.
 func (h *Hosted) UserStorage(ctx context.Context, user string) (int64, error) {
 	var used int64
-	err := h.s.update(ctx, func(txn *badger.Txn) error {
+	err := h.s.db.Update(ctx, func(txn index.Txn) error {
 		used = 0
 		return h.scanCharges(ctx, txn, user, func(_ digest.Digest, n int64) { used += n })
 	})
@@ -108,24 +110,22 @@ func (h *Hosted) UserStorage(ctx context.Context, user string) (int64, error) {
 
 // scanCharges calls fn with each stored blob or manifest charged to user
 // and its size, and drops the charges of content no longer stored.
-func (h *Hosted) scanCharges(ctx context.Context, txn *badger.Txn, user string, fn func(digest.Digest, int64)) error {
+func (h *Hosted) scanCharges(ctx context.Context, txn index.Txn, user string, fn func(digest.Digest, int64)) error {
 	var gone [][]byte
-	err := scan(ctx, txn, prefixPushedBy+user+fieldSep, true, func(item *badger.Item) error {
-		d := digest.Digest(item.Key()[len(prefixPushedBy)+len(user)+len(fieldSep):])
+	err := txn.Scan(ctx, []byte(prefixPushedBy+user+fieldSep), func(kv index.Row) error {
+		d := digest.Digest(kv.Key[len(prefixPushedBy)+len(user)+len(fieldSep):])
 		if _, err := storedKind(txn, d); errors.Is(err, fs.ErrNotExist) {
-			gone = append(gone, item.KeyCopy(nil))
+			gone = append(gone, bytes.Clone(kv.Key))
 			return nil
 		} else if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			n, k := binary.Varint(v)
-			if k <= 0 {
-				return fmt.Errorf("corrupt charge row for %s", d)
-			}
-			fn(d, n)
-			return nil
-		})
+		n, k := binary.Varint(kv.Value)
+		if k <= 0 {
+			return fmt.Errorf("corrupt charge row for %s", d)
+		}
+		fn(d, n)
+		return nil
 	})
 	if err != nil {
 		return err
@@ -178,7 +178,7 @@ func (h *Hosted) LinkUserBlob(ctx context.Context, name, user string, d digest.D
 	}
 	defer unlock()
 	var size int64
-	err = h.s.view(ctx, func(txn *badger.Txn) error {
+	err = h.s.db.View(ctx, func(txn index.Reader) error {
 		row, err := readBlobRow(txn, d)
 		size = row.Size
 		return err
@@ -190,7 +190,7 @@ func (h *Hosted) LinkUserBlob(ctx context.Context, name, user string, d digest.D
 	if err := h.checkCharge(ctx, c, d, size); err != nil {
 		return 0, fmt.Errorf("link blob %s into %s: %w", d, name, err)
 	}
-	err = h.s.update(ctx, func(txn *badger.Txn) error {
+	err = h.s.db.Update(ctx, func(txn index.Txn) error {
 		if _, err := readBlobRow(txn, d); err != nil {
 			return err
 		}

@@ -7,8 +7,9 @@ import (
 	"io/fs"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // reconciliation counts what reconcile repaired.
@@ -56,20 +57,18 @@ type unsound struct {
 
 func (s *Store) dropRowsWithoutFiles(ctx context.Context) (int, error) {
 	var found []unsound
-	err := s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
-			d := digest.Digest(item.Key()[len(prefixBlob):])
-			return item.Value(func(v []byte) error {
-				row, err := unmarshalBlobRow(v)
-				if err != nil || checkDigest(d) != nil {
-					found = append(found, unsound{d: d, bad: true}) // unreadable: as good as missing
-					return nil
-				}
-				if !s.fileSound(ctx, d, row) {
-					found = append(found, unsound{d: d, row: row})
-				}
+	err := s.db.View(ctx, func(txn index.Reader) error {
+		return txn.Scan(ctx, []byte(prefixBlob), func(kv index.Row) error {
+			d := digest.Digest(kv.Key[len(prefixBlob):])
+			row, err := unmarshalBlobRow(kv.Value)
+			if err != nil || checkDigest(d) != nil {
+				found = append(found, unsound{d: d, bad: true}) // unreadable: as good as missing
 				return nil
-			})
+			}
+			if !s.fileSound(ctx, d, row) {
+				found = append(found, unsound{d: d, row: row})
+			}
+			return nil
 		})
 	})
 	if err != nil {
@@ -100,13 +99,16 @@ func (s *Store) fileSound(ctx context.Context, d digest.Digest, row blobRow) boo
 // adoptOrphanFiles, which removes it once it has no row.
 func (s *Store) dropUnsound(ctx context.Context, chunk []unsound) (int, error) {
 	var gone []unsound
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		gone = gone[:0]
 		ds := make([]digest.Digest, len(chunk))
 		for i, u := range chunk {
 			ds[i] = u.d
 		}
-		users := usersOf(txn, ds)
+		users, err := usersOf(ctx, txn, ds)
+		if err != nil {
+			return err
+		}
 		for _, u := range chunk {
 			v, err := getValue(txn, blobKey(u.d))
 			if errors.Is(err, fs.ErrNotExist) {
@@ -261,7 +263,7 @@ func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, 
 	}
 	row := blobRow{Size: size, Created: fi.ModTime(), LastAccess: fi.ModTime()}
 	var added bool
-	err = s.update(ctx, func(txn *badger.Txn) error {
+	err = s.db.Update(ctx, func(txn index.Txn) error {
 		_, err := getValue(txn, blobKey(d))
 		if added = errors.Is(err, fs.ErrNotExist); !added {
 			return err // a download indexed it meanwhile

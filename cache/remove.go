@@ -1,13 +1,15 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // removeChunk bounds the digests claimed and deleted per transaction.
@@ -69,9 +71,12 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 
 	var r Removal
 	var sizes map[digest.Digest]int64
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.db.Update(ctx, func(txn index.Txn) error {
 		r, sizes = Removal{InUse: inUse}, make(map[digest.Digest]int64)
-		users := usersOf(txn, claimed)
+		users, err := usersOf(ctx, txn, claimed)
+		if err != nil {
+			return err
+		}
 		for _, d := range claimed {
 			size, kept, err := deleteBlob(txn, d, users[d])
 			switch {
@@ -116,7 +121,7 @@ func (s *Store) claim(ds []digest.Digest) (claimed, inUse []digest.Digest) {
 
 // deleteBlob deletes the row of d and its references from repos unless d is
 // kept. size is -1 when d is not indexed.
-func deleteBlob(txn *badger.Txn, d digest.Digest, repos []string) (size int64, kept bool, err error) {
+func deleteBlob(txn index.Txn, d digest.Digest, repos []string) (size int64, kept bool, err error) {
 	if kept, err := isKept(txn, d); err != nil || kept {
 		return -1, kept, err
 	}
@@ -137,23 +142,22 @@ func deleteBlob(txn *badger.Txn, d digest.Digest, repos []string) (size int64, k
 	return row.Size, false, deleteReferences(txn, d, repos)
 }
 
-// usersOf lists the repositories that use each of ds, with one iterator for
-// all of them: creating an iterator costs far more than seeking one.
-func usersOf(txn *badger.Txn, ds []digest.Digest) map[digest.Digest][]string {
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixUsedBy)})
-	defer it.Close()
-	users := make(map[digest.Digest][]string, len(ds))
-	for _, d := range ds {
-		prefix := []byte(prefixUsedBy + string(d) + fieldSep)
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			users[d] = append(users[d], string(it.Item().Key()[len(prefix):]))
-		}
+// usersOf lists the repositories that use each of ds, in one scan.
+func usersOf(ctx context.Context, txn index.Reader, ds []digest.Digest) (map[digest.Digest][]string, error) {
+	prefixes := make([][]byte, len(ds))
+	for i, d := range ds {
+		prefixes[i] = usedByKey(d, "")
 	}
-	return users
+	users := make(map[digest.Digest][]string, len(ds))
+	err := txn.ScanKeysEach(ctx, prefixes, func(i int, kv index.Row) error {
+		users[ds[i]] = append(users[ds[i]], string(kv.Key[len(prefixes[i]):]))
+		return nil
+	})
+	return users, err
 }
 
 // deleteReferences deletes both directions of the references to d from repos.
-func deleteReferences(txn *badger.Txn, d digest.Digest, repos []string) error {
+func deleteReferences(txn index.Txn, d digest.Digest, repos []string) error {
 	for _, repo := range repos {
 		if err := txn.Delete(usedByKey(d, repo)); err != nil {
 			return err
@@ -184,10 +188,10 @@ func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progres
 	for done := 0; done < len(ds); {
 		chunk := ds[done:min(done+removeChunk, len(ds))]
 		var r Removal
-		err := s.update(ctx, func(txn *badger.Txn) error {
+		err := s.db.Update(ctx, func(txn index.Txn) error {
 			r = Removal{}
 			for _, d := range chunk {
-				if err := deleteManifest(txn, d, tagsOf[d], &r); err != nil {
+				if err := deleteManifest(ctx, txn, d, tagsOf[d], &r); err != nil {
 					return err
 				}
 			}
@@ -208,22 +212,23 @@ func (s *Store) RemoveManifests(ctx context.Context, ds []digest.Digest, progres
 
 // deleteManifest deletes d, its access time, references and tags, unless d is
 // kept, and records the outcome in r.
-func deleteManifest(txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal) error {
+func deleteManifest(ctx context.Context, txn index.Txn, d digest.Digest, tags [][]byte, r *Removal) error {
 	if kept, err := isKept(txn, d); err != nil || kept {
 		if kept {
 			r.Kept = append(r.Kept, d)
 		}
 		return err
 	}
-	item, err := txn.Get(manifestKey(d))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	key := manifestKey(d)
+	size, err := txn.ValueSize(key)
+	if errors.Is(err, index.ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	cost := manifestItemCost(item)
-	for _, key := range [][]byte{manifestKey(d), manifestAccessKey(d)} {
-		if err := txn.Delete(key); err != nil {
+	cost := manifestCost(key, size)
+	for _, k := range [][]byte{key, manifestAccessKey(d)} {
+		if err := txn.Delete(k); err != nil {
 			return err
 		}
 	}
@@ -234,12 +239,16 @@ func deleteManifest(txn *badger.Txn, d digest.Digest, tags [][]byte, r *Removal)
 	r.Tags += n
 	r.Freed += cost + int64(n)*tagCost
 	r.Removed = append(r.Removed, d)
-	return deleteReferences(txn, d, usersOf(txn, []digest.Digest{d})[d])
+	users, err := usersOf(ctx, txn, []digest.Digest{d})
+	if err != nil {
+		return err
+	}
+	return deleteReferences(txn, d, users[d])
 }
 
 // deleteTagsTo deletes the tags among keys that still point to d: one may
 // have moved since the keys were listed.
-func deleteTagsTo(txn *badger.Txn, d digest.Digest, keys [][]byte) (int, error) {
+func deleteTagsTo(txn index.Txn, d digest.Digest, keys [][]byte) (int, error) {
 	var n int
 	for _, key := range keys {
 		v, err := getValue(txn, key)
@@ -263,15 +272,13 @@ func deleteTagsTo(txn *badger.Txn, d digest.Digest, keys [][]byte) (int, error) 
 // tagsByDigest maps each manifest digest to the keys of the tags naming it.
 func (s *Store) tagsByDigest(ctx context.Context) (map[digest.Digest][][]byte, error) {
 	tags := make(map[digest.Digest][][]byte)
-	err := s.view(ctx, func(txn *badger.Txn) error {
-		return scan(ctx, txn, prefixTag, true, func(item *badger.Item) error {
-			return item.Value(func(v []byte) error {
-				row, err := unmarshalTagRow(v)
-				if err == nil {
-					tags[row.Digest] = append(tags[row.Digest], item.KeyCopy(nil))
-				}
-				return nil
-			})
+	err := s.db.View(ctx, func(txn index.Reader) error {
+		return txn.Scan(ctx, []byte(prefixTag), func(kv index.Row) error {
+			row, err := unmarshalTagRow(kv.Value)
+			if err == nil {
+				tags[row.Digest] = append(tags[row.Digest], bytes.Clone(kv.Key))
+			}
+			return nil
 		})
 	})
 	return tags, err

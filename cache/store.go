@@ -11,11 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regmirror/regmirror/cache/blobstore"
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // Defaults for the zero values of Options.
@@ -59,14 +59,12 @@ type Store struct {
 	tmpDir   string // <dir>/tmp: downloads in progress, on the blobs' filesystem
 	// blobs keeps the blob bytes: the files under blobRoot and tmpDir.
 	blobs blobstore.Interface
-	db    *badger.DB
-	// indexVerifiedInFull: Open read every block of the index, as it found
-	// no stamp of a clean close matching its tables (see indexstamp.go).
-	indexVerifiedInFull bool
-	unlock              func() error
-	log                 *slog.Logger
-	now                 func() time.Time
-	metrics             *metrics
+	// db keeps the index rows (see index.go for their keys).
+	db      index.DB
+	unlock  func() error
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *metrics
 
 	stallTimeout        time.Duration
 	retry               Retry
@@ -82,7 +80,7 @@ type Store struct {
 	uses     useTable     // open readers, and blobs being removed
 	usage    atomic.Int64 // bytes of the indexed blobs
 	// indexUsage is what the manifests and tags count against the budget
-	// (see manifestItemCost and tagCost).
+	// (see manifestCost and tagCost).
 	indexUsage atomic.Int64
 	reserved   atomic.Int64 // announced bytes of the downloads in flight
 	// strayFiles counts the files the blob store's walk removed from the
@@ -137,7 +135,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
-	if s.db, s.indexVerifiedInFull, err = openIndex(opts.Dir, s.log); err != nil {
+	if s.db, err = openIndex(ctx, opts.Dir, s.log); err != nil {
 		s.unlock()
 		return nil, err
 	}
@@ -230,27 +228,40 @@ func makePrivateDir(dir string) error {
 // or take from the counters themselves, so snapshot plus changes is exact.
 // Usage waits for the count.
 func (s *Store) countInBackground() {
-	txn := s.db.NewTransaction(false)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopCount = cancel
+	taken := make(chan struct{})
 	s.counting.Add(1)
 	go func() {
 		defer s.counting.Done()
 		defer close(s.counted)
-		defer txn.Discard()
-		st, err := countRows(ctx, txn)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("count the cache's index: usage and gauges are short of it", "err", err)
-			}
-			return
-		}
-		s.metrics.blobs.Add(float64(st.Blobs))
-		s.metrics.sizeBytes.Add(float64(st.Bytes))
-		s.usage.Add(st.Bytes)
-		s.indexUsage.Add(st.IndexBytes)
-		s.signalGrowth()
+		s.countIndex(ctx, sync.OnceFunc(func() { close(taken) }))
 	}()
+	<-taken // the snapshot predates every change this Store makes
+}
+
+// countIndex adds the rows of a snapshot of the index to the usage and the
+// gauges, calling taken once the snapshot is taken, or could not be.
+func (s *Store) countIndex(ctx context.Context, taken func()) {
+	defer taken()
+	var st Stats
+	err := s.db.View(ctx, func(txn index.Reader) error {
+		taken()
+		var err error
+		st, err = countRows(ctx, txn)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("count the cache's index: usage and gauges are short of it", "err", err)
+		}
+		return
+	}
+	s.metrics.blobs.Add(float64(st.Blobs))
+	s.metrics.sizeBytes.Add(float64(st.Bytes))
+	s.usage.Add(st.Bytes)
+	s.indexUsage.Add(st.IndexBytes)
+	s.signalGrowth()
 }
 
 // Close cancels the downloads in flight, waits for them to clean up, writes
@@ -270,7 +281,7 @@ func (s *Store) Close() error {
 
 		s.closeErr = errors.Join(
 			s.FlushAccess(context.Background()),
-			s.closeIndex(),
+			s.db.Close(),
 			s.unlock(),
 		)
 	})
@@ -320,18 +331,7 @@ func (s *Store) housekeep(ctx context.Context) {
 // CompactValueLog rewrites the index's value-log files that are at least half
 // garbage, until none is left. Run calls it periodically.
 func (s *Store) CompactValueLog(ctx context.Context) error {
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		err := s.db.RunValueLogGC(0.5)
-		switch {
-		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
-			return nil
-		case err != nil:
-			return fmt.Errorf("value log GC: %w", err)
-		}
-	}
+	return s.db.Compact(ctx)
 }
 
 // Stats counts what the cache holds.
@@ -347,7 +347,7 @@ type Stats struct {
 // Stats scans the index and counts its rows.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	var st Stats
-	err := s.view(ctx, func(txn *badger.Txn) error {
+	err := s.db.View(ctx, func(txn index.Reader) error {
 		var err error
 		st, err = countRows(ctx, txn)
 		return err
@@ -359,22 +359,20 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 }
 
 // countRows counts the rows txn sees.
-func countRows(ctx context.Context, txn *badger.Txn) (Stats, error) {
+func countRows(ctx context.Context, txn index.Reader) (Stats, error) {
 	var st Stats
-	err := scan(ctx, txn, prefixBlob, true, func(item *badger.Item) error {
-		return item.Value(func(v []byte) error {
-			row, err := unmarshalBlobRow(v)
-			st.Blobs++
-			st.Bytes += row.Size
-			return err
-		})
+	err := txn.Scan(ctx, []byte(prefixBlob), func(kv index.Row) error {
+		row, err := unmarshalBlobRow(kv.Value)
+		st.Blobs++
+		st.Bytes += row.Size
+		return err
 	})
 	if err != nil {
 		return Stats{}, err
 	}
-	err = scan(ctx, txn, prefixManifest, false, func(item *badger.Item) error {
+	err = txn.ScanKeys(ctx, []byte(prefixManifest), func(kv index.Row) error {
 		st.Manifests++
-		st.IndexBytes += manifestItemCost(item)
+		st.IndexBytes += manifestCost(kv.Key, kv.ValueSize)
 		return nil
 	})
 	if err != nil {
@@ -383,4 +381,14 @@ func countRows(ctx context.Context, txn *badger.Txn) (Stats, error) {
 	st.Tags, err = countKeys(ctx, txn, prefixTag)
 	st.IndexBytes += st.Tags * tagCost
 	return st, err
+}
+
+// countKeys counts the rows whose key starts with prefix.
+func countKeys(ctx context.Context, txn index.Reader, prefix string) (int64, error) {
+	var n int64
+	err := txn.ScanKeys(ctx, []byte(prefix), func(index.Row) error {
+		n++
+		return nil
+	})
+	return n, err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // WriteSynthetic adds n distinct blobs of eight bytes each to the cache in
@@ -31,39 +32,56 @@ func WriteSynthetic(ctx context.Context, dir, repo string, n int) error {
 }
 
 func (s *Store) writeSynthetic(ctx context.Context, repo string, n int) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
 	now := s.now()
 	made := map[string]bool{}
-	for i := range n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var content [8]byte
-		binary.LittleEndian.PutUint64(content[:], uint64(i))
-		d := digest.FromBytes(content[:])
-		path := blobPath(s.blobRoot, d)
-		if dir := filepath.Dir(path); !made[dir] {
-			if err := makePrivateDir(dir); err != nil {
+	for start := 0; start < n; start += flushChunk {
+		var rows [][2][]byte
+		for i := start; i < min(start+flushChunk, n); i++ {
+			d, err := writeSyntheticBlob(s.blobRoot, i, made)
+			if err != nil {
 				return err
 			}
-			made[dir] = true
+			// Spread the access times over a day, so eviction has an order to find.
+			at := now.Add(-time.Duration(i*7919%86400) * time.Second)
+			row := blobRow{Size: syntheticSize, Created: at, LastAccess: at}
+			v := []byte{byte(kindBlob)}
+			rows = append(rows, [2][]byte{blobKey(d), row.marshal()}, [2][]byte{repoRefKey(repo, d), v}, [2][]byte{usedByKey(d, repo), v})
 		}
-		if err := os.WriteFile(path, content[:], fileMode); err != nil {
-			return fmt.Errorf("write synthetic blob: %w", err)
-		}
-		// Spread the access times over a day, so eviction has an order to find.
-		at := now.Add(-time.Duration(i*7919%86400) * time.Second)
-		row := blobRow{Size: int64(len(content)), Created: at, LastAccess: at}
-		v := []byte{byte(kindBlob)}
-		for _, kv := range [][2][]byte{{blobKey(d), row.marshal()}, {repoRefKey(repo, d), v}, {usedByKey(d, repo), v}} {
-			if err := wb.Set(kv[0], kv[1]); err != nil {
-				return fmt.Errorf("write synthetic index rows: %w", err)
-			}
+		if err := s.db.Update(ctx, func(txn index.Txn) error { return setRows(txn, rows) }); err != nil {
+			return fmt.Errorf("write synthetic index rows: %w", err)
 		}
 	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("write synthetic index rows: %w", err)
+	return nil
+}
+
+// syntheticSize is the size of every synthetic blob: i as 8 bytes.
+const syntheticSize = 8
+
+// writeSyntheticBlob writes the file of synthetic blob i and returns its
+// digest. made lists the fan-out directories made so far.
+func writeSyntheticBlob(blobRoot string, i int, made map[string]bool) (digest.Digest, error) {
+	var content [syntheticSize]byte
+	binary.LittleEndian.PutUint64(content[:], uint64(i))
+	d := digest.FromBytes(content[:])
+	path := blobPath(blobRoot, d)
+	if dir := filepath.Dir(path); !made[dir] {
+		if err := makePrivateDir(dir); err != nil {
+			return "", err
+		}
+		made[dir] = true
+	}
+	if err := os.WriteFile(path, content[:], fileMode); err != nil {
+		return "", fmt.Errorf("write synthetic blob: %w", err)
+	}
+	return d, nil
+}
+
+// setRows writes key-value pairs.
+func setRows(txn index.Txn, rows [][2][]byte) error {
+	for _, kv := range rows {
+		if err := txn.Set(kv[0], kv[1]); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // An upload session is a directory <data>/uploads/<id> holding "repository",
@@ -243,7 +244,7 @@ func (s *Store) commitFile(ctx context.Context, d digest.Digest, path string) er
 // links it into repository name and charges it to c's user (when c is
 // set), in one transaction.
 func (h *Hosted) commitHostedBlob(ctx context.Context, name string, d digest.Digest, size int64, c *charge) error {
-	return h.s.indexBlob(ctx, d, size, func(txn *badger.Txn) error {
+	return h.s.indexBlob(ctx, d, size, func(txn index.Txn) error {
 		if c != nil {
 			if err := c.record(txn, d, size); err != nil {
 				return err

@@ -1,10 +1,8 @@
 package cache
 
-import "github.com/dgraph-io/badger/v4"
-
 // Usage returns what eviction must keep within the budget: the bytes the
 // cache's blobs take on disk, the downloads in flight at the size upstream
-// announced, and what the manifests and tags count (see manifestItemCost and
+// announced, and what the manifests and tags count (see manifestCost and
 // tagCost). It is kept in memory and costs nothing to call, once the index
 // has been counted after Open: until then (a second for a million blobs)
 // it waits.
@@ -16,7 +14,7 @@ func (s *Store) Usage() int64 {
 // What index rows count against the budget. Without them, a stream of
 // distinct manifests (up to 4 MiB each) or tags would grow the index
 // without bound while the budget saw nothing. A manifest counts its row
-// (see manifestItemCost).
+// (see manifestCost).
 const (
 	// manifestRowAllowance stands for the rows that come with a manifest
 	// besides its own: its access time and the repositories that use it.
@@ -25,13 +23,12 @@ const (
 	tagCost = 128
 )
 
-// manifestItemCost is what a stored manifest row counts: its key, its value
-// and manifestRowAllowance, read without fetching the value. For a value in
-// the value log Badger's size is exact only to within the few bytes of a
-// record header, but the same for every read of the row: adding and
-// removing both use this one function.
-func manifestItemCost(item *badger.Item) int64 {
-	return int64(len(item.Key())) + item.ValueSize() + manifestRowAllowance
+// manifestCost is what a stored manifest row counts: its key, its value
+// and manifestRowAllowance, read without fetching the value. For a large
+// value the index's size may be off by a few bytes, but it is the same for
+// every read of the row: adding and removing both use this one function.
+func manifestCost(key []byte, valueSize int64) int64 {
+	return int64(len(key)) + valueSize + manifestRowAllowance
 }
 
 // growIndex adds n (negative: takes it away) to what the index rows count,

@@ -8,8 +8,8 @@
 // The store keeps bytes, not meaning: it does not hash what it is given
 // (the cache verifies every blob before it commits it, and re-hashes a
 // blob on its first read in a process), and it keeps no index. The index
-// rows (sizes, access times, manifests, tags, links) stay in the cache's
-// Badger database and are not behind an interface yet.
+// rows (sizes, access times, manifests, tags, links) go through an
+// interface of their own, cache/index.
 package blobstore
 
 import (

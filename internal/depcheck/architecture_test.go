@@ -25,7 +25,8 @@ var packagePaths = map[string]string{
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
 	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver", "fill": "internal/fill",
 	"s3blobs": "cache/s3blobs", "s3lease": "cache/s3lease", "s3test": "internal/s3test",
-	"cluster": "internal/cluster",
+	"cluster": "internal/cluster", "index": "cache/index",
+	"badgerindex": "cache/index/badgerindex", "indextest": "cache/index/indextest",
 }
 
 // codeSpan is a `code` span of the page.

@@ -6,7 +6,9 @@
 // internal/admin (the cache operations and the admin socket) sits on
 // cache, eviction and mirror; internal/statuspage on admin and the
 // snapshots of mirror and upstream; neither reaches back up to cmd.
-// It also keeps one glob dialect: only internal/repoglob calls path.Match.
+// The cache reaches its index rows through cache/index, and only
+// cache/index/badgerindex imports Badger. It also keeps one glob dialect:
+// only internal/repoglob calls path.Match.
 package depcheck
 
 import (
@@ -27,7 +29,7 @@ var allowed = map[string][]string{
 	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
 	// dependencies all the way down).
 	"mirror/ociserver": nil,
-	"cache":            {"cache/blobstore", "internal/promreg"},
+	"cache":            {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/promreg"},
 	// blobstore names what the cache needs of its blob storage; its
 	// contract suite and the store in a bucket know only it.
 	"cache/blobstore":   nil,
@@ -36,9 +38,14 @@ var allowed = map[string][]string{
 	// Leases share the bucket with the blobs; the blob store's
 	// s3blobs.NewClient makes their client, outside the package.
 	"cache/s3lease": nil,
-	"eviction":      {"internal/repoglob"},
-	"credentials":   {"internal/registryhost"},
-	"upstream":      {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
+	// index names what the cache needs of its index rows; its contract
+	// suite and its Badger implementation know only it.
+	"cache/index":             nil,
+	"cache/index/indextest":   {"cache/index"},
+	"cache/index/badgerindex": {"cache/index"},
+	"eviction":                {"internal/repoglob"},
+	"credentials":             {"internal/registryhost"},
+	"upstream":                {"credentials", "internal/keypair", "internal/promreg", "internal/registryhost"},
 	// ldapauth is an LDAP client and nothing else: cmd/regmirror hands
 	// it to mirror, which knows it only as a mirror.Directory.
 	"internal/ldapauth": nil,

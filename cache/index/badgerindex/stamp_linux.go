@@ -1,4 +1,4 @@
-package cache
+package badgerindex
 
 import (
 	"io/fs"

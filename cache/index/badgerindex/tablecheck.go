@@ -1,6 +1,7 @@
-package cache
+package badgerindex
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,12 +14,9 @@ import (
 	"github.com/dgraph-io/badger/v4/pb"
 	"github.com/dgraph-io/badger/v4/y"
 	"google.golang.org/protobuf/proto"
-)
 
-// ErrIndexDamaged means the index's files are torn or corrupt. The cache
-// refuses to open rather than guess: the index also holds the manifests
-// and tags of hosted repositories, which no blob file can bring back.
-var ErrIndexDamaged = errors.New("the cache index is damaged")
+	"github.com/regmirror/regmirror/cache/index"
+)
 
 // checkTables looks at the footer of every table file of the index in dir
 // before Badger opens them, and with blocks set at the trailer of every
@@ -32,7 +30,7 @@ var ErrIndexDamaged = errors.New("the cache index is damaged")
 // the block, so a damaged trailer panics it too: blocks has every trailer
 // checked first, which costs two small reads a block and is done only where
 // Badger reads every block anyway (an index opened without a stamp).
-func checkTables(dir string, blocks bool) error {
+func checkTables(ctx context.Context, dir string, blocks bool) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // a new index
@@ -44,18 +42,15 @@ func checkTables(dir string, blocks bool) error {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sst") {
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		path := filepath.Join(dir, e.Name())
 		if err := checkTable(path, blocks); err != nil {
-			return fmt.Errorf("%w: table %s: %v (%s)", ErrIndexDamaged, path, err, damagedIndexHint(dir))
+			return fmt.Errorf("%w: table %s: %v", index.ErrDamaged, path, err)
 		}
 	}
 	return nil
-}
-
-// damagedIndexHint tells an operator how to recover from a damaged index.
-func damagedIndexHint(dir string) string {
-	return "if the index is damaged, move " + dir + " aside: the cache then starts with an empty index rebuilt " +
-		"from the blob files; cached manifests and tags are fetched again, hosted repositories lose their manifests and tags"
 }
 
 // checkTable checks the table at path: its footer, and with blocks the

@@ -1,4 +1,4 @@
-package cache
+package badgerindex
 
 import (
 	"encoding/json"
@@ -22,8 +22,12 @@ import (
 // still verified when it is read, so a table damaged under a matching stamp
 // answers with an error, never with other rows.
 
-// tablesStampName is the stamp's file, in the data directory beside index/.
-const tablesStampName = "index.tables"
+// stampPath is the stamp's file for the index in dir: beside the
+// directory, out of Badger's way (<data dir>/index.tables for the cache's).
+func stampPath(dir string) string { return dir + ".tables" }
+
+// stampMode keeps the stamp private, as is everything the cache writes.
+const stampMode = 0o600
 
 // tableStamp identifies one table file as it was when the index closed.
 type tableStamp struct {
@@ -65,11 +69,11 @@ func stampTables(dir string) (stamps []tableStamp, ok bool, err error) {
 	return stamps, ok, nil
 }
 
-// writeTablesStamp records the index's tables after a clean close. A
-// failure only costs the next start a full verification, so the caller
-// logs it rather than failing Close.
-func writeTablesStamp(dataDir string) error {
-	stamps, ok, err := stampTables(filepath.Join(dataDir, "index"))
+// writeTablesStamp records the tables of the index in dir after a clean
+// close. A failure only costs the next start a full verification, so the
+// caller logs it rather than failing Close.
+func writeTablesStamp(dir string) error {
+	stamps, ok, err := stampTables(dir)
 	if err != nil || !ok {
 		return err
 	}
@@ -77,21 +81,21 @@ func writeTablesStamp(dataDir string) error {
 	if err != nil {
 		return fmt.Errorf("stamp index tables: %w", err)
 	}
-	tmp := filepath.Join(dataDir, tablesStampName+".tmp")
+	tmp := stampPath(dir) + ".tmp"
 	if err := writeFileSynced(tmp, data); err != nil {
 		return fmt.Errorf("stamp index tables: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dataDir, tablesStampName)); err != nil {
+	if err := os.Rename(tmp, stampPath(dir)); err != nil {
 		return fmt.Errorf("stamp index tables: %w", err)
 	}
 	return nil
 }
 
-// takeTablesStamp reports whether the index's tables are exactly those a
-// clean close stamped, and removes the stamp: from now on the tables may
-// change, and a crash must leave no stamp behind.
-func takeTablesStamp(dataDir string) (trusted bool, err error) {
-	path := filepath.Join(dataDir, tablesStampName)
+// takeTablesStamp reports whether the tables of the index in dir are
+// exactly those a clean close stamped, and removes the stamp: from now on
+// the tables may change, and a crash must leave no stamp behind.
+func takeTablesStamp(dir string) (trusted bool, err error) {
+	path := stampPath(dir)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -106,7 +110,7 @@ func takeTablesStamp(dataDir string) (trusted bool, err error) {
 	if json.Unmarshal(data, &stamped) != nil {
 		return false, nil // a torn stamp trusts nothing
 	}
-	now, ok, err := stampTables(filepath.Join(dataDir, "index"))
+	now, ok, err := stampTables(dir)
 	if err != nil {
 		return false, err
 	}
@@ -115,7 +119,7 @@ func takeTablesStamp(dataDir string) (trusted bool, err error) {
 
 // writeFileSynced writes data to a new file at path and syncs it.
 func writeFileSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, fileMode)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, stampMode)
 	if err != nil {
 		return err
 	}
