@@ -64,19 +64,34 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 	if offset < 0 {
 		return nil, 0, false, fmt.Errorf("fetch blob %s at %d: %w", d, offset, ErrInvalidOffset)
 	}
+	return s.fetch(ctx, repo, d, offset, fetch, absence{})
+}
+
+// absence is what a LookupBlob that found no row for a blob saw: the
+// count of writes that may add a blob row (Store.blobsIndexed) before it.
+type absence struct {
+	known bool
+	at    uint64
+}
+
+// fetch is FetchBlob, told by absent when a lookup found no row for d.
+func (s *Store) fetch(ctx context.Context, repo string, d digest.Digest, offset int64, fetch fetchFunc, absent absence) (io.ReadCloser, int64, bool, error) {
 	for {
-		rc, size, err := s.openCached(ctx, d, offset)
-		if err == nil {
-			err = s.requireBlobLink(ctx, repo, d)
-			if err != nil {
-				rc.Close()
-				rc = nil
+		if !absent.known {
+			rc, size, err := s.openCached(ctx, d, offset)
+			if err == nil {
+				err = s.requireBlobLink(ctx, repo, d)
+				if err != nil {
+					rc.Close()
+					rc = nil
+				}
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return rc, size, true, err
 			}
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return rc, size, true, err
-		}
-		dl, joined, err := s.joinFill(ctx, repo, d, fetch)
+		dl, joined, err := s.joinFill(ctx, repo, d, fetch, absent)
+		absent = absence{} // a second round looks again
 		var busy *retryWhenDone
 		switch {
 		case errors.As(err, &busy):
@@ -92,7 +107,7 @@ func (s *Store) FetchBlob(ctx context.Context, repo string, d digest.Digest, off
 		if joined {
 			s.metrics.coalescedWaiters.Inc()
 		}
-		rc, size, err = s.follow(ctx, dl, offset)
+		rc, size, err := s.follow(ctx, dl, offset)
 		if err != nil {
 			s.uses.release(d)
 			return nil, 0, false, err
@@ -141,7 +156,7 @@ var errJustCommitted = errors.New("blob committed meanwhile")
 // readers, and is registered as a reader of d in the use table. It fails
 // with *retryWhenDone while d is being removed or its download is being
 // abandoned.
-func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) (dl *download, joined bool, err error) {
+func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc, absent absence) (dl *download, joined bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -161,7 +176,11 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 		return dl, true, nil
 	}
 	// A download leaves the map only after it committed, so the caller's
-	// lookup may have raced with one: look again before fetching twice.
+	// lookup may have raced with one: look again before fetching twice,
+	// unless no blob row may have been added since a lookup found none.
+	if absent.known && s.blobsIndexed.Load() == absent.at {
+		return s.startFill(ctx, repo, d, fetch), false, nil
+	}
 	switch indexed, err := s.hasBlob(ctx, d); {
 	case err != nil:
 		s.uses.release(d)
@@ -262,6 +281,11 @@ func (s *Store) openFile(ctx context.Context, d digest.Digest, offset int64) (bl
 	if err != nil {
 		return nil, 0, fmt.Errorf("read blob %s: %w", d, err)
 	}
+	return s.openRow(ctx, d, row, offset)
+}
+
+// openRow is openFile with the blob's row read already.
+func (s *Store) openRow(ctx context.Context, d digest.Digest, row blobRow, offset int64) (blobstore.File, int64, error) {
 	f, err := s.blobs.Open(ctx, d)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, s.dropDamaged(ctx, d, row, "file missing")

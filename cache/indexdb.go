@@ -12,12 +12,15 @@ import (
 
 // openIndex opens the index rows in dataDir/index: Badger, which verifies
 // the index's files as it opens them (see badgerindex.Open). A failure
-// tells the operator how to recover.
-func openIndex(ctx context.Context, dataDir string, log *slog.Logger) (index.DB, error) {
+// tells the operator how to recover. wrap, when set, wraps what it opened.
+func openIndex(ctx context.Context, dataDir string, log *slog.Logger, wrap func(index.DB) index.DB) (index.DB, error) {
 	dir := filepath.Join(dataDir, "index")
 	db, err := badgerindex.Open(ctx, dir, badgerindex.Options{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, damagedIndexHint(dir))
+	}
+	if wrap != nil {
+		return wrap(db), nil
 	}
 	return db, nil
 }

@@ -49,6 +49,10 @@ type Options struct {
 	Retry Retry
 	// Limits bound each download; SetLimits changes them later.
 	Limits
+
+	// wrapIndex, when set, wraps the index as it is opened: tests count
+	// its reads with it.
+	wrapIndex func(index.DB) index.DB
 }
 
 // Store is the on-disk cache. Its methods are safe for concurrent use.
@@ -98,6 +102,12 @@ type Store struct {
 	stopCount context.CancelFunc
 	counting  sync.WaitGroup
 
+	// blobsIndexed counts the writes that may add a blob row to the index,
+	// each counted before its row can be seen, so that a download started
+	// after a LookupBlob that found no row needs no second look unless a
+	// row may have been added since (see joinFill).
+	blobsIndexed atomic.Uint64
+
 	mu       sync.Mutex
 	closed   bool
 	inflight map[fillKey]*download
@@ -135,7 +145,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
-	if s.db, err = openIndex(ctx, opts.Dir, s.log); err != nil {
+	if s.db, err = openIndex(ctx, opts.Dir, s.log, opts.wrapIndex); err != nil {
 		s.unlock()
 		return nil, err
 	}
