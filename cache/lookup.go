@@ -11,14 +11,16 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/index"
+	"github.com/regmirror/regmirror/internal/bloblookup"
 )
 
 // BlobLookup is what one read of the index tells of a blob for a cached
 // repository: whether it is stored, whether the repository holds it and,
-// when it does not, which repositories do. OpenBlob and FetchMissing act
+// when it does not, which repositories do. Its Open and Fetch act
 // on it without reading the index again, so that a pull costs one index
-// read whether it hits or misses.
+// read whether it hits or misses. It implements bloblookup.Lookup.
 type BlobLookup struct {
+	s      *Store
 	digest digest.Digest
 	repo   string
 	stored bool
@@ -42,14 +44,14 @@ func (l *BlobLookup) Holders() (cached, hosted []string) { return l.cached, l.ho
 
 // LookupBlob reads, in one snapshot of the index, what BlobLookup tells of
 // blob d for the cached repository repo ("<host>/<path>").
-func (s *Store) LookupBlob(ctx context.Context, repo string, d digest.Digest) (*BlobLookup, error) {
+func (s *Store) LookupBlob(ctx context.Context, repo string, d digest.Digest) (bloblookup.Lookup, error) {
 	if err := checkDigest(d); err != nil {
 		return nil, fmt.Errorf("look up blob: %w", err)
 	}
 	if err := checkName("repository", repo); err != nil {
 		return nil, fmt.Errorf("look up blob: %w", err)
 	}
-	l := &BlobLookup{digest: d, repo: repo, indexed: s.blobsIndexed.Load()}
+	l := &BlobLookup{s: s, digest: d, repo: repo, indexed: s.blobsIndexed.Load()}
 	err := s.db.View(ctx, func(r index.Reader) error { return l.read(ctx, r) })
 	if err != nil {
 		return nil, fmt.Errorf("look up blob %s for %s: %w", d, repo, err)
@@ -86,10 +88,13 @@ func (l *BlobLookup) read(ctx context.Context, r index.Reader) error {
 	})
 }
 
-// OpenBlob opens the blob a lookup found stored, from offset, as ReadBlob
+var _ bloblookup.Lookup = (*BlobLookup)(nil)
+
+// Open opens the blob the lookup found stored, from offset, as ReadBlob
 // does, without reading the index again. It fails wrapping fs.ErrNotExist
 // when the lookup found no blob, or the blob went since.
-func (s *Store) OpenBlob(ctx context.Context, l *BlobLookup, offset int64) (io.ReadCloser, int64, error) {
+func (l *BlobLookup) Open(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+	s := l.s
 	if !l.stored {
 		return nil, 0, fmt.Errorf("read blob %s: %w", l.digest, fs.ErrNotExist)
 	}
@@ -104,11 +109,11 @@ func (s *Store) OpenBlob(ctx context.Context, l *BlobLookup, offset int64) (io.R
 	return s.registered(f, l.digest), size, nil
 }
 
-// FetchMissing is FetchBlob for the repository and blob of a lookup that
-// found the blob not stored: it starts or joins the download without
-// looking in the index again, unless a blob was indexed since the lookup.
-// For a lookup that found the blob stored it is FetchBlob.
-func (s *Store) FetchMissing(ctx context.Context, l *BlobLookup, offset int64, fetch fetchFunc) (rc io.ReadCloser, size int64, coalesced bool, err error) {
+// Fetch is FetchBlob for the lookup's repository and blob. When the lookup
+// found the blob not stored, it starts or joins the download without
+// looking in the index again, unless a blob row may have been added since.
+func (l *BlobLookup) Fetch(ctx context.Context, offset int64, fetch bloblookup.Fetch) (rc io.ReadCloser, size int64, coalesced bool, err error) {
+	s := l.s
 	if l.stored {
 		return s.FetchBlob(ctx, l.repo, l.digest, offset, fetch)
 	}

@@ -50,7 +50,7 @@ func TestABlobPullReadsTheIndexOnce(t *testing.T) {
 		t.Fatalf("LookupBlob of a new blob: stored %v, %v", l != nil && l.Stored(), err)
 	}
 	var calls atomic.Int32
-	rc, _, _, err := s.FetchMissing(ctx, l, 0, bytesFetch(data, int64(len(data)), &calls))
+	rc, _, _, err := l.Fetch(ctx, 0, bytesFetch(data, int64(len(data)), &calls))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestABlobPullReadsTheIndexOnce(t *testing.T) {
 	if err != nil || !l.Stored() || !l.Linked() {
 		t.Fatalf("LookupBlob after the download: stored %v, linked %v, %v", l.Stored(), l.Linked(), err)
 	}
-	rc, _, err = s.OpenBlob(ctx, l, 0)
+	rc, _, err = l.Open(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestABlobPullReadsTheIndexOnce(t *testing.T) {
 // A lookup that found no blob does not let a download start twice: a blob
 // indexed since (for another repository) is found before fetching, and the
 // caller learns that its repository does not hold it.
-func TestFetchMissingLooksAgainAfterABlobWasIndexed(t *testing.T) {
+func TestLookupFetchLooksAgainAfterABlobWasIndexed(t *testing.T) {
 	s := openStore(t, Options{})
 	data, d := randomBlob(t, 64<<10)
 	ctx := t.Context()
@@ -92,10 +92,10 @@ func TestFetchMissingLooksAgainAfterABlobWasIndexed(t *testing.T) {
 	readAllAndClose(t, rc, data)
 
 	var calls atomic.Int32
-	_, _, _, err = s.FetchMissing(ctx, l, 0, bytesFetch(data, int64(len(data)), &calls))
+	_, _, _, err = l.Fetch(ctx, 0, bytesFetch(data, int64(len(data)), &calls))
 	var notHeld *NotLinkedError
 	if !errors.As(err, &notHeld) || calls.Load() != 0 {
-		t.Fatalf("FetchMissing after another repository's download: %v, %d fetches; want not held and none", err, calls.Load())
+		t.Fatalf("Fetch after another repository's download: %v, %d fetches; want not held and none", err, calls.Load())
 	}
 }
 

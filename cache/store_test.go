@@ -12,11 +12,14 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/internal/bloblookup"
 )
 
 // The method set of mirror.Cache, copied because cache must not import
 // mirror: a change on either side breaks this assertion or the mirror's.
 var _ interface {
+	LookupBlob(ctx context.Context, repo string, d digest.Digest) (bloblookup.Lookup, error)
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
 		fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error)

@@ -43,17 +43,24 @@ func (m *Mirror) readableElsewhere(ctx context.Context, d digest.Digest) (bool, 
 	if err != nil {
 		return false, err
 	}
+	return m.readableHolder(ctx, cached, hosted), nil
+}
+
+// readableHolder reports whether the client may read one of the
+// repositories that hold a blob: cached ones by cache key, hosted ones by
+// hosted name.
+func (m *Mirror) readableHolder(ctx context.Context, cached, hosted []string) bool {
 	for _, key := range cached {
 		if m.mayReadCached(ctx, key) {
-			return true, nil
+			return true
 		}
 	}
 	for _, name := range hosted {
 		if m.mayPullHosted(ctx, name) {
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // mayReadCached reports whether the client may read the cached repository

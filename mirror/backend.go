@@ -6,7 +6,10 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/internal/bloblookup"
 )
 
 // Cache is what the mirror needs from the content-addressed store.
@@ -14,7 +17,13 @@ import (
 // so same-named repositories of different registries never mix.
 // Every method returns an error wrapping fs.ErrNotExist when the content is absent.
 type Cache interface {
-	// ReadBlob opens the cached blob d for reading from offset and returns its total size.
+	// LookupBlob reads, in one read of the index, whether blob d is
+	// cached, whether repo holds it and, when it does not, which
+	// repositories do; the lookup opens or downloads it without reading
+	// the index again.
+	LookupBlob(ctx context.Context, repo string, d digest.Digest) (bloblookup.Lookup, error)
+	// ReadBlob opens the cached blob d for reading from offset and returns
+	// its total size (for the browser, which reads image configs).
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	// FetchBlob serves d from the cache, or downloads it with fetch on a miss,
 	// for repo. Content stored only for other repositories is refused with

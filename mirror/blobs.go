@@ -10,14 +10,20 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/internal/bloblookup"
 	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // openBlob serves from the cache what t holds or the client may read
 // anyway, or joins or starts the one upstream download of d for t,
-// streaming it while it fills the cache.
+// streaming it while it fills the cache. It reads the cache's index once
+// (cache.LookupBlob) whether d is cached or not.
 func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (*ociserver.Blob, error) {
-	if body, ok, err := m.cachedBlob(ctx, rem, t, d, offset); ok || err != nil {
+	l, err := m.cache.LookupBlob(ctx, t.cacheKey(), d)
+	if err != nil {
+		return nil, fmt.Errorf("looking up blob %s: %w", d, err)
+	}
+	if body, ok, err := m.cachedBlob(ctx, rem, l, d, offset); ok || err != nil {
 		return body, err
 	}
 	if err := m.chargeMiss(ctx); err != nil {
@@ -29,7 +35,7 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	fetch := func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
 		return rem.Upstream.GetBlob(ctx, t.path, d, from)
 	}
-	rc, size, joined, err := m.cache.FetchBlob(ctx, t.cacheKey(), d, offset, fetch)
+	rc, size, joined, err := l.Fetch(ctx, offset, fetch)
 	var notHeld interface{ NotHeldBy() string }
 	if errors.As(err, &notHeld) {
 		return m.openHeldBlob(ctx, rem, t, d, offset)
@@ -47,14 +53,17 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	return &ociserver.Blob{Body: rc, Offset: offset, Size: size, Source: sourceUpstream}, nil
 }
 
-// cachedBlob opens d from the cache when the client may read it under t
-// without asking upstream; ok is false when it may not, or d is not cached.
-func (m *Mirror) cachedBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (*ociserver.Blob, bool, error) {
-	may, err := m.mayServe(ctx, t, d)
-	if err != nil || !may {
-		return nil, false, err
+// cachedBlob opens d from the cache when the lookup found it stored and
+// the client may read it under the lookup's repository without asking
+// upstream (see mayServe); ok is false otherwise.
+func (m *Mirror) cachedBlob(ctx context.Context, rem *Remote, l bloblookup.Lookup, d digest.Digest, offset int64) (*ociserver.Blob, bool, error) {
+	if !l.Stored() {
+		return nil, false, nil
 	}
-	rc, size, err := m.cache.ReadBlob(ctx, d, offset)
+	if cached, hosted := l.Holders(); !l.Linked() && !m.readableHolder(ctx, cached, hosted) {
+		return nil, false, nil
+	}
+	rc, size, err := l.Open(ctx, offset)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
@@ -99,7 +108,11 @@ func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d dige
 		m.lookupResult(ctx, rem, "blob", resultError)
 		return nil, fromUpstream(err, rem.Host, kindBlob)
 	}
-	if body, ok, err := m.cachedBlob(ctx, rem, t, d, offset); ok || err != nil {
+	l, err := m.cache.LookupBlob(ctx, t.cacheKey(), d)
+	if err != nil {
+		return nil, fmt.Errorf("looking up blob %s: %w", d, err)
+	}
+	if body, ok, err := m.cachedBlob(ctx, rem, l, d, offset); ok || err != nil {
 		return body, err
 	}
 	return nil, newError(codeUnavailable, "blob %s was removed while it was confirmed; retry", d)

@@ -22,14 +22,16 @@ const module = "github.com/regmirror/regmirror/"
 
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
-	"mirror": {"internal/fill", "internal/promreg", "internal/registryhost", "internal/repoglob", "mirror/ociserver"},
+	"mirror": {"internal/bloblookup", "internal/fill", "internal/promreg", "internal/registryhost", "internal/repoglob", "mirror/ociserver"},
 	// fill is the one way upstream fills are coalesced.
 	"internal/fill": nil,
 	// ociserver is the protocol over one Backend interface: no cache, no
 	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
 	// dependencies all the way down).
 	"mirror/ociserver": nil,
-	"cache":            {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/promreg"},
+	"cache":            {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/bloblookup", "internal/promreg"},
+	// bloblookup names what the cache tells the mirror of a blob in one read.
+	"internal/bloblookup": nil,
 	// blobstore names what the cache needs of its blob storage; its
 	// contract suite and the store in a bucket know only it.
 	"cache/blobstore":   nil,
