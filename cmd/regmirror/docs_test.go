@@ -300,7 +300,7 @@ var testDirs = map[string]string{
 	"cache": "../../cache", "cmd": ".", "credentials": "../../credentials", "edge": "../../internal/edge",
 	"ldapauth": "../../internal/ldapauth", "mirror": "../../mirror", "ociserver": "../../mirror/ociserver",
 	"registryhost": "../../internal/registryhost",
-	"upstream": "../../upstream",
+	"upstream":     "../../upstream",
 }
 
 // securityTestRef matches a test named in docs/security.md, e.g.
