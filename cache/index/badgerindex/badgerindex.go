@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -28,6 +29,10 @@ type DB struct {
 	// verifiedInFull: Open read every block of the index, as it found no
 	// stamp of a clean close matching its tables (see stamp.go).
 	verifiedInFull bool
+	// damaged is set when a read or write panicked: Badger panics on some
+	// damaged blocks, and such a panic is recovered (net/http recovers a
+	// handler's), so Close must not stamp tables it could not read.
+	damaged atomic.Bool
 }
 
 var _ index.DB = (*DB)(nil)
@@ -116,6 +121,10 @@ func (db *DB) Close() error {
 	if err := db.db.Close(); err != nil {
 		return err
 	}
+	if db.damaged.Load() {
+		db.log.Warn("not stamping the index, which a read found damaged: the next start verifies it in full")
+		return nil
+	}
 	if err := writeTablesStamp(db.dir); err != nil {
 		db.log.Warn("the next start verifies the whole index", "err", err)
 	}
@@ -132,7 +141,7 @@ func (db *DB) Update(ctx context.Context, fn func(index.Txn) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := db.db.Update(func(t *badger.Txn) error { return fn(txn{t}) })
+		err := db.guard(func() error { return db.db.Update(func(t *badger.Txn) error { return fn(txn{t}) }) })
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}
@@ -147,7 +156,20 @@ func (db *DB) View(ctx context.Context, fn func(index.Reader) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return db.db.View(func(t *badger.Txn) error { return fn(txn{t}) })
+	return db.guard(func() error { return db.db.View(func(t *badger.Txn) error { return fn(txn{t}) }) })
+}
+
+// guard runs a transaction, turning a panic into an error wrapping
+// index.ErrDamaged and marking the index damaged, so that it is neither
+// trusted at the next start nor able to take the daemon down.
+func (db *DB) guard(run func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db.damaged.Store(true)
+			err = fmt.Errorf("%w: reading it panicked: %v", index.ErrDamaged, r)
+		}
+	}()
+	return run()
 }
 
 // Get reads key in a read-only transaction of its own.

@@ -3,11 +3,14 @@ package badgerindex
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/regmirror/regmirror/cache/index"
 )
 
 // A cleanly closed index opens without a full read of its tables, and the
@@ -201,5 +204,31 @@ func TestStampFollowsASymlinkedTable(t *testing.T) {
 		if !verified {
 			t.Fatal("a table written through its symbolic link after the clean close was trusted")
 		}
+	}
+}
+
+// A read that panics (Badger does on some damaged blocks, and net/http
+// recovers a handler's panic) fails with index.ErrDamaged instead of
+// taking the daemon down, and the index is not stamped at Close: the next
+// start verifies it in full rather than trust it.
+func TestAPanickingReadLeavesTheIndexUnstamped(t *testing.T) {
+	t.Parallel()
+	dir, _ := fillIndex(t)
+	db, err := Open(context.Background(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(context.Background(), func(index.Reader) error { panic("bad block") })
+	if !errors.Is(err, index.ErrDamaged) {
+		t.Fatalf("a panicking read returned %v, want index.ErrDamaged", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stampPath(dir)); !os.IsNotExist(err) {
+		t.Fatalf("the index was stamped after a read found it damaged: %v", err)
+	}
+	if db := openDB(t, dir); !db.verifiedInFull {
+		t.Error("the index was trusted at the next Open")
 	}
 }
