@@ -3,7 +3,6 @@ package mirror
 import (
 	"context"
 	"io"
-	"net/http"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -92,7 +91,11 @@ func (g group) Tags(ctx context.Context, repo ociserver.Repo) ([]string, error) 
 		return append(tags, upstreamTags...), nil
 	case len(tags) == 0:
 		return nil, hostedMiss(err, kindTags, name, "")
-	case upstreamStatus(err) != http.StatusNotFound:
+	case !deniesName(err):
+		// Only a failure is warned of. An upstream that does not know the
+		// name, or refuses it to this client, leaves the hosted tags as the
+		// whole answer, as for referrers: a warning would tell a private
+		// namesake from none.
 		g.m.log.WarnContext(ctx, "listing hosted tags without the upstream's", "repository", name, "error", err)
 		ociserver.Warn(ctx, 199, "upstream tags unavailable; listing hosted tags only")
 	}

@@ -115,3 +115,35 @@ func TestHostedMissStaysUnavailableWhenTheUpstreamIsDown(t *testing.T) {
 		t.Fatalf("GET with the upstream down = %d %s, want a 5xx", got.status, got.body)
 	}
 }
+
+// TestHostedTagsDoNotTellWhetherTheUpstreamNamesakeIsPrivate: a hosted
+// name that falls through lists its own tags alone, the same way whether
+// its upstream namesake does not exist or the client may not read it
+// there, as its manifests, blobs and referrers already answer: an
+// anonymous client cannot tell a private upstream repository from a
+// missing one through the mirror's hosted names.
+func TestHostedTagsDoNotTellWhetherTheUpstreamNamesakeIsPrivate(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnvHosting(t, mirror.HostedOptions{Repositories: []string{"team/**"}, FallThrough: []string{"team/**"}})
+	e.hubPrivate.Store(true) // team/app is private upstream; team/other does not exist there
+	if _, err := e.hub.PushImage("team/app", "2", registrytest.ImageOptions{Layers: 1, LayerSize: 256, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	for _, repo := range []string{"team/app", "team/other"} {
+		if err := e.pushAs(t, repo+":1", randomImage(t), alice, alicePassword); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, repo := range []string{"team/app", "team/other"} {
+		for _, method := range []string{http.MethodHead, http.MethodGet} {
+			got := e.do(t, method, "/v2/"+repo+"/tags/list", false)
+			if got.status != http.StatusOK || len(got.header.Values("Warning")) != 0 {
+				t.Errorf("anonymous %s of %s's tags = %d, Warning %q; want 200 without a warning",
+					method, repo, got.status, got.header.Values("Warning"))
+			}
+			if want := `{"name":"` + repo + `","tags":["1"]}`; method == http.MethodGet && strings.TrimSpace(string(got.body)) != want {
+				t.Errorf("anonymous GET of %s's tags = %s, want %s", repo, got.body, want)
+			}
+		}
+	}
+}
