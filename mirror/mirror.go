@@ -170,9 +170,14 @@ func New(opts Options) (*Mirror, error) {
 		m.fillTimeout = 2 * time.Minute
 	}
 	m.misses = newMissLimiter(opts.MissLimits, m.now)
+	// Fills outlive the request that started them and serve others too:
+	// none may add to that request's headers, and a manifest fill must
+	// decide nothing with the rights of its client.
 	m.manifestFills.Detach = func(ctx context.Context) context.Context {
-		return withoutClient(context.WithoutCancel(ctx))
+		return withoutClient(ociserver.WithoutWarnings(context.WithoutCancel(ctx)))
 	}
+	m.confirms.Detach = detachRequest
+	m.exposure.asking.Detach = detachRequest
 	var err error
 	if m.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
@@ -197,6 +202,11 @@ func New(opts Options) (*Mirror, error) {
 	})
 	m.handler = m.accessLog(http.HandlerFunc(m.serve))
 	return m, nil
+}
+
+// detachRequest is ctx for work that outlives its request: see New.
+func detachRequest(ctx context.Context) context.Context {
+	return ociserver.WithoutWarnings(context.WithoutCancel(ctx))
 }
 
 // ServeHTTP implements http.Handler.

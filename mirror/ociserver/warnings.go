@@ -22,3 +22,10 @@ func Warn(ctx context.Context, code int, text string) {
 		h.Add("Warning", fmt.Sprintf("%03d - %q", code, text))
 	}
 }
+
+// WithoutWarnings is ctx without its request's warnings: work that
+// outlives the request, or serves other requests too, must not add to
+// one request's headers.
+func WithoutWarnings(ctx context.Context) context.Context {
+	return context.WithValue(ctx, warningsKey{}, nil)
+}
