@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,15 +38,7 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 	}
 	hub.Reset()
 	dir := t.TempDir()
-	secret := writeClusterSecret(t, clusterSecret)
-	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	var peers []string
-	for _, a := range addrs {
-		peers = append(peers, "http://"+a)
-	}
-	for i, a := range addrs {
-		startDaemonProcess(t, clusterConfigFile(t, dir, fmt.Sprintf("replica%d", i), a, hubCfg, peers, secret), a)
-	}
+	addrs, peers, _ := startReplicas(t, dir, hubCfg, 3)
 	proxy := startNginx(t, addrs...)
 
 	var clients errgroup.Group
@@ -80,6 +73,77 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 	}
 	t.Logf("%d blobs, %d clients through nginx and 3 direct pulls: 1 upstream GET per blob; the wrong-secret replica fell back %d times",
 		len(img.Blobs()), 8, forwarded)
+}
+
+// A replica killed with SIGKILL blocks no pull: nginx passes its clients
+// to the others, which fetch the blobs it owned from the upstream
+// themselves and count the failed forwards; the blobs the live replicas
+// own are still fetched once.
+func TestClusterBehindNginxSurvivesADeadReplica(t *testing.T) {
+	t.Parallel()
+	hub, hubCfg := startHub(t)
+	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 6, LayerSize: 1 << 20, Seed: 22})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.Reset()
+	addrs, peers, daemons := startReplicas(t, t.TempDir(), hubCfg, 3)
+	proxy := startNginx(t, addrs...)
+	if err := daemons[2].Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	daemons[2].Wait()
+
+	var clients errgroup.Group
+	for range 4 {
+		clients.Go(func() error { return pullVerified(t.Context(), proxy, img) })
+	}
+	if err := clients.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	members, err := cluster.New(cluster.Config{Self: peers[0], URLs: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, orphans := cluster.Peer{URL: peers[2]}, 0
+	for _, b := range img.Blobs() {
+		n := hub.BlobGets(b.Digest)
+		if members.Owner(b.Digest.String()) != dead {
+			if n != 1 {
+				t.Errorf("blob %s, owned by a live replica: %d upstream GETs; want 1", b.Digest, n)
+			}
+			continue
+		}
+		orphans++
+		if n < 1 || n > 2 {
+			t.Errorf("blob %s, owned by the dead replica: %d upstream GETs; want one per live replica asked, 1 or 2", b.Digest, n)
+		}
+	}
+	var failures float64
+	for _, a := range addrs[:2] {
+		failures += newClient(t, "http://"+a).scrape()["regmirror_cluster_forward_failures_total"]
+	}
+	if orphans > 0 && failures == 0 {
+		t.Errorf("%d blobs owned by the dead replica, and no forward failure counted", orphans)
+	}
+	t.Logf("%d of %d blobs owned by the dead replica; %v forwards failed over to the upstream", orphans, len(img.Blobs()), failures)
+}
+
+// startReplicas runs n replicas of a cluster, each a `regmirror serve`
+// process with a data directory of its own under dir, all sharing one
+// secret and knowing each other. It returns their addresses, their peer
+// URLs and their processes.
+func startReplicas(t *testing.T, dir string, hubCfg Config, n int) (addrs, peers []string, daemons []*exec.Cmd) {
+	t.Helper()
+	secret := writeClusterSecret(t, clusterSecret)
+	for range n {
+		a := freeAddr(t)
+		addrs, peers = append(addrs, a), append(peers, "http://"+a)
+	}
+	for i, a := range addrs {
+		daemons = append(daemons, startDaemonProcess(t, clusterConfigFile(t, dir, fmt.Sprintf("replica%d", i), a, hubCfg, peers, secret), a))
+	}
+	return addrs, peers, daemons
 }
 
 // clusterConfigFile writes the config of one replica listening on addr.
