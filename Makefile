@@ -77,10 +77,10 @@ rules:
 	promtool check rules deploy/prometheus/regmirror-rules.yaml
 	promtool test rules deploy/prometheus/regmirror-rules.test.yaml
 
-## proxy-log: behind a real nginx (installed if missing), the access log names the original client, the user and the request ID
+## proxy-log: behind a real nginx (installed if missing), the access log names the original client, the user and the request ID; three replicas in a cluster fetch each blob once
 proxy-log:
 	scripts/install-deps.sh
-	$(GO) test -race -count=1 -tags nginx -run '^TestAccessLogBehindNginx' ./cmd/regmirror
+	$(GO) test -race -count=1 -tags nginx -run '^(TestAccessLogBehindNginx|TestClusterBehindNginx)' ./cmd/regmirror
 
 ## bench: throughput, coalescing and memory numbers (prints a report)
 bench: build

@@ -16,7 +16,8 @@ import (
 
 // openBlob serves from the cache what t holds or the client may read
 // anyway, or joins or starts the one upstream download of d for t,
-// streaming it while it fills the cache. It reads the cache's index once
+// streaming it while it fills the cache; in a cluster the download asks
+// the replica that owns d before the upstream (blobSource). It reads the cache's index once
 // (cache.LookupBlob) whether d is cached or not.
 func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (*ociserver.Blob, error) {
 	l, err := m.cache.LookupBlob(ctx, t.cacheKey(), d)
@@ -32,10 +33,7 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	if body, ok := m.joinDownload(ctx, rem, t, d, offset); ok {
 		return body, nil
 	}
-	fetch := func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
-		return rem.Upstream.GetBlob(ctx, t.path, d, from)
-	}
-	rc, size, joined, err := l.Fetch(ctx, offset, fetch)
+	rc, size, joined, err := l.Fetch(ctx, offset, m.blobSource(ctx, rem, t, d))
 	var notHeld interface{ NotHeldBy() string }
 	if errors.As(err, &notHeld) {
 		return m.openHeldBlob(ctx, rem, t, d, offset)

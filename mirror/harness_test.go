@@ -80,6 +80,10 @@ type envOptions struct {
 	referrers bool
 	// wrap, when set, wraps the mirror's handler in the test server.
 	wrap func(http.Handler) http.Handler
+	// shared, when set, is the upstream, another env's: replicas of a
+	// cluster share theirs. peers is the mirror's Options.Peers.
+	shared *registrytest.Registry
+	peers  mirror.Peers
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -88,7 +92,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.private {
 		regOpts.Private = []string{"library/*"}
 	}
-	reg := registrytest.New(t, regOpts)
+	reg := o.shared
+	if reg == nil {
+		reg = registrytest.New(t, regOpts)
+	}
 	clk := testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	metrics := prometheus.NewRegistry()
 
@@ -135,6 +142,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Now:         clk.Now,
 		SendTimeout: o.sendTimeout,
 		MissLimits:  o.missLimits,
+		Peers:       o.peers,
 	})
 	if err != nil {
 		t.Fatal(err)

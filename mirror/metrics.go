@@ -47,6 +47,9 @@ type metrics struct {
 	missesRefused prometheus.Counter
 	// blobFirstByte times blob downloads until their first body byte.
 	blobFirstByte *prometheus.HistogramVec
+	// clusterForwardFailures counts blob downloads the owner replica did
+	// not serve, which went to the upstream instead.
+	clusterForwardFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -105,12 +108,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from a blob GET's arrival to the first byte of its body, for successful ones, by result (hit, miss, coalesced, hosted).",
 			Buckets: []float64{.001, .005, .02, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"result"}),
+		clusterForwardFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cluster_forward_failures_total",
+			Help: "Blob downloads that the replica owning the blob did not serve (down, refused, 5xx, no answer in time) and that went to the upstream instead.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting,
-		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused, m.blobFirstByte} {
+		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused, m.blobFirstByte, m.clusterForwardFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

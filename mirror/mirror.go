@@ -107,6 +107,11 @@ type Options struct {
 	// v1 search, the repository API and tag listings while an upstream is
 	// down. Nil lists hosted repositories only, in the catalog.
 	Inventory Inventory
+	// Peers, when set, makes this mirror a replica of a cluster: a blob
+	// that another replica owns is downloaded from that replica, which
+	// alone asks the upstream for it. Nil fetches every miss from the
+	// upstream.
+	Peers Peers
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -141,6 +146,7 @@ type Mirror struct {
 
 	misses *missLimiter
 	events Events // nil: none
+	peers  Peers  // nil: not in a cluster
 }
 
 // New returns a Mirror for opts.
@@ -156,6 +162,7 @@ func New(opts Options) (*Mirror, error) {
 		fillTimeout: opts.FillTimeout,
 		events:      opts.Events,
 		inventory:   opts.Inventory,
+		peers:       opts.Peers,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub

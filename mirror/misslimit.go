@@ -156,6 +156,8 @@ func withClientAddr(ctx context.Context, r *http.Request) context.Context {
 func (m *Mirror) chargeMiss(ctx context.Context) error {
 	client, _ := ctx.Value(clientAddrKey{}).(string)
 	internal, _ := ctx.Value(internalKey{}).(bool)
+	// A peer's miss was charged to its client by the replica it came from.
+	internal = internal || fromTrustedPeer(ctx)
 	ok, wait := m.misses.allow(client, internal)
 	if ok {
 		return nil

@@ -97,10 +97,10 @@ func (m *Mirror) withClient(ctx context.Context, r *http.Request) context.Contex
 	return context.WithValue(ctx, clientKey{}, who)
 }
 
-// withoutClient is ctx without who its client is: work shared by several
-// clients runs as nobody's.
+// withoutClient is ctx without who its client is, a peer replica
+// included: work shared by several clients runs as nobody's.
 func withoutClient(ctx context.Context) context.Context {
-	return context.WithValue(ctx, clientKey{}, nil)
+	return context.WithValue(context.WithValue(ctx, clientKey{}, nil), trustedPeerKey{}, false)
 }
 
 // clientOf returns who the request of ctx came from; anonymous when it
@@ -141,9 +141,12 @@ func (m *Mirror) loggedUser(r *http.Request, who *lazyPrincipal) string {
 }
 
 // clientAuthenticated reports whether the client logged in as one of the
-// mirror's users: such a client may read what the mirror's own upstream
-// credentials read.
-func clientAuthenticated(ctx context.Context) bool { return clientOf(ctx).loggedIn() }
+// mirror's users, or is a replica of the cluster (WithTrustedPeer), which
+// authorized its own client: such a client may read what the mirror's own
+// upstream credentials read.
+func clientAuthenticated(ctx context.Context) bool {
+	return fromTrustedPeer(ctx) || clientOf(ctx).loggedIn()
+}
 
 // User returns the mirror user that r authenticates as: the user of valid
 // Basic credentials or of a valid user token. ok is false for a request

@@ -68,6 +68,9 @@ type Config struct {
 	Notifications NotificationsConfig `yaml:"notifications"`
 	// Log is how the daemon logs: level and format.
 	Log LogConfig `yaml:"log"`
+	// Cluster makes this daemon one of several replicas that fetch each
+	// blob from the upstream once between them.
+	Cluster ClusterConfig `yaml:"cluster"`
 
 	// notifier is wiring, not configuration: the daemon's webhooks (nil
 	// without any), which the upstreams' breakers and eviction report to.
@@ -306,7 +309,7 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
-	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate())
+	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate(), c.Cluster.validate())
 	return errors.Join(errs...)
 }
 

@@ -118,9 +118,10 @@ func TestAccessLogBehindNginx(t *testing.T) {
 	}
 }
 
-// startNginx runs Debian's nginx as a reverse proxy in front of upstream
-// (host:port), configured as the docs recommend, and returns its URL.
-func startNginx(t *testing.T, upstream string) string {
+// startNginx runs Debian's nginx as a reverse proxy in front of upstreams
+// (host:port each, taken in turn), configured as the docs recommend, and
+// returns its URL.
+func startNginx(t *testing.T, upstreams ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -130,6 +131,10 @@ func startNginx(t *testing.T, upstream string) string {
 	}
 	dir := t.TempDir()
 	addr := freeLoopbackAddr(t)
+	var servers strings.Builder
+	for _, u := range upstreams {
+		fmt.Fprintf(&servers, "\t\tserver %s;\n", u)
+	}
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
 pid %[1]s/nginx.pid;
@@ -142,11 +147,13 @@ http {
 	fastcgi_temp_path %[1]s/fastcgi;
 	uwsgi_temp_path %[1]s/uwsgi;
 	scgi_temp_path %[1]s/scgi;
+	upstream regmirror {
+%[3]s	}
 	server {
 		listen %[2]s;
 		client_max_body_size 0;
 		location / {
-			proxy_pass http://%[3]s;
+			proxy_pass http://regmirror;
 			proxy_http_version 1.1;
 			proxy_set_header Host $http_host;
 			proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -157,7 +164,7 @@ http {
 		}
 	}
 }
-`, dir, addr, upstream)
+`, dir, addr, servers.String())
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

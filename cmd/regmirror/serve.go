@@ -166,9 +166,14 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
+	node, err := newClusterNode(cfg.Cluster, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
 		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
-		Inventory: admin.NewInventory(store, pins.Repos())})
+		Inventory: admin.NewInventory(store, pins.Repos()), Peers: node.mirrorPeers()})
 	if err != nil {
 		ln.Close()
 		return err
@@ -186,7 +191,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
-	guarded, handler, err := guardEdge(cfg, ln, routes(m, ops.mux()), reg, log)
+	guarded, handler, err := guardEdge(cfg, ln, routes(node.guard(m), ops.mux()), reg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -220,6 +225,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
 	g.Go(func() error { return upkeep(gctx) })
 	g.Go(func() error { return cfg.notifier.Run(gctx) }) // webhooks; nil: none
+	g.Go(func() error { return node.run(gctx) })         // cluster members; nil: none
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}

@@ -37,6 +37,13 @@ func startDaemon(t *testing.T, cfg Config, logs io.Writer) (string, func() error
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startDaemonOn(t, ln, cfg, logs)
+}
+
+// startDaemonOn is startDaemon on ln, for a config that names the
+// daemon's own address.
+func startDaemonOn(t *testing.T, ln net.Listener, cfg Config, logs io.Writer) (string, func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

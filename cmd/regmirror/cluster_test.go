@@ -1,0 +1,220 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/cluster"
+	"github.com/regmirror/regmirror/internal/registrytest"
+)
+
+// writeClusterSecret writes a cluster secret file and returns its path.
+func writeClusterSecret(t *testing.T, secret string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cluster-secret")
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const clusterSecret = "0123456789abcdef0123456789abcdef-cluster"
+
+func TestClusterConfig(t *testing.T) {
+	t.Parallel()
+	secret := writeClusterSecret(t, clusterSecret)
+	runConfigCases(t, []configCase{
+		{
+			name: "absent means off",
+			yaml: "listen: :5000\n",
+			check: func(t *testing.T, c Config) {
+				if c.Cluster.enabled() {
+					t.Errorf("cluster on without a section: %+v", c.Cluster)
+				}
+			},
+		},
+		{
+			name: "static peers",
+			yaml: "cluster:\n  self: http://10.0.0.1:5000\n  peers: [http://10.0.0.1:5000, http://10.0.0.2:5000]\n  secret_file: " + secret + "\n",
+			check: func(t *testing.T, c Config) {
+				if !c.Cluster.enabled() || len(c.Cluster.Peers) != 2 || c.Cluster.SecretFile != secret {
+					t.Errorf("cluster = %+v", c.Cluster)
+				}
+			},
+		},
+		{
+			name: "dns with refresh",
+			yaml: "cluster:\n  self: http://10.0.0.1:5000\n  dns: regmirror-peers.default.svc:5000\n  refresh: 10s\n  secret_file: " + secret + "\n",
+			check: func(t *testing.T, c Config) {
+				host, port, err := c.Cluster.dnsName()
+				if err != nil || host != "regmirror-peers.default.svc" || port != 5000 || c.Cluster.Refresh != 10*time.Second {
+					t.Errorf("dns %q %d %v, refresh %s", host, port, err, c.Cluster.Refresh)
+				}
+			},
+		},
+	})
+}
+
+// Every problem of the cluster section is reported at its line.
+func TestClusterConfigProblemsAtTheirLines(t *testing.T) {
+	t.Parallel()
+	const head = "listen: :5000\ncluster:\n"
+	tests := []struct {
+		name, yaml string
+		line       int
+		text       string
+	}{
+		{"no self", head + "  peers: [http://10.0.0.2:5000]\n  secret_file: /s\n", 2, "self is required"},
+		{"bad self", head + "  secret_file: /s\n  self: ftp://10.0.0.1\n  peers: [http://10.0.0.2:5000]\n", 4, "cluster.self"},
+		{"bad peer", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  peers:\n    - http://10.0.0.2:5000\n    - http://10.0.0.3:5000/path\n", 7, "cluster.peers[1]"},
+		{"peers and dns", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  peers: [http://10.0.0.2:5000]\n  dns: peers.svc:5000\n", 6, "not both"},
+		{"neither peers nor dns", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n", 2, "set peers"},
+		{"dns without port", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  dns: peers.svc\n", 5, "name:port"},
+		{"negative refresh", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  dns: peers.svc:5000\n  refresh: -1s\n", 6, "must not be negative"},
+		{"refresh without dns", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  peers: [http://10.0.0.2:5000]\n  refresh: 1m\n", 6, "is for dns"},
+		{"no secret", head + "  self: http://10.0.0.1:5000\n  peers: [http://10.0.0.2:5000]\n", 2, "secret_file is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, file, err := readConfig(writeConfig(t, tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			file.add(cfg.withDefaults().validate())
+			var problems *configErrors
+			if !errors.As(file.err(), &problems) {
+				t.Fatalf("no problem found in:\n%s", tt.yaml)
+			}
+			found := false
+			for _, p := range problems.problems {
+				found = found || p.line == tt.line && strings.Contains(p.err.Error(), tt.text)
+			}
+			if !found {
+				t.Errorf("no problem %q at line %d in:\n%v", tt.text, tt.line, problems)
+			}
+		})
+	}
+}
+
+// config check reads the secret files and reports a short one at its
+// line, by its path, never by what it holds.
+func TestClusterConfigCheckReadsTheSecretFiles(t *testing.T) {
+	t.Parallel()
+	short := writeClusterSecret(t, "too-short-to-sign")
+	path := writeConfig(t, fmt.Sprintf("cluster:\n  self: http://10.0.0.1:5000\n  peers: [http://10.0.0.2:5000]\n  secret_file: %s\n", short))
+	code, stdout, stderr := runExit(t, "config", "check", "--config", path)
+	if code != exitConfig {
+		t.Errorf("exit status %d, want %d", code, exitConfig)
+	}
+	if want := path + ":4: cluster.secret_file: cluster secret " + short + ": shorter than"; !strings.Contains(stderr, want) {
+		t.Errorf("no %q in:\n%s", want, stderr)
+	}
+	if strings.Contains(stdout+stderr, "too-short-to-sign") {
+		t.Errorf("the secret was printed:\n%s%s", stdout, stderr)
+	}
+}
+
+// A request marked as forwarded by a peer is served only with a valid
+// signature: unsigned or signed with another secret it is refused with
+// 401, never served as an anonymous client's. Signed, it reads a
+// repository that only the mirror's upstream credentials read, which an
+// anonymous client is refused.
+func TestClusterPeerRequestsAreVerified(t *testing.T) {
+	t.Parallel()
+	hub := registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password", Private: []string{"library/*"}})
+	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := img.Layers[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := "http://" + ln.Addr().String()
+	const peerURL = "http://127.0.0.1:9" // the test's peer: it sends, never serves
+	cfg := Config{DataDir: t.TempDir(),
+		Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL(), Username: "bot", Password: "hub-secret-password"}},
+		Cluster:   ClusterConfig{Self: self, Peers: []string{self, peerURL}, SecretFile: writeClusterSecret(t, clusterSecret)},
+	}.withDefaults()
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	startDaemonOn(t, ln, cfg, &syncWriter{w: &logs})
+	waitFor(t, self+"/healthz")
+	path := self + "/v2/library/node/blobs/" + layer.Digest.String()
+
+	if status := getStatus(t, path, nil); status != http.StatusForbidden {
+		t.Errorf("anonymous client: %d, want 403 (library/node is not exposed)", status)
+	}
+	if status := getStatus(t, path, http.Header{"Regmirror-Forwarded-By": {peerURL}}); status != http.StatusUnauthorized {
+		t.Errorf("unsigned request marked as forwarded: %d, want 401", status)
+	}
+	if _, err := peerGetBlob(t, peerURL, self, "wrong-secret-0123456789abcdef0123456789", layer.Digest); !isStatus(err, http.StatusUnauthorized) {
+		t.Errorf("request signed with another secret: %v, want 401", err)
+	}
+	body, err := peerGetBlob(t, peerURL, self, clusterSecret, layer.Digest)
+	if err != nil || digest.FromBytes(body) != layer.Digest {
+		t.Fatalf("signed peer request: %v, %d bytes", err, len(body))
+	}
+	if n := hub.BlobGets(layer.Digest); n != 1 {
+		t.Errorf("%d upstream GETs, want 1", n)
+	}
+	if strings.Contains(logs.String(), clusterSecret) {
+		t.Error("the cluster secret appears in the daemon's log")
+	}
+}
+
+func getStatus(t *testing.T, url string, header http.Header) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// peerGetBlob reads library/node's blob d from the daemon at owner as the
+// replica self would, signing with secret.
+func peerGetBlob(t *testing.T, self, owner, secret string, d digest.Digest) ([]byte, error) {
+	t.Helper()
+	peers, err := cluster.New(cluster.Config{Self: self, URLs: []string{owner}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := cluster.NewAuthenticator(cluster.AuthConfig{Secrets: cluster.Secrets{Current: []byte(secret)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := cluster.NewForwarder(peers, auth, cluster.ForwarderConfig{})
+	defer fwd.CloseIdleConnections()
+	body, _, _, err := fwd.GetBlob(t.Context(), cluster.Peer{URL: owner}, "docker.io", "library/node", d, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	return io.ReadAll(body)
+}
+
+func isStatus(err error, code int) bool {
+	var status *cluster.StatusError
+	return errors.As(err, &status) && status.StatusCode == code
+}

@@ -1,0 +1,174 @@
+package mirror_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/mirror"
+)
+
+// peerHeader stands in for a valid peer signature in these tests: the
+// daemon verifies signatures (internal/cluster) before it marks a request
+// with mirror.WithTrustedPeer, and cmd/regmirror tests that part.
+const peerHeader = "X-Test-Peer"
+
+// trustPeers marks the requests carrying peerHeader as a peer's.
+func trustPeers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(peerHeader) != "" {
+			r = r.WithContext(mirror.WithTrustedPeer(r.Context()))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// peerLink is a replica's view of a cluster in which owner owns every
+// digest; it reads from owner over HTTP as a peer would.
+type peerLink struct {
+	owner string // base URL
+	self  bool
+	calls atomic.Int64
+}
+
+func (p *peerLink) Owner(string) (string, bool) { return p.owner, p.self }
+
+func (p *peerLink) FetchBlob(ctx context.Context, peer, host, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, int64, error) {
+	p.calls.Add(1)
+	u := peer + "/v2/" + repo + "/blobs/" + d.String() + "?" + url.Values{"ns": {host}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	req.Header.Set(peerHeader, "1")
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return resp.Body, 0, resp.ContentLength, nil
+	case http.StatusPartialContent:
+		var first, last, size int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &size); err != nil {
+			resp.Body.Close()
+			return nil, 0, 0, err
+		}
+		return resp.Body, first, size, nil
+	}
+	resp.Body.Close()
+	return nil, 0, 0, fmt.Errorf("peer answered %d", resp.StatusCode)
+}
+
+// A replica that does not own a blob downloads it from the owner, which
+// alone asks the upstream; both serve it from their caches afterwards.
+func TestClusterNonOwnerFetchesFromTheOwner(t *testing.T) {
+	t.Parallel()
+	owner := newEnv(t, envOptions{wrap: trustPeers})
+	ix := owner.pushNode(t, 3, 256<<10)
+	link := &peerLink{owner: owner.mirror.URL}
+	replica := newEnv(t, envOptions{shared: owner.upstream, peers: link})
+
+	replica.pullIndex(t, "library/node", "10", ix)
+	owner.pullIndex(t, "library/node", "10", ix)
+	replica.pullIndex(t, "library/node", "10", ix)
+
+	blobs := 0
+	for _, img := range ix.Images {
+		for _, b := range img.Blobs() {
+			blobs++
+			if n := owner.upstream.BlobGets(b.Digest); n != 1 {
+				t.Errorf("blob %s: %d upstream GETs across both replicas; want 1", b.Digest, n)
+			}
+		}
+	}
+	if got := link.calls.Load(); got == 0 || got > int64(blobs) {
+		t.Errorf("the replica asked its peer %d times for %d blobs", got, blobs)
+	}
+	if n := metricSum(t, replica.metrics, "regmirror_cluster_forward_failures_total", nil); n != 0 {
+		t.Errorf("%v forward failures; want 0", n)
+	}
+}
+
+// A replica whose owner is down fetches from the upstream, counts the
+// failure, and serves the verified bytes.
+func TestClusterOwnerDownFallsBackToTheUpstream(t *testing.T) {
+	t.Parallel()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	link := &peerLink{owner: dead.URL}
+	replica := newEnv(t, envOptions{peers: link})
+	ix := replica.pushNode(t, 1, 64<<10)
+	layer := ix.Images[0].Layers[0]
+
+	replica.expectBlob(t, "library/node", layer)
+
+	if n := replica.upstream.BlobGets(layer.Digest); n != 1 {
+		t.Errorf("%d upstream GETs; want 1", n)
+	}
+	if link.calls.Load() != 1 {
+		t.Errorf("asked the dead owner %d times; want 1", link.calls.Load())
+	}
+	if n := metricSum(t, replica.metrics, "regmirror_cluster_forward_failures_total", nil); n != 1 {
+		t.Errorf("%v forward failures counted; want 1", n)
+	}
+}
+
+// What a peer asks for is fetched from the upstream even when this
+// replica believes another owns it: a request is never forwarded twice.
+// A digest this replica owns is fetched from the upstream too.
+func TestClusterPeerRequestsAndOwnedDigestsGoUpstream(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		self   bool
+		header http.Header
+	}{
+		{name: "request from a peer", header: http.Header{peerHeader: {"1"}}},
+		{name: "owned here", self: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			link := &peerLink{owner: "http://127.0.0.1:1", self: tt.self}
+			e := newEnv(t, envOptions{peers: link, wrap: trustPeers})
+			ix := e.pushNode(t, 1, 64<<10)
+			layer := ix.Images[0].Layers[0]
+			got := e.do(t, http.MethodGet, "/v2/library/node/blobs/"+layer.Digest.String(), tt.header)
+			if got.status != http.StatusOK || sha256Digest(got.body) != layer.Digest {
+				t.Fatalf("GET = %d, %d bytes", got.status, len(got.body))
+			}
+			if link.calls.Load() != 0 || e.upstream.BlobGets(layer.Digest) != 1 {
+				t.Errorf("asked the peer %d times and the upstream %d; want 0 and 1", link.calls.Load(), e.upstream.BlobGets(layer.Digest))
+			}
+		})
+	}
+}
+
+// A verified peer reads what a client that logged in may: a repository
+// only the mirror's upstream credentials read, which anonymous clients
+// are refused.
+func TestClusterTrustedPeerReadsPrivateRepositories(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{private: true, unexposed: true, wrap: trustPeers})
+	ix := e.pushNode(t, 1, 4096)
+	path := "/v2/library/node/blobs/" + ix.Images[0].Layers[0].Digest.String()
+	if got := e.do(t, http.MethodGet, path, nil); got.status != http.StatusForbidden {
+		t.Fatalf("anonymous GET = %d; want 403", got.status)
+	}
+	got := e.do(t, http.MethodGet, path, http.Header{peerHeader: {"1"}})
+	if got.status != http.StatusOK || sha256Digest(got.body) != ix.Images[0].Layers[0].Digest {
+		t.Fatalf("peer GET = %d %s; want the blob", got.status, got.body)
+	}
+}
