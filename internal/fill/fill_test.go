@@ -182,3 +182,42 @@ func TestDetachStripsTheLeadersRights(t *testing.T) {
 		t.Fatalf("the run saw user %q (%v); want none", v, err)
 	}
 }
+
+// A fill started under the lock publishes its first value before any
+// other caller can see it, can be cancelled through the fill, and can leave
+// the group before its run returns, after which a new fill starts.
+func TestStartLockedPublishesAtOnceAndLeavesEarly(t *testing.T) {
+	var g Group[string, *int]
+	first := 1
+	left := make(chan struct{})
+	release := make(chan struct{})
+	g.Lock()
+	f := g.StartLocked(t.Context(), "k", Limit{}, func(*Fill[*int]) *int { return &first },
+		func(ctx context.Context, f *Fill[*int]) (*int, error) {
+			g.Lock()
+			f.LeaveLocked()
+			g.Unlock()
+			close(left)
+			<-release
+			<-ctx.Done()
+			return f.Value(), context.Cause(ctx)
+		})
+	if v := f.Value(); v != &first {
+		t.Fatalf("the started fill's value is %v, want the begun one", v)
+	}
+	g.Unlock()
+	<-left
+	g.Lock()
+	_, stillThere := g.LookupLocked("k")
+	g.Unlock()
+	if stillThere {
+		t.Fatal("the fill is still in the group after it left")
+	}
+	stop := errors.New("stopped")
+	f.Cancel(stop)
+	close(release)
+	<-f.Ended()
+	if v, _, _ := g.Do(t.Context(), "k", 0, func(context.Context, *Fill[*int]) (*int, error) { return nil, nil }); v != nil {
+		t.Fatal("a call after the fill left joined it")
+	}
+}
