@@ -11,6 +11,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache/blobstore"
 	"github.com/regmirror/regmirror/cache/index"
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 // ReadBlob opens the cached blob d for reading from offset and returns its
@@ -157,15 +158,16 @@ var errJustCommitted = errors.New("blob committed meanwhile")
 // with *retryWhenDone while d is being removed or its download is being
 // abandoned.
 func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc, absent absence) (dl *download, joined bool, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
 	if s.closed {
 		return nil, false, fmt.Errorf("fetch blob %s: %w", d, ErrClosed)
 	}
 	if done, ok := s.uses.acquire(d); !ok {
 		return nil, false, &retryWhenDone{done: done, reason: "blob being removed"}
 	}
-	if dl := s.inflight[fillKey{d, repo}]; dl != nil {
+	if f, ok := s.downloads.LookupLocked(fillKey{d, repo}); ok {
+		dl := f.Value()
 		if dl.abandoned {
 			s.uses.release(d)
 			return nil, false, &retryWhenDone{done: dl.ended, reason: "download being abandoned"}
@@ -192,25 +194,26 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 	return s.startFill(ctx, repo, d, fetch), false, nil
 }
 
-// startFill starts the download of d. Called with s.mu held.
+// startFill starts the download of d as a fill of Store.downloads, which
+// hands it to the readers that join at once. Called with the downloads'
+// lock held.
 func (s *Store) startFill(ctx context.Context, repo string, d digest.Digest, fetch fetchFunc) *download {
 	// The fill outlives the caller, who may hang up while others still read,
 	// but not its wall-clock limit.
 	timeout := s.currentLimits().FillTimeout
-	limited, stopTimer := context.WithTimeoutCause(context.WithoutCancel(ctx), timeout,
-		fmt.Errorf("%w: longer than %s: %w", ErrFillTimeout, timeout, context.DeadlineExceeded))
-	fillCtx, cancelFill := context.WithCancelCause(limited)
-	cancel := func(cause error) {
-		cancelFill(cause)
-		stopTimer()
-	}
-	dl := newDownload(d, repo, cancel)
-	dl.acquire() // the caller's
-	s.inflight[fillKey{d, repo}] = dl
+	limit := fill.Limit{Timeout: timeout,
+		Cause: fmt.Errorf("%w: longer than %s: %w", ErrFillTimeout, timeout, context.DeadlineExceeded)}
 	s.fills.Add(1)
 	s.metrics.downloadsInFlight.Inc()
-	go s.fill(fillCtx, dl, repo, fetch)
-	return dl
+	f := s.downloads.StartLocked(ctx, fillKey{d, repo}, limit, func(f *fill.Fill[*download]) *download {
+		dl := newDownload(d, repo, f)
+		dl.acquire() // the caller's
+		return dl
+	}, func(ctx context.Context, f *fill.Fill[*download]) (*download, error) {
+		s.fill(ctx, f.Value(), repo, fetch)
+		return f.Value(), nil
+	})
+	return f.Value()
 }
 
 // follow waits for the download to start and returns a reader from offset.
@@ -233,13 +236,13 @@ func (s *Store) follow(ctx context.Context, dl *download, offset int64) (io.Read
 // download stops: nobody would get its bytes. A download that has not
 // started yet is decided on at its start (see abandonIfUnread).
 func (s *Store) leave(dl *download) {
-	s.mu.Lock()
+	s.downloads.Lock()
 	dl.readers--
 	abandon := dl.readers == 0 && !dl.abandoned && dl.unwanted()
 	if abandon {
 		dl.abandoned = true
 	}
-	s.mu.Unlock()
+	s.downloads.Unlock()
 	if abandon {
 		dl.cancel(fmt.Errorf("%w: its last reader left", ErrAbandoned))
 	}
@@ -249,8 +252,8 @@ func (s *Store) leave(dl *download) {
 // abandonIfUnread reports, at the start of a download not worth finishing,
 // whether every reader has left already; the download is then abandoned.
 func (s *Store) abandonIfUnread(dl *download) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
 	if dl.readers == 0 {
 		dl.abandoned = true
 	}

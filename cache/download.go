@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/blobstore"
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 // download is one blob being fetched into a temp object. The filling
@@ -18,15 +19,16 @@ import (
 // reference counted (the filler plus each reader) and closed by the last one.
 type download struct {
 	digest digest.Digest
-	cancel context.CancelCauseFunc // stops the fill: on Close, when it stalls or is abandoned
+	// flight is the download's fill in Store.downloads.
+	flight *fill.Fill[*download]
 	// ended is closed once the fill is over and the download has left
-	// Store.inflight.
+	// Store.downloads.
 	ended chan struct{}
 
 	// repo is the repository the blob is downloaded for; only requests
 	// for it may join.
 	repo string
-	// Guarded by Store.mu:
+	// Guarded by the lock of Store.downloads:
 	// repos that joined this download. Their references are recorded once
 	// the blob is committed.
 	repos map[string]struct{}
@@ -55,11 +57,11 @@ type download struct {
 	changed        chan struct{} // closed and replaced whenever the state changes
 }
 
-func newDownload(d digest.Digest, repo string, cancel context.CancelCauseFunc) *download {
+func newDownload(d digest.Digest, repo string, flight *fill.Fill[*download]) *download {
 	return &download{
 		digest:  d,
 		repo:    repo,
-		cancel:  cancel,
+		flight:  flight,
 		ended:   make(chan struct{}),
 		repos:   make(map[string]struct{}),
 		readers: 1, // the caller who starts it
@@ -68,6 +70,9 @@ func newDownload(d digest.Digest, repo string, cancel context.CancelCauseFunc) *
 		changed: make(chan struct{}),
 	}
 }
+
+// cancel stops the fill: on Close, when it stalls or is abandoned.
+func (dl *download) cancel(cause error) { dl.flight.Cancel(cause) }
 
 // broadcast wakes every waiter. Called with dl.mu held.
 func (dl *download) broadcast() {
@@ -111,7 +116,7 @@ func (dl *download) finish(err error) {
 }
 
 // acquire registers one more user of the file. The caller must know the
-// download holds a reference already (it is still in Store.inflight).
+// download holds a reference already (it is still in Store.downloads).
 func (dl *download) acquire() {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()

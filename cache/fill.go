@@ -36,10 +36,10 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetch
 		s.metrics.digestMismatches.Inc()
 	}
 
-	s.mu.Lock()
-	delete(s.inflight, fillKey{dl.digest, dl.repo})
+	s.downloads.Lock()
+	dl.flight.LeaveLocked()
 	joiners := dl.repos
-	s.mu.Unlock()
+	s.downloads.Unlock()
 	close(dl.ended)
 	if err == nil && !dl.passedThrough {
 		for r := range joiners {

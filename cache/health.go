@@ -22,9 +22,9 @@ func (s *Store) Ready(ctx context.Context) error {
 }
 
 func (s *Store) indexOpen() error {
-	s.mu.Lock()
+	s.downloads.Lock()
 	closed := s.closed
-	s.mu.Unlock()
+	s.downloads.Unlock()
 	if closed {
 		return fmt.Errorf("index: %w", ErrClosed)
 	}

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/regmirror/regmirror/cache/index"
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 const testRepo = "docker.io/library/node"
@@ -122,14 +123,14 @@ func readCached(t testing.TB, s *Store, d digest.Digest) []byte {
 // waitWritten blocks until the download of d has written n bytes.
 func waitWritten(t testing.TB, s *Store, d digest.Digest, n int64) {
 	t.Helper()
-	s.mu.Lock()
+	s.downloads.Lock()
 	var dl *download
-	for k, fill := range s.inflight {
+	s.downloads.EachLocked(func(k fillKey, f *fill.Fill[*download]) {
 		if k.d == d {
-			dl = fill
+			dl = f.Value()
 		}
-	}
-	s.mu.Unlock()
+	})
+	s.downloads.Unlock()
 	if dl == nil {
 		t.Fatalf("no download of %s in flight", d)
 	}

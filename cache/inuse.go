@@ -16,7 +16,7 @@ import (
 // being read is by definition not the least recently used), and a blob being
 // removed is reported absent instead of being opened half-deleted.
 //
-// Lock order: Store.mu before useTable.mu.
+// Lock order: the lock of Store.downloads before useTable.mu.
 type useTable struct {
 	mu       sync.Mutex
 	readers  map[digest.Digest]int

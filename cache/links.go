@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/index"
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 // Content is stored once per digest, but it is held by repositories: a
@@ -48,18 +49,18 @@ type fillKey struct {
 
 // Downloading returns the repositories for which d is being downloaded.
 func (s *Store) Downloading(d digest.Digest) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
 	return s.downloadingLocked(d)
 }
 
 func (s *Store) downloadingLocked(d digest.Digest) []string {
 	var repos []string
-	for k := range s.inflight {
+	s.downloads.EachLocked(func(k fillKey, _ *fill.Fill[*download]) {
 		if k.d == d {
 			repos = append(repos, k.repo)
 		}
-	}
+	})
 	return repos
 }
 

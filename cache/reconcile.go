@@ -218,11 +218,11 @@ func (s *Store) adoptIfSound(ctx context.Context, d digest.Digest, path string) 
 // table across its rename and commit), or d indexed meanwhile. The claim
 // in the use table makes a publisher that comes later wait until the file
 // is gone, rather than rename its file in first and lose it to the removal.
-// A download leaves Store.inflight only once indexed, and none starts
-// while Store.mu is held.
+// A download leaves Store.downloads only once indexed, and none starts
+// while the lock of Store.downloads is held.
 func (s *Store) removeOrphan(ctx context.Context, d digest.Digest, path string) (orphanOutcome, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
 	claimed, _ := s.uses.claim([]digest.Digest{d}, func(d digest.Digest) bool { return len(s.downloadingLocked(d)) > 0 })
 	if len(claimed) == 0 {
 		return orphanKept, nil

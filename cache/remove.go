@@ -114,8 +114,8 @@ func (s *Store) removeBlobChunk(ctx context.Context, ds []digest.Digest) (Remova
 
 // claim marks the digests that no reader or download holds as being removed.
 func (s *Store) claim(ds []digest.Digest) (claimed, inUse []digest.Digest) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
 	return s.uses.claim(ds, func(d digest.Digest) bool { return len(s.downloadingLocked(d)) > 0 })
 }
 

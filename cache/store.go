@@ -16,6 +16,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache/blobstore"
 	"github.com/regmirror/regmirror/cache/index"
+	"github.com/regmirror/regmirror/internal/fill"
 )
 
 // Defaults for the zero values of Options.
@@ -108,9 +109,12 @@ type Store struct {
 	// row may have been added since (see joinFill).
 	blobsIndexed atomic.Uint64
 
-	mu       sync.Mutex
-	closed   bool
-	inflight map[fillKey]*download
+	// downloads are the blob downloads in flight, by digest and
+	// repository: the one fill mechanism of internal/fill, as the mirror's
+	// manifest fills. Its lock also guards closed and each download's
+	// readers, repos and abandoned.
+	downloads fill.Group[fillKey, *download]
+	closed    bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -164,7 +168,6 @@ func newStore(opts Options) *Store {
 		retry:               opts.Retry.withDefaults(),
 		accessFlushInterval: opts.AccessFlushInterval,
 		gcInterval:          opts.GCInterval,
-		inflight:            make(map[fillKey]*download),
 		grew:                make(chan struct{}, 1),
 		counted:             make(chan struct{}),
 		stopCount:           func() {},
@@ -279,12 +282,10 @@ func (s *Store) countIndex(ctx context.Context, taken func()) {
 // afterwards; Close may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
+		s.downloads.Lock()
 		s.closed = true
-		for _, dl := range s.inflight {
-			dl.cancel(ErrClosed)
-		}
-		s.mu.Unlock()
+		s.downloads.EachLocked(func(_ fillKey, f *fill.Fill[*download]) { f.Cancel(ErrClosed) })
+		s.downloads.Unlock()
 		s.fills.Wait()
 		s.stopCount()
 		s.counting.Wait()
