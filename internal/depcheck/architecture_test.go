@@ -134,7 +134,9 @@ func receiverName(e ast.Expr) string {
 	switch e := e.(type) {
 	case *ast.StarExpr:
 		return receiverName(e.X)
-	case *ast.IndexExpr:
+	case *ast.IndexExpr: // a generic type of one parameter
+		return receiverName(e.X)
+	case *ast.IndexListExpr: // a generic type of several
 		return receiverName(e.X)
 	case *ast.Ident:
 		return e.Name

@@ -29,7 +29,7 @@ var allowed = map[string][]string{
 	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
 	// dependencies all the way down).
 	"mirror/ociserver": nil,
-	"cache":            {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/bloblookup", "internal/promreg"},
+	"cache":            {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/bloblookup", "internal/fill", "internal/promreg"},
 	// bloblookup names what the cache tells the mirror of a blob in one read.
 	"internal/bloblookup": nil,
 	// blobstore names what the cache needs of its blob storage; its
