@@ -32,7 +32,7 @@ func (a authorizer) mayPull(ctx context.Context, repo ociserver.Repo) error {
 
 // mayWrite refuses a write of action by a client without a valid login,
 // or without the permission on a hosted name. Writes to other names are
-// refused behind it, by the group.
+// refused behind it, by the hosted backend.
 func (a authorizer) mayWrite(ctx context.Context, repo ociserver.Repo, action Action) error {
 	if !clientOf(ctx).loggedIn() {
 		return refuseLogin(ctx, "pushing needs credentials: docker login")

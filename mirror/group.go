@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"context"
-	"io"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -11,12 +10,16 @@ import (
 	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
-// group serves hosted names from the hosted backend and every other name
-// from the proxy, like a Nexus group. Hosted names are never looked up
+// group serves pulls of hosted names from the hosted backend and of every
+// other name from the proxy, like a Nexus group; writes go to the hosted
+// backend. Hosted names are never looked up
 // upstream, whoever registers them there, unless they fall through
 // (HostedOptions.FallThrough): then what the hosted repository lacks is
 // asked of the proxy, and tag and referrer listings merge both.
 type group struct {
+	// Writer takes every write: only hosted repositories take any, and
+	// the hosted backend refuses other names.
+	ociserver.Writer
 	m      *Mirror
 	hosted ociserver.Backend
 	proxy  ociserver.Backend
@@ -143,97 +146,4 @@ func (g group) Catalog(ctx context.Context) ([]string, error) {
 		return g.hosted.Catalog(ctx)
 	}
 	return g.proxy.Catalog(ctx)
-}
-
-// writer returns the backend that takes writes to repo: only hosted names do.
-func (g group) writer(repo ociserver.Repo) (ociserver.Backend, error) {
-	name, hosted, err := g.route(repo)
-	if err != nil {
-		return nil, err
-	}
-	if !hosted {
-		return nil, newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
-			truncate(name))
-	}
-	return g.hosted, nil
-}
-
-func (g group) StartUpload(ctx context.Context, repo ociserver.Repo) (string, error) {
-	b, err := g.writer(repo)
-	if err != nil {
-		return "", err
-	}
-	return b.StartUpload(ctx, repo)
-}
-
-func (g group) UploadSize(ctx context.Context, repo ociserver.Repo, id string) (int64, error) {
-	b, err := g.writer(repo)
-	if err != nil {
-		return 0, err
-	}
-	return b.UploadSize(ctx, repo, id)
-}
-
-func (g group) WriteUpload(ctx context.Context, repo ociserver.Repo, id string, offset, length int64, body io.Reader) (int64, error) {
-	b, err := g.writer(repo)
-	if err != nil {
-		return 0, err
-	}
-	return b.WriteUpload(ctx, repo, id, offset, length, body)
-}
-
-func (g group) CommitUpload(ctx context.Context, repo ociserver.Repo, id string, d digest.Digest) error {
-	b, err := g.writer(repo)
-	if err != nil {
-		return err
-	}
-	return b.CommitUpload(ctx, repo, id, d)
-}
-
-func (g group) CancelUpload(ctx context.Context, repo ociserver.Repo, id string) error {
-	b, err := g.writer(repo)
-	if err != nil {
-		return err
-	}
-	return b.CancelUpload(ctx, repo, id)
-}
-
-func (g group) MountBlob(ctx context.Context, repo ociserver.Repo, from string, d digest.Digest) (bool, error) {
-	b, err := g.writer(repo)
-	if err != nil {
-		return false, err
-	}
-	return b.MountBlob(ctx, repo, from, d)
-}
-
-func (g group) PushManifest(ctx context.Context, repo ociserver.Repo, read func() (*ociserver.PushedManifest, error)) error {
-	b, err := g.writer(repo)
-	if err != nil {
-		return err
-	}
-	return b.PushManifest(ctx, repo, read)
-}
-
-func (g group) DeleteManifest(ctx context.Context, repo ociserver.Repo, d digest.Digest) error {
-	b, err := g.writer(repo)
-	if err != nil {
-		return err
-	}
-	return b.DeleteManifest(ctx, repo, d)
-}
-
-func (g group) DeleteTag(ctx context.Context, repo ociserver.Repo, tag string) error {
-	b, err := g.writer(repo)
-	if err != nil {
-		return err
-	}
-	return b.DeleteTag(ctx, repo, tag)
-}
-
-func (g group) DeleteBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest) error {
-	b, err := g.writer(repo)
-	if err != nil {
-		return err
-	}
-	return b.DeleteBlob(ctx, repo, d)
 }

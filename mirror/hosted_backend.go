@@ -29,9 +29,16 @@ var _ ociserver.Backend = hostedBackend{}
 
 func (b hostedBackend) store() Hosted { return b.m.hosted.store }
 
-// name resolves the hosted name of repo.
+// name resolves the hosted name of repo, refusing a name the operator
+// did not list as hosted: only those take pushes, and only those are
+// answered from what was pushed.
 func (b hostedBackend) name(repo ociserver.Repo) (string, error) {
-	return resolveHostedName(repo.Name, repo.NS, b.m.defaultHost)
+	name, err := resolveHostedName(repo.Name, repo.NS, b.m.defaultHost)
+	if err == nil && !b.m.hosted.isHostedName(name) {
+		err = newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
+			truncate(name))
+	}
+	return name, err
 }
 
 func (b hostedBackend) GetManifest(ctx context.Context, repo ociserver.Repo, ref string) (*ociserver.Manifest, error) {

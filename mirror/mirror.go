@@ -259,7 +259,8 @@ func (m *Mirror) newBackend() ociserver.Backend {
 	if m.hosted == nil {
 		return proxied
 	}
-	return authorizer{Backend: group{m: m, hosted: hostedBackend{m}, proxy: proxied}, m: m}
+	hosted := hostedBackend{m}
+	return authorizer{Backend: group{Writer: hosted, m: m, hosted: hosted, proxy: proxied}, m: m}
 }
 
 // remoteFor routes a pull to its upstream registry; the policies in
