@@ -218,3 +218,41 @@ func isStatus(err error, code int) bool {
 	var status *cluster.StatusError
 	return errors.As(err, &status) && status.StatusCode == code
 }
+
+// REGMIRROR_CLUSTER_SELF gives each replica its own cluster.self while
+// they share one config file (a Kubernetes pod sets it from its IP); it
+// wins over the file, and --cluster-self over it, as for every setting.
+// Not parallel: it sets the environment.
+func TestConfigClusterSelfFromEnvironment(t *testing.T) {
+	secret := writeClusterSecret(t, clusterSecret)
+	shared := writeConfig(t, "cluster:\n  dns: regmirror-peers.regmirror.svc.cluster.local:5000\n  secret_file: "+secret+"\n")
+	withSelf := writeConfig(t, "cluster:\n  self: http://10.9.9.9:5000\n  dns: regmirror-peers.regmirror.svc.cluster.local:5000\n  secret_file: "+secret+"\n")
+
+	if code, _, stderr := runExit(t, "config", "check", "--quiet", "--config", shared); code != exitConfig || !strings.Contains(stderr, "self is required") {
+		t.Fatalf("without self anywhere: exit %d, %q; want %d and self is required", code, stderr, exitConfig)
+	}
+	t.Setenv("REGMIRROR_CLUSTER_SELF", "http://10.1.2.3:5000")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"environment", []string{"--config", shared}, "http://10.1.2.3:5000"},
+		{"environment over the file", []string{"--config", withSelf}, "http://10.1.2.3:5000"},
+		{"flag over the environment", []string{"--config", withSelf, "--cluster-self", "http://10.4.5.6:5000"}, "http://10.4.5.6:5000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runExit(t, append([]string{"config", "check"}, tc.args...)...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if !strings.Contains(stdout, "self: "+tc.want) {
+				t.Errorf("effective configuration lacks self: %s:\n%s", tc.want, stdout)
+			}
+		})
+	}
+	t.Setenv("REGMIRROR_CLUSTER_SELF", "10.1.2.3:5000")
+	if code, _, stderr := runExit(t, "config", "check", "--quiet", "--config", shared); code != exitConfig || !strings.Contains(stderr, "cluster.self") {
+		t.Errorf("a self without a scheme from the environment: exit %d, %q; want %d naming cluster.self", code, stderr, exitConfig)
+	}
+}

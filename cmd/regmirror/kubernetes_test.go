@@ -35,16 +35,19 @@ type k8sObject struct {
 	Data       map[string]string `yaml:"data"`       // ConfigMap
 	StringData map[string]string `yaml:"stringData"` // Secret
 	Spec       struct {
-		// Service
-		Selector map[string]any `yaml:"selector"`
-		Ports    []struct {
+		// Service; a StatefulSet's and a PodDisruptionBudget's hold matchLabels
+		Selector                 map[string]any `yaml:"selector"`
+		ClusterIP                string         `yaml:"clusterIP"`
+		PublishNotReadyAddresses *bool          `yaml:"publishNotReadyAddresses"`
+		Ports                    []struct {
 			Name       string `yaml:"name"`
 			Port       int    `yaml:"port"`
 			TargetPort any    `yaml:"targetPort"`
 		} `yaml:"ports"`
 		// StatefulSet
-		Replicas *int `yaml:"replicas"`
-		Template struct {
+		Replicas    *int   `yaml:"replicas"`
+		ServiceName string `yaml:"serviceName"`
+		Template    struct {
 			Metadata struct {
 				Labels map[string]string `yaml:"labels"`
 			} `yaml:"metadata"`
@@ -80,8 +83,17 @@ type k8sVolume struct {
 }
 
 type k8sContainer struct {
-	Name  string   `yaml:"name"`
-	Args  []string `yaml:"args"`
+	Name string   `yaml:"name"`
+	Args []string `yaml:"args"`
+	Env  []struct {
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom *struct {
+			FieldRef *struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
+		} `yaml:"valueFrom"`
+	} `yaml:"env"`
 	Ports []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
@@ -113,14 +125,28 @@ type k8sProbe struct {
 	} `yaml:"httpGet"`
 }
 
-// k8sManifests reads every object of every YAML file in the directory.
+// k8sManifests reads every object of every YAML file in kubernetesDir,
+// one of each kind.
 func k8sManifests(t *testing.T) (files []string, objects map[string]k8sObject) {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(kubernetesDir, "*.yaml"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no manifests in %s: %v", kubernetesDir, err)
-	}
+	files, list := k8sObjectsIn(t, kubernetesDir)
 	objects = map[string]k8sObject{}
+	for _, obj := range list {
+		if _, dup := objects[obj.Kind]; dup {
+			t.Fatalf("two objects of kind %s", obj.Kind)
+		}
+		objects[obj.Kind] = obj
+	}
+	return files, objects
+}
+
+// k8sObjectsIn reads every object of every YAML file in dir.
+func k8sObjectsIn(t *testing.T, dir string) (files []string, objects []k8sObject) {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no manifests in %s: %v", dir, err)
+	}
 	for _, path := range paths {
 		files = append(files, filepath.Base(path))
 		data, err := os.ReadFile(path)
@@ -138,10 +164,7 @@ func k8sManifests(t *testing.T) (files []string, objects map[string]k8sObject) {
 			if obj.APIVersion == "" || obj.Kind == "" {
 				t.Fatalf("%s: an object without apiVersion or kind", path)
 			}
-			if _, dup := objects[obj.Kind]; dup {
-				t.Fatalf("two objects of kind %s", obj.Kind)
-			}
-			objects[obj.Kind] = obj
+			objects = append(objects, obj)
 		}
 	}
 	return files, objects
@@ -265,9 +288,25 @@ func TestKubernetesManifests(t *testing.T) {
 	if secretVolume == "" {
 		t.Error("no upstream reads its password from the Secret")
 	}
-	// Every mount has its volume, and every volume is mounted.
+	checkVolumesMounted(t, pod, mounts, sts.Spec.VolumeClaimTemplates[0].Metadata.Name)
+	checkHardened(t, pod, c, uid, gid)
+
+	// Probes: the daemon, run with this config, answers them.
+	for i := range cfg.Upstreams {
+		if cfg.Upstreams[i].PasswordFile != "" {
+			cfg.Upstreams[i].PasswordFile = writeConfig(t, secret.StringData[filepath.Base(cfg.Upstreams[i].PasswordFile)])
+		}
+	}
+	cfg.DataDir = shortTempDir(t)
+	checkProbesAnswered(t, c, portNames, cfg)
+}
+
+// checkVolumesMounted checks that every mount has its volume (or is the
+// claim's) and every volume is mounted.
+func checkVolumesMounted(t *testing.T, pod k8sPodSpec, mounts map[string]string, claim string) {
+	t.Helper()
 	for name := range mounts {
-		if podVolume(pod, name) == nil && name != sts.Spec.VolumeClaimTemplates[0].Metadata.Name {
+		if podVolume(pod, name) == nil && name != claim {
 			t.Errorf("volume mount %s has no volume", name)
 		}
 	}
@@ -276,8 +315,12 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("volume %s is not mounted", v.Name)
 		}
 	}
+}
 
-	// Security: the image's user, no privileges, a read-only root.
+// checkHardened checks that the container runs as the image's user with
+// no privileges and a read-only root, and has resources set.
+func checkHardened(t *testing.T, pod k8sPodSpec, c k8sContainer, uid, gid int) {
+	t.Helper()
 	sc := pod.SecurityContext
 	if !isTrue(sc.RunAsNonRoot) || sc.RunAsUser == nil || *sc.RunAsUser != uid || sc.RunAsGroup == nil || *sc.RunAsGroup != gid ||
 		sc.FSGroup == nil || *sc.FSGroup != gid {
@@ -291,18 +334,17 @@ func TestKubernetesManifests(t *testing.T) {
 	if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" || c.Resources.Limits["memory"] == "" {
 		t.Errorf("resources %+v: want cpu and memory requests and a memory limit", c.Resources)
 	}
+}
 
-	// Probes: the daemon, run with this config, answers them.
+// checkProbesAnswered runs the daemon with cfg and checks that it answers
+// the container's probes on the registry's port: liveness on /healthz,
+// readiness on /readyz.
+func checkProbesAnswered(t *testing.T, c k8sContainer, portNames map[string]int, cfg Config) {
+	t.Helper()
 	probes := map[string]*k8sProbe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe}
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Fatal("want a liveness probe on /healthz and a readiness probe on /readyz")
 	}
-	for i := range cfg.Upstreams {
-		if cfg.Upstreams[i].PasswordFile != "" {
-			cfg.Upstreams[i].PasswordFile = writeConfig(t, secret.StringData[filepath.Base(cfg.Upstreams[i].PasswordFile)])
-		}
-	}
-	cfg.DataDir = shortTempDir(t)
 	url, _ := startDaemon(t, cfg, &logBuffer{})
 	for kind, p := range probes {
 		if p == nil {

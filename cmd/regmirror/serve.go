@@ -52,6 +52,14 @@ func serveCommand() *cli.Command {
 				EnvVars:     []string{"REGMIRROR_METRICS_LISTEN"},
 				DefaultText: "off",
 			},
+			&cli.StringFlag{
+				Name: "cluster-self",
+				// Set per pod from its IP (docs/cluster.md): one config
+				// file serves every replica.
+				Usage:       "this replica's URL as its peers reach it, e.g. http://10.0.0.1:5000; overrides cluster.self",
+				EnvVars:     []string{"REGMIRROR_CLUSTER_SELF"},
+				DefaultText: "cluster.self",
+			},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := configFromCLI(c)
@@ -91,6 +99,7 @@ func configFileFromCLI(c *cli.Context) (Config, *configFile, error) {
 		"tls-key":  &cfg.TLSKey,
 
 		"metrics-listen": &cfg.MetricsListen,
+		"cluster-self":   &cfg.Cluster.Self,
 	}
 	for flag, field := range overrides {
 		if c.IsSet(flag) {
