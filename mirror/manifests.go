@@ -194,7 +194,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 	mediaType, data := got.mediaType, got.data
 	if mediaType, err = checkUpstreamManifest(mediaType, data); err != nil {
 		m.metrics.invalidManifests.WithLabelValues(rem.Host).Inc()
-		return manifest{}, invalidUpstreamManifest(rem.Host, d, err)
+		return manifest{}, invalidUpstreamManifest(got.from, d, err)
 	}
 	if sum := d.Algorithm().FromBytes(data); sum != d { // d passed parseDigest or came from HeadManifest
 		return manifest{}, &Error{Code: codeUnavailable, Status: http.StatusBadGateway,

@@ -125,9 +125,14 @@ func TestClusterRefusesAManifestALyingOwnerSends(t *testing.T) {
 
 	for _, ref := range []string{"10", ix.Descriptor.Digest.String()} {
 		got := replica.do(t, http.MethodGet, "/v2/library/node/manifests/"+ref, nil)
-		if got.status != http.StatusBadGateway {
-			t.Errorf("GET manifest %s = %d %s; want 502", ref, got.status, got.body)
+		if got.status != http.StatusBadGateway || !strings.Contains(string(got.body), "peer "+liar.mirror.URL) {
+			t.Errorf("GET manifest %s = %d %s; want 502 naming the peer", ref, got.status, got.body)
 		}
+	}
+	// The owner fetched it once; the replica did not fall back on the
+	// upstream for bytes a peer lied about.
+	if n := liar.upstream.ManifestGets("library/node", ix.Descriptor.Digest.String()); n != 1 {
+		t.Errorf("%d upstream GETs of the index; want the owner's 1", n)
 	}
 	ctx := t.Context()
 	if _, _, err := replica.store.Manifest(ctx, ix.Descriptor.Digest); !errors.Is(err, fs.ErrNotExist) {
