@@ -132,7 +132,7 @@ func TestClusterConfigCheckReadsTheSecretFiles(t *testing.T) {
 // anonymous client is refused.
 func TestClusterPeerRequestsAreVerified(t *testing.T) {
 	t.Parallel()
-	hub, img, self, logs := startPrivateReplica(t)
+	hub, img, self, logged := startPrivateReplica(t)
 	layer := img.Layers[0]
 	path := self + "/v2/library/node/blobs/" + layer.Digest.String()
 
@@ -152,7 +152,7 @@ func TestClusterPeerRequestsAreVerified(t *testing.T) {
 	if n := hub.BlobGets(layer.Digest); n != 1 {
 		t.Errorf("%d upstream GETs, want 1", n)
 	}
-	if strings.Contains(logs.String(), clusterSecret) {
+	if strings.Contains(logged(), clusterSecret) {
 		t.Error("the cluster secret appears in the daemon's log")
 	}
 }
@@ -185,8 +185,9 @@ const testPeerURL = "http://127.0.0.1:9"
 
 // startPrivateReplica runs a daemon in a cluster of two, the other the
 // test's peer, in front of an upstream whose library/node:10 (one layer)
-// only the daemon's credentials read and which is not exposed.
-func startPrivateReplica(t *testing.T) (hub *registrytest.Registry, img registrytest.Image, self string, logs *strings.Builder) {
+// only the daemon's credentials read and which is not exposed. logged
+// returns what the daemon has logged so far.
+func startPrivateReplica(t *testing.T) (hub *registrytest.Registry, img registrytest.Image, self string, logged func() string) {
 	t.Helper()
 	hub = registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password", Private: []string{"library/*"}})
 	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10})
@@ -206,10 +207,17 @@ func startPrivateReplica(t *testing.T) (hub *registrytest.Registry, img registry
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs = &strings.Builder{}
-	startDaemonOn(t, ln, cfg, &syncWriter{w: logs})
+	var logs strings.Builder
+	out := &syncWriter{w: &logs}
+	startDaemonOn(t, ln, cfg, out)
 	waitFor(t, self+"/healthz")
-	return hub, img, self, logs
+	// The daemon logs a request after answering it: read under its lock.
+	logged = func() string {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return logs.String()
+	}
+	return hub, img, self, logged
 }
 
 func getStatus(t *testing.T, url string, header http.Header) int {
