@@ -29,7 +29,7 @@ func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d 
 	key := manifestKey(t, d)
 	mf, shared, err := m.coalesce(ctx, key, func(ctx context.Context) (manifest, error) {
 		return m.askUnlessNotFound(rem, key, func() (manifest, error) {
-			return m.fetchManifest(ctx, rem, t, d)
+			return m.fetchManifest(ctx, rem, t, d, m.manifestSource(ctx, rem, t, d))
 		})
 	})
 	if err != nil {
@@ -152,17 +152,18 @@ func tooStale(err error, age time.Duration, rem *Remote) error {
 	return &refused
 }
 
-// revalidateTag asks the upstream where a tag points now and makes sure that
-// manifest is cached before the tag is moved, so a tag never names a
-// manifest the mirror cannot serve.
+// revalidateTag asks the upstream (in a cluster, the replica that owns the
+// tag: tagDigest) where a tag points now and makes sure that manifest is
+// cached before the tag is moved, so a tag never names a manifest the
+// mirror cannot serve.
 func (m *Mirror) revalidateTag(ctx context.Context, rem *Remote, t target, tag string) (manifest, error) {
-	desc, err := rem.Upstream.HeadManifest(ctx, t.path, tag)
+	d, source, err := m.tagDigest(ctx, rem, t, tag)
 	if err != nil {
 		return manifest{}, err
 	}
-	mf, err := m.cachedManifest(ctx, t, desc.Digest)
+	mf, err := m.cachedManifest(ctx, t, d)
 	if errors.Is(err, fs.ErrNotExist) {
-		mf, err = m.fetchManifest(ctx, rem, t, desc.Digest)
+		mf, err = m.fetchManifest(ctx, rem, t, d, source)
 	}
 	if err != nil {
 		return manifest{}, err
@@ -180,22 +181,24 @@ func manifestKey(t target, d digest.Digest) string {
 	return "manifest:" + t.cacheKey() + "@" + d.String()
 }
 
-// fetchManifest downloads a manifest by digest and stores it.
-func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d digest.Digest) (manifest, error) {
+// fetchManifest downloads a manifest by digest from source (the upstream
+// or the replica that owns it: manifestSource), verifies it and stores it.
+func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d digest.Digest, source manifestFetch) (manifest, error) {
 	if err := d.Validate(); err != nil {
 		return manifest{}, fmt.Errorf("upstream named an invalid digest: %w", err)
 	}
-	mediaType, data, err := rem.Upstream.GetManifest(ctx, t.path, d.String())
+	got, err := source(ctx)
 	if err != nil {
 		return manifest{}, err
 	}
+	mediaType, data := got.mediaType, got.data
 	if mediaType, err = checkUpstreamManifest(mediaType, data); err != nil {
 		m.metrics.invalidManifests.WithLabelValues(rem.Host).Inc()
-		return manifest{}, invalidUpstreamManifest(rem.Host, d, err)
+		return manifest{}, invalidUpstreamManifest(got.from, d, err)
 	}
-	if got := d.Algorithm().FromBytes(data); got != d { // d passed parseDigest or came from HeadManifest
+	if sum := d.Algorithm().FromBytes(data); sum != d { // d passed parseDigest or came from HeadManifest
 		return manifest{}, &Error{Code: codeUnavailable, Status: http.StatusBadGateway,
-			Message: fmt.Sprintf("upstream %s sent a manifest whose digest is %s, not %s", rem.Host, got, d)}
+			Message: fmt.Sprintf("%s sent a manifest whose digest is %s, not %s", got.from, sum, d)}
 	}
 	if err := m.cache.PutManifestAs(ctx, t.cacheKey(), d, mediaType, data); err != nil {
 		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)

@@ -47,8 +47,9 @@ type metrics struct {
 	missesRefused prometheus.Counter
 	// blobFirstByte times blob downloads until their first body byte.
 	blobFirstByte *prometheus.HistogramVec
-	// clusterForwardFailures counts blob downloads the owner replica did
-	// not serve, which went to the upstream instead.
+	// clusterForwardFailures counts blob and manifest downloads and tag
+	// revalidations the owner replica did not answer, which went to the
+	// upstream instead.
 	clusterForwardFailures prometheus.Counter
 }
 
@@ -110,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		clusterForwardFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regmirror_cluster_forward_failures_total",
-			Help: "Blob downloads that the replica owning the blob did not serve (down, refused, 5xx, no answer in time) and that went to the upstream instead.",
+			Help: "Blob and manifest downloads and tag revalidations that the replica owning them did not answer (down, refused, 5xx, no answer in time) and that went to the upstream instead.",
 		}),
 	}
 	if reg == nil {

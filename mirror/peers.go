@@ -8,13 +8,14 @@ import (
 )
 
 // Peers are the replicas of a cluster of mirrors, as the mirror uses
-// them: each digest has one owner among them, the only replica that
-// downloads it from the upstream, so that the upstream sees one GET per
-// blob however many replicas clients reach.
+// them: each digest and each tag has one owner among them, the only
+// replica that asks the upstream for it, so that the upstream sees one
+// GET per blob and manifest, and one revalidation per tag and TTL,
+// however many replicas clients reach.
 type Peers interface {
-	// Owner returns the replica that owns key (a digest) and whether
-	// that is this one. Every replica with the same members answers the
-	// same.
+	// Owner returns the replica that owns key (a digest, or a tag as
+	// "<host>/<repository>:<tag>") and whether that is this one. Every
+	// replica with the same members answers the same.
 	Owner(key string) (peer string, self bool)
 	// FetchBlob opens a download of blob d of repository repo on registry
 	// host from peer, from offset on, and answers like Upstream.GetBlob:
@@ -22,6 +23,16 @@ type Peers interface {
 	// caller verifies the digest. Any error means the peer did not serve
 	// it: refused, failed (5xx) or not answering in time.
 	FetchBlob(ctx context.Context, peer, host, repo string, d digest.Digest, offset int64) (body io.ReadCloser, start, size int64, err error)
+	// ResolveManifest asks peer which manifest tag or digest ref of
+	// repository repo on registry host names, with a HEAD that the peer
+	// answers from its cache while the tag is fresh there. Any error
+	// means the peer did not answer: refused, failed, not answering in
+	// time, or answering from a copy it could not revalidate.
+	ResolveManifest(ctx context.Context, peer, host, repo, ref string) (digest.Digest, error)
+	// FetchManifest downloads manifest ref of repository repo on
+	// registry host from peer. The caller verifies the digest. Any error
+	// means the peer did not serve it, as for ResolveManifest.
+	FetchManifest(ctx context.Context, peer, host, repo, ref string) (mediaType string, data []byte, err error)
 }
 
 // trustedPeerKey marks the context of a request that another replica of
@@ -68,9 +79,94 @@ func (m *Mirror) blobSource(ctx context.Context, rem *Remote, t target, d digest
 		}
 		// A replica that is down or refuses must not block pulls: this
 		// download costs the upstream one more GET instead.
-		m.metrics.clusterForwardFailures.Inc()
-		m.log.Warn("owner replica did not serve the blob; fetching it from the upstream",
-			"peer", peer, "digest", d, "error", err)
+		m.peerFailed(peer, "blob", d.String(), err)
 		return upstream(ctx, from)
 	}
+}
+
+// peerFailed counts and logs a request the owner replica did not answer,
+// which goes to the upstream instead.
+func (m *Mirror) peerFailed(peer, what, ref string, err error) {
+	m.metrics.clusterForwardFailures.Inc()
+	m.log.Warn("owner replica did not answer; asking the upstream",
+		"peer", peer, "kind", what, "reference", ref, "error", err)
+}
+
+// peerOwning returns the replica that owns key when the request should
+// be sent there: in a cluster, for a client's request (never a peer's,
+// so that no request is forwarded twice), when another replica owns key.
+func (m *Mirror) peerOwning(ctx context.Context, key string) (peer string, ok bool) {
+	if m.peers == nil || fromTrustedPeer(ctx) {
+		return "", false
+	}
+	peer, self := m.peers.Owner(key)
+	return peer, !self
+}
+
+// tagOwnerKey names a tag for ownership: "<host>/<repository>:<tag>".
+func tagOwnerKey(t target, tag string) string { return t.cacheKey() + ":" + tag }
+
+// fetchedManifest is a manifest's bytes as a source sent them, not yet
+// verified.
+type fetchedManifest struct {
+	mediaType string
+	data      []byte
+	from      string // who sent it, for errors: "upstream <host>" or "peer <URL>"
+}
+
+// manifestFetch is how fetchManifest gets the bytes of a manifest.
+type manifestFetch = func(ctx context.Context) (fetchedManifest, error)
+
+// manifestSource returns where manifest d of t is downloaded from: the
+// replica that owns d, else (or when it fails) the upstream.
+func (m *Mirror) manifestSource(ctx context.Context, rem *Remote, t target, d digest.Digest) manifestFetch {
+	if peer, ok := m.peerOwning(ctx, d.String()); ok {
+		return m.peerManifest(rem, t, d, peer)
+	}
+	return upstreamManifest(rem, t, d)
+}
+
+// peerManifest downloads manifest d of t from peer, and from the upstream
+// when the peer does not serve it. Bytes the peer sends are verified by
+// fetchManifest like the upstream's: a peer that lies fails the request.
+func (m *Mirror) peerManifest(rem *Remote, t target, d digest.Digest, peer string) manifestFetch {
+	return func(ctx context.Context) (fetchedManifest, error) {
+		mediaType, data, err := m.peers.FetchManifest(ctx, peer, t.host, t.path, d.String())
+		if err == nil || ctx.Err() != nil {
+			return fetchedManifest{mediaType: mediaType, data: data, from: "peer " + peer}, err
+		}
+		m.peerFailed(peer, "manifest", d.String(), err)
+		return upstreamManifest(rem, t, d)(ctx)
+	}
+}
+
+func upstreamManifest(rem *Remote, t target, d digest.Digest) manifestFetch {
+	return func(ctx context.Context) (fetchedManifest, error) {
+		mediaType, data, err := rem.Upstream.GetManifest(ctx, t.path, d.String())
+		return fetchedManifest{mediaType: mediaType, data: data, from: "upstream " + rem.Host}, err
+	}
+}
+
+// tagDigest asks where tag points now: the replica that owns the tag,
+// which answers from its cache while the tag is fresh there, so that the
+// upstream sees one revalidation per tag and TTL across replicas; else,
+// or when that replica fails, the upstream. It returns the digest and
+// where to download that manifest if it is not cached: from the replica
+// that answered, which holds it, so that the upstream sends it once.
+func (m *Mirror) tagDigest(ctx context.Context, rem *Remote, t target, tag string) (digest.Digest, manifestFetch, error) {
+	if peer, ok := m.peerOwning(ctx, tagOwnerKey(t, tag)); ok {
+		d, err := m.peers.ResolveManifest(ctx, peer, t.host, t.path, tag)
+		if err == nil {
+			return d, m.peerManifest(rem, t, d, peer), nil
+		}
+		if ctx.Err() != nil {
+			return "", nil, err
+		}
+		m.peerFailed(peer, "tag", tag, err)
+	}
+	desc, err := rem.Upstream.HeadManifest(ctx, t.path, tag)
+	if err != nil {
+		return "", nil, err
+	}
+	return desc.Digest, m.manifestSource(ctx, rem, t, desc.Digest), nil
 }

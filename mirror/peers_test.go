@@ -36,7 +36,9 @@ func trustPeers(next http.Handler) http.Handler {
 type peerLink struct {
 	owner string // base URL
 	self  bool
-	calls atomic.Int64
+	calls atomic.Int64 // blob downloads
+	// manifestCalls counts tag resolutions and manifest downloads.
+	manifestCalls atomic.Int64
 }
 
 func (p *peerLink) Owner(string) (string, bool) { return p.owner, p.self }
@@ -69,6 +71,44 @@ func (p *peerLink) FetchBlob(ctx context.Context, peer, host, repo string, d dig
 	}
 	resp.Body.Close()
 	return nil, 0, 0, fmt.Errorf("peer answered %d", resp.StatusCode)
+}
+
+func (p *peerLink) ResolveManifest(ctx context.Context, peer, host, repo, ref string) (digest.Digest, error) {
+	resp, err := p.manifest(ctx, http.MethodHead, peer, host, repo, ref)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	return digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+}
+
+func (p *peerLink) FetchManifest(ctx context.Context, peer, host, repo, ref string) (string, []byte, error) {
+	resp, err := p.manifest(ctx, http.MethodGet, peer, host, repo, ref)
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.Header.Get("Content-Type"), data, err
+}
+
+func (p *peerLink) manifest(ctx context.Context, method, peer, host, repo, ref string) (*http.Response, error) {
+	p.manifestCalls.Add(1)
+	u := peer + "/v2/" + repo + "/manifests/" + ref + "?" + url.Values{"ns": {host}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(peerHeader, "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("peer answered %d", resp.StatusCode)
+	}
+	return resp, nil
 }
 
 // A replica that does not own a blob downloads it from the owner, which

@@ -106,9 +106,10 @@ func checkDescriptors(doc upstreamManifestDoc) error {
 	return nil
 }
 
-// invalidUpstreamManifest is what a client sees when the upstream's manifest
-// failed checkUpstreamManifest: the mirror's gateway failed, not the client.
-func invalidUpstreamManifest(host string, d digest.Digest, err error) error {
+// invalidUpstreamManifest is what a client sees when the manifest that
+// from ("upstream <host>", or a peer replica) sent failed
+// checkUpstreamManifest: the mirror's gateway failed, not the client.
+func invalidUpstreamManifest(from string, d digest.Digest, err error) error {
 	return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Err: err,
-		Message: fmt.Sprintf("upstream %s sent an invalid manifest for %s: %v", host, d, err)}
+		Message: fmt.Sprintf("%s sent an invalid manifest for %s: %v", from, d, err)}
 }

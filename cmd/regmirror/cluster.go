@@ -217,3 +217,12 @@ func (p clusterPeers) Owner(key string) (string, bool) {
 func (p clusterPeers) FetchBlob(ctx context.Context, peer, host, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, int64, error) {
 	return p.n.fwd.GetBlob(ctx, cluster.Peer{URL: peer}, host, repo, d, offset)
 }
+
+func (p clusterPeers) ResolveManifest(ctx context.Context, peer, host, repo, ref string) (digest.Digest, error) {
+	return p.n.fwd.HeadManifest(ctx, cluster.Peer{URL: peer}, host, repo, ref)
+}
+
+func (p clusterPeers) FetchManifest(ctx context.Context, peer, host, repo, ref string) (string, []byte, error) {
+	mediaType, data, _, err := p.n.fwd.GetManifest(ctx, cluster.Peer{URL: peer}, host, repo, ref)
+	return mediaType, data, err
+}

@@ -23,8 +23,9 @@ import (
 
 // Three replicas, each a `regmirror serve` process with a data directory
 // of its own, behind nginx taking them in turn: eight clients pulling one
-// image at once, cold, make the upstream send each blob once in all, and
-// every client gets the verified bytes. Pulled again through each replica
+// image at once, cold, make the upstream send each blob and the manifest
+// once in all and revalidate the tag once, and every client gets the
+// verified bytes. Pulled again through each replica
 // directly, the image costs the upstream no blob GET: a replica keeps what
 // it fetched from a peer. A fourth replica whose secret is wrong has its
 // forwards refused and fetches from the upstream instead, counting each
@@ -49,6 +50,7 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertBlobGets(t, hub, img, 1, "after 8 cold pulls through nginx")
+	assertManifestRequests(t, hub, img, "after 8 cold pulls through nginx")
 
 	for _, a := range addrs {
 		if err := pullVerified(t.Context(), "http://"+a, img); err != nil {
@@ -56,6 +58,7 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 		}
 	}
 	assertBlobGets(t, hub, img, 1, "after a pull from each replica directly")
+	assertManifestRequests(t, hub, img, "after a pull from each replica directly")
 
 	// A replica with another secret: its forwards are refused (401), so
 	// it fetches every blob from the upstream itself, and says so.
@@ -66,12 +69,12 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 		t.Fatalf("pull from the replica with the wrong secret: %v", err)
 	}
 	assertBlobGets(t, hub, img, 2, "after the replica with the wrong secret pulled")
-	forwarded := forwardedBy(t, "http://"+rogue, append(peers, "http://"+rogue), img)
+	forwarded := forwardedBy(t, "http://"+rogue, append(peers, "http://"+rogue), pulledKeys(img))
 	failures := newClient(t, "http://"+rogue).scrape()["regmirror_cluster_forward_failures_total"]
 	if failures != float64(forwarded) {
-		t.Errorf("the replica with the wrong secret counted %v forward failures; want %d, one per blob another replica owns", failures, forwarded)
+		t.Errorf("the replica with the wrong secret counted %v forward failures; want %d, one per blob, manifest or tag another replica owns", failures, forwarded)
 	}
-	t.Logf("%d blobs, %d clients through nginx and 3 direct pulls: 1 upstream GET per blob; the wrong-secret replica fell back %d times",
+	t.Logf("%d blobs, %d clients through nginx and 3 direct pulls: 1 upstream GET per blob and manifest, 1 HEAD of the tag; the wrong-secret replica fell back %d times",
 		len(img.Blobs()), 8, forwarded)
 }
 
@@ -213,16 +216,39 @@ func assertBlobGets(t *testing.T, hub *registrytest.Registry, img registrytest.I
 	}
 }
 
-// forwardedBy counts the blobs of img that self does not own among members.
-func forwardedBy(t *testing.T, self string, members []string, img registrytest.Image) int {
+// assertManifestRequests checks that the upstream was asked for the tag
+// library/node:10 once (a HEAD; a GET would count too) and sent the
+// manifest of img once, however many replicas pulled it.
+func assertManifestRequests(t *testing.T, hub *registrytest.Registry, img registrytest.Image, when string) {
+	t.Helper()
+	if heads, gets := hub.ManifestHeads("library/node", "10"), hub.ManifestGets("library/node", "10"); heads+gets != 1 {
+		t.Errorf("%s: the upstream saw %d HEADs and %d GETs of the tag; want 1 in all", when, heads, gets)
+	}
+	if n := hub.ManifestGets("library/node", img.Manifest.Digest.String()); n != 1 {
+		t.Errorf("%s: the upstream sent manifest %s %d times; want 1", when, img.Manifest.Digest, n)
+	}
+}
+
+// pulledKeys names for ownership what a pull of img as library/node:10
+// asks the upstream for: the tag, the manifest and the blobs.
+func pulledKeys(img registrytest.Image) []string {
+	keys := []string{"docker.io/library/node:10", img.Manifest.Digest.String()}
+	for _, b := range img.Blobs() {
+		keys = append(keys, b.Digest.String())
+	}
+	return keys
+}
+
+// forwardedBy counts the keys that self does not own among members.
+func forwardedBy(t *testing.T, self string, members []string, keys []string) int {
 	t.Helper()
 	peers, err := cluster.New(cluster.Config{Self: self, URLs: members})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, b := range img.Blobs() {
-		if peers.Owner(b.Digest.String()) != peers.Self() {
+	for _, k := range keys {
+		if peers.Owner(k) != peers.Self() {
 			n++
 		}
 	}

@@ -132,49 +132,92 @@ func TestClusterConfigCheckReadsTheSecretFiles(t *testing.T) {
 // anonymous client is refused.
 func TestClusterPeerRequestsAreVerified(t *testing.T) {
 	t.Parallel()
-	hub := registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password", Private: []string{"library/*"}})
-	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, img, self, logged := startPrivateReplica(t)
 	layer := img.Layers[0]
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := "http://" + ln.Addr().String()
-	const peerURL = "http://127.0.0.1:9" // the test's peer: it sends, never serves
-	cfg := Config{DataDir: t.TempDir(),
-		Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL(), Username: "bot", Password: "hub-secret-password"}},
-		Cluster:   ClusterConfig{Self: self, Peers: []string{self, peerURL}, SecretFile: writeClusterSecret(t, clusterSecret)},
-	}.withDefaults()
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	startDaemonOn(t, ln, cfg, &syncWriter{w: &logs})
-	waitFor(t, self+"/healthz")
 	path := self + "/v2/library/node/blobs/" + layer.Digest.String()
 
 	if status := getStatus(t, path, nil); status != http.StatusForbidden {
 		t.Errorf("anonymous client: %d, want 403 (library/node is not exposed)", status)
 	}
-	if status := getStatus(t, path, http.Header{"Regmirror-Forwarded-By": {peerURL}}); status != http.StatusUnauthorized {
+	if status := getStatus(t, path, http.Header{"Regmirror-Forwarded-By": {testPeerURL}}); status != http.StatusUnauthorized {
 		t.Errorf("unsigned request marked as forwarded: %d, want 401", status)
 	}
-	if _, err := peerGetBlob(t, peerURL, self, "wrong-secret-0123456789abcdef0123456789", layer.Digest); !isStatus(err, http.StatusUnauthorized) {
+	if _, err := peerGetBlob(t, testPeerURL, self, "wrong-secret-0123456789abcdef0123456789", layer.Digest); !isStatus(err, http.StatusUnauthorized) {
 		t.Errorf("request signed with another secret: %v, want 401", err)
 	}
-	body, err := peerGetBlob(t, peerURL, self, clusterSecret, layer.Digest)
+	body, err := peerGetBlob(t, testPeerURL, self, clusterSecret, layer.Digest)
 	if err != nil || digest.FromBytes(body) != layer.Digest {
 		t.Fatalf("signed peer request: %v, %d bytes", err, len(body))
 	}
 	if n := hub.BlobGets(layer.Digest); n != 1 {
 		t.Errorf("%d upstream GETs, want 1", n)
 	}
-	if strings.Contains(logs.String(), clusterSecret) {
+	if strings.Contains(logged(), clusterSecret) {
 		t.Error("the cluster secret appears in the daemon's log")
 	}
+}
+
+// A peer asks the owner of a tag where it points and reads the manifest
+// from it, signed: the owner asks the upstream once and answers again
+// from its cache while the tag is fresh.
+func TestClusterPeerResolvesTagsAndReadsManifests(t *testing.T) {
+	t.Parallel()
+	hub, img, self, _ := startPrivateReplica(t)
+	fwd := peerForwarder(t, testPeerURL, self, clusterSecret)
+	owner := cluster.Peer{URL: self}
+	for range 2 {
+		d, err := fwd.HeadManifest(t.Context(), owner, "docker.io", "library/node", "10")
+		if err != nil || d != img.Manifest.Digest {
+			t.Fatalf("HeadManifest = %s, %v; want %s", d, err, img.Manifest.Digest)
+		}
+	}
+	mediaType, data, d, err := fwd.GetManifest(t.Context(), owner, "docker.io", "library/node", img.Manifest.Digest.String())
+	if err != nil || d != img.Manifest.Digest || digest.FromBytes(data) != d || mediaType != img.Manifest.MediaType {
+		t.Fatalf("GetManifest = %q, %d bytes, %s, %v; want %q and the bytes of %s", mediaType, len(data), d, err, img.Manifest.MediaType, img.Manifest.Digest)
+	}
+	if heads, gets := hub.ManifestHeads("library/node", "10"), hub.ManifestGets("library/node", img.Manifest.Digest.String()); heads != 1 || gets != 1 {
+		t.Errorf("the upstream saw %d HEADs of the tag and %d GETs of the manifest; want 1 and 1", heads, gets)
+	}
+}
+
+// testPeerURL is the test's peer: it sends, never serves.
+const testPeerURL = "http://127.0.0.1:9"
+
+// startPrivateReplica runs a daemon in a cluster of two, the other the
+// test's peer, in front of an upstream whose library/node:10 (one layer)
+// only the daemon's credentials read and which is not exposed. logged
+// returns what the daemon has logged so far.
+func startPrivateReplica(t *testing.T) (hub *registrytest.Registry, img registrytest.Image, self string, logged func() string) {
+	t.Helper()
+	hub = registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password", Private: []string{"library/*"}})
+	img, err := hub.PushImage("library/node", "10", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.Reset()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self = "http://" + ln.Addr().String()
+	cfg := Config{DataDir: t.TempDir(),
+		Upstreams: []UpstreamConfig{{Host: "docker.io", URL: hub.URL(), Username: "bot", Password: "hub-secret-password"}},
+		Cluster:   ClusterConfig{Self: self, Peers: []string{self, testPeerURL}, SecretFile: writeClusterSecret(t, clusterSecret)},
+	}.withDefaults()
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	out := &syncWriter{w: &logs}
+	startDaemonOn(t, ln, cfg, out)
+	waitFor(t, self+"/healthz")
+	// The daemon logs a request after answering it: read under its lock.
+	logged = func() string {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return logs.String()
+	}
+	return hub, img, self, logged
 }
 
 func getStatus(t *testing.T, url string, header http.Header) int {
@@ -196,6 +239,19 @@ func getStatus(t *testing.T, url string, header http.Header) int {
 // replica self would, signing with secret.
 func peerGetBlob(t *testing.T, self, owner, secret string, d digest.Digest) ([]byte, error) {
 	t.Helper()
+	fwd := peerForwarder(t, self, owner, secret)
+	body, _, _, err := fwd.GetBlob(t.Context(), cluster.Peer{URL: owner}, "docker.io", "library/node", d, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	return io.ReadAll(body)
+}
+
+// peerForwarder is the Forwarder of the replica self, in a cluster with
+// owner, signing with secret.
+func peerForwarder(t *testing.T, self, owner, secret string) *cluster.Forwarder {
+	t.Helper()
 	peers, err := cluster.New(cluster.Config{Self: self, URLs: []string{owner}})
 	if err != nil {
 		t.Fatal(err)
@@ -205,13 +261,8 @@ func peerGetBlob(t *testing.T, self, owner, secret string, d digest.Digest) ([]b
 		t.Fatal(err)
 	}
 	fwd := cluster.NewForwarder(peers, auth, cluster.ForwarderConfig{})
-	defer fwd.CloseIdleConnections()
-	body, _, _, err := fwd.GetBlob(t.Context(), cluster.Peer{URL: owner}, "docker.io", "library/node", d, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer body.Close()
-	return io.ReadAll(body)
+	t.Cleanup(fwd.CloseIdleConnections)
+	return fwd
 }
 
 func isStatus(err error, code int) bool {

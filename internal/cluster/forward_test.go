@@ -48,6 +48,7 @@ type replica struct {
 	mu      sync.Mutex
 	content map[string][]byte // by the last path segment: digest or tag
 	seen    http.Header       // the headers of the last request served
+	answer  http.Header       // headers added to every answer
 }
 
 // startCluster starts one replica per secret, all knowing each other.
@@ -87,6 +88,13 @@ func (rp *replica) put(key string, body []byte) {
 	rp.content[key] = body
 }
 
+// setAnswerHeaders makes the replica add h to every answer.
+func (rp *replica) setAnswerHeaders(h http.Header) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.answer = h
+}
+
 func (rp *replica) lastHeaders() http.Header {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
@@ -106,6 +114,7 @@ func (rp *replica) serve(w http.ResponseWriter, r *http.Request) {
 	rp.mu.Lock()
 	rp.seen = r.Header.Clone()
 	body, ok := rp.content[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]
+	answer := rp.answer
 	rp.mu.Unlock()
 	if to := rp.forwardTo.Load(); to != nil {
 		rp.forwardOn(w, r, *to)
@@ -124,6 +133,9 @@ func (rp *replica) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
+	for k, v := range answer {
+		w.Header()[k] = v
+	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 }
 
