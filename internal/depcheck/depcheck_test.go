@@ -51,6 +51,9 @@ var allowed = map[string][]string{
 	// ldapauth is an LDAP client and nothing else: cmd/regmirror hands
 	// it to mirror, which knows it only as a mirror.Directory.
 	"internal/ldapauth": nil,
+	// edge refuses malformed requests before the mirror sees them, in the
+	// protocol's error format.
+	"internal/edge":     {"internal/promreg", "mirror/ociserver"},
 	"internal/repoglob": nil,
 	// s3test runs versitygw for tests and knows nothing of the project.
 	"internal/s3test": nil,

@@ -1,13 +1,14 @@
 package edge
 
 import (
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"path"
 	"strings"
 	"time"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // DefaultBodyIdleTimeout is the default of Options.BodyIdleTimeout: like
@@ -121,8 +122,8 @@ func takesBody(method string) bool {
 	return true
 }
 
-// refuse answers 400 with an OCI error body and logs the request the way
-// the access log would have.
+// refuse answers 400 with an OCI error body, through the protocol's one
+// error writer, and logs the request the way the access log would have.
 func (g *guard) refuse(w http.ResponseWriter, r *http.Request, reason, code, message string) {
 	g.opts.Metrics.refusedRequest(reason)
 	g.opts.Log.LogAttrs(r.Context(), slog.LevelInfo, "request",
@@ -132,18 +133,7 @@ func (g *guard) refuse(w http.ResponseWriter, r *http.Request, reason, code, mes
 		slog.String("client", clientAddr(r)),
 		slog.String("request_id", r.Header.Get(RequestIDHeader)),
 		slog.String("error", code+": "+message))
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadRequest)
-	if r.Method == http.MethodHead {
-		return
-	}
-	type entry struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	_ = json.NewEncoder(w).Encode(struct {
-		Errors []entry `json:"errors"`
-	}{[]entry{{code, message}}})
+	ociserver.WriteError(w, r, &ociserver.Error{Code: code, Message: message, Status: http.StatusBadRequest})
 }
 
 // clip bounds what a hostile path can write to the log; the limit keeps
