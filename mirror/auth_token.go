@@ -1,14 +1,18 @@
 package mirror
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,19 +46,91 @@ const tokenService = "regmirror"
 // theirs expires, so a push longer than this is not cut short.
 const tokenTTL = 5 * time.Minute
 
-// tokenIssuer issues and verifies the mirror's tokens: the user (empty for
-// an anonymous token), what the token grants and an expiry, signed with a
-// key that lives as long as the process. A restart invalidates the tokens;
-// clients then fetch new ones. Safe for concurrent use.
-type tokenIssuer struct {
-	key [32]byte
-	now func() time.Time
+// MinTokenKeyLen is the shortest key TokenKeys take: the size of an
+// HMAC-SHA256 output, below which a key is easier to guess than a
+// signature is to forge.
+const MinTokenKeyLen = 32
+
+// TokenKeys sign and verify the tokens of the hosted repositories' logins.
+// Replicas behind one load balancer given the same keys accept one
+// another's tokens. The zero value means a random key that lives as long
+// as the process.
+type TokenKeys struct {
+	// Current signs new tokens and verifies them; at least MinTokenKeyLen
+	// bytes.
+	Current []byte
+	// Previous, during a rotation, still verifies the tokens it signed
+	// and signs none; nil when there is none.
+	Previous []byte
 }
 
-func newTokenIssuer(now func() time.Time) *tokenIssuer {
+// validate refuses keys too short to be secret. Errors say which key,
+// never what it holds.
+func (k TokenKeys) validate() error {
+	if len(k.Current) < MinTokenKeyLen {
+		return fmt.Errorf("token key: the current key is shorter than %d bytes", MinTokenKeyLen)
+	}
+	if k.Previous != nil && len(k.Previous) < MinTokenKeyLen {
+		return fmt.Errorf("token key: the previous key is shorter than %d bytes", MinTokenKeyLen)
+	}
+	return nil
+}
+
+// clone copies the keys, so that a caller reusing its slices cannot change
+// the keys in use.
+func (k TokenKeys) clone() *TokenKeys {
+	return &TokenKeys{Current: bytes.Clone(k.Current), Previous: bytes.Clone(k.Previous)}
+}
+
+// tokenIssuer issues and verifies the mirror's tokens: the user (empty for
+// an anonymous token), what the token grants and an expiry, signed with the
+// current key and verified with the current or the previous one. Without
+// configured keys the key is random and lives as long as the process: a
+// restart invalidates the tokens, and clients then fetch new ones. Safe
+// for concurrent use; setKeys swaps the keys whole.
+type tokenIssuer struct {
+	keys atomic.Pointer[TokenKeys]
+	now  func() time.Time
+}
+
+// newTokenIssuer returns an issuer with keys, or with a random key when
+// keys is the zero value.
+func newTokenIssuer(keys TokenKeys, now func() time.Time) (*tokenIssuer, error) {
 	t := &tokenIssuer{now: now}
-	rand.Read(t.key[:]) // never fails
-	return t
+	if keys.Current == nil && keys.Previous == nil {
+		keys.Current = make([]byte, MinTokenKeyLen)
+		rand.Read(keys.Current) // never fails
+	}
+	if err := t.setKeys(keys); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// setKeys makes keys the ones tokens are signed and verified with from now
+// on. Invalid keys change nothing.
+func (t *tokenIssuer) setKeys(keys TokenKeys) error {
+	if err := keys.validate(); err != nil {
+		return err
+	}
+	t.keys.Store(keys.clone())
+	return nil
+}
+
+// SetTokenKeys replaces the keys of the hosted repositories' tokens, as a
+// configuration reload does during a rotation: from then on tokens are
+// signed with keys.Current and verified with either key. Tokens signed
+// with a key no longer given stop verifying; their clients fetch new ones.
+// Keys shorter than MinTokenKeyLen, or a mirror without hosted
+// repositories, are refused with an error and change nothing.
+func (m *Mirror) SetTokenKeys(keys TokenKeys) error {
+	if m.hosted == nil {
+		return errors.New("mirror: token keys without hosted repositories")
+	}
+	if err := m.hosted.tokens.setKeys(keys); err != nil {
+		return fmt.Errorf("mirror: %w", err)
+	}
+	return nil
 }
 
 // tokenClaims are what a token says, as its signed JSON payload. Groups
@@ -83,7 +159,7 @@ func (ta tokenAccess) grants(name string, a Action) bool {
 
 func (t *tokenIssuer) issue(who principal, access tokenAccess) string {
 	payload, _ := json.Marshal(tokenClaims{Expires: t.now().Add(tokenTTL).Unix(), User: who.user, Groups: who.groups, Access: access}) // cannot fail
-	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(t.sign(payload))
+	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(sign(t.keys.Load().Current, payload))
 }
 
 // verify returns the claims of a valid, unexpired token.
@@ -91,7 +167,7 @@ func (t *tokenIssuer) verify(token string) (tokenClaims, bool) {
 	p, s, found := strings.Cut(token, ".")
 	payload, err1 := base64.RawURLEncoding.DecodeString(p)
 	sig, err2 := base64.RawURLEncoding.DecodeString(s)
-	if !found || err1 != nil || err2 != nil || !hmac.Equal(sig, t.sign(payload)) {
+	if !found || err1 != nil || err2 != nil || !t.signedByAKey(payload, sig) {
 		return tokenClaims{}, false
 	}
 	var claims tokenClaims
@@ -101,8 +177,18 @@ func (t *tokenIssuer) verify(token string) (tokenClaims, bool) {
 	return claims, true
 }
 
-func (t *tokenIssuer) sign(payload []byte) []byte {
-	mac := hmac.New(sha256.New, t.key[:])
+// signedByAKey reports whether sig is the signature of payload with the
+// current key or, during a rotation, the previous one.
+func (t *tokenIssuer) signedByAKey(payload, sig []byte) bool {
+	keys := t.keys.Load()
+	if hmac.Equal(sig, sign(keys.Current, payload)) {
+		return true
+	}
+	return keys.Previous != nil && hmac.Equal(sig, sign(keys.Previous, payload))
+}
+
+func sign(key, payload []byte) []byte {
+	mac := hmac.New(sha256.New, key)
 	mac.Write(payload)
 	return mac.Sum(nil)
 }

@@ -59,6 +59,12 @@ type HostedOptions struct {
 	// AllowDelete enables DELETE of hosted manifests, tags and blobs, for
 	// those whom a permission grants delete.
 	AllowDelete bool
+	// TokenKeys sign the tokens the token endpoint hands out and verify
+	// the tokens clients send. Replicas given the same keys accept one
+	// another's tokens; Mirror.SetTokenKeys rotates them. The zero value
+	// means a random key per process, so that a token is accepted only by
+	// the process that issued it and until it restarts.
+	TokenKeys TokenKeys
 }
 
 // hostedRepos is the mirror's hosted side. Its fields are set once.
@@ -98,6 +104,10 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time, 
 			return nil, fmt.Errorf("hosted permission %d: %w", i+1, err)
 		}
 	}
+	tokens, err := newTokenIssuer(o.TokenKeys, now)
+	if err != nil {
+		return nil, fmt.Errorf("hosted repositories: %w", err)
+	}
 	return &hostedRepos{
 		store:       o.Store,
 		logins:      newLoginGuard(users, o.Logins, now),
@@ -107,7 +117,7 @@ func newHostedRepos(o *HostedOptions, defaultHost string, now func() time.Time, 
 		groups:      o.Groups,
 		permissions: perms,
 		allowDelete: o.AllowDelete,
-		tokens:      newTokenIssuer(now),
+		tokens:      tokens,
 		defaultHost: defaultHost,
 	}, nil
 }

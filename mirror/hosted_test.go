@@ -45,6 +45,7 @@ type hostedEnv struct {
 	opts   mirror.HostedOptions
 	store  *cache.Store
 	hosted *cache.Hosted
+	mirror *mirror.Mirror
 	server *httptest.Server
 }
 
@@ -99,7 +100,7 @@ func (e *hostedEnv) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.store, e.hosted, e.server = store, hosted, httptest.NewServer(m)
+	e.store, e.hosted, e.mirror, e.server = store, hosted, m, httptest.NewServer(m)
 	t.Cleanup(e.stop)
 }
 

@@ -4,9 +4,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/regmirror/regmirror/internal/cluster"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/mirror"
 )
 
 // Run with: make proxy-log (installs Debian's nginx if missing).
@@ -130,6 +133,128 @@ func TestClusterBehindNginxSurvivesADeadReplica(t *testing.T) {
 		t.Errorf("%d blobs owned by the dead replica, and no forward failure counted", orphans)
 	}
 	t.Logf("%d of %d blobs owned by the dead replica; %v forwards failed over to the upstream", orphans, len(img.Blobs()), failures)
+}
+
+// Three replicas behind nginx with the same hosted.token_key_file: a
+// client logs in the way docker does, through nginx, following the ping's
+// challenge to the token endpoint of whichever replica nginx picks, and
+// its token is accepted by every replica, asked directly and through
+// nginx in turn. Only the token crosses replicas: each upload is started
+// on the replica that received it.
+func TestClusterBehindNginxAcceptsATokenFromAnyReplica(t *testing.T) {
+	t.Parallel()
+	_, hubCfg := startHub(t)
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(htpasswdLine(t, "alice", "alice-pw", mirror.MinBcryptCost)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenKey, _ := writeTokenKey(t, dir, "token-key")
+	hosted := fmt.Sprintf("hosted:\n  htpasswd: %s\n  repositories: [team/*]\n  token_key_file: %s\n", htpasswd, tokenKey)
+	secret := writeClusterSecret(t, clusterSecret)
+	var addrs, peers []string
+	for range 3 {
+		a := freeAddr(t)
+		addrs, peers = append(addrs, a), append(peers, "http://"+a)
+	}
+	for i, a := range addrs {
+		path := clusterConfigFile(t, dir, fmt.Sprintf("replica%d", i), a, hubCfg, peers, secret)
+		appendToFile(t, path, hosted)
+		startDaemonProcess(t, path, a)
+	}
+	proxy := startNginx(t, addrs...)
+
+	token := dockerLogin(t, proxy, "alice", "alice-pw", "repository:team/app:pull,push")
+	for _, base := range append(peers, proxy, proxy, proxy) {
+		if status := startUpload(t, base, token); status != http.StatusAccepted {
+			t.Errorf("an upload at %s with the token = %d, want 202", base, status)
+		}
+	}
+}
+
+// appendToFile adds text at the end of the file at path.
+func appendToFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dockerLogin fetches a token as docker does: the ping at base answers 401
+// with a Bearer challenge, whose realm, asked with the credentials for
+// scope, answers the token.
+func dockerLogin(t *testing.T, base, user, password, scope string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	challenge := resp.Header.Get("WWW-Authenticate")
+	realm, service, ok := parseBearerChallenge(challenge)
+	if resp.StatusCode != http.StatusUnauthorized || !ok {
+		t.Fatalf("ping = %d, WWW-Authenticate %q; want 401 with a Bearer challenge", resp.StatusCode, challenge)
+	}
+	if !strings.HasPrefix(realm, base+"/") {
+		t.Fatalf("the challenge's realm %s is not at %s, which the client asked", realm, base)
+	}
+	req, err := http.NewRequest(http.MethodGet, realm+"?"+url.Values{"service": {service}, "scope": {scope}}.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, password)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Token == "" {
+		t.Fatalf("token = %d, %v; want 200 with a token", resp.StatusCode, err)
+	}
+	return body.Token
+}
+
+// parseBearerChallenge reads the realm and service of a Bearer challenge.
+func parseBearerChallenge(h string) (realm, service string, ok bool) {
+	params, found := strings.CutPrefix(h, "Bearer ")
+	if !found {
+		return "", "", false
+	}
+	for _, p := range strings.Split(params, ",") {
+		k, v, _ := strings.Cut(p, "=")
+		switch strings.TrimSpace(k) {
+		case "realm":
+			realm = strings.Trim(v, `"`)
+		case "service":
+			service = strings.Trim(v, `"`)
+		}
+	}
+	return realm, service, realm != ""
+}
+
+// startUpload starts an upload to team/app at base with a token and
+// returns the status.
+func startUpload(t *testing.T, base, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/v2/team/app/blobs/uploads/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // startReplicas runs n replicas of a cluster, each a `regmirror serve`

@@ -19,7 +19,7 @@ func configCommand() *cli.Command {
 	// environment checks what serve would run.
 	flags := append(serveCommand().Flags,
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the problems, not the effective configuration"},
-		&cli.BoolFlag{Name: "no-files", Usage: "check the config file alone, not the files it names (password files, certificates, CA files, htpasswd): " +
+		&cli.BoolFlag{Name: "no-files", Usage: "check the config file alone, not the files it names (password files, certificates, CA files, htpasswd, token keys): " +
 			"for a check away from the host that runs it"},
 	)
 	return &cli.Command{
@@ -84,6 +84,9 @@ func (c Config) fileErrors() error {
 		if _, err := loadHtpasswd(c.Hosted.Htpasswd); err != nil {
 			errs = append(errs, &keyError{key: "hosted.htpasswd", err: err})
 		}
+	}
+	if c.Hosted.enabled() || c.Auth.LDAP.enabled() {
+		errs = append(errs, c.Hosted.tokenKeyErrors()...)
 	}
 	return errors.Join(errs...)
 }

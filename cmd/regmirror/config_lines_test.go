@@ -38,6 +38,8 @@ func TestEveryValidationProblemHasALine(t *testing.T) {
 		{"hosted permission glob", "hosted:\n  htpasswd: /etc/htpasswd\n  permissions:\n    - repositories: [\"a/[\"]\n      users: [alice]\n      actions: [pull]\n", 4, "hosted.permissions[0].repositories"},
 		{"hosted permission action", "hosted:\n  htpasswd: /etc/htpasswd\n  permissions:\n    - repositories: [team/*]\n      users: [alice]\n      actions: [pull, fly]\n", 4, `unknown action "fly"`},
 		{"hosted permission to nobody", "hosted:\n  htpasswd: /etc/htpasswd\n  permissions:\n    - repositories: [team/*]\n      actions: [pull]\n", 4, "grants to nobody"},
+		{"hosted previous token key alone", "hosted:\n  htpasswd: /etc/htpasswd\n  previous_token_key_file: /run/old-key\n", 3, "previous_token_key_file needs token_key_file"},
+		{"token key without hosting", "listen: :5000\nhosted:\n  token_key_file: /run/key\n", 2, "set htpasswd or auth.ldap"},
 		{"upstream proxy", "upstreams:\n  - host: ghcr.io\n    proxy: socks5://p:1080\n", 3, "proxy"},
 	}
 	for _, tt := range tests {

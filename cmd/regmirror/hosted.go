@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +62,12 @@ type HostedConfig struct {
 	MaxFailedLoginsPerClient *int          `yaml:"max_failed_logins_per_client"`
 	MaxFailedLoginsPerUser   *int          `yaml:"max_failed_logins_per_user"`
 	FailedLoginWindow        time.Duration `yaml:"failed_login_window"`
+	// TokenKeyFile holds the key that signs the tokens of logins, shared
+	// by the replicas of a cluster so that a token fetched from one is
+	// accepted by all; PreviousTokenKeyFile, during a rotation, the old
+	// one, still accepted. Empty: a random key per process.
+	TokenKeyFile         string `yaml:"token_key_file"`
+	PreviousTokenKeyFile string `yaml:"previous_token_key_file"`
 }
 
 // PermissionConfig is one entry of hosted.permissions: it grants actions
@@ -81,7 +88,7 @@ func (c HostedConfig) enabled() bool { return c.Htpasswd != "" }
 func (c HostedConfig) validate(directory LDAPConfig) error {
 	if !c.enabled() && !directory.enabled() {
 		if len(c.Repositories) > 0 || len(c.FallThrough) > 0 || len(c.Groups) > 0 || len(c.Permissions) > 0 ||
-			c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 || c.limitsSet() {
+			c.AnonymousPull != nil || c.Delete || c.UploadTTL != 0 || c.limitsSet() || c.TokenKeyFile != "" || c.PreviousTokenKeyFile != "" {
 			return keyErrorf("hosted", "hosted: set htpasswd or auth.ldap to enable hosted repositories (pushes need users)")
 		}
 		return nil
@@ -89,6 +96,9 @@ func (c HostedConfig) validate(directory LDAPConfig) error {
 	var errs []error
 	if len(c.Permissions) > 0 && c.AnonymousPull != nil {
 		errs = append(errs, keyErrorf("hosted.anonymous_pull", "hosted: anonymous_pull and permissions do not go together: grant anonymous pull in a permission"))
+	}
+	if c.PreviousTokenKeyFile != "" && c.TokenKeyFile == "" {
+		errs = append(errs, keyErrorf("hosted.previous_token_key_file", "hosted.previous_token_key_file needs token_key_file"))
 	}
 	errs = append(errs, globErrors("hosted.repositories", c.Repositories)...)
 	errs = append(errs, globErrors("hosted.fall_through", c.FallThrough)...)
@@ -185,6 +195,49 @@ func loadHtpasswd(path string) (*mirror.Htpasswd, error) {
 	return users, nil
 }
 
+// tokenKeys reads the token key files; the zero keys, a random key per
+// process, without token_key_file. Errors name the files, never what they
+// hold.
+func (c HostedConfig) tokenKeys() (mirror.TokenKeys, error) {
+	var keys mirror.TokenKeys
+	if c.TokenKeyFile == "" {
+		return keys, nil
+	}
+	var err error
+	if keys.Current, err = readTokenKey("hosted.token_key_file", c.TokenKeyFile); err != nil {
+		return keys, err
+	}
+	if c.PreviousTokenKeyFile != "" {
+		if keys.Previous, err = readTokenKey("hosted.previous_token_key_file", c.PreviousTokenKeyFile); err != nil {
+			return keys, err
+		}
+	}
+	return keys, nil
+}
+
+// readTokenKey reads the key file at path, the setting at key, without the
+// white space around it (the newline an editor or echo adds).
+func readTokenKey(key, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, keyErrorf(key, "%s: %w", key, err)
+	}
+	secret := bytes.TrimSpace(b)
+	if len(secret) < mirror.MinTokenKeyLen {
+		return nil, keyErrorf(key, "%s: %s holds fewer than %d bytes: make one with openssl rand -hex 32", key, path, mirror.MinTokenKeyLen)
+	}
+	return secret, nil
+}
+
+// tokenKeyErrors reports the token key files the daemon could not use,
+// for config check.
+func (c HostedConfig) tokenKeyErrors() []error {
+	if _, err := c.tokenKeys(); err != nil {
+		return []error{err}
+	}
+	return nil
+}
+
 // openHosted opens the hosted repositories of store and the mirror's
 // options for them; both are nil when hosting is off.
 func openHosted(store *cache.Store, c HostedConfig, auth AuthConfig, log *slog.Logger) (*cache.Hosted, *mirror.HostedOptions, error) {
@@ -200,6 +253,10 @@ func openHosted(store *cache.Store, c HostedConfig, auth AuthConfig, log *slog.L
 		users = local
 	}
 	directory, err := openDirectory(auth.LDAP, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	tokenKeys, err := c.tokenKeys()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -220,6 +277,7 @@ func openHosted(store *cache.Store, c HostedConfig, auth AuthConfig, log *slog.L
 		Permissions:     c.permissions(),
 		PrivatePulls:    c.AnonymousPull != nil && !*c.AnonymousPull,
 		AllowDelete:     c.Delete,
+		TokenKeys:       tokenKeys,
 	}, nil
 }
 

@@ -25,10 +25,11 @@ type reloadSource struct {
 }
 
 // watchReloads applies a new configuration each time one is requested,
-// and reads the htpasswd file of users (when hosting is on) and the
-// listener's TLS certificate (when it serves HTTPS) again, until ctx
-// ends. A reload that fails leaves the running configuration, users or
-// certificate as they were; the daemon never stops because of one.
+// and reads the htpasswd file of users (when hosting is on), the token key
+// files (when set) and the listener's TLS certificate (when it serves
+// HTTPS) again, until ctx ends. A reload that fails leaves the running
+// configuration, users, keys or certificate as they were; the daemon never
+// stops because of one.
 func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirror.Mirror, users *mirror.Htpasswd, listenerCert *keypair.Pair, reg prometheus.Registerer, log *slog.Logger) error {
 	if src.load == nil || src.requests == nil {
 		return nil
@@ -47,6 +48,9 @@ func watchReloads(ctx context.Context, src reloadSource, running Config, m *mirr
 		}
 		if users != nil {
 			err = errors.Join(err, reloadUsers(running.Hosted.Htpasswd, users, log))
+		}
+		if running.Hosted.TokenKeyFile != "" {
+			err = errors.Join(err, reloadTokenKeys(running.Hosted, m, log))
 		}
 		if listenerCert != nil {
 			err = errors.Join(err, reloadListenerCert(listenerCert, log))
@@ -68,6 +72,23 @@ func reloadUsers(path string, users *mirror.Htpasswd, log *slog.Logger) error {
 	}
 	users.Replace(next)
 	log.Info("htpasswd reloaded", "path", path)
+	return nil
+}
+
+// reloadTokenKeys reads the token key files again and makes them the keys
+// tokens are signed and verified with: how the replicas of a cluster
+// rotate their shared key without a restart. Files that do not load
+// change nothing; the log names them, never what they hold.
+func reloadTokenKeys(c HostedConfig, m *mirror.Mirror, log *slog.Logger) error {
+	keys, err := c.tokenKeys()
+	if err == nil {
+		err = m.SetTokenKeys(keys)
+	}
+	if err != nil {
+		log.Error("token keys not reloaded: the running keys stay", "err", err)
+		return err
+	}
+	log.Info("token keys reloaded", "token_key_file", c.TokenKeyFile, "previous_token_key_file", c.PreviousTokenKeyFile)
 	return nil
 }
 
@@ -93,6 +114,13 @@ func reload(running Config, load func() (Config, error), m *mirror.Mirror, reg p
 	applied.Upstreams = next.Upstreams
 	applied.ListedUpstreamsOnly = next.ListedUpstreamsOnly
 	applied.AllowAnyUpstream = next.AllowAnyUpstream
+	if running.Hosted.TokenKeyFile != "" && next.Hosted.TokenKeyFile != "" {
+		// A rotation may add or drop previous_token_key_file; watchReloads
+		// reads the files. Turning the setting on or off needs a restart,
+		// reported below: it would invalidate every token in use.
+		applied.Hosted.TokenKeyFile = next.Hosted.TokenKeyFile
+		applied.Hosted.PreviousTokenKeyFile = next.Hosted.PreviousTokenKeyFile
+	}
 	if pending := restartOnly(applied, next); len(pending) > 0 {
 		log.Warn("configuration reloaded, but some changed settings take effect only after a restart", "settings", pending)
 	} else {

@@ -32,7 +32,7 @@ func serveCommand() *cli.Command {
 		Description: "Flags override the environment, which overrides the config file (--config). Upstreams,\n" +
 			"credentials and the cache budget are set in the config file: every setting is listed in\n" +
 			"docs/configuration.md. SIGHUP re-reads the config file's upstream settings without\n" +
-			"dropping transfers in flight, and the htpasswd file and TLS certificate.",
+			"dropping transfers in flight, and the htpasswd file, the token key files and TLS certificate.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:        "listen",
