@@ -45,103 +45,78 @@ func (a authorizer) mayWrite(ctx context.Context, repo ociserver.Repo, action Ac
 }
 
 func (a authorizer) GetManifest(ctx context.Context, repo ociserver.Repo, ref string) (*ociserver.Manifest, error) {
-	if err := a.mayPull(ctx, repo); err != nil {
-		return nil, err
-	}
-	return a.Backend.GetManifest(ctx, repo, ref)
+	return then(a.mayPull(ctx, repo), func() (*ociserver.Manifest, error) { return a.Backend.GetManifest(ctx, repo, ref) })
 }
 
 func (a authorizer) GetBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest, offset int64) (*ociserver.Blob, error) {
-	if err := a.mayPull(ctx, repo); err != nil {
-		return nil, err
-	}
-	return a.Backend.GetBlob(ctx, repo, d, offset)
+	return then(a.mayPull(ctx, repo), func() (*ociserver.Blob, error) { return a.Backend.GetBlob(ctx, repo, d, offset) })
 }
 
 func (a authorizer) Tags(ctx context.Context, repo ociserver.Repo) ([]string, error) {
-	if err := a.mayPull(ctx, repo); err != nil {
-		return nil, err
-	}
-	return a.Backend.Tags(ctx, repo)
+	return then(a.mayPull(ctx, repo), func() ([]string, error) { return a.Backend.Tags(ctx, repo) })
 }
 
 func (a authorizer) Referrers(ctx context.Context, repo ociserver.Repo, d digest.Digest) ([]ocispec.Descriptor, error) {
-	if err := a.mayPull(ctx, repo); err != nil {
-		return nil, err
-	}
-	return a.Backend.Referrers(ctx, repo, d)
+	return then(a.mayPull(ctx, repo), func() ([]ocispec.Descriptor, error) { return a.Backend.Referrers(ctx, repo, d) })
 }
 
 func (a authorizer) StartUpload(ctx context.Context, repo ociserver.Repo) (string, error) {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return "", err
-	}
-	return a.Backend.StartUpload(ctx, repo)
+	return then(a.mayWrite(ctx, repo, ActionPush), func() (string, error) { return a.Backend.StartUpload(ctx, repo) })
 }
 
 func (a authorizer) UploadSize(ctx context.Context, repo ociserver.Repo, id string) (int64, error) {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return 0, err
-	}
-	return a.Backend.UploadSize(ctx, repo, id)
+	return then(a.mayWrite(ctx, repo, ActionPush), func() (int64, error) { return a.Backend.UploadSize(ctx, repo, id) })
 }
 
 func (a authorizer) WriteUpload(ctx context.Context, repo ociserver.Repo, id string, offset, length int64, body io.Reader) (int64, error) {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return 0, err
-	}
-	return a.Backend.WriteUpload(ctx, repo, id, offset, length, body)
+	return then(a.mayWrite(ctx, repo, ActionPush), func() (int64, error) { return a.Backend.WriteUpload(ctx, repo, id, offset, length, body) })
 }
 
 func (a authorizer) CommitUpload(ctx context.Context, repo ociserver.Repo, id string, d digest.Digest) error {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return err
-	}
-	return a.Backend.CommitUpload(ctx, repo, id, d)
+	return thenDo(a.mayWrite(ctx, repo, ActionPush), func() error { return a.Backend.CommitUpload(ctx, repo, id, d) })
 }
 
 // CancelUpload needs the push permission, like the upload: an upload
 // belongs to the repository, and DELETE of one deletes nothing stored.
 func (a authorizer) CancelUpload(ctx context.Context, repo ociserver.Repo, id string) error {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return err
-	}
-	return a.Backend.CancelUpload(ctx, repo, id)
+	return thenDo(a.mayWrite(ctx, repo, ActionPush), func() error { return a.Backend.CancelUpload(ctx, repo, id) })
 }
 
 func (a authorizer) MountBlob(ctx context.Context, repo ociserver.Repo, from string, d digest.Digest) (bool, error) {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return false, err
-	}
-	return a.Backend.MountBlob(ctx, repo, from, d)
+	return then(a.mayWrite(ctx, repo, ActionPush), func() (bool, error) { return a.Backend.MountBlob(ctx, repo, from, d) })
 }
 
 func (a authorizer) PushManifest(ctx context.Context, repo ociserver.Repo, read func() (*ociserver.PushedManifest, error)) error {
-	if err := a.mayWrite(ctx, repo, ActionPush); err != nil {
-		return err
-	}
-	return a.Backend.PushManifest(ctx, repo, read)
+	return thenDo(a.mayWrite(ctx, repo, ActionPush), func() error { return a.Backend.PushManifest(ctx, repo, read) })
 }
 
 func (a authorizer) DeleteManifest(ctx context.Context, repo ociserver.Repo, d digest.Digest) error {
-	if err := a.mayWrite(ctx, repo, ActionDelete); err != nil {
-		return err
-	}
-	return a.Backend.DeleteManifest(ctx, repo, d)
+	return thenDo(a.mayWrite(ctx, repo, ActionDelete), func() error { return a.Backend.DeleteManifest(ctx, repo, d) })
 }
 
 func (a authorizer) DeleteTag(ctx context.Context, repo ociserver.Repo, tag string) error {
-	if err := a.mayWrite(ctx, repo, ActionDelete); err != nil {
-		return err
-	}
-	return a.Backend.DeleteTag(ctx, repo, tag)
+	return thenDo(a.mayWrite(ctx, repo, ActionDelete), func() error { return a.Backend.DeleteTag(ctx, repo, tag) })
 }
 
 func (a authorizer) DeleteBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest) error {
-	if err := a.mayWrite(ctx, repo, ActionDelete); err != nil {
-		return err
+	return thenDo(a.mayWrite(ctx, repo, ActionDelete), func() error { return a.Backend.DeleteBlob(ctx, repo, d) })
+}
+
+// then returns next's answer unless refusal refuses.
+func then[T any](refusal error, next func() (T, error)) (T, error) {
+	if refusal != nil {
+		var zero T
+		return zero, refusal
 	}
-	return a.Backend.DeleteBlob(ctx, repo, d)
+	return next()
+}
+
+// thenDo is then for answers that are only an error.
+func thenDo(refusal error, next func() error) error {
+	if refusal != nil {
+		return refusal
+	}
+	return next()
 }
 
 // authorize lets the client do a on the hosted repository name, or says

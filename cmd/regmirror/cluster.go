@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/internal/cluster"
 	"github.com/regmirror/regmirror/mirror"
@@ -128,16 +125,8 @@ func (c ClusterConfig) fileErrors() []error {
 	return nil
 }
 
-// clusterNode is this replica's part in a cluster: the members, the
-// signatures, and the client to the owners.
-type clusterNode struct {
-	peers *cluster.Peers
-	auth  *cluster.Authenticator
-	fwd   *cluster.Forwarder
-}
-
 // newClusterNode builds the cluster of cfg; nil when the section is off.
-func newClusterNode(cfg ClusterConfig, log *slog.Logger) (*clusterNode, error) {
+func newClusterNode(cfg ClusterConfig, log *slog.Logger) (*cluster.Node, error) {
 	if !cfg.enabled() {
 		return nil, nil
 	}
@@ -153,76 +142,32 @@ func newClusterNode(cfg ClusterConfig, log *slog.Logger) (*clusterNode, error) {
 		self, _ := cluster.ParsePeer(cfg.Self) // validated
 		members.Scheme, _, _ = strings.Cut(self.URL, "://")
 	}
-	n := &clusterNode{}
-	if n.peers, err = cluster.New(members); err != nil {
-		return nil, err
-	}
-	if n.auth, err = cluster.NewAuthenticator(cluster.AuthConfig{Secrets: secrets}); err != nil {
-		return nil, err
-	}
-	n.fwd = cluster.NewForwarder(n.peers, n.auth, cluster.ForwarderConfig{})
-	return n, nil
+	return cluster.NewNode(members, secrets)
 }
 
-// mirrorPeers is what the mirror is given of the cluster; nil when off.
-func (n *clusterNode) mirrorPeers() mirror.Peers {
+var _ mirror.Peers = (*cluster.Node)(nil)
+
+// peersOf is what the mirror is given of the cluster; nil when it is off.
+func peersOf(n *cluster.Node) mirror.Peers {
 	if n == nil {
 		return nil
 	}
-	return clusterPeers{n}
+	return n
 }
 
-// run re-resolves the members until ctx ends (with dns), then closes the
-// connections to peers.
-func (n *clusterNode) run(ctx context.Context) error {
-	if n == nil {
-		return nil
-	}
-	defer n.fwd.CloseIdleConnections()
-	err := n.peers.Run(ctx)
-	<-ctx.Done()
-	return err
-}
-
-// guard refuses requests marked as forwarded by a peer unless their
-// signature verifies (401), and serves those that do as a peer's
-// (mirror.WithTrustedPeer). Others pass as they are. Without a cluster
-// the mark means nothing and grants nothing.
-func (n *clusterNode) guard(next http.Handler) http.Handler {
+// guardPeers verifies peer requests (see cluster.Node.Guard) and serves
+// them as a trusted peer's; without a cluster the mark grants nothing.
+func guardPeers(n *cluster.Node, next http.Handler) http.Handler {
 	if n == nil {
 		return next
 	}
-	verified := n.auth.Verify(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r.WithContext(mirror.WithTrustedPeer(r.Context())))
-	}))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if cluster.Forwarded(r) {
-			verified.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return n.Guard(next, mirror.WithTrustedPeer)
 }
 
-// clusterPeers adapts the cluster to mirror.Peers.
-type clusterPeers struct{ n *clusterNode }
-
-var _ mirror.Peers = clusterPeers{}
-
-func (p clusterPeers) Owner(key string) (string, bool) {
-	owner := p.n.peers.Owner(key)
-	return owner.URL, owner == p.n.peers.Self()
-}
-
-func (p clusterPeers) FetchBlob(ctx context.Context, peer, host, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, int64, error) {
-	return p.n.fwd.GetBlob(ctx, cluster.Peer{URL: peer}, host, repo, d, offset)
-}
-
-func (p clusterPeers) ResolveManifest(ctx context.Context, peer, host, repo, ref string) (digest.Digest, error) {
-	return p.n.fwd.HeadManifest(ctx, cluster.Peer{URL: peer}, host, repo, ref)
-}
-
-func (p clusterPeers) FetchManifest(ctx context.Context, peer, host, repo, ref string) (string, []byte, error) {
-	mediaType, data, _, err := p.n.fwd.GetManifest(ctx, cluster.Peer{URL: peer}, host, repo, ref)
-	return mediaType, data, err
+// runCluster refreshes the members until ctx ends; nothing without a cluster.
+func runCluster(ctx context.Context, n *cluster.Node) error {
+	if n == nil {
+		return nil
+	}
+	return n.Run(ctx)
 }

@@ -182,7 +182,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
 		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
-		Inventory: admin.NewInventory(store, pins.Repos()), Peers: node.mirrorPeers()})
+		Inventory: admin.NewInventory(store, pins.Repos()), Peers: peersOf(node)})
 	if err != nil {
 		ln.Close()
 		return err
@@ -200,7 +200,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
-	guarded, handler, err := guardEdge(cfg, ln, routes(node.guard(m), ops.mux()), reg, log)
+	guarded, handler, err := guardEdge(cfg, ln, routes(guardPeers(node, m), ops.mux()), reg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -234,7 +234,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	g.Go(func() error { return runUploadSweeper(gctx, hosted, log) })
 	g.Go(func() error { return upkeep(gctx) })
 	g.Go(func() error { return cfg.notifier.Run(gctx) }) // webhooks; nil: none
-	g.Go(func() error { return node.run(gctx) })         // cluster members; nil: none
+	g.Go(func() error { return runCluster(gctx, node) }) // cluster members; nil: none
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}

@@ -1,0 +1,81 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Node is this replica's part in a cluster: the members, the signatures,
+// and the client to the owners. Its Owner, FetchBlob, ResolveManifest and
+// FetchManifest are what a mirror asks of its peers (mirror.Peers).
+type Node struct {
+	peers *Peers
+	auth  *Authenticator
+	fwd   *Forwarder
+}
+
+// NewNode makes the node of the members cfg names, signing with secrets.
+func NewNode(cfg Config, secrets Secrets) (*Node, error) {
+	n := &Node{}
+	var err error
+	if n.peers, err = New(cfg); err != nil {
+		return nil, err
+	}
+	if n.auth, err = NewAuthenticator(AuthConfig{Secrets: secrets}); err != nil {
+		return nil, err
+	}
+	n.fwd = NewForwarder(n.peers, n.auth, ForwarderConfig{})
+	return n, nil
+}
+
+// Run re-resolves the members until ctx ends (with a DNS name), then
+// closes the connections to peers.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.fwd.CloseIdleConnections()
+	err := n.peers.Run(ctx)
+	<-ctx.Done()
+	return err
+}
+
+// Guard refuses requests marked as forwarded by a peer unless their
+// signature verifies (401), and serves those that do with the context
+// trusted makes of theirs. Other requests pass as they are: without the
+// mark a request is a client's, and the mark grants nothing unsigned.
+func (n *Node) Guard(next http.Handler, trusted func(context.Context) context.Context) http.Handler {
+	verified := n.auth.Verify(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(trusted(r.Context())))
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if Forwarded(r) {
+			verified.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Owner returns the URL of the replica that owns key, and whether that is
+// this one.
+func (n *Node) Owner(key string) (string, bool) {
+	owner := n.peers.Owner(key)
+	return owner.URL, owner == n.peers.Self()
+}
+
+// FetchBlob reads blob d of repo on registry host from peer, from offset.
+func (n *Node) FetchBlob(ctx context.Context, peer, host, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, int64, error) {
+	return n.fwd.GetBlob(ctx, Peer{URL: peer}, host, repo, d, offset)
+}
+
+// ResolveManifest asks peer for the digest ref (a tag) points to.
+func (n *Node) ResolveManifest(ctx context.Context, peer, host, repo, ref string) (digest.Digest, error) {
+	return n.fwd.HeadManifest(ctx, Peer{URL: peer}, host, repo, ref)
+}
+
+// FetchManifest reads manifest ref of repo on registry host from peer.
+func (n *Node) FetchManifest(ctx context.Context, peer, host, repo, ref string) (string, []byte, error) {
+	mediaType, data, _, err := n.fwd.GetManifest(ctx, Peer{URL: peer}, host, repo, ref)
+	return mediaType, data, err
+}
