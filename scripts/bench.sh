@@ -10,8 +10,8 @@
 #                that rebuild a large index per round always run once).
 # MICRO=0:       skip the micro-benchmarks.
 # SCALEOUT=0:    skip the scaleout section (one daemon vs a cluster of three,
-#                a few minutes), which the pull benchmark leaves out unless
-#                asked for; -sections, when given, says what runs instead.
+#                about 90s on 2 CPUs), which the pull benchmark leaves out
+#                unless asked for; -sections, when given, says what runs.
 # Extra arguments go to the pull benchmark, e.g. -rounds 1 -size-mib 512
 # (run `go run ./scripts/bench -h` for all).
 set -euo pipefail
