@@ -9,6 +9,9 @@
 # BENCHTIME:     -benchtime of the micro-benchmarks (default 20x; the ones
 #                that rebuild a large index per round always run once).
 # MICRO=0:       skip the micro-benchmarks.
+# SCALEOUT=0:    skip the scaleout section (one daemon vs a cluster of three,
+#                about 90s on 2 CPUs), which the pull benchmark leaves out
+#                unless asked for; -sections, when given, says what runs.
 # Extra arguments go to the pull benchmark, e.g. -rounds 1 -size-mib 512
 # (run `go run ./scripts/bench -h` for all).
 set -euo pipefail
@@ -24,7 +27,16 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 go build -o "$out/bench" ./scripts/bench
 
-"$out/bench" "$@"
+sections=(-sections default,scaleout)
+if [[ ${SCALEOUT:-1} == 0 ]]; then
+	sections=()
+fi
+for arg in "$@"; do
+	if [[ $arg == -sections* || $arg == --sections* ]]; then
+		sections=()
+	fi
+done
+"$out/bench" "${sections[@]}" "$@"
 
 if [[ ${MICRO:-1} == 0 ]]; then
 	exit 0

@@ -237,19 +237,20 @@ func (c crowd) slowest() time.Duration {
 
 // pullTogether starts n clients pulling img from url at the same moment.
 func pullTogether(ctx context.Context, url string, img image, n, concurrency int) (crowd, error) {
-	return together(ctx, n, func(ctx context.Context) (pullResult, error) {
+	return together(ctx, n, func(ctx context.Context, _ int) (pullResult, error) {
 		return pullOnce(ctx, newPuller(url, concurrency), img)
 	})
 }
 
-// together runs n clients at the same moment, each one call of client.
-func together(ctx context.Context, n int, client func(context.Context) (pullResult, error)) (crowd, error) {
+// together runs n clients at the same moment, each one call of client
+// with its number, 0 to n-1.
+func together(ctx context.Context, n int, client func(ctx context.Context, i int) (pullResult, error)) (crowd, error) {
 	c := crowd{results: make([]pullResult, n)}
 	g, ctx := errgroup.WithContext(ctx)
 	start := time.Now()
 	for i := range n {
 		g.Go(func() error {
-			r, err := client(ctx)
+			r, err := client(ctx, i)
 			c.results[i] = r
 			return err
 		})

@@ -21,10 +21,14 @@ import (
 // configured to mirror the benchmark upstream as docker.io with credentials,
 // exactly as an operator would run it.
 type daemon struct {
-	cmd  *exec.Cmd
-	dir  string // config, log and data live here
-	url  string
-	exit chan error // receives cmd.Wait's result once
+	cmd *exec.Cmd
+	dir string // config, log and data live here
+	url string
+	// addr is where it listens; start picks a free loopback port when it
+	// is empty. extraConfig is appended to its config file (a cluster:
+	// section, say).
+	addr, extraConfig string
+	exit              chan error // receives cmd.Wait's result once
 	// started is when the process was started, ready when it first
 	// answered /v2/ with 200.
 	started, ready time.Time
@@ -62,18 +66,21 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 	// as many hosts: no cap on the connections of one address.
 	yaml := fmt.Sprintf("upstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password_file: %s\n    expose: [\"library/*\"]\n"+
 		"connections:\n  max_per_client: -1\n", upstreamURL, user, passwordFile)
-	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(yaml+d.extraConfig), 0o600); err != nil {
 		return err
 	}
-	addr, err := freeLoopbackAddr()
-	if err != nil {
-		return err
+	if d.addr == "" {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		d.addr = addr
 	}
 	logFile, err := os.Create(filepath.Join(d.dir, "regmirror.log"))
 	if err != nil {
 		return err
 	}
-	d.cmd = exec.Command(bin, "serve", "--listen", addr, "--data-dir", d.dataDir(), "--config", config)
+	d.cmd = exec.Command(bin, "serve", "--listen", d.addr, "--data-dir", d.dataDir(), "--config", config)
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	d.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+d.dir) // no ambient docker credentials
 	d.started = time.Now()
@@ -85,7 +92,7 @@ func (d *daemon) start(ctx context.Context, bin, upstreamURL, user, password str
 		d.exit <- d.cmd.Wait()
 		logFile.Close()
 	}()
-	d.url = "http://" + addr
+	d.url = "http://" + d.addr
 	if err := d.waitReady(ctx); err != nil {
 		d.stop()
 		return fmt.Errorf("%w\n%s", err, d.logTail())

@@ -125,7 +125,7 @@ func (p *fileServerProcess) close() error {
 // the same moment, without resolving its tag (a file server has no
 // manifests).
 func downloadTogether(ctx context.Context, url string, img image, n, concurrency int) (crowd, error) {
-	return together(ctx, n, func(ctx context.Context) (pullResult, error) {
+	return together(ctx, n, func(ctx context.Context, _ int) (pullResult, error) {
 		p := newPuller(url, concurrency)
 		defer p.close()
 		return p.download(ctx, img.repo, img.blobs)

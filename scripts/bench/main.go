@@ -7,7 +7,10 @@
 // by concurrent cold clients (one upstream fetch per blob), the daemon's
 // memory and CPU per GB while 200 clients pull from its cache at once, and
 // how long it takes to start, and how much memory it holds, on synthetic
-// caches of 10, 100,000 and 1,000,000 blobs (cache.WriteSynthetic).
+// caches of 10, 100,000 and 1,000,000 blobs (cache.WriteSynthetic); and,
+// when asked for (-sections scaleout), one daemon against a cluster of
+// replicas: aggregate throughput, the upstream's GETs per blob, the cost of
+// a miss forwarded to the blob's owner, and each replica's memory.
 //
 // The daemon is the real `regmirror serve` binary (-bin or REGMIRROR_BIN),
 // each measurement on a fresh data directory. Nothing here asserts: targets
@@ -56,6 +59,8 @@ type config struct {
 	sweepWait    time.Duration
 	// crowdClients pull the small image at once, warm, in the crowd section.
 	crowdClients int
+	// replicas form the cluster of the scaleout section.
+	replicas int
 	// serveFiles, when set, makes this process a plain file server over
 	// that blob root (the crowd section runs one).
 	serveFiles string
@@ -74,7 +79,8 @@ func parseFlags() config {
 	flag.IntVar(&c.clients, "clients", 4, "clients pulling at once in the memory and throttled runs")
 	flag.IntVar(&c.concurrency, "concurrency", 3, "blobs each client downloads at once (dockerd: 3)")
 	flag.IntVar(&c.rounds, "rounds", 3, "repetitions of the cold and warm throughput runs (the median is reported)")
-	flag.StringVar(&c.sections, "sections", strings.Join(allSections, ","), "comma-separated parts of the report to run")
+	flag.StringVar(&c.sections, "sections", "default", "comma-separated parts of the report to run, of "+
+		strings.Join(allSections, ", ")+`; "default" stands for `+strings.Join(defaultSections, ","))
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write this process's CPU profile (upstream and clients) to a file")
 	flag.Func("startup-blobs", "comma-separated synthetic cache sizes of the startup section (default 10,100000,1000000)", func(v string) error {
 		c.startupBlobs = nil
@@ -90,6 +96,7 @@ func parseFlags() config {
 	c.startupBlobs = []int{10, 100_000, 1_000_000}
 	flag.DurationVar(&c.sweepWait, "sweep-wait", 5*time.Minute, "how long the startup section waits for the daemon's background sweep of the cache")
 	flag.IntVar(&c.crowdClients, "crowd-clients", 200, "clients pulling the small image at once, warm, in the crowd section")
+	flag.IntVar(&c.replicas, "replicas", 3, "replicas of the cluster the scaleout section compares with one daemon")
 	flag.StringVar(&c.serveFiles, serveFilesFlag, "", "serve this blob root as a plain file server (used by the crowd section)")
 	flag.Parse()
 	return c
@@ -149,13 +156,25 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 }
 
 // allSections are the parts of the report, in the order they run.
-var allSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup"}
+var allSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup", "scaleout"}
 
-// sections parses -sections, keeping the report's order.
+// defaultSections run when -sections is not given. scaleout is left out:
+// with the default rounds it takes about a minute and a half on 2 CPUs,
+// so scripts/bench.sh asks for it by name.
+var defaultSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup"}
+
+// sections parses -sections, keeping the report's order; "default"
+// stands for defaultSections.
 func sections(list string) ([]string, error) {
 	want := map[string]bool{}
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
+		if name == "default" {
+			for _, s := range defaultSections {
+				want[s] = true
+			}
+			continue
+		}
 		if !slices.Contains(allSections, name) {
 			return nil, fmt.Errorf("-sections: no section %q (have %s)", name, strings.Join(allSections, ", "))
 		}
@@ -172,5 +191,6 @@ func (b *bench) section(name string) func(context.Context) error {
 		"coalescing": b.coalescing,
 		"crowd":      b.crowd,
 		"startup":    b.startup,
+		"scaleout":   b.scaleout,
 	}[name]
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -177,8 +178,30 @@ func (p *puller) blob(ctx context.Context, repo string, want ocispec.Descriptor)
 		return err
 	}
 	defer resp.Body.Close()
+	return verifyBlob(resp.Body, want)
+}
+
+// timeToFirstByte downloads one blob like blob, and returns how long it
+// took from sending the request to reading the first byte of the body.
+func (p *puller) timeToFirstByte(ctx context.Context, repo string, want ocispec.Descriptor) (time.Duration, error) {
+	start := time.Now()
+	resp, err := p.get(ctx, repo, "/v2/"+repo+"/blobs/"+want.Digest.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		return 0, fmt.Errorf("blob %s: reading the first byte: %w", want.Digest, err)
+	}
+	took := time.Since(start)
+	return took, verifyBlob(io.MultiReader(bytes.NewReader(first), resp.Body), want)
+}
+
+// verifyBlob reads a blob's body and checks its size and sha256.
+func verifyBlob(body io.Reader, want ocispec.Descriptor) error {
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, resp.Body, make([]byte, copyBuffer))
+	n, err := io.CopyBuffer(h, body, make([]byte, copyBuffer))
 	if err != nil {
 		return fmt.Errorf("blob %s after %d bytes: %w", want.Digest, n, err)
 	}
