@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/internal/fill"
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Reading by digest, and why it needs links.
@@ -121,7 +122,7 @@ func (m *Mirror) confirmBlob(ctx context.Context, rem *Remote, t target, d diges
 // to d, keeping nothing.
 func (m *Mirror) hashUpstreamBlob(ctx context.Context, rem *Remote, t target, d digest.Digest) error {
 	if err := d.Validate(); err != nil {
-		return newError(codeDigestInvalid, "invalid digest %q", truncate(d.String()))
+		return newError(ociserver.CodeDigestInvalid, "invalid digest %q", truncate(d.String()))
 	}
 	body, _, size, err := rem.Upstream.GetBlob(ctx, t.path, d, 0)
 	if err != nil {
@@ -134,7 +135,7 @@ func (m *Mirror) hashUpstreamBlob(ctx context.Context, rem *Remote, t target, d 
 		return fmt.Errorf("reading blob %s from %s: %w", d, rem.Host, err)
 	}
 	if (size >= 0 && n != size) || !verifier.Verified() {
-		return &Error{Code: codeBlobUnknown, Err: errBlobNotSent, Message: fmt.Sprintf("upstream %s did not send blob %s for %s", rem.Host, d, truncate(t.path))}
+		return &Error{Code: ociserver.CodeBlobUnknown, Err: errBlobNotSent, Message: fmt.Sprintf("upstream %s did not send blob %s for %s", rem.Host, d, truncate(t.path))}
 	}
 	return nil
 }

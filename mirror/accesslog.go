@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // requestNotes is what the handlers learn about a request that the access
@@ -121,7 +123,7 @@ func (m *Mirror) logRequest(r *http.Request, rec *statusRecorder, n *requestNote
 		status = http.StatusOK
 	}
 	m.metrics.observeRequest(n.kind.String(), r.Method, status, took)
-	if n.kind == kindBlob && r.Method == http.MethodGet && status/100 == 2 && !rec.firstByte.IsZero() {
+	if n.kind == ociserver.KindBlob && r.Method == http.MethodGet && status/100 == 2 && !rec.firstByte.IsZero() {
 		m.metrics.observeBlobFirstByte(n.result, rec.firstByte.Sub(start))
 	}
 	m.recent.record(r, n, status, rec.bytes, took, m.now())

@@ -35,7 +35,7 @@ func (m *Mirror) serveInventoryAPI(w http.ResponseWriter, r *http.Request) (bool
 		return true, m.serveSearch(w, r)
 	case p == apiReposPath || strings.HasPrefix(p, apiReposPath+"/"):
 		if !isReadMethod(r.Method) {
-			return true, newError(codeUnsupported, "the repository API is read-only")
+			return true, newError(ociserver.CodeUnsupported, "the repository API is read-only")
 		}
 		return true, m.serveRepoAPI(w, r, strings.TrimPrefix(strings.TrimPrefix(p, apiReposPath), "/"))
 	}
@@ -57,7 +57,7 @@ func (m *Mirror) serveRepoAPI(w http.ResponseWriter, r *http.Request, rest strin
 		}
 		return m.serveRepoManifest(w, r, name, d)
 	}
-	return newError(codeNameUnknown, "not an API path")
+	return newError(ociserver.CodeNameUnknown, "not an API path")
 }
 
 func cutLast(s, sep string) (before, after string, ok bool) {
@@ -123,7 +123,7 @@ const maxSearchResults = 100
 // client may read whose name contains the term, in Docker's v1 shape.
 func (m *Mirror) serveSearch(w http.ResponseWriter, r *http.Request) error {
 	if !isReadMethod(r.Method) {
-		return newError(codeUnsupported, "%s is not supported on the search", r.Method)
+		return newError(ociserver.CodeUnsupported, "%s is not supported on the search", r.Method)
 	}
 	snap, err := m.snapshot(r.Context())
 	if err != nil {

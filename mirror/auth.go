@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Authenticator checks the credentials clients send with HTTP Basic
@@ -33,7 +35,7 @@ const basicRealm = "regmirror"
 // dockerd takes its challenge from the ping (see auth_token.go) and comes
 // with a token instead.
 func challenge(why string) error {
-	return &Error{Code: codeUnauthorized, Message: why, Challenge: `Basic realm="` + basicRealm + `"`}
+	return &Error{Code: ociserver.CodeUnauthorized, Message: why, Challenge: `Basic realm="` + basicRealm + `"`}
 }
 
 // refuseLogin answers a write whose Authorization is missing or invalid:
@@ -74,9 +76,9 @@ func (h *hostedRepos) tokenUser(w http.ResponseWriter, r *http.Request) (princip
 	case res.outcome == loginLimited:
 		return principal{}, tooManyLogins(res.wait)
 	case res.outcome == loginUnavailable:
-		return principal{}, newError(codeUnauthorized, directoryLoginFailed)
+		return principal{}, newError(ociserver.CodeUnauthorized, directoryLoginFailed)
 	}
-	return principal{}, newError(codeUnauthorized, "incorrect username or password")
+	return principal{}, newError(ociserver.CodeUnauthorized, "incorrect username or password")
 }
 
 // MinBcryptCost is the lowest bcrypt cost the daemon accepts in an

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // The ping's challenge, and why there is a token endpoint at all:
@@ -210,7 +212,7 @@ type tokenResponse struct {
 func (h *hostedRepos) serveToken(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		// containerd tries an OAuth2 POST first and falls back to GET on 405.
-		return newError(codeUnsupported, "fetch tokens with GET")
+		return newError(ociserver.CodeUnsupported, "fetch tokens with GET")
 	}
 	who, err := h.tokenUser(w, r)
 	if err != nil {
@@ -311,6 +313,6 @@ func pingChallenge(r *http.Request) error {
 	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
 		scheme = "https"
 	}
-	return &Error{Code: codeUnauthorized, Message: "authentication required",
+	return &Error{Code: ociserver.CodeUnauthorized, Message: "authentication required",
 		Challenge: `Bearer realm="` + scheme + "://" + r.Host + tokenPath + `",service="` + tokenService + `"`}
 }

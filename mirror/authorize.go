@@ -131,7 +131,7 @@ func (h *hostedRepos) authorize(ctx context.Context, name string, a Action) erro
 		return challenge(string(a) + " on " + truncate(name) + " needs credentials: docker login")
 	}
 	if a == ActionDelete && !h.allowDelete {
-		return newError(codeUnsupported, "deleting is disabled on this mirror")
+		return newError(ociserver.CodeUnsupported, "deleting is disabled on this mirror")
 	}
-	return newError(codeDenied, "%s may not %s %s", who.user, a, truncate(name))
+	return newError(ociserver.CodeDenied, "%s may not %s %s", who.user, a, truncate(name))
 }

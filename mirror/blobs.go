@@ -40,7 +40,7 @@ func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.D
 	}
 	if err != nil {
 		m.lookupResult(ctx, rem, "blob", resultError)
-		return nil, fromUpstream(err, rem.Host, kindBlob)
+		return nil, fromUpstream(err, rem.Host, ociserver.KindBlob)
 	}
 	m.lookupResult(ctx, rem, "blob", missOrCoalesced(joined))
 	if !joined && m.events != nil {
@@ -104,7 +104,7 @@ var errDownloadEnded = errors.New("the download ended before it was joined")
 func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (*ociserver.Blob, error) {
 	if err := m.confirmBlob(ctx, rem, t, d); err != nil {
 		m.lookupResult(ctx, rem, "blob", resultError)
-		return nil, fromUpstream(err, rem.Host, kindBlob)
+		return nil, fromUpstream(err, rem.Host, ociserver.KindBlob)
 	}
 	l, err := m.cache.LookupBlob(ctx, t.cacheKey(), d)
 	if err != nil {
@@ -113,5 +113,5 @@ func (m *Mirror) openHeldBlob(ctx context.Context, rem *Remote, t target, d dige
 	if body, ok, err := m.cachedBlob(ctx, rem, l, d, offset); ok || err != nil {
 		return body, err
 	}
-	return nil, newError(codeUnavailable, "blob %s was removed while it was confirmed; retry", d)
+	return nil, newError(ociserver.CodeUnavailable, "blob %s was removed while it was confirmed; retry", d)
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Content reads stored manifests and blobs by digest.
@@ -93,7 +95,7 @@ func (b Browser) Manifest(ctx context.Context, snap Snapshot, name string, d dig
 	}
 	man, ok := manifestsByDigest(snap)[d]
 	if !ok || !holds(man, s) {
-		return ManifestDetail{}, newError(codeManifestUnknown, "%s does not hold manifest %s", truncate(name), d)
+		return ManifestDetail{}, newError(ociserver.CodeManifestUnknown, "%s does not hold manifest %s", truncate(name), d)
 	}
 	detail, err := b.describeManifest(ctx, snap, man)
 	if err != nil {
@@ -296,7 +298,7 @@ func (b Browser) find(snap Snapshot, name string) (repoSummary, error) {
 			return s, nil
 		}
 	}
-	return repoSummary{}, newError(codeNameUnknown, "repository %s is not in the inventory", truncate(name))
+	return repoSummary{}, newError(ociserver.CodeNameUnknown, "repository %s is not in the inventory", truncate(name))
 }
 
 func manifestsByDigest(snap Snapshot) map[digest.Digest]SnapshotManifest {
@@ -333,11 +335,11 @@ type manifestParts struct {
 func (b Browser) describeManifest(ctx context.Context, snap Snapshot, man SnapshotManifest) (ManifestDetail, error) {
 	_, data, err := b.Content.Manifest(ctx, man.Digest)
 	if err != nil {
-		return ManifestDetail{}, notFoundOrErr(err, kindManifest)
+		return ManifestDetail{}, notFoundOrErr(err, ociserver.KindManifest)
 	}
 	var parts manifestParts
 	if err := json.Unmarshal(data, &parts); err != nil {
-		return ManifestDetail{}, newError(codeManifestInvalid, "manifest %s does not parse: %v", man.Digest, err)
+		return ManifestDetail{}, newError(ociserver.CodeManifestInvalid, "manifest %s does not parse: %v", man.Digest, err)
 	}
 	detail := ManifestDetail{Digest: man.Digest, MediaType: man.MediaType, Size: man.Size,
 		Pinned: man.Pinned, LastPulled: man.LastPulled, TotalSize: man.Size}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/internal/fill"
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Visibility tells what an upstream serves without credentials. The mirror
@@ -93,7 +94,7 @@ func (m *Mirror) checkExposed(ctx context.Context, rem *Remote, t target, k kind
 		return fromUpstream(err, rem.Host, k)
 	case !public:
 		m.metrics.notExposed.WithLabelValues(rem.Host).Inc()
-		return &Error{Code: codeDenied,
+		return &Error{Code: ociserver.CodeDenied,
 			Message: t.host + "/" + truncate(t.path) + " is not public upstream, and the mirror does not pass on what only " +
 				"its own credentials can read: the operator can list it in the upstream's expose setting"}
 	}

@@ -37,13 +37,13 @@ func (g group) route(repo ociserver.Repo) (name string, hosted bool, err error) 
 }
 
 func (g group) GetManifest(ctx context.Context, repo ociserver.Repo, ref string) (*ociserver.Manifest, error) {
-	return firstHeld(g, ctx, repo, kindManifest, ref, func(b ociserver.Backend) (*ociserver.Manifest, error) {
+	return firstHeld(g, ctx, repo, ociserver.KindManifest, ref, func(b ociserver.Backend) (*ociserver.Manifest, error) {
 		return b.GetManifest(ctx, repo, ref)
 	})
 }
 
 func (g group) GetBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest, offset int64) (*ociserver.Blob, error) {
-	return firstHeld(g, ctx, repo, kindBlob, d.String(), func(b ociserver.Backend) (*ociserver.Blob, error) {
+	return firstHeld(g, ctx, repo, ociserver.KindBlob, d.String(), func(b ociserver.Backend) (*ociserver.Blob, error) {
 		return b.GetBlob(ctx, repo, d, offset)
 	})
 }
@@ -93,7 +93,7 @@ func (g group) Tags(ctx context.Context, repo ociserver.Repo) ([]string, error) 
 	case err == nil:
 		return append(tags, upstreamTags...), nil
 	case len(tags) == 0:
-		return nil, hostedMiss(err, kindTags, name, "")
+		return nil, hostedMiss(err, ociserver.KindTags, name, "")
 	case !deniesName(err):
 		// Only a failure is warned of. An upstream that does not know the
 		// name, or refuses it to this client, leaves the hosted tags as the

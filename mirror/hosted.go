@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // HostedOptions turn on hosted repositories: clients push to the mirror's
@@ -194,8 +196,8 @@ func hostedNotFoundError(k kind, name, ref string, cause error) error {
 	if cause == nil {
 		cause = fs.ErrNotExist
 	}
-	if k == kindTags {
-		return &Error{Code: codeNameUnknown, Err: cause,
+	if k == ociserver.KindTags {
+		return &Error{Code: ociserver.CodeNameUnknown, Err: cause,
 			Message: fmt.Sprintf("the hosted repository %s has no tags", truncate(name))}
 	}
 	return &Error{Code: notFoundCode(k), Err: cause,
@@ -218,7 +220,7 @@ func (h *hostedRepos) serveBase(w http.ResponseWriter, r *http.Request) error {
 // for a repository that holds no such content, that is what it is.
 func notFoundOrErr(err error, k kind) error {
 	var e *Error
-	if errors.As(err, &e) && e.Code == codeNameUnknown {
+	if errors.As(err, &e) && e.Code == ociserver.CodeNameUnknown {
 		return &Error{Code: notFoundCode(k), Message: "not found", Err: err}
 	}
 	return err

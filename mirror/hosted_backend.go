@@ -35,7 +35,7 @@ func (b hostedBackend) store() Hosted { return b.m.hosted.store }
 func (b hostedBackend) name(repo ociserver.Repo) (string, error) {
 	name, err := resolveHostedName(repo.Name, repo.NS, b.m.defaultHost)
 	if err == nil && !b.m.hosted.isHostedName(name) {
-		err = newError(codeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
+		err = newError(ociserver.CodeDenied, "%s is not a hosted repository of this mirror: only the names the operator lists take pushes",
 			truncate(name))
 	}
 	return name, err
@@ -85,7 +85,7 @@ func (b hostedBackend) Tags(ctx context.Context, repo ociserver.Repo) ([]string,
 		return nil, fmt.Errorf("listing hosted tags of %s: %w", name, err)
 	}
 	if len(tags) == 0 {
-		return nil, hostedNotFoundError(kindTags, name, "", nil)
+		return nil, hostedNotFoundError(ociserver.KindTags, name, "", nil)
 	}
 	return tags, nil
 }
@@ -171,10 +171,10 @@ func (b hostedBackend) CommitUpload(ctx context.Context, repo ociserver.Repo, id
 	case isQuota(err):
 		return quotaErr(err)
 	case errors.As(err, &mismatch):
-		return &Error{Code: codeDigestInvalid, Err: err,
+		return &Error{Code: ociserver.CodeDigestInvalid, Err: err,
 			Message: "the uploaded content hashes to " + mismatch.ContentDigest().String() + ", not " + d.String() + "; nothing was stored"}
 	case hostedNotFound(err):
-		return &Error{Code: codeBlobUploadUnknown, Message: "no such upload", Err: err}
+		return &Error{Code: ociserver.CodeBlobUploadUnknown, Message: "no such upload", Err: err}
 	}
 	return err
 }
@@ -223,7 +223,7 @@ func (b hostedBackend) PushManifest(ctx context.Context, repo ociserver.Repo, re
 	case isQuota(err):
 		return quotaErr(err)
 	case errors.As(err, &missing):
-		return &Error{Code: codeManifestBlobUnknown, Err: err,
+		return &Error{Code: ociserver.CodeManifestBlobUnknown, Err: err,
 			Message: "the manifest refers to " + missing.MissingDigest().String() + ", which has not been pushed"}
 	case err != nil:
 		return err
@@ -260,7 +260,7 @@ func (b hostedBackend) deleteManifestOrTag(ctx context.Context, repo ociserver.R
 		reference = d.String()
 	}
 	if hostedNotFound(err) {
-		return &Error{Code: codeManifestUnknown, Message: "not in " + name, Err: err}
+		return &Error{Code: ociserver.CodeManifestUnknown, Message: "not in " + name, Err: err}
 	}
 	if err != nil {
 		return err
@@ -277,7 +277,7 @@ func (b hostedBackend) DeleteBlob(ctx context.Context, repo ociserver.Repo, d di
 	}
 	err = b.store().UnlinkBlob(ctx, name, d)
 	if hostedNotFound(err) {
-		return &Error{Code: codeBlobUnknown, Message: "not in " + name, Err: err}
+		return &Error{Code: ociserver.CodeBlobUnknown, Message: "not in " + name, Err: err}
 	}
 	return err
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // The inventory: what the store holds, as clients may see it. The catalog,
@@ -66,7 +68,7 @@ type SnapshotTag struct {
 }
 
 // errNoInventory answers inventory requests of a mirror made without one.
-var errNoInventory = newError(codeUnsupported, "this mirror keeps no inventory")
+var errNoInventory = newError(ociserver.CodeUnsupported, "this mirror keeps no inventory")
 
 // browser describes the store's content as the client may see it.
 func (m *Mirror) browser(ctx context.Context) Browser {

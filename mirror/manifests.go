@@ -34,7 +34,7 @@ func (m *Mirror) manifestByDigest(ctx context.Context, rem *Remote, t target, d 
 	})
 	if err != nil {
 		m.lookupResult(ctx, rem, "manifest", failureResult(err))
-		return manifest{}, fromUpstream(err, rem.Host, kindManifest)
+		return manifest{}, fromUpstream(err, rem.Host, ociserver.KindManifest)
 	}
 	m.lookupResult(ctx, rem, "manifest", missOrCoalesced(shared))
 	return mf, nil
@@ -73,7 +73,7 @@ func (m *Mirror) manifestByTag(ctx context.Context, rem *Remote, t target, tag s
 		return m.serveStale(ctx, rem, t, tag, known, age, err)
 	}
 	m.lookupResult(ctx, rem, "tag", failureResult(err))
-	return manifest{}, fromUpstream(err, rem.Host, kindManifest)
+	return manifest{}, fromUpstream(err, rem.Host, ociserver.KindManifest)
 }
 
 // resolveTag revalidates a tag upstream, unless the upstream said 404 for
@@ -110,7 +110,7 @@ func (m *Mirror) freshTag(ctx context.Context, rem *Remote, t target, tag string
 // refuses, saying why.
 func (m *Mirror) serveStale(ctx context.Context, rem *Remote, t target, tag string,
 	known digest.Digest, age time.Duration, cause error) (manifest, error) {
-	return m.serveStaleAs(ctx, rem, t, kindManifest, tag, known, age, cause)
+	return m.serveStaleAs(ctx, rem, t, ociserver.KindManifest, tag, known, age, cause)
 }
 
 // serveStaleAs is serveStale for a cached answer of kind k (a tag's
@@ -118,7 +118,7 @@ func (m *Mirror) serveStale(ctx context.Context, rem *Remote, t target, tag stri
 func (m *Mirror) serveStaleAs(ctx context.Context, rem *Remote, t target, k kind, tag string,
 	known digest.Digest, age time.Duration, cause error) (manifest, error) {
 	lookupKind := "tag"
-	if k != kindManifest {
+	if k != ociserver.KindManifest {
 		lookupKind = k.String()
 	}
 	window := rem.staleWindow(cause)
@@ -197,7 +197,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 		return manifest{}, invalidUpstreamManifest(got.from, d, err)
 	}
 	if sum := d.Algorithm().FromBytes(data); sum != d { // d passed parseDigest or came from HeadManifest
-		return manifest{}, &Error{Code: codeUnavailable, Status: http.StatusBadGateway,
+		return manifest{}, &Error{Code: ociserver.CodeUnavailable, Status: http.StatusBadGateway,
 			Message: fmt.Sprintf("%s sent a manifest whose digest is %s, not %s", got.from, sum, d)}
 	}
 	if err := m.cache.PutManifestAs(ctx, t.cacheKey(), d, mediaType, data); err != nil {

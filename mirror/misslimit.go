@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Defaults of MissLimits. A cold pull of a large multi-platform image costs
@@ -164,6 +166,6 @@ func (m *Mirror) chargeMiss(ctx context.Context) error {
 	}
 	m.metrics.missesRefused.Inc()
 	seconds := max(1, int(wait.Round(time.Second).Seconds()))
-	return &Error{Code: codeUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: strconv.Itoa(seconds),
+	return &Error{Code: ociserver.CodeUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: strconv.Itoa(seconds),
 		Message: fmt.Sprintf("too many requests that the cache cannot answer; retry in %ds", seconds)}
 }

@@ -22,35 +22,23 @@ type pullPolicy struct {
 var _ ociserver.Reader = pullPolicy{}
 
 func (p pullPolicy) GetManifest(ctx context.Context, repo ociserver.Repo, ref string) (*ociserver.Manifest, error) {
-	ctx, err := p.check(ctx, repo, kindManifest)
-	if err != nil {
-		return nil, err
-	}
-	return p.Reader.GetManifest(ctx, repo, ref)
+	ctx, err := p.check(ctx, repo, ociserver.KindManifest)
+	return then(err, func() (*ociserver.Manifest, error) { return p.Reader.GetManifest(ctx, repo, ref) })
 }
 
 func (p pullPolicy) GetBlob(ctx context.Context, repo ociserver.Repo, d digest.Digest, offset int64) (*ociserver.Blob, error) {
-	ctx, err := p.check(ctx, repo, kindBlob)
-	if err != nil {
-		return nil, err
-	}
-	return p.Reader.GetBlob(ctx, repo, d, offset)
+	ctx, err := p.check(ctx, repo, ociserver.KindBlob)
+	return then(err, func() (*ociserver.Blob, error) { return p.Reader.GetBlob(ctx, repo, d, offset) })
 }
 
 func (p pullPolicy) Tags(ctx context.Context, repo ociserver.Repo) ([]string, error) {
-	ctx, err := p.check(ctx, repo, kindTags)
-	if err != nil {
-		return nil, err
-	}
-	return p.Reader.Tags(ctx, repo)
+	ctx, err := p.check(ctx, repo, ociserver.KindTags)
+	return then(err, func() ([]string, error) { return p.Reader.Tags(ctx, repo) })
 }
 
 func (p pullPolicy) Referrers(ctx context.Context, repo ociserver.Repo, d digest.Digest) ([]ocispec.Descriptor, error) {
-	ctx, err := p.check(ctx, repo, kindReferrers)
-	if err != nil {
-		return nil, err
-	}
-	return p.Reader.Referrers(ctx, repo, d)
+	ctx, err := p.check(ctx, repo, ociserver.KindReferrers)
+	return then(err, func() ([]ocispec.Descriptor, error) { return p.Reader.Referrers(ctx, repo, d) })
 }
 
 // checkAllowed is the policy of a Remote's Allow and Deny lists: a refused
@@ -61,7 +49,7 @@ func (m *Mirror) checkAllowed(ctx context.Context, repo ociserver.Repo, _ kind) 
 		return ctx, err
 	}
 	if !rt.rem.permits(rt.t.path) {
-		return ctx, newError(codeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
+		return ctx, newError(ociserver.CodeDenied, "%s/%s is not mirrored here: the mirror's policy for %s does not allow it",
 			rt.t.host, truncate(rt.t.path), rt.t.host)
 	}
 	return ctx, nil

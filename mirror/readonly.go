@@ -17,7 +17,7 @@ var _ ociserver.Backend = readOnly{}
 
 // pullsOnly refuses a write.
 func pullsOnly(what string) error {
-	return newError(codeUnsupported, "%s is not supported: this mirror serves pulls only", what)
+	return newError(ociserver.CodeUnsupported, "%s is not supported: this mirror serves pulls only", what)
 }
 
 func (readOnly) StartUpload(context.Context, ociserver.Repo) (string, error) {

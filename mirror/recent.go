@@ -5,6 +5,8 @@ import (
 	"path"
 	"sync"
 	"time"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // RecentPullsKept is how many of the latest pulls RecentPulls returns at most.
@@ -46,7 +48,7 @@ type pullLog struct {
 }
 
 func (l *pullLog) record(r *http.Request, n *requestNotes, status int, bytes int64, took time.Duration, now time.Time) {
-	if n.kind != kindManifest && n.kind != kindBlob || !isReadMethod(r.Method) {
+	if n.kind != ociserver.KindManifest && n.kind != ociserver.KindBlob || !isReadMethod(r.Method) {
 		return
 	}
 	p := Pull{

@@ -42,12 +42,12 @@ func (m *Mirror) referrersOf(ctx context.Context, rem *Remote, t target, subject
 	age := m.now().Sub(fetchedAt)
 	if haveList && age < rem.tagTTL() {
 		if mf, err := m.cachedManifest(ctx, t, known); err == nil {
-			m.lookupResult(ctx, rem, kindReferrers.String(), resultHit)
+			m.lookupResult(ctx, rem, ociserver.KindReferrers.String(), resultHit)
 			return referrersIn(mf)
 		}
 	}
 	stale := func(cause error) ([]ocispec.Descriptor, error) {
-		mf, err := m.serveStaleAs(ctx, rem, t, kindReferrers, tag, known, age, cause)
+		mf, err := m.serveStaleAs(ctx, rem, t, ociserver.KindReferrers, tag, known, age, cause)
 		if err != nil {
 			return nil, err
 		}
@@ -66,13 +66,13 @@ func (m *Mirror) referrersOf(ctx context.Context, rem *Remote, t target, subject
 	})
 	switch {
 	case err == nil:
-		m.lookupResult(ctx, rem, kindReferrers.String(), missOrCoalesced(shared))
+		m.lookupResult(ctx, rem, ociserver.KindReferrers.String(), missOrCoalesced(shared))
 		return referrersIn(mf)
 	case haveList:
 		return stale(err)
 	}
-	m.lookupResult(ctx, rem, kindReferrers.String(), failureResult(err))
-	return nil, fromUpstream(err, rem.Host, kindReferrers)
+	m.lookupResult(ctx, rem, ociserver.KindReferrers.String(), failureResult(err))
+	return nil, fromUpstream(err, rem.Host, ociserver.KindReferrers)
 }
 
 // fetchReferrers lists subject's referrers upstream and caches the listing

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // maxDynamicRemotes bounds the Remotes made by Options.NewRemote that the
@@ -50,7 +52,7 @@ func (m *Mirror) remote(host string) (*Remote, error) {
 		return rem, nil
 	}
 	if table.dynamic == nil {
-		return nil, newError(codeNameUnknown, "registry %q is not mirrored here", truncate(host))
+		return nil, newError(ociserver.CodeNameUnknown, "registry %q is not mirrored here", truncate(host))
 	}
 	rem, err := table.dynamic.get(host)
 	if err != nil {
@@ -58,7 +60,7 @@ func (m *Mirror) remote(host string) (*Remote, error) {
 		if errors.As(err, &mirrorErr) {
 			return nil, err
 		}
-		return nil, &Error{Code: codeNameUnknown, Message: fmt.Sprintf("registry %q is not mirrored here", truncate(host)), Err: err}
+		return nil, &Error{Code: ociserver.CodeNameUnknown, Message: fmt.Sprintf("registry %q is not mirrored here", truncate(host)), Err: err}
 	}
 	return rem, nil
 }

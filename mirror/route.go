@@ -6,6 +6,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/regmirror/regmirror/internal/registryhost"
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // dockerHub is the registry that dockerd's registry-mirrors setting mirrors.
@@ -46,7 +47,7 @@ func resolveTarget(name, ns, defaultHost string) (target, error) {
 	}
 	named, err := reference.WithName(t.host + "/" + t.path)
 	if err != nil || reference.Domain(named) != t.host || reference.Path(named) != t.path {
-		return target{}, newError(codeNameInvalid, "invalid repository name %q", truncate(name))
+		return target{}, newError(ociserver.CodeNameInvalid, "invalid repository name %q", truncate(name))
 	}
 	return t, nil
 }

@@ -23,7 +23,7 @@ func (m *Mirror) proxiedTags(ctx context.Context, repo ociserver.Repo) ([]string
 	}
 	cached, ok := m.cachedTagsFallback(ctx, t, err)
 	if !ok {
-		return nil, fromUpstream(err, rem.Host, kindTags)
+		return nil, fromUpstream(err, rem.Host, ociserver.KindTags)
 	}
 	m.log.WarnContext(ctx, "listing cached tags: the upstream is unreachable", "repository", t.cacheKey(), "error", err)
 	ociserver.Warn(ctx, 110, "upstream unreachable; listing the cached tags")

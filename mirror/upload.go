@@ -9,6 +9,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // Defaults of UploadLimits: generous for real images, small enough that
@@ -76,7 +78,7 @@ func (b hostedBackend) refuseOversize(ctx context.Context, name, id string, limi
 	if err != nil && !hostedNotFound(err) {
 		return err
 	}
-	return &Error{Code: codeSizeInvalid, Status: http.StatusRequestEntityTooLarge, Err: err,
+	return &Error{Code: ociserver.CodeSizeInvalid, Status: http.StatusRequestEntityTooLarge, Err: err,
 		Message: "a blob may have at most " + humanize.IBytes(uint64(limit)) + " on this mirror; the upload was discarded"}
 }
 
@@ -116,14 +118,14 @@ func isQuota(err error) bool {
 func quotaErr(err error) error {
 	var q interface{ QuotaExceeded() string }
 	if errors.As(err, &q) {
-		return &Error{Code: codeDenied, Message: q.QuotaExceeded(), Err: err}
+		return &Error{Code: ociserver.CodeDenied, Message: q.QuotaExceeded(), Err: err}
 	}
 	return err
 }
 
 func uploadErr(err error) error {
 	if hostedNotFound(err) {
-		return &Error{Code: codeBlobUploadUnknown, Message: "no such upload, or it expired", Err: err}
+		return &Error{Code: ociserver.CodeBlobUploadUnknown, Message: "no such upload, or it expired", Err: err}
 	}
 	return err
 }

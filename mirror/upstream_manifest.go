@@ -110,6 +110,6 @@ func checkDescriptors(doc upstreamManifestDoc) error {
 // from ("upstream <host>", or a peer replica) sent failed
 // checkUpstreamManifest: the mirror's gateway failed, not the client.
 func invalidUpstreamManifest(from string, d digest.Digest, err error) error {
-	return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Err: err,
+	return &Error{Code: ociserver.CodeUnavailable, Status: http.StatusBadGateway, Err: err,
 		Message: fmt.Sprintf("%s sent an invalid manifest for %s: %v", from, d, err)}
 }

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+
+	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // httpStatuser is implemented by upstream errors that carry the registry's answer.
@@ -36,21 +38,21 @@ func fromUpstream(err error, host string, k kind) error {
 	var tooLarge interface{ BlobTooLarge() bool } // the cache's size cap refused the blob
 	switch {
 	case errors.As(err, &tooLarge) && tooLarge.BlobTooLarge():
-		return &Error{Code: codeDenied, Message: "blob on " + host + " is larger than this mirror accepts", Err: err}
+		return &Error{Code: ociserver.CodeDenied, Message: "blob on " + host + " is larger than this mirror accepts", Err: err}
 	case status == http.StatusNotFound || errors.Is(err, fs.ErrNotExist):
 		return &Error{Code: notFoundCode(k), Message: "not found on " + host, Err: err}
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return &Error{Code: codeDenied, Message: "upstream " + host + " denied access; check the mirror's credentials for it", Err: err}
+		return &Error{Code: ociserver.CodeDenied, Message: "upstream " + host + " denied access; check the mirror's credentials for it", Err: err}
 	case status == http.StatusTooManyRequests:
-		return &Error{Code: codeUnavailable, Message: "upstream " + host + " is rate limiting the mirror; try again later", Err: err}
+		return &Error{Code: ociserver.CodeUnavailable, Message: "upstream " + host + " is rate limiting the mirror; try again later", Err: err}
 	case status != 0:
-		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " failed", Err: err}
+		return &Error{Code: ociserver.CodeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " failed", Err: err}
 	case hint(err) != "":
-		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + ": " + hint(err), Err: err}
+		return &Error{Code: ociserver.CodeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + ": " + hint(err), Err: err}
 	case isTimeout(err):
-		return &Error{Code: codeUnavailable, Status: http.StatusGatewayTimeout, Message: "upstream " + host + " timed out", Err: err}
+		return &Error{Code: ociserver.CodeUnavailable, Status: http.StatusGatewayTimeout, Message: "upstream " + host + " timed out", Err: err}
 	default:
-		return &Error{Code: codeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " is unreachable", Err: err}
+		return &Error{Code: ociserver.CodeUnavailable, Status: http.StatusBadGateway, Message: "upstream " + host + " is unreachable", Err: err}
 	}
 }
 
@@ -70,12 +72,12 @@ func hint(err error) string {
 
 func notFoundCode(k kind) string {
 	switch k {
-	case kindBlob:
-		return codeBlobUnknown
-	case kindManifest:
-		return codeManifestUnknown
+	case ociserver.KindBlob:
+		return ociserver.CodeBlobUnknown
+	case ociserver.KindManifest:
+		return ociserver.CodeManifestUnknown
 	default:
-		return codeNameUnknown
+		return ociserver.CodeNameUnknown
 	}
 }
 
