@@ -42,8 +42,8 @@ fuzz-smoke:
 
 ## fuzz: every fuzz target for FUZZTIME (default 2m each; a count like 100000x also works)
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParseRequest$$' -fuzztime=$(FUZZTIME) ./mirror/ociserver
-	$(GO) test -run='^$$' -fuzz='^FuzzParseRange$$' -fuzztime=$(FUZZTIME) ./mirror/ociserver
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRequest$$' -fuzztime=$(FUZZTIME) ./internal/ociserver
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRange$$' -fuzztime=$(FUZZTIME) ./internal/ociserver
 	$(GO) test -run='^$$' -fuzz='^FuzzCheckUpstreamManifest$$' -fuzztime=$(FUZZTIME) ./mirror
 
 ## conformance: the OCI distribution-spec conformance suite against the hosted repositories

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // requestNotes is what the handlers learn about a request that the access

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // Authenticator checks the credentials clients send with HTTP Basic

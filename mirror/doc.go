@@ -1,7 +1,7 @@
 // Package mirror is the registry behind regmirror's OCI distribution API: a
 // pull-through mirror with optional hosted repositories at the same URL.
 // The protocol itself (parsing, dispatch, blob and Range responses, the
-// upload protocol, errors) is mirror/ociserver's; this package composes
+// upload protocol, errors) is internal/ociserver's; this package composes
 // the backend it answers from:
 //
 //   - proxy reads proxied repositories: routed to an upstream registry

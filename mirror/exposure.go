@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/internal/fill"
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // Visibility tells what an upstream serves without credentials. The mirror

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // HostedOptions turn on hosted repositories: clients push to the mirror's

@@ -11,7 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/internal/fill"
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // manifestByDigest serves an immutable manifest: once cached, the upstream is

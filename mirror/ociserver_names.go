@@ -1,6 +1,6 @@
 package mirror
 
-import "github.com/regmirror/regmirror/mirror/ociserver"
+import "github.com/regmirror/regmirror/internal/ociserver"
 
 // The protocol's names, as this package uses them throughout.
 type (

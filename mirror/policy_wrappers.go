@@ -6,7 +6,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // pullPolicy refuses the pulls its check refuses before its Reader hears

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // RecentPullsKept is how many of the latest pulls RecentPulls returns at most.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // maxDynamicRemotes bounds the Remotes made by Options.NewRemote that the

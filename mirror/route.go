@@ -5,8 +5,8 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/regmirror/regmirror/internal/ociserver"
 	"github.com/regmirror/regmirror/internal/registryhost"
-	"github.com/regmirror/regmirror/mirror/ociserver"
 )
 
 // dockerHub is the registry that dockerd's registry-mirrors setting mirrors.

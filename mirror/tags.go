@@ -3,7 +3,7 @@ package mirror
 import (
 	"context"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // proxiedTags lists a proxied repository's tags upstream. When the

@@ -8,7 +8,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // upstreamManifestDoc is what the mirror checks of a manifest an upstream

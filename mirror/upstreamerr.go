@@ -7,7 +7,7 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // httpStatuser is implemented by upstream errors that carry the registry's answer.

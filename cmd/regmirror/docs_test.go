@@ -298,7 +298,7 @@ const securityDoc = "../../docs/security.md"
 // it uses, and where their sources are.
 var testDirs = map[string]string{
 	"cache": "../../cache", "cmd": ".", "credentials": "../../credentials", "edge": "../../internal/edge",
-	"ldapauth": "../../internal/ldapauth", "mirror": "../../mirror", "ociserver": "../../mirror/ociserver",
+	"ldapauth": "../../internal/ldapauth", "mirror": "../../mirror", "ociserver": "../../internal/ociserver",
 	"registryhost": "../../internal/registryhost",
 	"upstream":     "../../upstream",
 }

@@ -23,7 +23,7 @@ var packagePaths = map[string]string{
 	"registryhost": "internal/registryhost", "notify": "internal/notify",
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
-	"storagetest": "cache/storagetest", "ociserver": "mirror/ociserver", "fill": "internal/fill", "bloblookup": "internal/bloblookup",
+	"storagetest": "cache/storagetest", "ociserver": "internal/ociserver", "fill": "internal/fill", "bloblookup": "internal/bloblookup",
 	"s3blobs": "cache/s3blobs", "s3lease": "cache/s3lease", "s3test": "internal/s3test",
 	"cluster": "internal/cluster", "index": "cache/index",
 	"badgerindex": "cache/index/badgerindex", "indextest": "cache/index/indextest",

@@ -22,14 +22,14 @@ const module = "github.com/regmirror/regmirror/"
 
 // allowed lists, per package, the project packages it may import.
 var allowed = map[string][]string{
-	"mirror": {"internal/bloblookup", "internal/fill", "internal/promreg", "internal/registryhost", "internal/repoglob", "mirror/ociserver"},
+	"mirror": {"internal/bloblookup", "internal/fill", "internal/ociserver", "internal/promreg", "internal/registryhost", "internal/repoglob"},
 	// fill is the one way upstream fills are coalesced.
 	"internal/fill": nil,
 	// ociserver is the protocol over one Backend interface: no cache, no
 	// upstream, no storage (TestProtocolServerKnowsNoStorage checks its
 	// dependencies all the way down).
-	"mirror/ociserver": nil,
-	"cache":            {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/bloblookup", "internal/fill", "internal/promreg"},
+	"internal/ociserver": nil,
+	"cache":              {"cache/blobstore", "cache/index", "cache/index/badgerindex", "internal/bloblookup", "internal/fill", "internal/promreg"},
 	// bloblookup names what the cache tells the mirror of a blob in one read.
 	"internal/bloblookup": nil,
 	// blobstore names what the cache needs of its blob storage; its
@@ -53,7 +53,7 @@ var allowed = map[string][]string{
 	"internal/ldapauth": nil,
 	// edge refuses malformed requests before the mirror sees them, in the
 	// protocol's error format.
-	"internal/edge":     {"internal/promreg", "mirror/ociserver"},
+	"internal/edge":     {"internal/promreg", "internal/ociserver"},
 	"internal/repoglob": nil,
 	// s3test runs versitygw for tests and knows nothing of the project.
 	"internal/s3test": nil,
@@ -89,15 +89,15 @@ func TestDependencyDirection(t *testing.T) {
 // even through a package it imports.
 func TestProtocolServerKnowsNoStorage(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command("go", "list", "-deps", module+"mirror/ociserver").Output()
+	out, err := exec.Command("go", "list", "-deps", module+"internal/ociserver").Output()
 	if err != nil {
-		t.Fatalf("go list -deps mirror/ociserver: %v", err)
+		t.Fatalf("go list -deps internal/ociserver: %v", err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		own, isOwn := strings.CutPrefix(dep, module)
-		if isOwn && own != "mirror/ociserver" || strings.Contains(dep, "badger") ||
+		if isOwn && own != "internal/ociserver" || strings.Contains(dep, "badger") ||
 			strings.Contains(dep, "go-containerregistry") {
-			t.Errorf("mirror/ociserver depends on %s", dep)
+			t.Errorf("internal/ociserver depends on %s", dep)
 		}
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/regmirror/regmirror/mirror/ociserver"
+	"github.com/regmirror/regmirror/internal/ociserver"
 )
 
 // DefaultBodyIdleTimeout is the default of Options.BodyIdleTimeout: like
