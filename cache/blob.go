@@ -75,6 +75,23 @@ type absence struct {
 	at    uint64
 }
 
+// indexingBlobRow counts a write that may add a blob row, before it runs,
+// and returns what counts its end: see Store.blobsIndexed.
+func (s *Store) indexingBlobRow() (done func()) {
+	s.blobsIndexing.Add(1) // first: see lookupAbsence
+	s.blobsIndexed.Add(1)
+	return func() { s.blobsIndexing.Add(-1) }
+}
+
+// lookupAbsence is taken before a lookup reads the index: what its finding
+// no row will tell. A write counted before it has either ended, its row
+// in the lookup's snapshot, or is still counted running; one counted after
+// it changes blobsIndexed, and joinFill looks again.
+func (s *Store) lookupAbsence() absence {
+	at := s.blobsIndexed.Load()
+	return absence{known: s.blobsIndexing.Load() == 0, at: at}
+}
+
 // fetch is FetchBlob, told by absent when a lookup found no row for d.
 func (s *Store) fetch(ctx context.Context, repo string, d digest.Digest, offset int64, fetch fetchFunc, absent absence) (io.ReadCloser, int64, bool, error) {
 	for {
