@@ -373,8 +373,10 @@ func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, 
 }
 
 // dropRow is dropDamaged, also reporting whether this call dropped the row.
+// Only then is the damage logged: a row gone or replaced since it was seen
+// means the blob was removed meanwhile (a BlobLookup does not hold the
+// blob between its read and Open), which explains a missing file.
 func (s *Store) dropRow(ctx context.Context, d digest.Digest, seen blobRow, reason string) (bool, error) {
-	s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
 	var dropped bool
 	err := s.db.Update(ctx, func(txn index.Txn) error {
 		dropped = false
@@ -395,6 +397,7 @@ func (s *Store) dropRow(ctx context.Context, d digest.Digest, seen blobRow, reas
 		return false, fmt.Errorf("read blob %s: drop damaged row: %w", d, err)
 	}
 	if dropped {
+		s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
 		s.forget(seen.Size)
 	}
 	return dropped, fmt.Errorf("read blob %s: %s: %w", d, reason, fs.ErrNotExist)
