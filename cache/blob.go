@@ -75,6 +75,23 @@ type absence struct {
 	at    uint64
 }
 
+// indexingBlobRow counts a write that may add a blob row, before it runs,
+// and returns what counts its end: see Store.blobsIndexed.
+func (s *Store) indexingBlobRow() (done func()) {
+	s.blobsIndexing.Add(1) // first: see lookupAbsence
+	s.blobsIndexed.Add(1)
+	return func() { s.blobsIndexing.Add(-1) }
+}
+
+// lookupAbsence is taken before a lookup reads the index: what its finding
+// no row will tell. A write counted before it has either ended, its row
+// in the lookup's snapshot, or is still counted running; one counted after
+// it changes blobsIndexed, and joinFill looks again.
+func (s *Store) lookupAbsence() absence {
+	at := s.blobsIndexed.Load()
+	return absence{known: s.blobsIndexing.Load() == 0, at: at}
+}
+
 // fetch is FetchBlob, told by absent when a lookup found no row for d.
 func (s *Store) fetch(ctx context.Context, repo string, d digest.Digest, offset int64, fetch fetchFunc, absent absence) (io.ReadCloser, int64, bool, error) {
 	for {
@@ -356,8 +373,10 @@ func (s *Store) dropDamaged(ctx context.Context, d digest.Digest, seen blobRow, 
 }
 
 // dropRow is dropDamaged, also reporting whether this call dropped the row.
+// Only then is the damage logged: a row gone or replaced since it was seen
+// means the blob was removed meanwhile (a BlobLookup does not hold the
+// blob between its read and Open), which explains a missing file.
 func (s *Store) dropRow(ctx context.Context, d digest.Digest, seen blobRow, reason string) (bool, error) {
-	s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
 	var dropped bool
 	err := s.db.Update(ctx, func(txn index.Txn) error {
 		dropped = false
@@ -378,6 +397,7 @@ func (s *Store) dropRow(ctx context.Context, d digest.Digest, seen blobRow, reas
 		return false, fmt.Errorf("read blob %s: drop damaged row: %w", d, err)
 	}
 	if dropped {
+		s.log.Warn("dropping damaged blob from cache index", "digest", d, "reason", reason)
 		s.forget(seen.Size)
 	}
 	return dropped, fmt.Errorf("read blob %s: %s: %w", d, reason, fs.ErrNotExist)

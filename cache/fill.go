@@ -190,7 +190,7 @@ func (s *Store) commitBlob(ctx context.Context, d digest.Digest, size int64, rep
 func (s *Store) indexBlob(ctx context.Context, d digest.Digest, size int64, attach func(index.Txn) error) error {
 	now := s.now()
 	var added bool
-	s.blobsIndexed.Add(1) // before the row can be seen: see joinFill
+	defer s.indexingBlobRow()()
 	err := s.db.Update(ctx, func(txn index.Txn) error {
 		_, err := getValue(txn, blobKey(d))
 		switch added = errors.Is(err, fs.ErrNotExist); {

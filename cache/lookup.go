@@ -28,8 +28,8 @@ type BlobLookup struct {
 	linked bool
 	cached []string // holders other than repo, by cache key
 	hosted []string // hosted holders, by hosted name
-	// indexed is Store.blobsIndexed before the read.
-	indexed uint64
+	// absent is what finding no row tells (see Store.lookupAbsence).
+	absent absence
 }
 
 // Stored reports whether the blob is in the cache.
@@ -51,7 +51,7 @@ func (s *Store) LookupBlob(ctx context.Context, repo string, d digest.Digest) (b
 	if err := checkName("repository", repo); err != nil {
 		return nil, fmt.Errorf("look up blob: %w", err)
 	}
-	l := &BlobLookup{s: s, digest: d, repo: repo, indexed: s.blobsIndexed.Load()}
+	l := &BlobLookup{s: s, digest: d, repo: repo, absent: s.lookupAbsence()}
 	err := s.db.View(ctx, func(r index.Reader) error { return l.read(ctx, r) })
 	if err != nil {
 		return nil, fmt.Errorf("look up blob %s for %s: %w", d, repo, err)
@@ -120,5 +120,5 @@ func (l *BlobLookup) Fetch(ctx context.Context, offset int64, fetch bloblookup.F
 	if offset < 0 {
 		return nil, 0, false, fmt.Errorf("fetch blob %s at %d: %w", l.digest, offset, ErrInvalidOffset)
 	}
-	return s.fetch(ctx, l.repo, l.digest, offset, fetch, absence{known: true, at: l.indexed})
+	return s.fetch(ctx, l.repo, l.digest, offset, fetch, l.absent)
 }

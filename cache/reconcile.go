@@ -263,7 +263,7 @@ func (s *Store) adopt(ctx context.Context, d digest.Digest, path string) (bool, 
 	}
 	row := blobRow{Size: size, Created: fi.ModTime(), LastAccess: fi.ModTime()}
 	var added bool
-	s.blobsIndexed.Add(1) // before the row can be seen: see joinFill
+	defer s.indexingBlobRow()()
 	err = s.db.Update(ctx, func(txn index.Txn) error {
 		_, err := getValue(txn, blobKey(d))
 		if added = errors.Is(err, fs.ErrNotExist); !added {

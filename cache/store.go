@@ -106,8 +106,13 @@ type Store struct {
 	// blobsIndexed counts the writes that may add a blob row to the index,
 	// each counted before its row can be seen, so that a download started
 	// after a LookupBlob that found no row needs no second look unless a
-	// row may have been added since (see joinFill).
-	blobsIndexed atomic.Uint64
+	// row may have been added since (see joinFill). blobsIndexing counts
+	// those still running: a lookup that reads while one runs may miss a
+	// row that commits right after its read, though the write was counted
+	// before it, so it knows nothing of the blob's absence (see
+	// lookupAbsence).
+	blobsIndexed  atomic.Uint64
+	blobsIndexing atomic.Int64
 
 	// downloads are the blob downloads in flight, by digest and
 	// repository: the one fill mechanism of internal/fill, as the mirror's
