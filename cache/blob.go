@@ -189,9 +189,7 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 			s.uses.release(d)
 			return nil, false, &retryWhenDone{done: dl.ended, reason: "download being abandoned"}
 		}
-		dl.acquire()
-		dl.readers++
-		dl.repos[repo] = struct{}{}
+		dl.joinLocked(repo)
 		return dl, true, nil
 	}
 	// A download leaves the map only after it committed, so the caller's
@@ -209,6 +207,46 @@ func (s *Store) joinFill(ctx context.Context, repo string, d digest.Digest, fetc
 		return nil, false, errJustCommitted
 	}
 	return s.startFill(ctx, repo, d, fetch), false, nil
+}
+
+// JoinDownload reads blob d for repo from the download of it in flight
+// for repo, or from the cache when that download has committed it; it
+// never starts a download. It fails wrapping fs.ErrNotExist when there is
+// neither (the download failed, or there was none), and with a
+// *NotLinkedError when the blob is stored but repo does not hold it.
+func (s *Store) JoinDownload(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if dl := s.joinInFlight(repo, d); dl != nil {
+		rc, size, err := s.follow(ctx, dl, offset)
+		if err != nil {
+			s.uses.release(d)
+			return nil, 0, err
+		}
+		return s.registered(rc, d), size, nil
+	}
+	rc, size, err := s.openCached(ctx, d, offset)
+	if err == nil {
+		if err = s.requireBlobLink(ctx, repo, d); err != nil {
+			rc.Close()
+			return nil, 0, err
+		}
+	}
+	return rc, size, err
+}
+
+// joinInFlight joins the download of d for repo in flight, as joinFill
+// does, or returns nil when there is none to join.
+func (s *Store) joinInFlight(repo string, d digest.Digest) *download {
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
+	f, ok := s.downloads.LookupLocked(fillKey{d, repo})
+	if s.closed || !ok || f.Value().abandoned {
+		return nil
+	}
+	if _, ok := s.uses.acquire(d); !ok {
+		return nil
+	}
+	f.Value().joinLocked(repo)
+	return f.Value()
 }
 
 // startFill starts the download of d as a fill of Store.downloads, which

@@ -71,6 +71,14 @@ func newDownload(d digest.Digest, repo string, flight *fill.Fill[*download]) *do
 	}
 }
 
+// joinLocked counts a new reader of the download, for repo. Called with
+// the lock of Store.downloads held.
+func (dl *download) joinLocked(repo string) {
+	dl.acquire()
+	dl.readers++
+	dl.repos[repo] = struct{}{}
+}
+
 // cancel stops the fill: on Close, when it stalls or is abandoned.
 func (dl *download) cancel(cause error) { dl.flight.Cancel(cause) }
 

@@ -1,12 +1,16 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/regmirror/regmirror/cache/index"
 )
 
@@ -106,4 +110,73 @@ func readAllAndClose(t *testing.T, rc io.ReadCloser, want []byte) {
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("read %d bytes, %v; want the blob's %d", len(got), err, len(want))
 	}
+}
+
+// JoinDownload joins a download in flight, or reads what it committed,
+// and never starts one: with neither, it fails as absent and leaves no
+// download behind for a real pull to join.
+func TestJoinDownloadNeverStartsADownload(t *testing.T) {
+	s := openStore(t, Options{})
+	data, d := randomBlob(t, 64<<10)
+	ctx := t.Context()
+	if _, _, err := s.JoinDownload(ctx, testRepo, d, 0); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("JoinDownload with nothing in flight: %v, want fs.ErrNotExist", err)
+	}
+	if repos := s.Downloading(d); len(repos) != 0 {
+		t.Fatalf("JoinDownload left a download for %v", repos)
+	}
+
+	release := make(chan struct{})
+	var calls atomic.Int32
+	held := whole(func(context.Context) (io.ReadCloser, int64, error) {
+		calls.Add(1)
+		<-release
+		return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+	})
+	started := make(chan io.ReadCloser)
+	go func() {
+		rc, _, _, err := s.FetchBlob(ctx, testRepo, d, 0, held)
+		if err != nil {
+			t.Error(err)
+		}
+		started <- rc
+	}()
+	for len(s.Downloading(d)) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	joined := make(chan io.ReadCloser)
+	go func() { // it follows the download, which waits for release
+		rc, _, err := s.JoinDownload(ctx, testRepo, d, 0)
+		if err != nil {
+			t.Errorf("JoinDownload of a download in flight: %v", err)
+		}
+		joined <- rc
+	}()
+	for readers(s, d) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if rc := <-joined; rc != nil {
+		readAllAndClose(t, rc, data)
+	}
+	readAllAndClose(t, <-started, data)
+	if calls.Load() != 1 {
+		t.Fatalf("%d fetches, want 1", calls.Load())
+	}
+	rc, _, err := s.JoinDownload(ctx, testRepo, d, 0)
+	if err != nil {
+		t.Fatalf("JoinDownload after the commit: %v", err)
+	}
+	readAllAndClose(t, rc, data)
+}
+
+// readers is how many readers the download of d for testRepo has.
+func readers(s *Store, d digest.Digest) int {
+	s.downloads.Lock()
+	defer s.downloads.Unlock()
+	f, ok := s.downloads.LookupLocked(fillKey{d, testRepo})
+	if !ok {
+		return 0
+	}
+	return f.Value().readers
 }

@@ -21,8 +21,7 @@ import (
 var _ interface {
 	LookupBlob(ctx context.Context, repo string, d digest.Digest) (bloblookup.Lookup, error)
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
-	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
-		fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
+	JoinDownload(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	Manifest(ctx context.Context, d digest.Digest) (mediaType string, data []byte, err error)
 	PutManifestAs(ctx context.Context, repo string, d digest.Digest, mediaType string, data []byte) error
 	Tag(ctx context.Context, repo, tag string) (d digest.Digest, fetchedAt time.Time, err error)

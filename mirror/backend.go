@@ -25,19 +25,10 @@ type Cache interface {
 	// ReadBlob opens the cached blob d for reading from offset and returns
 	// its total size (for the browser, which reads image configs).
 	ReadBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
-	// FetchBlob serves d from the cache, or downloads it with fetch on a miss,
-	// for repo. Content stored only for other repositories is refused with
-	// an error implementing interface{ NotHeldBy() string }. Concurrent calls
-	// for one digest and repository share one download; the returned reader
-	// streams the bytes as they arrive, starting at offset. size is -1 when
-	// fetch could not tell it. coalesced reports that another call's download
-	// (or one that just completed) served this one. fetch is called with the
-	// offset the download got to (0 at first, more when it resumes after a
-	// failure) and answers like Upstream.GetBlob. The reader's Read fails
-	// if the download fails verification, and never yields the blob's last
-	// byte before the digest has been verified.
-	FetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64,
-		fetch func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)) (rc io.ReadCloser, size int64, coalesced bool, err error)
+	// JoinDownload reads d for repo from its download in flight, or from
+	// the cache once that download has committed it; it never starts a
+	// download, and fails wrapping fs.ErrNotExist when there is neither.
+	JoinDownload(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 
 	// Linked reports whether the cached repository repo holds d: it was
 	// fetched through repo, or repo's upstream sent bytes hashing to d.

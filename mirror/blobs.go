@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"strings"
 
@@ -83,21 +82,15 @@ func (m *Mirror) joinDownload(ctx context.Context, rem *Remote, t target, d dige
 		if repo == t.cacheKey() || host != t.host || !m.mayReadCached(ctx, repo) {
 			continue
 		}
-		ended := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
-			return nil, 0, 0, errDownloadEnded
-		}
-		rc, size, _, err := m.cache.FetchBlob(ctx, repo, d, offset, ended)
+		rc, size, err := m.cache.JoinDownload(ctx, repo, d, offset)
 		if err != nil {
-			continue // it ended meanwhile: download for t
+			continue // it failed meanwhile: download for t
 		}
 		m.lookupResult(ctx, rem, "blob", resultCoalesced)
 		return &ociserver.Blob{Body: rc, Offset: offset, Size: size, Source: sourceUpstream}, true
 	}
 	return nil, false
 }
-
-// errDownloadEnded means a download to join ended before it could be.
-var errDownloadEnded = errors.New("the download ended before it was joined")
 
 // openHeldBlob serves d, which other repositories than t hold: t's
 // upstream must first prove it has d by sending its bytes.
