@@ -12,6 +12,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache/s3blobs"
 	"github.com/regmirror/regmirror/internal/s3test"
+	"github.com/regmirror/regmirror/internal/testclock"
 )
 
 // One of many replicas racing for a free lease gets it; every other one
@@ -285,22 +286,5 @@ func assertHeld(t *testing.T, l *Leases, name, holder string, live bool) {
 	}
 }
 
-// clock is a clock that moves only when told.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+// newClock is a clock that moves only when told.
+func newClock() *testclock.Clock { return testclock.New(time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)) }
