@@ -18,6 +18,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/internal/testfiles"
 )
 
 // crashBlob is the blob the crash tests download: the same bytes in the
@@ -373,16 +375,16 @@ func TestDamagedIndexRefusesToOpen(t *testing.T) {
 		mayOpen      bool
 	}{
 		{"torn table", ".sst", func(path string, _ int64) error { return os.Truncate(path, 100) }, false},
-		{"table with a flipped region", ".sst", func(path string, size int64) error { return scribble(path, size/3) }, false},
+		{"table with a flipped region", ".sst", func(path string, size int64) error { return testfiles.Scribble(path, size/3) }, false},
 		{"missing table", ".sst", func(path string, _ int64) error { return os.Remove(path) }, false},
-		{"corrupt value log", ".vlog", func(path string, size int64) error { return scribble(path, size/3) }, true},
+		{"corrupt value log", ".vlog", func(path string, size int64) error { return testfiles.Scribble(path, size/3) }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			fillIndex(t, dir)
-			path, size := indexFile(t, filepath.Join(dir, "index"), tt.suffix)
+			path, size := testfiles.Largest(t, filepath.Join(dir, "index"), tt.suffix)
 			if err := tt.damage(path, size); err != nil {
 				t.Fatal(err)
 			}
@@ -413,36 +415,4 @@ func TestDamagedIndexRefusesToOpen(t *testing.T) {
 			assertIndexMatchesDisk(t, s)
 		})
 	}
-}
-
-// indexFile returns the largest file of the index with suffix.
-func indexFile(t *testing.T, dir, suffix string) (string, int64) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var path string
-	var size int64 = -1
-	for _, e := range entries {
-		fi, err := e.Info()
-		if err == nil && strings.HasSuffix(e.Name(), suffix) && fi.Size() > size {
-			path, size = filepath.Join(dir, e.Name()), fi.Size()
-		}
-	}
-	if size <= 0 {
-		t.Fatalf("no non-empty %s file in the index: %v", suffix, entries)
-	}
-	return path, size
-}
-
-// scribble overwrites 32 bytes of path at offset.
-func scribble(path string, offset int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.WriteAt(bytes.Repeat([]byte{0xa5}, 32), offset)
-	return err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"net"
 	"strings"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/regmirror/regmirror/cache/blobstore"
 	"github.com/regmirror/regmirror/cache/storagetest"
 	"github.com/regmirror/regmirror/internal/s3test"
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // The bucket store passes the storage contract, each subtest in a bucket
@@ -109,7 +109,7 @@ func TestS3NewFailsClearly(t *testing.T) {
 		opts Options
 		want string // in the error, beside the endpoint and bucket
 	}{
-		{"nothing listening", Options{Endpoint: freeAddr(t), DisableTLS: true}, "refused"},
+		{"nothing listening", Options{Endpoint: testnet.FreeAddr(t), DisableTLS: true}, "refused"},
 		{"wrong secret", Options{AccessKeyID: srv.AccessKey, SecretAccessKey: "not-" + srv.SecretKey}, "signature"},
 		{"unknown access key", Options{AccessKeyID: "nobody", SecretAccessKey: srv.SecretKey}, "access key"},
 		{"missing bucket", Options{Bucket: "no-such-bucket"}, "does not exist"},
@@ -152,17 +152,6 @@ func TestS3NewFailsClearly(t *testing.T) {
 			}
 		})
 	}
-}
-
-// freeAddr returns a loopback address no one listens on at the moment.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // NewClient reaches the bucket New would, and refuses options New would

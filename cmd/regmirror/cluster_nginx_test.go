@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/regmirror/regmirror/internal/cluster"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testnet"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -65,7 +65,7 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 
 	// A replica with another secret: its forwards are refused (401), so
 	// it fetches every blob from the upstream itself, and says so.
-	rogue := freeAddr(t)
+	rogue := testnet.FreeAddr(t)
 	rogueSecret := writeClusterSecret(t, "another-secret-0123456789abcdef012345")
 	startDaemonProcess(t, clusterConfigFile(t, dir, "rogue", rogue, hubCfg, append(peers, "http://"+rogue), rogueSecret), rogue)
 	if err := pullVerified(t.Context(), "http://"+rogue, img); err != nil {
@@ -154,7 +154,7 @@ func TestClusterBehindNginxAcceptsATokenFromAnyReplica(t *testing.T) {
 	secret := writeClusterSecret(t, clusterSecret)
 	var addrs, peers []string
 	for range 3 {
-		a := freeAddr(t)
+		a := testnet.FreeAddr(t)
 		addrs, peers = append(addrs, a), append(peers, "http://"+a)
 	}
 	for i, a := range addrs {
@@ -205,21 +205,7 @@ func dockerLogin(t *testing.T, base, user, password, scope string) string {
 	if !strings.HasPrefix(realm, base+"/") {
 		t.Fatalf("the challenge's realm %s is not at %s, which the client asked", realm, base)
 	}
-	req, err := http.NewRequest(http.MethodGet, realm+"?"+url.Values{"service": {service}, "scope": {scope}}.Encode(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.SetBasicAuth(user, password)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Token == "" {
-		t.Fatalf("token = %d, %v; want 200 with a token", resp.StatusCode, err)
-	}
-	return body.Token
+	return fetchToken(t, realm+"?"+url.Values{"service": {service}, "scope": {scope}}.Encode(), user, password)
 }
 
 // parseBearerChallenge reads the realm and service of a Bearer challenge.
@@ -265,7 +251,7 @@ func startReplicas(t *testing.T, dir string, hubCfg Config, n int) (addrs, peers
 	t.Helper()
 	secret := writeClusterSecret(t, clusterSecret)
 	for range n {
-		a := freeAddr(t)
+		a := testnet.FreeAddr(t)
 		addrs, peers = append(addrs, a), append(peers, "http://"+a)
 	}
 	for i, a := range addrs {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // ioTimeout bounds each network wait of the raw-connection tests: a safety
@@ -274,7 +275,7 @@ func TestConnectionCapsPerClientAndInTotal(t *testing.T) {
 	t.Parallel()
 	_, cfg := startHub(t)
 	cfg.Connections = ConnectionsConfig{Max: 3, MaxPerClient: 2}
-	cfg.MetricsListen = freeAddr(t)
+	cfg.MetricsListen = testnet.FreeAddr(t)
 	logs := &logBuffer{}
 	base := startDaemonLogging(t, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	metrics := newClient(t, "http://"+cfg.MetricsListen)

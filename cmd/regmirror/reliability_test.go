@@ -26,6 +26,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // recorder is a client that keeps every response, headers and body, so a
@@ -229,7 +230,7 @@ func TestKillDuringColdDownloadThenRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testnet.FreeAddr(t)
 	u := cfg.Upstreams[0]
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	yaml := fmt.Sprintf("listen: %s\ndata_dir: %s\nupstreams:\n  - host: docker.io\n    url: %s\n    username: %s\n    password: %s\n    expose: [\"library/*\"]\n",

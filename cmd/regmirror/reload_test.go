@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // A reload (SIGHUP) while a blob streams from the old upstream: the blob
@@ -132,7 +133,7 @@ func TestSIGHUPWithBrokenFileKeepsRunningConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	addr := freeAddr(t)
+	addr := testnet.FreeAddr(t)
 	dataDir := t.TempDir()
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile := func(yaml string) {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/internal/statuspage"
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // After a cold and a warm pull, /status.json shows a user of status.users
@@ -136,7 +136,7 @@ func (c *client) status() statuspage.Report {
 func TestOperatorEndpoints(t *testing.T) {
 	t.Parallel()
 	_, cfg := startHub(t)
-	cfg.MetricsListen = freeAddr(t)
+	cfg.MetricsListen = testnet.FreeAddr(t)
 	c := newClient(t, startDaemonLogging(t, cfg, slog.New(slog.DiscardHandler)))
 	metricsOnly := newClient(t, "http://"+cfg.MetricsListen)
 	waitFor(t, metricsOnly.base+"/healthz")
@@ -182,18 +182,6 @@ func TestOperatorEndpoints(t *testing.T) {
 			}
 		})
 	}
-}
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 type fakeReadyStore struct{ err error }

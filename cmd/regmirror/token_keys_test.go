@@ -124,11 +124,18 @@ func (d *tokenDaemon) reload(next Config) error {
 // the ping's challenge.
 func (d *tokenDaemon) login(t *testing.T) string {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, d.base+"/v2/token?service=regmirror&scope=repository:team/app:pull,push", nil)
+	return fetchToken(t, d.base+"/v2/token?service=regmirror&scope=repository:team/app:pull,push", "alice", "alice-pw")
+}
+
+// fetchToken asks the token endpoint at tokenURL for a token with Basic
+// credentials and returns it; anything but 200 with a token fails the test.
+func fetchToken(t *testing.T, tokenURL, user, password string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, tokenURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.SetBasicAuth("alice", "alice-pw")
+	req.SetBasicAuth(user, password)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +143,7 @@ func (d *tokenDaemon) login(t *testing.T) string {
 	defer resp.Body.Close()
 	var body struct{ Token string }
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Token == "" {
-		t.Fatalf("login = %d, %v; want a token", resp.StatusCode, err)
+		t.Fatalf("token from %s = %d, %v; want 200 with a token", tokenURL, resp.StatusCode, err)
 	}
 	return body.Token
 }

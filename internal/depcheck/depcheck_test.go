@@ -56,7 +56,7 @@ var allowed = map[string][]string{
 	"internal/edge":     {"internal/promreg", "internal/ociserver"},
 	"internal/repoglob": nil,
 	// s3test runs versitygw for tests and knows nothing of the project.
-	"internal/s3test": nil,
+	"internal/s3test": {"internal/testnet"},
 	// cluster is the peer layer of replicas sharing a bucket (membership,
 	// ownership, the signed channel, forwarding); cmd/regmirror wires it.
 	"internal/cluster": nil,

@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // Region is the region the server answers for.
@@ -67,7 +68,7 @@ func Start(t testing.TB) *Server {
 // start makes one attempt of Start. The server it returns is stopped at
 // the test's end, also when err is set.
 func start(t testing.TB, bin string) (*Server, error) {
-	s := &Server{Endpoint: freePort(t), AccessKey: "root-" + randomWord(), SecretKey: randomWord() + randomWord(),
+	s := &Server{Endpoint: testnet.FreeAddr(t), AccessKey: "root-" + randomWord(), SecretKey: randomWord() + randomWord(),
 		done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.Endpoint,
 		"--region", Region, "--health", healthPath, "--quiet", "posix", t.TempDir())
@@ -214,17 +215,6 @@ func withoutCredentials(env []string) []string {
 		kept = append(kept, kv)
 	}
 	return kept
-}
-
-// freePort returns a loopback address no one listens on at the moment.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func randomWord() string {

@@ -27,6 +27,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/regmirror/regmirror/internal/testnet"
 )
 
 // The directory's names.
@@ -112,7 +114,7 @@ func start(t testing.TB, slapd, ldapadd string, users []User) (*Server, error) {
 	if err := s.writeConfig(rootPassword); err != nil {
 		t.Fatal(err)
 	}
-	plain, tls := freePort(t), freePort(t)
+	plain, tls := testnet.FreeAddr(t), testnet.FreeAddr(t)
 	s.URL, s.TLSURL = "ldap://"+plain, "ldaps://"+tls
 	s.cmd = exec.Command(slapd, "-d", "0", "-f", filepath.Join(dir, "slapd.conf"), "-h", s.URL+"/ "+s.TLSURL+"/")
 	var log bytes.Buffer
@@ -174,16 +176,6 @@ func program(t testing.TB, name string) string {
 func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode()&0o111 != 0
-}
-
-// freePort returns a loopback address no one listens on at the moment.
-func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func randomWord() string {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache/index"
 	"github.com/regmirror/regmirror/cache/index/indextest"
+	"github.com/regmirror/regmirror/internal/testfiles"
 )
 
 func TestContract(t *testing.T) {
@@ -106,45 +107,13 @@ func readAll(db index.DB) (map[string][]byte, error) {
 	return got, err
 }
 
-// indexFile returns the largest file of the index with suffix.
-func indexFile(t *testing.T, dir, suffix string) (string, int64) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var path string
-	var size int64 = -1
-	for _, e := range entries {
-		fi, err := e.Info()
-		if err == nil && strings.HasSuffix(e.Name(), suffix) && fi.Size() > size {
-			path, size = filepath.Join(dir, e.Name()), fi.Size()
-		}
-	}
-	if size <= 0 {
-		t.Fatalf("no non-empty %s file in the index: %v", suffix, entries)
-	}
-	return path, size
-}
-
-// scribble overwrites 32 bytes of path at offset.
-func scribble(path string, offset int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.WriteAt(bytes.Repeat([]byte{0xa5}, 32), offset)
-	return err
-}
-
 // A torn table, whose footer names more bytes than the file holds, fails
 // Open wrapping index.ErrDamaged, before Badger (which would panic on it)
 // reads it.
 func TestTornTableIsDamaged(t *testing.T) {
 	t.Parallel()
 	dir, _ := fillIndex(t)
-	path, _ := indexFile(t, dir, ".sst")
+	path, _ := testfiles.Largest(t, dir, ".sst")
 	if err := os.Truncate(path, 100); err != nil {
 		t.Fatal(err)
 	}

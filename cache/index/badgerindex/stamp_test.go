@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache/index"
+	"github.com/regmirror/regmirror/internal/testfiles"
 )
 
 // A cleanly closed index opens without a full read of its tables, and the
@@ -74,7 +75,7 @@ func TestStampDoesNotHideADamagedTable(t *testing.T) {
 	}{
 		{"written to, times put back", func(t *testing.T, path string, size int64) {
 			fi := statOrFail(t, path)
-			if err := scribble(path, size/3); err != nil {
+			if err := testfiles.Scribble(path, size/3); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
@@ -104,7 +105,7 @@ func TestStampDoesNotHideADamagedTable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir, _ := fillIndex(t)
-			path, size := indexFile(t, dir, ".sst")
+			path, size := testfiles.Largest(t, dir, ".sst")
 			// Writes within the same clock tick must still count.
 			time.Sleep(10 * time.Millisecond)
 			tt.damage(t, path, size)
@@ -128,7 +129,7 @@ func TestStampDoesNotHideADamagedTable(t *testing.T) {
 func TestTableRotUnderAStampNeverReadsAsOtherRows(t *testing.T) {
 	t.Parallel()
 	dir, rows := fillIndex(t)
-	path, _ := indexFile(t, dir, ".sst")
+	path, _ := testfiles.Largest(t, dir, ".sst")
 	scribbleFirstBlockEntries(t, path)
 	if err := writeTablesStamp(dir); err != nil { // the rot changed no file time
 		t.Fatal(err)
@@ -154,7 +155,7 @@ func TestTableRotUnderAStampNeverReadsAsOtherRows(t *testing.T) {
 // TestDamagedBlockTrailerIsRefused).
 func scribbleFirstBlockEntries(t *testing.T, path string) {
 	t.Helper()
-	if err := scribble(path, 64); err != nil {
+	if err := testfiles.Scribble(path, 64); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -174,7 +175,7 @@ func statOrFail(t *testing.T, path string) os.FileInfo {
 func TestStampFollowsASymlinkedTable(t *testing.T) {
 	t.Parallel()
 	dir, _ := fillIndex(t)
-	path, size := indexFile(t, dir, ".sst")
+	path, size := testfiles.Largest(t, dir, ".sst")
 	moved := filepath.Join(t.TempDir(), filepath.Base(path))
 	if err := os.Rename(path, moved); err != nil {
 		t.Fatal(err)
@@ -191,7 +192,7 @@ func TestStampFollowsASymlinkedTable(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond)
 	fi := statOrFail(t, moved)
-	if err := scribble(moved, size/3); err != nil {
+	if err := testfiles.Scribble(moved, size/3); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chtimes(moved, fi.ModTime(), fi.ModTime()); err != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4/fb"
+
+	"github.com/regmirror/regmirror/internal/testfiles"
 )
 
 // envBlockTrailerChild names the index a child process opens and reads, to
@@ -29,7 +31,7 @@ func TestDamagedBlockTrailerIsRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			dir, _ := fillIndex(t)
-			path, _ := indexFile(t, dir, ".sst")
+			path, _ := testfiles.Largest(t, dir, ".sst")
 			flipBlockEntryCount(t, path)
 			if stamped {
 				// Bit rot changes no file time: the stamp still matches.
