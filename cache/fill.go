@@ -47,6 +47,9 @@ func (s *Store) fill(ctx context.Context, dl *download, repo string, fetch fetch
 		}
 	}
 	dl.finish(err)
+	if err == nil && !dl.passedThrough {
+		s.shareDownload(ctx, dl)
+	}
 	dl.release()
 }
 

@@ -24,6 +24,8 @@ type metrics struct {
 	// downloadRetries counts upstream requests a download made again
 	// after a temporary failure.
 	downloadRetries prometheus.Counter
+	// shareFailures counts kept downloads not copied to the shared store.
+	shareFailures prometheus.Counter
 }
 
 // newMetrics builds the collectors and registers them on reg, which may be
@@ -63,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_cache_download_retries_total",
 			Help: "Upstream requests a blob download made again, from the offset it got to, after a temporary failure.",
 		}),
+		shareFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cache_share_failures_total",
+			Help: "Downloaded blobs kept in the local cache but not copied to the bucket the replicas share; other replicas download them again.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -89,6 +95,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if err == nil {
 		m.downloadRetries, err = promreg.Register(reg, m.downloadRetries)
+	}
+	if err == nil {
+		m.shareFailures, err = promreg.Register(reg, m.shareFailures)
 	}
 	if err != nil {
 		return m, fmt.Errorf("register cache metrics: %w", err)

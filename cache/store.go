@@ -50,6 +50,10 @@ type Options struct {
 	Retry Retry
 	// Limits bound each download; SetLimits changes them later.
 	Limits
+	// Shared, when set, is a blob store the replicas of a cluster share:
+	// each blob this cache downloads and keeps is copied there once it is
+	// verified, before the download ends (see shareDownload).
+	Shared SharedBlobs
 
 	// wrapIndex, when set, wraps the index as it is opened: tests count
 	// its reads with it.
@@ -121,6 +125,8 @@ type Store struct {
 	downloads fill.Group[fillKey, *download]
 	closed    bool
 
+	shared SharedBlobs // nil: no shared store
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -176,6 +182,7 @@ func newStore(opts Options) *Store {
 		grew:                make(chan struct{}, 1),
 		counted:             make(chan struct{}),
 		stopCount:           func() {},
+		shared:              opts.Shared,
 	}
 	s.SetLimits(opts.Limits)
 	if s.log == nil {

@@ -15,8 +15,9 @@ import (
 
 // openBlob serves from the cache what t holds or the client may read
 // anyway, or joins or starts the one upstream download of d for t,
-// streaming it while it fills the cache; in a cluster the download asks
-// the replica that owns d before the upstream (blobSource). It reads the cache's index once
+// streaming it while it fills the cache; the download reads the bucket
+// the replicas share, or asks the replica that owns d, before the
+// upstream (blobSource). It reads the cache's index once
 // (cache.LookupBlob) whether d is cached or not.
 func (m *Mirror) openBlob(ctx context.Context, rem *Remote, t target, d digest.Digest, offset int64) (*ociserver.Blob, error) {
 	l, err := m.cache.LookupBlob(ctx, t.cacheKey(), d)
@@ -68,6 +69,9 @@ func (m *Mirror) cachedBlob(ctx context.Context, rem *Remote, l bloblookup.Looku
 		return nil, false, fmt.Errorf("reading cached blob %s: %w", d, err)
 	}
 	m.lookupResult(ctx, rem, "blob", resultHit)
+	if m.bucket != nil {
+		m.bucket.Touch(d) // the bucket's copy is in use too, through this one
+	}
 	return &ociserver.Blob{Body: rc, Offset: offset, Size: size, Source: sourceCache}, true, nil
 }
 

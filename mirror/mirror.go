@@ -112,6 +112,11 @@ type Options struct {
 	// alone asks the upstream for it. Nil fetches every miss from the
 	// upstream.
 	Peers Peers
+	// Bucket, when set, is the blob store the replicas share: blobs the
+	// cache misses are read from it before the owner or the upstream,
+	// and the one download of a blob from the upstream takes its lease
+	// there first. Nil: no shared bucket.
+	Bucket Bucket
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -147,6 +152,7 @@ type Mirror struct {
 	misses *missLimiter
 	events Events // nil: none
 	peers  Peers  // nil: not in a cluster
+	bucket Bucket // nil: no shared bucket
 }
 
 // New returns a Mirror for opts.
@@ -163,6 +169,7 @@ func New(opts Options) (*Mirror, error) {
 		events:      opts.Events,
 		inventory:   opts.Inventory,
 		peers:       opts.Peers,
+		bucket:      opts.Bucket,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub

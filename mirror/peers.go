@@ -59,19 +59,23 @@ func fromTrustedPeer(ctx context.Context) bool {
 type blobFetch = func(ctx context.Context, offset int64) (body io.ReadCloser, start, size int64, err error)
 
 // blobSource returns where the download of d for t fetches its bytes:
-// the upstream, or the peer that owns d. A request from a peer, or for a
-// digest this replica owns, goes to the upstream.
+// the bucket the replicas share when it has d; else the peer that owns d;
+// else, for a request from a peer or a digest this replica owns, or when
+// the owner fails, the upstream, under d's fill lease in the bucket.
 func (m *Mirror) blobSource(ctx context.Context, rem *Remote, t target, d digest.Digest) blobFetch {
-	upstream := func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
+	upstream := m.leased(t, d, func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
 		return rem.Upstream.GetBlob(ctx, t.path, d, from)
+	})
+	fetch := upstream
+	if peer, ok := m.peerOwning(ctx, d.String()); ok {
+		fetch = m.peerBlob(t, d, peer, upstream)
 	}
-	if m.peers == nil || fromTrustedPeer(ctx) {
-		return upstream
-	}
-	peer, self := m.peers.Owner(d.String())
-	if self {
-		return upstream
-	}
+	return m.bucketFirst(d, fetch)
+}
+
+// peerBlob downloads d from peer, and from next when the peer does not
+// serve it.
+func (m *Mirror) peerBlob(t target, d digest.Digest, peer string, next blobFetch) blobFetch {
 	return func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
 		body, start, size, err := m.peers.FetchBlob(ctx, peer, t.host, t.path, d, from)
 		if err == nil || ctx.Err() != nil {
@@ -80,7 +84,7 @@ func (m *Mirror) blobSource(ctx context.Context, rem *Remote, t target, d digest
 		// A replica that is down or refuses must not block pulls: this
 		// download costs the upstream one more GET instead.
 		m.peerFailed(peer, "blob", d.String(), err)
-		return upstream(ctx, from)
+		return next(ctx, from)
 	}
 }
 

@@ -3,6 +3,7 @@ package s3blobs
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -112,4 +113,26 @@ func (s *Store) RemoveStaleUploads(ctx context.Context, olderThan time.Duration)
 		}
 	}
 	return aborted, nil
+}
+
+// Put uploads the size bytes of r as blob d, unless the bucket has it
+// already, and reports whether it uploaded. Unlike Create and Commit it
+// spools nothing: it is for bytes the caller keeps elsewhere, verified,
+// such as a blob the local cache has just stored. Like Commit, the key
+// shows the whole blob or nothing.
+func (s *Store) Put(ctx context.Context, d digest.Digest, r io.Reader, size int64) (bool, error) {
+	key := s.key(d)
+	_, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	switch {
+	case err == nil:
+		return false, nil
+	case !isNotFound(err):
+		return false, s.pathError("put", key, err)
+	}
+	_, err = s.client.PutObject(ctx, s.bucket, key, r, size,
+		minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: s.partSize})
+	if err != nil {
+		return false, s.pathError("put", key, err)
+	}
+	return true, nil
 }

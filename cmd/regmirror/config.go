@@ -71,6 +71,8 @@ type Config struct {
 	// Cluster makes this daemon one of several replicas that fetch each
 	// blob from the upstream once between them.
 	Cluster ClusterConfig `yaml:"cluster"`
+	// Storage adds a bucket the replicas share behind the data directory.
+	Storage StorageConfig `yaml:"storage"`
 
 	// notifier is wiring, not configuration: the daemon's webhooks (nil
 	// without any), which the upstreams' breakers and eviction report to.
@@ -309,7 +311,7 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.Cache.validate(), c.MissLimits.validate(), c.Hosted.validate(c.Auth.LDAP), c.Auth.LDAP.validate())
 	errs = append(errs, c.edgeErrors()...)
-	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate(), c.Cluster.validate())
+	errs = append(errs, c.Prefetch.validate(), c.Notifications.validate(), c.Log.validate(), c.Cluster.validate(), c.Storage.validate(c.Cluster))
 	return errors.Join(errs...)
 }
 

@@ -75,6 +75,7 @@ func (c Config) fileErrors() error {
 	}
 	errs = append(errs, c.Notifications.fileErrors()...)
 	errs = append(errs, c.Cluster.fileErrors()...)
+	errs = append(errs, c.Storage.fileErrors()...)
 	if c.Auth.LDAP.enabled() {
 		if _, _, err := c.Auth.LDAP.readFiles(); err != nil {
 			errs = append(errs, err)

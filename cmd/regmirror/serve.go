@@ -142,7 +142,13 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		return err
 	}
 
-	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg, Limits: cfg.Cache.limits()})
+	shared, err := openBucket(ctx, cfg, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	store, err := cache.Open(ctx, cache.Options{Dir: cfg.DataDir, Logger: log, Registerer: reg, Limits: cfg.Cache.limits(),
+		Shared: sharedBlobsOf(shared)})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("opening cache in %s: %w", cfg.DataDir, err)
@@ -182,7 +188,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
 		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
-		Inventory: admin.NewInventory(store, pins.Repos()), Peers: peersOf(node)})
+		Inventory: admin.NewInventory(store, pins.Repos()), Peers: peersOf(node), Bucket: bucketOf(shared)})
 	if err != nil {
 		ln.Close()
 		return err

@@ -31,7 +31,7 @@ const Region = "us-east-1"
 // healthPath answers 200 once the server serves.
 const healthPath = "/health"
 
-// Server is a running versitygw. Its fields are set once.
+// Server is a running versitygw. Its exported fields are set once.
 type Server struct {
 	// Endpoint is 127.0.0.1:PORT, plain HTTP.
 	Endpoint string
@@ -39,9 +39,12 @@ type Server struct {
 	// anything.
 	AccessKey, SecretKey string
 
+	bin, dir string // the program and the directory it serves
+
+	mu   sync.Mutex // guards cmd, done and log across Stop and Restart
 	cmd  *exec.Cmd
-	done chan struct{} // closed when versitygw has exited
-	stop sync.Once
+	done chan struct{} // closed when the current process has exited
+	log  *bytes.Buffer // the current process's output; read once it exited
 }
 
 // Start runs versitygw until the test ends or Stop.
@@ -69,42 +72,82 @@ func Start(t testing.TB) *Server {
 // the test's end, also when err is set.
 func start(t testing.TB, bin string) (*Server, error) {
 	s := &Server{Endpoint: testnet.FreeAddr(t), AccessKey: "root-" + randomWord(), SecretKey: randomWord() + randomWord(),
-		done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.Endpoint,
-		"--region", Region, "--health", healthPath, "--quiet", "posix", t.TempDir())
-	// The root credentials are the flags': none from the environment.
-	s.cmd.Env = withoutCredentials(os.Environ())
-	var log bytes.Buffer
-	s.cmd.Stdout, s.cmd.Stderr = &log, &log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting versitygw: %v", err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
+		bin: bin, dir: t.TempDir()}
+	s.launch(t)
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("versitygw output:\n%s", log.String())
+			t.Logf("versitygw output:\n%s", s.output())
 		}
 	})
 	if err := s.waitServing(); err != nil {
-		return s, fmt.Errorf("%v\nversitygw output:\n%s", err, log.String())
+		return s, fmt.Errorf("%v\nversitygw output:\n%s", err, s.output())
 	}
 	// Another test's server on the same port would answer the health
 	// check too, but not to these credentials.
 	if _, err := s.Client(t).ListBuckets(context.Background()); err != nil || s.exited() {
 		return s, fmt.Errorf("versitygw on %s does not take its credentials (%v)\nversitygw output:\n%s",
-			s.Endpoint, err, log.String())
+			s.Endpoint, err, s.output())
 	}
 	return s, nil
+}
+
+// launch starts versitygw on the server's endpoint and directory.
+func (s *Server) launch(t testing.TB) {
+	cmd := exec.Command(s.bin, "--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.Endpoint,
+		"--region", Region, "--health", healthPath, "--quiet", "posix", s.dir)
+	// The root credentials are the flags': none from the environment.
+	cmd.Env = withoutCredentials(os.Environ())
+	log := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting versitygw: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done, s.log = cmd, done, log
+	s.mu.Unlock()
 }
 
 // Stop stops the server and waits for it to exit; clients then find
 // nothing listening on Endpoint. It is safe to call more than once.
 func (s *Server) Stop() {
-	s.stop.Do(func() {
-		_ = s.cmd.Process.Signal(os.Interrupt)
-		<-s.done
-	})
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	<-done
+}
+
+// Restart stops the server if it runs and starts it again on the same
+// endpoint, with the same credentials and the same buckets and objects:
+// an S3 server back from an outage.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	s.launch(t)
+	if err := s.waitServing(); err != nil {
+		t.Fatalf("restarting versitygw: %v\nversitygw output:\n%s", err, s.output())
+	}
+}
+
+// output is what the current process has written, once it has exited.
+func (s *Server) output() string {
+	s.mu.Lock()
+	done, log := s.done, s.log
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return log.String()
+	default:
+		return "(still running)"
+	}
 }
 
 // Client returns a client of the server with the root credentials.
@@ -134,11 +177,17 @@ func (s *Server) NewBucket(t testing.TB) string {
 // exited reports whether versitygw has exited.
 func (s *Server) exited() bool {
 	select {
-	case <-s.done:
+	case <-s.exitedChan():
 		return true
 	default:
 		return false
 	}
+}
+
+func (s *Server) exitedChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
 }
 
 // waitServing waits until the health endpoint answers 200. The time limit
@@ -155,7 +204,7 @@ func (s *Server) waitServing() error {
 			return nil
 		}
 		select {
-		case <-s.done:
+		case <-s.exitedChan():
 			return errors.New("versitygw exited before it served")
 		case <-ctx.Done():
 			return fmt.Errorf("versitygw does not serve on %s: %w", s.Endpoint, err)

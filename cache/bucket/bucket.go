@@ -1,0 +1,138 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/cache/s3blobs"
+	"github.com/regmirror/regmirror/cache/s3lease"
+)
+
+// DefaultLeaseTTL is how long a fill lease lasts unless its holder renews
+// it: how long the other replicas wait for a blob whose holder died
+// before one of them takes over.
+const DefaultLeaseTTL = 30 * time.Second
+
+// Options configure a Bucket.
+type Options struct {
+	// Blobs say where the bucket is and how to reach it.
+	Blobs s3blobs.Options
+	// Holder names this replica in the leases it takes: its URL as its
+	// peers reach it, so that a replica finding a lease held knows whom
+	// to read the blob from. Required.
+	Holder string
+	// LeaseTTL is DefaultLeaseTTL when zero.
+	LeaseTTL time.Duration
+	// Logger is told of leases lost and not released; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the bucket's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Bucket is the bucket shared by the replicas. It is safe for concurrent
+// use.
+type Bucket struct {
+	blobs   *s3blobs.Store
+	leases  *s3lease.Leases
+	holder  string
+	ttl     time.Duration
+	log     *slog.Logger
+	metrics *metrics
+	touch   func(digest.Digest)
+}
+
+// New connects to the bucket and checks that it may read and write there
+// (see s3blobs.New).
+func New(ctx context.Context, opts Options) (*Bucket, error) {
+	if opts.Holder == "" {
+		return nil, errors.New("bucket: no holder name for the leases")
+	}
+	b := &Bucket{holder: opts.Holder, ttl: opts.LeaseTTL, log: opts.Logger, touch: func(digest.Digest) {}}
+	if b.ttl <= 0 {
+		b.ttl = DefaultLeaseTTL
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	var err error
+	if b.metrics, err = newMetrics(opts.Registerer); err != nil {
+		return nil, err
+	}
+	if b.blobs, err = s3blobs.New(ctx, opts.Blobs); err != nil {
+		return nil, err
+	}
+	client, err := s3blobs.NewClient(opts.Blobs)
+	if err != nil {
+		return nil, err
+	}
+	b.leases, err = s3lease.New(client, s3lease.Options{Bucket: opts.Blobs.Bucket, Prefix: opts.Blobs.Prefix})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Blobs is the blob store in the bucket.
+func (b *Bucket) Blobs() *s3blobs.Store { return b.blobs }
+
+// Leases are the leases in the bucket.
+func (b *Bucket) Leases() *s3lease.Leases { return b.leases }
+
+// OnTouch makes Touch call fn, e.g. to record access times for the
+// bucket's janitor. Call it before the bucket is used.
+func (b *Bucket) OnTouch(fn func(digest.Digest)) { b.touch = fn }
+
+// Touch tells that blob d was just read, from the bucket or from a
+// replica's local copy of it.
+func (b *Bucket) Touch(d digest.Digest) { b.touch(d) }
+
+// OpenBlob reads blob d from offset, and returns its size. It fails with
+// an error wrapping fs.ErrNotExist when the bucket does not have d; any
+// other error means the bucket did not answer as it should.
+func (b *Bucket) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	f, err := b.blobs.Open(ctx, d)
+	if err != nil {
+		b.metrics.read(err)
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err == nil && (offset < 0 || offset > fi.Size()) {
+		err = fmt.Errorf("bucket: read blob %s at %d: beyond its %d bytes", d, offset, fi.Size())
+	}
+	if err == nil {
+		_, err = f.Seek(offset, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		b.metrics.read(err)
+		return nil, 0, err
+	}
+	b.metrics.read(nil)
+	b.touch(d)
+	return f, fi.Size(), nil
+}
+
+// Share uploads the verified size bytes of r as blob d, unless the bucket
+// has it. It implements cache.SharedBlobs.
+func (b *Bucket) Share(ctx context.Context, d digest.Digest, r io.Reader, size int64) error {
+	uploaded, err := b.blobs.Put(ctx, d, r, size)
+	if err != nil {
+		return err
+	}
+	if uploaded {
+		b.metrics.uploadedBlobs.Inc()
+		b.metrics.uploadedBytes.Add(float64(size))
+	}
+	b.touch(d)
+	return nil
+}
+
+// Holder is this replica's name in the leases it takes.
+func (b *Bucket) Holder() string { return b.holder }

@@ -1,0 +1,78 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache/s3lease"
+)
+
+// LeaseName is the name of the lease of fetching blob d from the
+// upstream: "blob-<algorithm>-<hex>". The bucket's janitor keeps a blob
+// whose lease is held.
+func LeaseName(d digest.Digest) string {
+	return "blob-" + d.Algorithm().String() + "-" + d.Encoded()
+}
+
+// releaseTimeout bounds the release of a lease once its fill has ended:
+// a lease not released expires anyway.
+const releaseTimeout = 10 * time.Second
+
+// ClaimFill takes the lease of fetching blob d from the upstream for as
+// long as ctx lasts: it is renewed until ctx ends, then released. It
+// returns "" when this replica took it, or the holder's name (a replica's
+// URL) when another fill has it, this replica's own included. Any error
+// means the bucket could not tell, and nothing is held.
+func (b *Bucket) ClaimFill(ctx context.Context, d digest.Digest) (holder string, err error) {
+	lease, err := b.leases.Acquire(ctx, LeaseName(d), b.holder, b.ttl)
+	var held *s3lease.HeldError
+	switch {
+	case errors.As(err, &held):
+		b.metrics.claims.WithLabelValues("held").Inc()
+		return held.Holder, nil
+	case err != nil:
+		b.metrics.claims.WithLabelValues("error").Inc()
+		return "", err
+	}
+	b.metrics.claims.WithLabelValues("taken").Inc()
+	go b.hold(ctx, lease)
+	return "", nil
+}
+
+// hold renews lease every third of its TTL until ctx ends, then releases
+// it. A lease lost meanwhile (its renewals failed past its expiry, and
+// another replica took it over) is logged: the blob may then be fetched
+// twice, never wrongly, since every download is verified.
+func (b *Bucket) hold(ctx context.Context, lease *s3lease.Lease) {
+	tick := time.NewTicker(b.ttl / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			b.release(ctx, lease)
+			return
+		case <-tick.C:
+			err := lease.Renew(ctx)
+			if errors.Is(err, s3lease.ErrLost) {
+				b.log.Warn("lost the lease of a blob download; another replica may fetch it too",
+					"lease", lease.Name(), "error", err)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				b.log.Warn("could not renew the lease of a blob download", "lease", lease.Name(), "error", err)
+			}
+		}
+	}
+}
+
+func (b *Bucket) release(ctx context.Context, lease *s3lease.Lease) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := lease.Release(ctx); err != nil && !errors.Is(err, s3lease.ErrLost) {
+		b.log.Warn("could not release the lease of a blob download; it expires by itself",
+			"lease", lease.Name(), "expires", lease.Expires(), "error", err)
+	}
+}

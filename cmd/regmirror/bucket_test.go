@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regmirror/regmirror/cache/s3blobs"
+	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/s3test"
+)
+
+// bucketEnv is an upstream, a bucket on a real S3 server, and replicas
+// of regmirror sharing the bucket.
+type bucketEnv struct {
+	hub      *registrytest.Registry
+	s3       *s3test.Server
+	bucket   string
+	replicas []string // base URLs
+}
+
+// startBucketReplicas runs n replicas sharing one bucket. With agree,
+// each knows all the others as peers; without, each believes it is alone
+// in its cluster, as replicas do while their membership disagrees.
+func startBucketReplicas(t *testing.T, n int, agree bool) *bucketEnv {
+	t.Helper()
+	e := &bucketEnv{hub: registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password"}),
+		s3: s3test.Start(t)}
+	e.bucket = e.s3.NewBucket(t)
+	secret := writeClusterSecret(t, clusterSecret)
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		e.replicas = append(e.replicas, "http://"+ln.Addr().String())
+	}
+	for i, ln := range lns {
+		peers := e.replicas
+		if !agree {
+			peers = []string{e.replicas[i]}
+		}
+		cfg := Config{DataDir: t.TempDir(),
+			Upstreams: []UpstreamConfig{{Host: "docker.io", URL: e.hub.URL(), Username: "bot", Password: "hub-secret-password"}},
+			Cluster:   ClusterConfig{Self: e.replicas[i], Peers: peers, SecretFile: secret},
+			Storage: StorageConfig{S3: &S3Config{Endpoint: "http://" + e.s3.Endpoint, Bucket: e.bucket, Region: s3test.Region,
+				AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey}},
+		}.withDefaults()
+		if err := cfg.validate(); err != nil {
+			t.Fatal(err)
+		}
+		_, stop := startDaemonOn(t, ln, cfg, t.Output())
+		t.Cleanup(func() {
+			if err := stop(); err != nil {
+				t.Errorf("replica %s: %v", e.replicas[i], err)
+			}
+		})
+		waitFor(t, e.replicas[i]+"/healthz")
+	}
+	return e
+}
+
+// pushImage pushes library/<name>:1 to the upstream and forgets the
+// requests that took.
+func (e *bucketEnv) pushImage(t *testing.T, name string, opts registrytest.ImageOptions) registrytest.Image {
+	t.Helper()
+	img, err := e.hub.PushImage("library/"+name, "1", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.hub.Reset()
+	return img
+}
+
+// blobGets counts the upstream GETs of each blob of img, by digest.
+func (e *bucketEnv) blobGets(img registrytest.Image) map[digest.Digest]int {
+	gets := map[digest.Digest]int{}
+	for _, b := range img.Blobs() {
+		gets[b.Digest] = e.hub.BlobGets(b.Digest)
+	}
+	return gets
+}
+
+// checkBucketHoldsVerified checks that the bucket holds every blob of
+// img, each whole and hashing to its digest.
+func (e *bucketEnv) checkBucketHoldsVerified(t *testing.T, img registrytest.Image) {
+	t.Helper()
+	store, err := s3blobs.New(context.Background(), s3blobs.Options{Endpoint: "http://" + e.s3.Endpoint, Bucket: e.bucket,
+		Region: s3test.Region, AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey, SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range img.Blobs() {
+		f, err := store.Open(context.Background(), b.Digest)
+		if err != nil {
+			t.Errorf("bucket: blob %s: %v", b.Digest, err)
+			continue
+		}
+		got, err := digest.FromReader(f)
+		f.Close()
+		if err != nil || got != b.Digest {
+			t.Errorf("bucket: blob %s hashes to %s (%v)", b.Digest, got, err)
+		}
+	}
+}
+
+// pull does what docker pull does for library/<name>:1 through base,
+// verifying every byte.
+func pull(ctx context.Context, base, name string) error {
+	repo := base + "/v2/library/" + name
+	data, err := get(ctx, repo+"/manifests/1", registrytest.MediaTypeDockerManifest)
+	if err != nil {
+		return err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("manifest of %s: %w", name, err)
+	}
+	for _, desc := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		blob, err := get(ctx, repo+"/blobs/"+desc.Digest.String(), "")
+		if err != nil {
+			return err
+		}
+		if got := digest.FromBytes(blob); got != desc.Digest {
+			return fmt.Errorf("blob %s arrived as %s", desc.Digest, got)
+		}
+	}
+	return nil
+}
+
+// statusError is a non-200 answer, with its body.
+type statusError struct {
+	status int
+	body   string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.body) }
+
+func get(ctx context.Context, url, accept string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %w", url, &statusError{resp.StatusCode, string(body)})
+	}
+	return body, nil
+}
+
+// pullEverywhere pulls name through every base at once and fails the
+// test with the errors.
+func pullEverywhere(t *testing.T, bases []string, name string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(bases))
+	for i, base := range bases {
+		wg.Go(func() { errs[i] = pull(t.Context(), base, name) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("pull through %s: %v", bases[i], err)
+		}
+	}
+}
+
+// Replicas sharing a bucket: a blob one replica fetched is read by the
+// others from the bucket, and is there whole. Each replica here knows
+// no peer, so that only the bucket can spare the upstream.
+func TestBucketReplicasShareWhatOneFetched(t *testing.T) {
+	t.Parallel()
+	e := startBucketReplicas(t, 3, false)
+	img := e.pushImage(t, "node", registrytest.ImageOptions{Layers: 3, LayerSize: 256 << 10, Seed: 31})
+	if err := pull(t.Context(), e.replicas[0], "node"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkBucketHoldsVerified(t, img)
+	before := e.hub.BlobGetsTotal()
+	for _, r := range e.replicas[1:] {
+		if err := pull(t.Context(), r, "node"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.hub.BlobGetsTotal() - before; got != 0 {
+		t.Errorf("pulls through the other replicas made %d upstream blob GETs, want 0", got)
+	}
+	for d, n := range e.blobGets(img) {
+		if n != 1 {
+			t.Errorf("blob %s: %d upstream GETs, want 1", d, n)
+		}
+	}
+}
+
+// Replicas whose memberships disagree (each thinks it owns every digest)
+// still fetch each blob from the upstream once: the fill lease in the
+// bucket lets one download at a time ask the upstream, and the others
+// read from it or from the bucket.
+func TestBucketLeaseKeepsDisagreeingReplicasToOneFetch(t *testing.T) {
+	t.Parallel()
+	e := startBucketReplicas(t, 3, false)
+	img := e.pushImage(t, "node", registrytest.ImageOptions{Layers: 2, LayerSize: 2 << 20, Seed: 32})
+	// Slow enough that the three downloads overlap.
+	e.hub.SetThrottle(8 << 20)
+	bases := append(append([]string{}, e.replicas...), e.replicas...)
+	pullEverywhere(t, bases, "node")
+	for d, n := range e.blobGets(img) {
+		if n != 1 {
+			t.Errorf("blob %s: %d upstream GETs across the replicas, want 1", d, n)
+		}
+	}
+	e.checkBucketHoldsVerified(t, img)
+}
+
+// With the bucket down, a replica serves what its local cache holds and
+// answers a miss 503 at once, without asking the upstream; with the
+// bucket back, misses are fetched again.
+func TestBucketDownServesTheLocalCacheAndRefusesMisses(t *testing.T) {
+	t.Parallel()
+	e := startBucketReplicas(t, 1, true)
+	e.pushImage(t, "warm", registrytest.ImageOptions{Layers: 2, LayerSize: 64 << 10, Seed: 33})
+	cold := e.pushImage(t, "cold", registrytest.ImageOptions{Layers: 2, LayerSize: 64 << 10, Seed: 34})
+	base := e.replicas[0]
+	if err := pull(t.Context(), base, "warm"); err != nil {
+		t.Fatal(err)
+	}
+
+	e.s3.Stop()
+	if err := pull(t.Context(), base, "warm"); err != nil {
+		t.Errorf("warm pull with the bucket down: %v", err)
+	}
+	// The manifest comes from the upstream (manifests are not in the
+	// bucket); its blobs are misses.
+	before := e.hub.BlobGetsTotal()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a guard, not a measure
+	defer cancel()
+	start := time.Now()
+	_, err := get(ctx, base+"/v2/library/cold/blobs/"+cold.Layers[0].Digest.String(), "")
+	var se *statusError
+	if !errors.As(err, &se) || se.status != http.StatusServiceUnavailable || !strings.Contains(se.body, `"UNAVAILABLE"`) {
+		t.Fatalf("cold blob with the bucket down: %v; want 503 UNAVAILABLE", err)
+	}
+	t.Logf("cold blob with the bucket down: 503 after %s", time.Since(start).Round(time.Millisecond))
+	if got := e.hub.BlobGetsTotal() - before; got != 0 {
+		t.Errorf("a miss with the bucket down made %d upstream blob GETs, want 0", got)
+	}
+
+	e.s3.Restart(t)
+	if err := pull(t.Context(), base, "cold"); err != nil {
+		t.Errorf("cold pull with the bucket back: %v", err)
+	}
+	e.checkBucketHoldsVerified(t, cold)
+}

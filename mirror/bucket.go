@@ -1,0 +1,141 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/ociserver"
+)
+
+// Bucket is the blob store the replicas of a cluster share, as the mirror
+// uses it (cache/bucket implements it).
+type Bucket interface {
+	// OpenBlob reads blob d from offset and returns its size. An error
+	// wrapping fs.ErrNotExist means the bucket lacks d; any other, that
+	// the bucket did not answer.
+	OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
+	// ClaimFill takes the lease of fetching d from the upstream until ctx
+	// ends, and returns "", or returns the name of the replica whose
+	// download holds it.
+	ClaimFill(ctx context.Context, d digest.Digest) (holder string, err error)
+	// Holder is this replica's name in the leases.
+	Holder() string
+	// Touch records that d was just served, for the bucket's LRU.
+	Touch(d digest.Digest)
+}
+
+// claimRetry is how long a download that found d's lease held waits
+// before it looks again for the blob in the bucket and for the lease.
+const claimRetry = time.Second
+
+// bucketFirst reads d from the bucket when it has it, from next when it
+// does not. A bucket that does not answer fails the download with 503:
+// fetching d from the upstream instead could fetch it once per replica.
+func (m *Mirror) bucketFirst(d digest.Digest, next blobFetch) blobFetch {
+	if m.bucket == nil {
+		return next
+	}
+	return func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
+		body, start, size, found, err := m.fromBucket(ctx, d, from)
+		if found || err != nil {
+			return body, start, size, err
+		}
+		return next(ctx, from)
+	}
+}
+
+// fromBucket reads d from the bucket from offset; found is false, with no
+// error, when the bucket lacks d.
+func (m *Mirror) fromBucket(ctx context.Context, d digest.Digest, from int64) (body io.ReadCloser, start, size int64, found bool, err error) {
+	body, size, err = m.bucket.OpenBlob(ctx, d, from)
+	switch {
+	case err == nil:
+		return body, from, size, true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, 0, 0, false, nil
+	case ctx.Err() != nil:
+		return nil, 0, 0, false, err
+	}
+	return nil, 0, 0, false, bucketUnavailable(d, err)
+}
+
+func bucketUnavailable(d digest.Digest, err error) error {
+	return &Error{Code: ociserver.CodeUnavailable,
+		Message: fmt.Sprintf("blob %s is not cached here and the shared storage does not answer; try again later", d),
+		Err:     err}
+}
+
+// leased wraps fetch, a download of d from the upstream, so that with a
+// bucket it first takes d's fill lease there, for the whole download:
+// the download that holds the lease is the only one, across replicas,
+// that asks the upstream for d. A download that finds the lease held
+// reads d from the holder while it fetches it, or from the bucket once
+// the holder has put it there, or takes the lease over once the holder
+// has died and its lease expired.
+func (m *Mirror) leased(t target, d digest.Digest, fetch blobFetch) blobFetch {
+	if m.bucket == nil {
+		return fetch
+	}
+	claimed := false // a download's fetches run one after another
+	return func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
+		if !claimed {
+			body, start, size, err := m.claimOrRead(ctx, t, d, from)
+			if body != nil || err != nil {
+				return body, start, size, err
+			}
+			claimed = true
+		}
+		return fetch(ctx, from)
+	}
+}
+
+// claimOrRead takes d's fill lease and returns no body, or returns a body
+// of d from offset from wherever another download that holds the lease
+// puts it.
+func (m *Mirror) claimOrRead(ctx context.Context, t target, d digest.Digest, from int64) (io.ReadCloser, int64, int64, error) {
+	for {
+		holder, err := m.bucket.ClaimFill(ctx, d)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, 0, 0, err
+			}
+			return nil, 0, 0, bucketUnavailable(d, err)
+		}
+		// With the lease taken, d may still have reached the bucket just
+		// before: its last holder released the lease after putting it.
+		body, start, size, found, err := m.fromBucket(ctx, d, from)
+		if found || err != nil || holder == "" {
+			return body, start, size, err
+		}
+		if body, start, size, ok := m.fromHolder(ctx, t, d, holder, from); ok {
+			return body, start, size, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, 0, context.Cause(ctx)
+		case <-time.After(claimRetry):
+		}
+	}
+}
+
+// fromHolder reads d from the replica whose download holds its lease,
+// which serves it from that download. A request from a peer is not sent
+// on (no request travels further than one hop), nor one to this replica.
+func (m *Mirror) fromHolder(ctx context.Context, t target, d digest.Digest, holder string, from int64) (io.ReadCloser, int64, int64, bool) {
+	if m.peers == nil || fromTrustedPeer(ctx) || holder == m.bucket.Holder() {
+		return nil, 0, 0, false
+	}
+	body, start, size, err := m.peers.FetchBlob(ctx, holder, t.host, t.path, d, from)
+	if err != nil {
+		m.log.Debug("the replica holding a blob's lease did not serve it; waiting for the bucket",
+			"peer", holder, "digest", d, "error", err)
+		return nil, 0, 0, false
+	}
+	return body, start, size, true
+}
