@@ -124,9 +124,9 @@ const redacted = "<redacted>"
 
 // isSecret reports whether the setting at a YAML key holds a secret
 // itself (a file holding one, "password_file", is only a path): keys
-// named, or ending in, password, token or secret.
+// named, or ending in, password, token, secret or secret_access_key.
 func isSecret(key string) bool {
-	for _, word := range []string{"password", "token", "secret"} {
+	for _, word := range []string{"password", "token", "secret", "secret_access_key"} {
 		if key == word || strings.HasSuffix(key, "_"+word) {
 			return true
 		}

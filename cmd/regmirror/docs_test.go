@@ -127,7 +127,7 @@ func checkGenerated(t *testing.T, path, name, want string) {
 
 // docKey matches a configuration key written as the first cell of a table
 // row of docs/configuration.md, e.g. "| `upstreams[].tag_ttl` |".
-var docKey = regexp.MustCompile("(?m)^\\| `([a-z_]+(?:\\[\\])?(?:\\.[a-z_]+(?:\\[\\])?)*)` \\|")
+var docKey = regexp.MustCompile("(?m)^\\| `([a-z][a-z0-9_]*(?:\\[\\])?(?:\\.[a-z][a-z0-9_]*(?:\\[\\])?)*)` \\|")
 
 // Every key of the config file is documented in docs/configuration.md, and
 // every key documented there exists.

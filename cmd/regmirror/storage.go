@@ -67,9 +67,6 @@ func (c StorageConfig) validate(cl ClusterConfig) error {
 	if (s.AccessKeyID != "") != hasSecret {
 		errs = append(errs, keyErrorf("storage.s3.access_key_id", "storage.s3: access_key_id and a secret access key go together; leave both out to use the AWS credential chain"))
 	}
-	if s.MaxSize < 0 {
-		errs = append(errs, keyErrorf("storage.s3.max_size", "storage.s3.max_size must not be negative"))
-	}
 	if !cl.enabled() {
 		errs = append(errs, keyErrorf("storage.s3", "storage.s3 needs a cluster section: the replicas sharing the bucket must know one another (cluster.self, cluster.peers or cluster.dns)"))
 	}
