@@ -12,8 +12,9 @@ import (
 // asking the upstream again.
 type SharedBlobs interface {
 	// Share stores the size bytes of r as blob d, verified, unless the
-	// store has it already.
-	Share(ctx context.Context, d digest.Digest, r io.Reader, size int64) error
+	// store has it already, and records that repository repo (a cache
+	// key, "<host>/<path>") holds it: repo's upstream sent it.
+	Share(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) error
 }
 
 // shareDownload copies a download that the cache has just kept to the
@@ -31,7 +32,7 @@ func (s *Store) shareDownload(ctx context.Context, dl *download) {
 	if size < 0 {
 		size = dl.written
 	}
-	err := s.shared.Share(ctx, dl.digest, io.NewSectionReader(dl.file, 0, size), size)
+	err := s.shared.Share(ctx, dl.repo, dl.digest, io.NewSectionReader(dl.file, 0, size), size)
 	if err != nil {
 		s.metrics.shareFailures.Inc()
 		s.log.Warn("could not copy a blob to the shared store; other replicas will download it again",

@@ -68,7 +68,10 @@ func (m *Mirror) readableHolder(ctx context.Context, cached, hosted []string) bo
 // key ("<host>/<path>") as the mirror knows it now, without asking its
 // upstream: its registry is still mirrored and allows it, and it is public
 // upstream (by an answer younger than visibilityTTL), exposed, or the
-// client authenticated.
+// client logged in. A request another replica forwarded is not a login:
+// that replica authorized its client for the repository the request
+// names, which checkExposure lets through, and for no other repository
+// whose content the client might name by digest.
 func (m *Mirror) mayReadCached(ctx context.Context, key string) bool {
 	host, path, ok := strings.Cut(key, "/")
 	if !ok {
@@ -78,7 +81,7 @@ func (m *Mirror) mayReadCached(ctx context.Context, key string) bool {
 	if !ok || !rem.permits(path) {
 		return false
 	}
-	if rem.Visibility == nil || rem.exposes(path) || clientAuthenticated(ctx) {
+	if rem.Visibility == nil || rem.exposes(path) || clientOf(ctx).loggedIn() {
 		return true
 	}
 	known, ok := m.exposure.get(key)

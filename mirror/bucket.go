@@ -16,10 +16,11 @@ import (
 // Bucket is the blob store the replicas of a cluster share, as the mirror
 // uses it (cache/bucket implements it).
 type Bucket interface {
-	// OpenBlob reads blob d from offset and returns its size. An error
-	// wrapping fs.ErrNotExist means the bucket lacks d; any other, that
-	// the bucket did not answer.
-	OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
+	// OpenBlob reads blob d from offset for repository repo (a cache
+	// key) and returns its size. An error wrapping fs.ErrNotExist means
+	// the bucket lacks d, or holds it only for other repositories, whose
+	// upstreams were asked; any other, that the bucket did not answer.
+	OpenBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	// ClaimFill takes the lease of fetching d from the upstream until ctx
 	// ends, and returns "", or returns the name of the replica whose
 	// download holds it.
@@ -34,15 +35,15 @@ type Bucket interface {
 // before it looks again for the blob in the bucket and for the lease.
 const claimRetry = time.Second
 
-// bucketFirst reads d from the bucket when it has it, from next when it
-// does not. A bucket that does not answer fails the download with 503:
+// bucketFirst reads d from the bucket when it has it for t, from next
+// when it does not. A bucket that does not answer fails the download with 503:
 // fetching d from the upstream instead could fetch it once per replica.
-func (m *Mirror) bucketFirst(d digest.Digest, next blobFetch) blobFetch {
+func (m *Mirror) bucketFirst(t target, d digest.Digest, next blobFetch) blobFetch {
 	if m.bucket == nil {
 		return next
 	}
 	return func(ctx context.Context, from int64) (io.ReadCloser, int64, int64, error) {
-		body, start, size, found, err := m.fromBucket(ctx, d, from)
+		body, start, size, found, err := m.fromBucket(ctx, t, d, from)
 		if found || err != nil {
 			return body, start, size, err
 		}
@@ -50,10 +51,10 @@ func (m *Mirror) bucketFirst(d digest.Digest, next blobFetch) blobFetch {
 	}
 }
 
-// fromBucket reads d from the bucket from offset; found is false, with no
-// error, when the bucket lacks d.
-func (m *Mirror) fromBucket(ctx context.Context, d digest.Digest, from int64) (body io.ReadCloser, start, size int64, found bool, err error) {
-	body, size, err = m.bucket.OpenBlob(ctx, d, from)
+// fromBucket reads d for t from the bucket from offset; found is false,
+// with no error, when the bucket lacks d for t.
+func (m *Mirror) fromBucket(ctx context.Context, t target, d digest.Digest, from int64) (body io.ReadCloser, start, size int64, found bool, err error) {
+	body, size, err = m.bucket.OpenBlob(ctx, t.cacheKey(), d, from)
 	switch {
 	case err == nil:
 		return body, from, size, true, nil
@@ -109,7 +110,7 @@ func (m *Mirror) claimOrRead(ctx context.Context, t target, d digest.Digest, fro
 		}
 		// With the lease taken, d may still have reached the bucket just
 		// before: its last holder released the lease after putting it.
-		body, start, size, found, err := m.fromBucket(ctx, d, from)
+		body, start, size, found, err := m.fromBucket(ctx, t, d, from)
 		if found || err != nil || holder == "" {
 			return body, start, size, err
 		}

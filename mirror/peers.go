@@ -70,7 +70,7 @@ func (m *Mirror) blobSource(ctx context.Context, rem *Remote, t target, d digest
 	if peer, ok := m.peerOwning(ctx, d.String()); ok {
 		fetch = m.peerBlob(t, d, peer, upstream)
 	}
-	return m.bucketFirst(d, fetch)
+	return m.bucketFirst(t, d, fetch)
 }
 
 // peerBlob downloads d from peer, and from next when the peer does not

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -210,5 +211,35 @@ func TestClusterTrustedPeerReadsPrivateRepositories(t *testing.T) {
 	got := e.do(t, http.MethodGet, path, http.Header{peerHeader: {"1"}})
 	if got.status != http.StatusOK || sha256Digest(got.body) != ix.Images[0].Layers[0].Digest {
 		t.Fatalf("peer GET = %d %s; want the blob", got.status, got.body)
+	}
+}
+
+// Another replica forwards an anonymous client's request for content a
+// logged-in client pulled from a private repository, named under a public
+// repository: the forward is signed, and still it reads no content the
+// public repository does not hold. The replica authorized its client for
+// the repository it named, nothing more.
+func TestAttackPeerForwardReadsNoOtherRepositorysContent(t *testing.T) {
+	t.Parallel()
+	e := newAttackEnv(t)
+	private, err := e.hub.PushIndex("library/node", "10", registrytest.ImageOptions{Layers: 2, LayerSize: 4096, Seed: 45})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hub.PushIndex("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 4096, Seed: 46}); err != nil {
+		t.Fatal(err)
+	}
+	e.pullAsUser(t, "library/node", private)
+
+	owner := httptest.NewServer(trustPeers(e.server.Config.Handler))
+	t.Cleanup(owner.Close)
+	for _, p := range contentPaths("team/app", private) {
+		for _, method := range []string{http.MethodHead, http.MethodGet} {
+			got := roundTrip(t, owner, method, "/v2/"+p, nil, http.Header{peerHeader: {"1"}})
+			if got.status < 400 {
+				t.Errorf("forwarded %s /v2/%s = %d (%d bytes): a private repository's content leaked under a public name",
+					method, p, got.status, len(got.body))
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -40,6 +41,7 @@ type Options struct {
 // use.
 type Bucket struct {
 	blobs   *s3blobs.Store
+	links   links
 	leases  *s3lease.Leases
 	holder  string
 	ttl     time.Duration
@@ -72,6 +74,7 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.links = links{client: client, bucket: opts.Blobs.Bucket, prefix: normalPrefix(opts.Blobs.Prefix)}
 	b.leases, err = s3lease.New(client, s3lease.Options{Bucket: opts.Blobs.Bucket, Prefix: opts.Blobs.Prefix})
 	if err != nil {
 		return nil, err
@@ -93,10 +96,18 @@ func (b *Bucket) OnTouch(fn func(digest.Digest)) { b.touch = fn }
 // replica's local copy of it.
 func (b *Bucket) Touch(d digest.Digest) { b.touch(d) }
 
-// OpenBlob reads blob d from offset, and returns its size. It fails with
-// an error wrapping fs.ErrNotExist when the bucket does not have d; any
-// other error means the bucket did not answer as it should.
-func (b *Bucket) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+// OpenBlob reads blob d from offset for repository repo (a cache key,
+// "<host>/<path>"), and returns its size. It fails with an error wrapping
+// fs.ErrNotExist when the bucket does not have d, or has it only for
+// other repositories: a blob is read from the bucket for a repository
+// whose upstream sent it to one of the replicas, never for one whose
+// upstream was not asked, which may not have it (see links). Any other
+// error means the bucket did not answer as it should.
+func (b *Bucket) OpenBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if err := b.links.check(ctx, repo, d); err != nil {
+		b.metrics.read(err)
+		return nil, 0, err
+	}
 	f, err := b.blobs.Open(ctx, d)
 	if err != nil {
 		b.metrics.read(err)
@@ -120,8 +131,8 @@ func (b *Bucket) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (i
 }
 
 // Share uploads the verified size bytes of r as blob d, unless the bucket
-// has it. It implements cache.SharedBlobs.
-func (b *Bucket) Share(ctx context.Context, d digest.Digest, r io.Reader, size int64) error {
+// has it, then links it to repo. It implements cache.SharedBlobs.
+func (b *Bucket) Share(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) error {
 	uploaded, err := b.blobs.Put(ctx, d, r, size)
 	if err != nil {
 		return err
@@ -131,8 +142,15 @@ func (b *Bucket) Share(ctx context.Context, d digest.Digest, r io.Reader, size i
 		b.metrics.uploadedBytes.Add(float64(size))
 	}
 	b.touch(d)
-	return nil
+	return b.links.add(ctx, repo, d)
 }
 
 // Holder is this replica's name in the leases it takes.
 func (b *Bucket) Holder() string { return b.holder }
+
+func normalPrefix(p string) string {
+	if p == "" || strings.HasSuffix(p, "/") {
+		return p
+	}
+	return p + "/"
+}
