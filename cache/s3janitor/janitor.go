@@ -180,6 +180,9 @@ func (j *Janitor) Run(ctx context.Context) error {
 			j.flushLogged(ctx)
 		case <-runTick.C:
 			stats, err := j.Once(ctx)
+			if ctx.Err() != nil {
+				continue // stopping: a run cut short is no failure
+			}
 			j.report(stats, err)
 		}
 	}
