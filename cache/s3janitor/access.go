@@ -218,13 +218,16 @@ func (la lastAccess) note(d digest.Digest, t time.Time) {
 // large, is ignored with a warning and counted in stats; a failure to
 // list or read fails the run, since evicting without the accesses could
 // remove what a replica is using.
-func (j *Janitor) readAccess(ctx context.Context, now time.Time, stats *Stats) (lastAccess, error) {
+func (j *Janitor) readAccess(ctx context.Context, lease *heldLease, now time.Time, stats *Stats) (lastAccess, error) {
 	la := make(lastAccess)
 	listCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for obj := range j.client.ListObjects(listCtx, j.blobs.Bucket(), minio.ListObjectsOptions{Prefix: j.accessDir(), Recursive: true}) {
 		if obj.Err != nil {
 			return nil, fmt.Errorf("s3janitor: list %s: %w", j.location(j.accessDir()), obj.Err)
+		}
+		if err := j.keepLease(ctx, lease); err != nil {
+			return nil, err
 		}
 		if err := j.readReplica(ctx, obj, now, la, stats); err != nil {
 			return nil, err

@@ -13,8 +13,12 @@
 // LastModified) and every replica's access of it.
 //
 // One replica at a time runs the janitor: a run takes the lease
-// "janitor" (cache/s3lease), renews it every third of its TTL while it
-// works, stops when it loses it, and releases it after. Every replica
+// "janitor" (cache/s3lease), renews it between its steps once a third of
+// its TTL has passed, stops before its next removal when it loses it,
+// and releases it after. A single request that outlasts the TTL (a
+// listing page, a delete) can still overlap another replica's run; both
+// then evict by the same order, and a blob found gone is counted, not an
+// error. Every replica
 // tries every Interval; the others find it held and do nothing. Once the
 // blobs exceed MaxSize, a run lists them (one listing, no request per
 // blob) and removes them least recently used first until they fit

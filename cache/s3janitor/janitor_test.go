@@ -2,6 +2,7 @@ package s3janitor
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -336,5 +337,34 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	}
 	if _, err := New(nil, b.store, r.leases, Options{ReplicaID: "a", MaxSize: 1}); err == nil {
 		t.Error("New without a client succeeded")
+	}
+}
+
+// A run that loses the janitor lease (it expired, and another replica
+// took it over) stops before its next removal, with ErrLost.
+func TestLostLeaseStopsTheRun(t *testing.T) {
+	t.Parallel()
+	b := newBucket(t)
+	other := b.replica(t, "replica-b", Options{MaxSize: 1})
+	tookOver := false
+	keep := func(digest.Digest) bool {
+		if !tookOver {
+			tookOver = true
+			b.clock.Advance(2 * time.Minute)
+			if _, err := other.leases.Acquire(context.Background(), leaseName, "replica-b", time.Minute); err != nil {
+				t.Errorf("replica-b takes the expired janitor lease over: %v", err)
+			}
+		}
+		return true
+	}
+	r := b.replica(t, "replica-a", Options{MaxSize: 1, LeaseTTL: time.Minute, Keep: keep})
+	x, y, z := b.put(t, 300), b.put(t, 200), b.put(t, 100)
+	stats, err := r.Once(context.Background())
+	if !errors.Is(err, s3lease.ErrLost) || stats.Evicted != 0 || stats.KeptByCaller != 1 {
+		t.Fatalf("run that lost its lease: %+v, %v; want ErrLost after the first blob, nothing evicted", stats, err)
+	}
+	b.assertBlobs(t, x, y, z)
+	if holder, _, held, err := r.leases.Held(context.Background(), leaseName); err != nil || !held || holder != "replica-b" {
+		t.Fatalf("the janitor lease is held by %q (%v, %v); want replica-b to keep it", holder, held, err)
 	}
 }

@@ -44,7 +44,8 @@ func (j *Janitor) Once(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("s3janitor: take the janitor lease: %w", err)
 	}
 	stats := Stats{Ran: true, DroppedTouches: j.takeDropped()}
-	err = j.underLease(ctx, lease, func(ctx context.Context) error { return j.evict(ctx, &stats) })
+	err = j.evict(ctx, &heldLease{Lease: lease, renewed: j.now()}, &stats)
+	j.release(ctx, lease)
 	stats.Duration = j.now().Sub(start)
 	return stats, err
 }
@@ -58,55 +59,45 @@ func (j *Janitor) takeDropped() int64 {
 	return n
 }
 
-// underLease runs work while renewing lease, cancelling work once the
-// lease is lost, and releases the lease after.
-func (j *Janitor) underLease(ctx context.Context, lease *s3lease.Lease, work func(context.Context) error) error {
-	workCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		j.keepRenewing(workCtx, lease, cancel)
-	}()
-	err := work(workCtx)
-	cancel(nil)
-	<-renewed
-	if cause := context.Cause(workCtx); errors.Is(cause, s3lease.ErrLost) {
-		err = errors.Join(err, cause)
+// release lets the janitor lease go, also when ctx is done; a failure
+// only leaves the lease to expire.
+func (j *Janitor) release(ctx context.Context, lease *s3lease.Lease) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := lease.Release(ctx); err != nil {
+		j.log.Warn("s3janitor: cannot release the janitor lease; it expires on its own", "err", err)
 	}
-	releaseCtx, cancelRelease := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancelRelease()
-	if rerr := lease.Release(releaseCtx); rerr != nil {
-		j.log.Warn("s3janitor: cannot release the janitor lease; it expires on its own", "err", rerr)
-	}
-	return err
 }
 
-// keepRenewing renews lease every third of its TTL until ctx is done,
-// and cancels ctx with ErrLost once the lease is lost, or about to
-// expire with no renewal getting through.
-func (j *Janitor) keepRenewing(ctx context.Context, lease *s3lease.Lease, cancel context.CancelCauseFunc) {
-	tick := time.NewTicker(j.opts.LeaseTTL / 3)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		err := lease.Renew(ctx)
-		switch {
-		case err == nil:
-		case errors.Is(err, s3lease.ErrLost):
-			cancel(err)
-			return
-		case j.now().Add(j.opts.LeaseTTL / 3).After(lease.Expires()):
-			cancel(fmt.Errorf("s3janitor: the janitor lease expires unrenewed (%v): %w", err, s3lease.ErrLost))
-			return
-		default:
-			j.log.Warn("s3janitor: cannot renew the janitor lease; trying again", "err", err)
-		}
+// heldLease is the janitor lease of a run, and when it was last renewed.
+type heldLease struct {
+	*s3lease.Lease
+	renewed time.Time
+}
+
+// keepLease renews the janitor lease once a third of its TTL has passed
+// since it was last renewed. A run calls it between its steps (each
+// access object, each blob listed, each blob it removes), which
+// keeps the renewals on the run's clock and a lost lease from letting
+// another removal through. The error wraps s3lease.ErrLost once the
+// lease is lost, or about to expire with no renewal getting through.
+func (j *Janitor) keepLease(ctx context.Context, lease *heldLease) error {
+	now := j.now()
+	if now.Sub(lease.renewed) < j.opts.LeaseTTL/3 {
+		return nil
 	}
+	err := lease.Renew(ctx)
+	switch {
+	case err == nil:
+		lease.renewed = now
+		return nil
+	case errors.Is(err, s3lease.ErrLost):
+		return fmt.Errorf("s3janitor: %w", err)
+	case !now.Add(j.opts.LeaseTTL / 3).Before(lease.Expires()):
+		return fmt.Errorf("s3janitor: the janitor lease expires unrenewed (%v): %w", err, s3lease.ErrLost)
+	}
+	j.log.Warn("s3janitor: cannot renew the janitor lease; trying again", "err", err)
+	return nil
 }
 
 // candidate is a blob in the bucket.
@@ -119,13 +110,13 @@ type candidate struct {
 
 // evict removes the least recently used blobs until the blobs fit the
 // low watermark, sparing those that must stay.
-func (j *Janitor) evict(ctx context.Context, stats *Stats) error {
+func (j *Janitor) evict(ctx context.Context, lease *heldLease, stats *Stats) error {
 	now := j.now()
-	access, err := j.readAccess(ctx, now, stats)
+	access, err := j.readAccess(ctx, lease, now, stats)
 	if err != nil {
 		return err
 	}
-	blobs, err := j.list(ctx, access, stats)
+	blobs, err := j.list(ctx, lease, access, stats)
 	if err != nil {
 		return err
 	}
@@ -144,6 +135,9 @@ func (j *Janitor) evict(ctx context.Context, stats *Stats) error {
 			stats.KeptRecent += len(blobs) - i
 			return nil
 		}
+		if err := j.keepLease(ctx, lease); err != nil {
+			return err
+		}
 		freed, err := j.evictOne(ctx, c, stats)
 		if err != nil {
 			return err
@@ -155,9 +149,12 @@ func (j *Janitor) evict(ctx context.Context, stats *Stats) error {
 
 // list lists the blobs, least recently used first; ties go to the larger
 // blob, which frees more.
-func (j *Janitor) list(ctx context.Context, access lastAccess, stats *Stats) ([]candidate, error) {
+func (j *Janitor) list(ctx context.Context, lease *heldLease, access lastAccess, stats *Stats) ([]candidate, error) {
 	var blobs []candidate
 	err := j.blobs.WalkInfo(ctx, func(d digest.Digest, info blobstore.Info) error {
+		if err := j.keepLease(ctx, lease); err != nil {
+			return err
+		}
 		c := candidate{digest: d, Info: info, lastAccess: info.ModTime}
 		if t := access[d]; t.After(c.lastAccess) {
 			c.lastAccess = t
@@ -167,6 +164,9 @@ func (j *Janitor) list(ctx context.Context, access lastAccess, stats *Stats) ([]
 		stats.Bytes += info.Size
 		return nil
 	})
+	if errors.Is(err, s3lease.ErrLost) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("s3janitor: %w", err)
 	}
