@@ -10,6 +10,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/cache/s3blobs"
 	"github.com/regmirror/regmirror/cache/s3lease"
@@ -60,8 +61,11 @@ type Options struct {
 	// larger ones are ignored. Zero is 64 MiB.
 	MaxAccessObjectSize int64
 	// OnRun, when set, is called by Run after each run with what it did
-	// and its error, for metrics.
+	// and its error.
 	OnRun func(Stats, error)
+	// Registerer, when set, gets the janitor's Prometheus collectors;
+	// every run, of Run or Once, counts in them.
+	Registerer prometheus.Registerer
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// Logger is told of runs, failures and ignored access objects; nil
@@ -114,12 +118,13 @@ func cmpOr[T int | int64 | float64 | time.Duration](v, def T) T {
 // replicas sharing it. Its methods are safe for concurrent use. Make one
 // with New.
 type Janitor struct {
-	client *minio.Client
-	blobs  *s3blobs.Store
-	leases *s3lease.Leases
-	opts   Options
-	log    *slog.Logger
-	ownKey string
+	client  *minio.Client
+	blobs   *s3blobs.Store
+	leases  *s3lease.Leases
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	ownKey  string
 	// flushNow hurries Run's next flush when the pending accesses are
 	// at their bound.
 	flushNow chan struct{}
@@ -153,7 +158,12 @@ func New(client *minio.Client, blobs *s3blobs.Store, leases *s3lease.Leases, opt
 	if err != nil {
 		return nil, fmt.Errorf("s3janitor: %w", err)
 	}
-	j := &Janitor{client: client, blobs: blobs, leases: leases, opts: opts, log: opts.Logger,
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("s3janitor: %w", err)
+	}
+	m.budget.Set(float64(opts.MaxSize))
+	j := &Janitor{client: client, blobs: blobs, leases: leases, opts: opts, log: opts.Logger, metrics: m,
 		flushNow: make(chan struct{}, 1), pending: make(map[digest.Digest]int64)}
 	j.ownKey = accessKey(j.accessDir(), opts.ReplicaID)
 	return j, nil

@@ -31,19 +31,27 @@ const releaseTimeout = 10 * time.Second
 func (j *Janitor) Once(ctx context.Context) (Stats, error) {
 	j.runMu.Lock()
 	defer j.runMu.Unlock()
+	stats, err := j.once(ctx)
+	j.metrics.record(stats, err)
+	return stats, err
+}
+
+func (j *Janitor) once(ctx context.Context) (Stats, error) {
 	start := j.now()
 	if err := j.Flush(ctx); err != nil {
 		return Stats{}, err
 	}
+	stats := Stats{DroppedTouches: j.takeDropped()}
 	lease, err := j.leases.Acquire(ctx, leaseName, j.opts.ReplicaID, j.opts.LeaseTTL)
 	var held *s3lease.HeldError
 	if errors.As(err, &held) {
-		return Stats{HeldBy: held.Holder}, nil
+		stats.HeldBy = held.Holder
+		return stats, nil
 	}
 	if err != nil {
-		return Stats{}, fmt.Errorf("s3janitor: take the janitor lease: %w", err)
+		return stats, fmt.Errorf("s3janitor: take the janitor lease: %w", err)
 	}
-	stats := Stats{Ran: true, DroppedTouches: j.takeDropped()}
+	stats.Ran = true
 	err = j.evict(ctx, &heldLease{Lease: lease, renewed: j.now()}, &stats)
 	j.release(ctx, lease)
 	stats.Duration = j.now().Sub(start)

@@ -5,7 +5,7 @@ import "time"
 // Stats tell what one run did, for logs and metrics.
 type Stats struct {
 	// Ran is false when another replica held the janitor lease, which
-	// HeldBy names; the other fields are then zero.
+	// HeldBy names; the other fields but DroppedTouches are then zero.
 	Ran    bool
 	HeldBy string
 	// Blobs and Bytes are the blobs in the bucket when the run listed
