@@ -17,7 +17,7 @@ import (
 func TestHostileAccessObjects(t *testing.T) {
 	t.Parallel()
 	b := newBucket(t)
-	r := b.replica(t, "replica-a", Options{MaxSize: 1, MaxAccessObjectSize: 4 << 10, MaxClockSkew: time.Minute})
+	r := b.replica(t, "replica-a", Options{MaxSize: 1, MaxEntries: 10, MaxAccessObjectSize: 4 << 10, MaxClockSkew: time.Minute})
 	future, recent, ahead, old := b.put(t, 100), b.put(t, 100), b.put(t, 100), b.put(t, 100)
 	now := b.clock.Now()
 

@@ -45,7 +45,10 @@
 // clock is compared with the server's upload times. A warning names a
 // replica whose record's time differs from the server's by more than
 // MaxClockSkew. A read that outlasts Grace after its Touch is not
-// covered: the mirror should Touch again during long reads. S3 has no
+// covered: the mirror should Touch again during long reads. Nor is a
+// read that starts, of a blob idle for longer than Grace, after a run read
+// the accesses: the run may remove the blob under it, and the mirror must
+// take that for a miss. S3 has no
 // conditional DELETE that every server honours, so a blob filled again
 // between the janitor's last check (its fill lease, then its stat) and
 // its delete is removed; the blob is content-addressed and is fetched

@@ -100,12 +100,19 @@ func (o Options) withDefaults() (Options, error) {
 	case o.Grace <= o.FlushInterval:
 		return o, fmt.Errorf("the grace period %v does not exceed the flush interval %v: other replicas' reads could go unseen",
 			o.Grace, o.FlushInterval)
+	case int64(o.MaxEntries)*maxEntrySize > o.MaxAccessObjectSize:
+		return o, fmt.Errorf("%d accesses could make an access object larger than the %d bytes read of one",
+			o.MaxEntries, o.MaxAccessObjectSize)
 	case o.Interval < 0 || o.FlushInterval < 0 || o.LeaseTTL < 0 || o.MaxClockSkew < 0 || o.MaxPending < 0 ||
 		o.MaxEntries < 0 || o.MaxAccessObjectSize < 0:
 		return o, errors.New("a negative interval or limit")
 	}
 	return o, nil
 }
+
+// maxEntrySize bounds the JSON of one access in an access object: a
+// SHA-512 digest, quoted, and a time in Unix seconds.
+const maxEntrySize = 160
 
 func cmpOr[T int | int64 | float64 | time.Duration](v, def T) T {
 	if v == 0 {
@@ -171,9 +178,8 @@ func New(client *minio.Client, blobs *s3blobs.Store, leases *s3lease.Leases, opt
 
 // Run flushes this replica's accesses every FlushInterval and runs the
 // janitor every Interval, until ctx is done; then it flushes once more
-// and returns nil. Failures (the bucket down, another replica holding
-// the lease) are logged and handed to OnRun, and the next tick tries
-// again.
+// and returns nil. Each run is logged and handed to OnRun; after a
+// failure (the bucket down, the lease lost) the next tick tries again.
 func (j *Janitor) Run(ctx context.Context) error {
 	flushTick := time.NewTicker(j.opts.FlushInterval)
 	defer flushTick.Stop()

@@ -329,6 +329,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{"watermark above one", Options{ReplicaID: "a", MaxSize: 1, LowWatermark: 1.5}},
 		{"grace within the flush interval", Options{ReplicaID: "a", MaxSize: 1, Grace: time.Minute, FlushInterval: time.Minute}},
 		{"negative interval", Options{ReplicaID: "a", MaxSize: 1, Interval: -time.Second}},
+		{"access objects too large to read", Options{ReplicaID: "a", MaxSize: 1, MaxEntries: 1000, MaxAccessObjectSize: 1000}},
 	}
 	for _, tt := range tests {
 		if _, err := New(r.client, b.store, r.leases, tt.opts); err == nil {

@@ -72,7 +72,11 @@ func (j *Janitor) takeDropped() int64 {
 func (j *Janitor) release(ctx context.Context, lease *s3lease.Lease) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	if err := lease.Release(ctx); err != nil {
+	err := lease.Release(ctx)
+	switch {
+	case errors.Is(err, s3lease.ErrLost):
+		j.log.Debug("s3janitor: the janitor lease was lost before its release", "err", err)
+	case err != nil:
 		j.log.Warn("s3janitor: cannot release the janitor lease; it expires on its own", "err", err)
 	}
 }
