@@ -97,8 +97,9 @@ func (j *Janitor) takePending() (map[digest.Digest]int64, int64) {
 }
 
 // Flush writes the accesses recorded since the last flush into this
-// replica's access object, merged with those it holds already. When the
-// bucket cannot be reached, they wait for the next flush.
+// replica's access object, merged with those it holds already; with none
+// to write, it writes nothing. When the bucket cannot be reached, they
+// wait for the next flush.
 func (j *Janitor) Flush(ctx context.Context) error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
@@ -110,8 +111,18 @@ func (j *Janitor) Flush(ctx context.Context) error {
 	for d, t := range batch {
 		j.own[d] = max(j.own[d], t)
 	}
+	if len(batch) > 0 {
+		j.ownChanged = true
+	}
+	if !j.ownChanged {
+		return nil // an idle replica writes nothing
+	}
 	j.trimOwn()
-	return j.writeOwn(ctx)
+	if err := j.writeOwn(ctx); err != nil {
+		return err
+	}
+	j.ownChanged = false
+	return nil
 }
 
 // loadOwn reads this replica's access object once, so that a restarted
@@ -129,7 +140,7 @@ func (j *Janitor) loadOwn(ctx context.Context) error {
 	case errors.Is(err, errNotARecord):
 		j.log.Warn("s3janitor: this replica's access object is not an access record; replacing it",
 			"object", j.location(j.ownKey), "err", err)
-		j.own = make(map[digest.Digest]int64)
+		j.own, j.ownChanged = make(map[digest.Digest]int64), true
 		return nil
 	case err != nil:
 		return fmt.Errorf("s3janitor: read %s: %w", j.location(j.ownKey), err)

@@ -145,6 +145,8 @@ type Janitor struct {
 	// own is this replica's access record, nil until read from the
 	// bucket.
 	own map[digest.Digest]int64
+	// ownChanged is set while own holds what the bucket does not.
+	ownChanged bool
 	// dropped counts the touches dropped since the last run's Stats.
 	dropped int64
 
