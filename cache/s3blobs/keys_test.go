@@ -11,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regmirror/regmirror/cache/blobstore"
 	"github.com/regmirror/regmirror/internal/s3test"
 )
 
@@ -150,5 +151,40 @@ func TestS3EmptyBlob(t *testing.T) {
 	}
 	if !slices.Equal(listed, []digest.Digest{d}) {
 		t.Fatalf("walk = %v, want [%s]", listed, d)
+	}
+}
+
+// WalkInfo tells each blob's size and modification time as Stat does,
+// and Bucket and Prefix say where the blobs are.
+func TestS3WalkInfo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := s3test.Start(t)
+	opts := serverOptions(t, srv, Options{Prefix: "replicas"})
+	s := newTestStore(t, srv, opts)
+	if s.Bucket() != opts.Bucket || s.Prefix() != "replicas/" {
+		t.Fatalf("Bucket, Prefix = %q, %q; want %q, %q", s.Bucket(), s.Prefix(), opts.Bucket, "replicas/")
+	}
+	want := map[digest.Digest]blobstore.Info{}
+	for _, n := range []int{0, 1, 3 << 10} {
+		data, _ := randomBlob(t, n)
+		d := put(t, s, data)
+		info, err := s.Stat(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[d] = info
+	}
+	got := map[digest.Digest]blobstore.Info{}
+	if err := s.WalkInfo(ctx, func(d digest.Digest, info blobstore.Info) error { got[d] = info; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("WalkInfo listed %d blobs, want %d", len(got), len(want))
+	}
+	for d, w := range want {
+		if g := got[d]; g.Size != w.Size || !g.ModTime.Equal(w.ModTime) {
+			t.Errorf("WalkInfo says %s is %+v, Stat %+v", d, g, w)
+		}
 	}
 }

@@ -58,6 +58,13 @@ func (s *Store) Remove(ctx context.Context, d digest.Digest) error {
 // hand) are skipped. Incomplete multipart uploads are no objects and are
 // never listed.
 func (s *Store) Walk(ctx context.Context, fn func(digest.Digest) error) error {
+	return s.WalkInfo(ctx, func(d digest.Digest, _ blobstore.Info) error { return fn(d) })
+}
+
+// WalkInfo is Walk with each blob's size and modification time as the
+// listing tells them, so that a caller who needs them for every blob (the
+// janitor adding up the bucket) does not stat each one.
+func (s *Store) WalkInfo(ctx context.Context, fn func(digest.Digest, blobstore.Info) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("s3blobs: walk s3://%s/%s: %w", s.bucket, s.blobsPrefix(), err)
 	}
@@ -76,7 +83,7 @@ func (s *Store) Walk(ctx context.Context, fn func(digest.Digest) error) error {
 		if !ok {
 			continue
 		}
-		if err := fn(d); err != nil {
+		if err := fn(d, blobstore.Info{Size: obj.Size, ModTime: obj.LastModified}); err != nil {
 			return err
 		}
 	}

@@ -266,6 +266,14 @@ func randomHex() string {
 	return hex.EncodeToString(b[:])
 }
 
+// Bucket is the bucket the blobs are in.
+func (s *Store) Bucket() string { return s.bucket }
+
+// Prefix is the prefix every key starts with, ending in "/" unless it is
+// empty: what shares the bucket with the blobs (leases, access records)
+// sits beside blobs/ under it.
+func (s *Store) Prefix() string { return s.prefix }
+
 // blobsPrefix is where the blobs are, under the store's prefix.
 func (s *Store) blobsPrefix() string { return s.prefix + "blobs/" }
 

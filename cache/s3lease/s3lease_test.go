@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/s3blobs"
 	"github.com/regmirror/regmirror/internal/s3test"
@@ -288,3 +289,16 @@ func assertHeld(t *testing.T, l *Leases, name, holder string, live bool) {
 
 // newClock is a clock that moves only when told.
 func newClock() *testclock.Clock { return testclock.New(time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)) }
+
+// A blob's lease is named by its digest, and is a lease like any other.
+func TestBlobName(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("layer")
+	if got, want := BlobName(d), "blob-sha256-"+d.Encoded(); got != want {
+		t.Fatalf("BlobName(%s) = %q, want %q", d, got, want)
+	}
+	srv := s3test.Start(t)
+	l := newLeases(t, srv, Options{Bucket: srv.NewBucket(t)})
+	acquire(t, l, BlobName(d), "replica-a", time.Minute)
+	assertHeld(t, l, BlobName(d), "replica-a", true)
+}

@@ -40,6 +40,9 @@ var allowed = map[string][]string{
 	// Leases share the bucket with the blobs; the blob store's
 	// s3blobs.NewClient makes their client, outside the package.
 	"cache/s3lease": nil,
+	// The janitor keeps the shared bucket within its budget, through the
+	// blob store and under a lease; cmd/regmirror wires it.
+	"cache/s3janitor": {"cache/blobstore", "cache/s3blobs", "cache/s3lease", "internal/promreg"},
 	// index names what the cache needs of its index rows; its contract
 	// suite and its Badger implementation know only it.
 	"cache/index":             nil,
