@@ -9,10 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/cache/s3blobs"
+	"github.com/regmirror/regmirror/cache/s3janitor"
 	"github.com/regmirror/regmirror/cache/s3lease"
 )
 
@@ -40,6 +42,7 @@ type Options struct {
 // Bucket is the bucket shared by the replicas. It is safe for concurrent
 // use.
 type Bucket struct {
+	client  *minio.Client
 	blobs   *s3blobs.Store
 	links   links
 	leases  *s3lease.Leases
@@ -74,6 +77,7 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.client = client
 	b.links = links{client: client, bucket: opts.Blobs.Bucket, prefix: normalPrefix(opts.Blobs.Prefix)}
 	b.leases, err = s3lease.New(client, s3lease.Options{Bucket: opts.Blobs.Bucket, Prefix: opts.Blobs.Prefix})
 	if err != nil {
@@ -88,9 +92,17 @@ func (b *Bucket) Blobs() *s3blobs.Store { return b.blobs }
 // Leases are the leases in the bucket.
 func (b *Bucket) Leases() *s3lease.Leases { return b.leases }
 
-// OnTouch makes Touch call fn, e.g. to record access times for the
-// bucket's janitor. Call it before the bucket is used.
-func (b *Bucket) OnTouch(fn func(digest.Digest)) { b.touch = fn }
+// NewJanitor makes the janitor that keeps the bucket's blobs within
+// opts.MaxSize, and has every blob this replica reads or shares touched
+// in it. Call it before the bucket is used.
+func (b *Bucket) NewJanitor(opts s3janitor.Options) (*s3janitor.Janitor, error) {
+	j, err := s3janitor.New(b.client, b.blobs, b.leases, opts)
+	if err != nil {
+		return nil, err
+	}
+	b.touch = j.Touch
+	return j, nil
+}
 
 // Touch tells that blob d was just read, from the bucket or from a
 // replica's local copy of it.

@@ -10,13 +10,6 @@ import (
 	"github.com/regmirror/regmirror/cache/s3lease"
 )
 
-// LeaseName is the name of the lease of fetching blob d from the
-// upstream: "blob-<algorithm>-<hex>". The bucket's janitor keeps a blob
-// whose lease is held.
-func LeaseName(d digest.Digest) string {
-	return "blob-" + d.Algorithm().String() + "-" + d.Encoded()
-}
-
 // releaseTimeout bounds the release of a lease once its fill has ended:
 // a lease not released expires anyway.
 const releaseTimeout = 10 * time.Second
@@ -27,7 +20,7 @@ const releaseTimeout = 10 * time.Second
 // URL) when another fill has it, this replica's own included. Any error
 // means the bucket could not tell, and nothing is held.
 func (b *Bucket) ClaimFill(ctx context.Context, d digest.Digest) (holder string, err error) {
-	lease, err := b.leases.Acquire(ctx, LeaseName(d), b.holder, b.ttl)
+	lease, err := b.leases.Acquire(ctx, s3lease.BlobName(d), b.holder, b.ttl)
 	var held *s3lease.HeldError
 	switch {
 	case errors.As(err, &held):

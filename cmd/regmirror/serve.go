@@ -186,6 +186,11 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
+	janitor, err := newBucketJanitor(shared, cfg, &bucketKeep{cache: admin.EvictionCache{Store: store, Pins: pins}, log: log}, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
 		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
 		Inventory: admin.NewInventory(store, pins.Repos()), Peers: peersOf(node), Bucket: bucketOf(shared)})
@@ -241,6 +246,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	g.Go(func() error { return upkeep(gctx) })
 	g.Go(func() error { return cfg.notifier.Run(gctx) }) // webhooks; nil: none
 	g.Go(func() error { return runCluster(gctx, node) }) // cluster members; nil: none
+	g.Go(func() error { return runBucketJanitor(gctx, janitor) })
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return serveMetrics(gctx, cfg.MetricsListen, ops.metricsMux(), log) })
 	}

@@ -8,12 +8,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/cache/bucket"
 	"github.com/regmirror/regmirror/cache/s3blobs"
+	"github.com/regmirror/regmirror/cache/s3janitor"
+	"github.com/regmirror/regmirror/internal/admin"
 	"github.com/regmirror/regmirror/mirror"
 )
 
@@ -146,4 +151,75 @@ func bucketOf(b *bucket.Bucket) mirror.Bucket {
 		return nil
 	}
 	return b
+}
+
+// newBucketJanitor makes the janitor of the bucket's budget, nil without
+// a bucket or a budget. It spares what this replica's cache keeps: pushed
+// content, and the pinned images it holds (each replica prefetches the
+// same pins, so the one running the janitor holds them too).
+func newBucketJanitor(b *bucket.Bucket, cfg Config, keep *bucketKeep, reg prometheus.Registerer, log *slog.Logger) (*s3janitor.Janitor, error) {
+	if b == nil || cfg.Storage.S3.MaxSize == 0 {
+		return nil, nil
+	}
+	j, err := b.NewJanitor(s3janitor.Options{ReplicaID: cfg.Cluster.Self, MaxSize: int64(cfg.Storage.S3.MaxSize),
+		Keep: keep.keeps, Registerer: reg, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("storage.s3.max_size: %w", err)
+	}
+	return j, nil
+}
+
+// runBucketJanitor runs j until ctx ends; nil runs nothing.
+func runBucketJanitor(ctx context.Context, j *s3janitor.Janitor) error {
+	if j == nil {
+		return nil
+	}
+	return j.Run(ctx)
+}
+
+// bucketKeep is the set of blobs this replica's cache keeps whatever
+// their age, as its evictor counts them, listed again at most every
+// keepRefresh: the janitor asks about one blob at a time.
+type bucketKeep struct {
+	cache admin.EvictionCache
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	at   time.Time
+	kept map[digest.Digest]bool
+}
+
+const keepRefresh = time.Minute
+
+// keeps reports whether d must stay in the bucket. When the cache cannot
+// be listed, everything stays: a janitor that evicts nothing for a while
+// costs space, one that evicts pinned content costs upstream pulls.
+func (k *bucketKeep) keeps(d digest.Digest) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.kept == nil || time.Since(k.at) > keepRefresh {
+		kept, err := k.list()
+		if err != nil {
+			k.log.Warn("cannot list what the cache keeps; the bucket's janitor keeps every blob this time", "error", err)
+			return true
+		}
+		k.kept, k.at = kept, time.Now()
+	}
+	return k.kept[d]
+}
+
+func (k *bucketKeep) list() (map[digest.Digest]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	candidates, err := k.cache.Candidates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kept := make(map[digest.Digest]bool)
+	for _, c := range candidates {
+		if c.Keep && !c.Manifest {
+			kept[c.Digest] = true
+		}
+	}
+	return kept, nil
 }

@@ -1,11 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/internal/admin"
 )
 
 // Every problem of the storage section is reported at its line.
@@ -74,5 +83,44 @@ func TestStorageConfigCheckKeepsTheSecretAccessKeySecret(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
+	}
+}
+
+// The bucket's janitor spares what this replica's cache keeps (pushed
+// content, pinned images) and nothing else; when the cache cannot be
+// listed, it spares everything.
+func TestBucketJanitorSparesWhatTheCacheKeeps(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	store, err := cache.Open(ctx, cache.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, other := []byte("pushed layer"), []byte("pulled layer")
+	for _, data := range [][]byte{kept, other} {
+		rc, _, _, err := store.FetchBlob(ctx, "docker.io/library/node", digest.FromBytes(data), 0,
+			func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
+				return io.NopCloser(bytes.NewReader(data)), 0, int64(len(data)), nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	if err := store.Keep(ctx, digest.FromBytes(kept), "pushed"); err != nil {
+		t.Fatal(err)
+	}
+	keep := &bucketKeep{cache: admin.EvictionCache{Store: store}, log: slog.New(slog.DiscardHandler)}
+	if !keep.keeps(digest.FromBytes(kept)) || keep.keeps(digest.FromBytes(other)) {
+		t.Errorf("keeps(kept) = %v, keeps(other) = %v; want true, false",
+			keep.keeps(digest.FromBytes(kept)), keep.keeps(digest.FromBytes(other)))
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := &bucketKeep{cache: admin.EvictionCache{Store: store}, log: slog.New(slog.DiscardHandler)}
+	if !closed.keeps(digest.FromBytes(other)) {
+		t.Error("with the cache unreadable, the janitor may evict a blob")
 	}
 }

@@ -24,7 +24,7 @@ var packagePaths = map[string]string{
 	"ldapauth": "internal/ldapauth", "promreg": "internal/promreg",
 	"depcheck": "internal/depcheck", "blobstore": "cache/blobstore",
 	"storagetest": "cache/storagetest", "ociserver": "internal/ociserver", "fill": "internal/fill", "bloblookup": "internal/bloblookup",
-	"s3blobs": "cache/s3blobs", "s3lease": "cache/s3lease", "s3janitor": "cache/s3janitor", "s3test": "internal/s3test",
+	"s3blobs": "cache/s3blobs", "s3lease": "cache/s3lease", "s3janitor": "cache/s3janitor", "bucket": "cache/bucket", "s3test": "internal/s3test",
 	"cluster": "internal/cluster", "index": "cache/index",
 	"badgerindex": "cache/index/badgerindex", "indextest": "cache/index/indextest",
 }

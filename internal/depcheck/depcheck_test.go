@@ -43,6 +43,10 @@ var allowed = map[string][]string{
 	// The janitor keeps the shared bucket within its budget, through the
 	// blob store and under a lease; cmd/regmirror wires it.
 	"cache/s3janitor": {"cache/blobstore", "cache/s3blobs", "cache/s3lease", "internal/promreg"},
+	// bucket is what the daemon makes of the shared bucket: blobs, links,
+	// fill leases and the janitor; the cache and the mirror know it only
+	// through their own small interfaces.
+	"cache/bucket": {"cache/s3blobs", "cache/s3janitor", "cache/s3lease", "internal/promreg"},
 	// index names what the cache needs of its index rows; its contract
 	// suite and its Badger implementation know only it.
 	"cache/index":             nil,
