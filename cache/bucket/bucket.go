@@ -139,6 +139,9 @@ func (b *Bucket) OpenBlob(ctx context.Context, repo string, d digest.Digest, off
 	}
 	b.metrics.read(nil)
 	b.touch(d)
+	if offset == 0 {
+		return b.verifying(f, d), fi.Size(), nil
+	}
 	return f, fi.Size(), nil
 }
 

@@ -14,6 +14,7 @@ type metrics struct {
 	claims        *prometheus.CounterVec
 	uploadedBlobs prometheus.Counter
 	uploadedBytes prometheus.Counter
+	corrupt       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_bucket_uploaded_bytes_total",
 			Help: "Bytes of the blobs this replica copied to the bucket.",
 		}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_bucket_corrupt_blobs_total",
+			Help: "Blobs read whole from the bucket whose bytes did not match their digest; each was removed from the bucket.",
+		}),
 	}
 	for _, r := range []string{"hit", "miss", "error"} {
 		m.reads.WithLabelValues(r)
@@ -45,7 +50,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.reads, err = promreg.Register(reg, m.reads); err == nil {
 		if m.claims, err = promreg.Register(reg, m.claims); err == nil {
 			if m.uploadedBlobs, err = promreg.Register(reg, m.uploadedBlobs); err == nil {
-				m.uploadedBytes, err = promreg.Register(reg, m.uploadedBytes)
+				if m.uploadedBytes, err = promreg.Register(reg, m.uploadedBytes); err == nil {
+					m.corrupt, err = promreg.Register(reg, m.corrupt)
+				}
 			}
 		}
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"strings"
@@ -274,4 +276,51 @@ func TestBucketDownServesTheLocalCacheAndRefusesMisses(t *testing.T) {
 		t.Errorf("cold pull with the bucket back: %v", err)
 	}
 	e.checkBucketHoldsVerified(t, cold)
+}
+
+// A blob damaged in the bucket (or written there by hand) is never served:
+// the pull that reads it fails, the object is removed, and the next pull
+// fetches the blob from the upstream again.
+func TestBucketCorruptBlobIsRefusedAndRemoved(t *testing.T) {
+	t.Parallel()
+	e := startBucketReplicas(t, 2, false)
+	img := e.pushImage(t, "node", registrytest.ImageOptions{Layers: 1, LayerSize: 256 << 10, Seed: 35})
+	if err := pull(t.Context(), e.replicas[0], "node"); err != nil {
+		t.Fatal(err)
+	}
+	layer := img.Layers[0].Digest
+	store, err := s3blobs.New(t.Context(), s3blobs.Options{Endpoint: "http://" + e.s3.Endpoint, Bucket: e.bucket,
+		Region: s3test.Region, AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey, SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := bytes.Repeat([]byte("x"), 256<<10)
+	w, err := store.Create(t.Context(), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(evil)
+	if err := w.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	url := e.replicas[1] + "/v2/library/node/blobs/" + layer.String()
+	body, err := get(t.Context(), url, "")
+	if err == nil && digest.FromBytes(body) != layer {
+		t.Fatalf("the replica served %d bytes that are not blob %s", len(body), layer)
+	}
+	if err == nil {
+		t.Fatal("the replica served the blob: the corrupt copy was not read, the test proves nothing")
+	}
+	if _, err := store.Stat(t.Context(), layer); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the corrupt object is still in the bucket: %v", err)
+	}
+	body, err = get(t.Context(), url, "")
+	if err != nil || digest.FromBytes(body) != layer {
+		t.Fatalf("pull after the removal: %v", err)
+	}
+	if n := e.hub.BlobGets(layer); n != 2 {
+		t.Errorf("%d upstream GETs of the layer; want 2: the first fill, and one after the corrupt copy", n)
+	}
 }
