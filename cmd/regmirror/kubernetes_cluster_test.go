@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/regmirror/regmirror/internal/cluster"
+	"github.com/regmirror/regmirror/internal/s3test"
 )
 
 // kubernetesClusterDir holds the manifests of three replicas in a cluster.
@@ -182,7 +183,11 @@ func TestKubernetesClusterManifests(t *testing.T) {
 	}
 
 	// Secrets: each file the config names is a key of a Secret mounted there.
-	secretFiles := map[string]string{"cluster.secret_file": cfg.Cluster.SecretFile}
+	if cfg.Storage.S3 == nil || cfg.Storage.S3.SecretAccessKeyFile == "" {
+		t.Fatal("the ConfigMap has no storage.s3 with a secret_access_key_file: the replicas would not share a bucket")
+	}
+	secretFiles := map[string]string{"cluster.secret_file": cfg.Cluster.SecretFile,
+		"storage.s3.secret_access_key_file": cfg.Storage.S3.SecretAccessKeyFile}
 	for _, u := range cfg.Upstreams {
 		if u.PasswordFile != "" {
 			secretFiles[u.Host+" password_file"] = u.PasswordFile
@@ -218,6 +223,12 @@ func TestKubernetesClusterManifests(t *testing.T) {
 	}
 	cfg.Cluster.SecretFile = writeClusterSecret(t, clusterSecret)
 	cfg.DataDir = shortTempDir(t)
+	// The bucket: a real S3 server in place of the ConfigMap's.
+	srv := s3test.Start(t)
+	s3 := *cfg.Storage.S3
+	s3.Endpoint, s3.Bucket, s3.Region, s3.AccessKeyID = "http://"+srv.Endpoint, srv.NewBucket(t), s3test.Region, srv.AccessKey
+	s3.SecretAccessKeyFile = writeConfig(t, srv.SecretKey)
+	cfg.Storage.S3 = &s3
 	checkProbesAnswered(t, c, portNames, cfg)
 }
 
