@@ -27,6 +27,11 @@ type Bucket interface {
 	ClaimFill(ctx context.Context, d digest.Digest) (holder string, err error)
 	// Holder is this replica's name in the leases.
 	Holder() string
+	// ReadManifest reads manifest d for repository repo, verified; its
+	// errors are OpenBlob's.
+	ReadManifest(ctx context.Context, repo string, d digest.Digest) (mediaType string, data []byte, err error)
+	// ShareManifest stores manifest d, verified, for repository repo.
+	ShareManifest(ctx context.Context, repo string, d digest.Digest, mediaType string, data []byte) error
 	// Touch records that d was just served, for the bucket's LRU.
 	Touch(d digest.Digest)
 }
@@ -139,4 +144,42 @@ func (m *Mirror) fromHolder(ctx context.Context, t target, d digest.Digest, hold
 		return nil, 0, 0, false
 	}
 	return body, start, size, true
+}
+
+// fromBucketSource names the bucket as where a manifest came from.
+const fromBucketSource = "the shared bucket"
+
+// bucketManifest reads manifest d of t from the bucket when it has it for
+// t, from next when it does not; a bucket that does not answer fails the
+// request with 503, as for blobs.
+func (m *Mirror) bucketManifest(t target, d digest.Digest, next manifestFetch) manifestFetch {
+	if m.bucket == nil {
+		return next
+	}
+	return func(ctx context.Context) (fetchedManifest, error) {
+		mediaType, data, err := m.bucket.ReadManifest(ctx, t.cacheKey(), d)
+		switch {
+		case err == nil:
+			return fetchedManifest{mediaType: mediaType, data: data, from: fromBucketSource}, nil
+		case errors.Is(err, fs.ErrNotExist):
+			return next(ctx)
+		case ctx.Err() != nil:
+			return fetchedManifest{}, err
+		}
+		return fetchedManifest{}, &Error{Code: ociserver.CodeUnavailable,
+			Message: fmt.Sprintf("manifest %s is not cached here and the shared storage does not answer; try again later", d),
+			Err:     err}
+	}
+}
+
+// shareManifest copies manifest d of t, verified, to the bucket, unless it
+// came from there. A failure is logged: the other replicas fetch it again.
+func (m *Mirror) shareManifest(ctx context.Context, t target, d digest.Digest, got fetchedManifest, mediaType string) {
+	if m.bucket == nil || got.from == fromBucketSource {
+		return
+	}
+	if err := m.bucket.ShareManifest(ctx, t.cacheKey(), d, mediaType, got.data); err != nil {
+		m.log.Warn("could not copy a manifest to the shared bucket; other replicas will fetch it again",
+			"digest", d, "error", err)
+	}
 }

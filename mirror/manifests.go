@@ -203,6 +203,7 @@ func (m *Mirror) fetchManifest(ctx context.Context, rem *Remote, t target, d dig
 	if err := m.cache.PutManifestAs(ctx, t.cacheKey(), d, mediaType, data); err != nil {
 		return manifest{}, fmt.Errorf("storing manifest %s: %w", d, err)
 	}
+	m.shareManifest(ctx, t, d, got, mediaType)
 	m.notifyPull(ctx, t, "manifests", d, mediaType, int64(len(data)))
 	return manifest{Digest: d, MediaType: mediaType, Data: data}, nil
 }

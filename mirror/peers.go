@@ -122,12 +122,13 @@ type fetchedManifest struct {
 type manifestFetch = func(ctx context.Context) (fetchedManifest, error)
 
 // manifestSource returns where manifest d of t is downloaded from: the
-// replica that owns d, else (or when it fails) the upstream.
+// bucket the replicas share, else the replica that owns d, else (or when
+// it fails) the upstream.
 func (m *Mirror) manifestSource(ctx context.Context, rem *Remote, t target, d digest.Digest) manifestFetch {
 	if peer, ok := m.peerOwning(ctx, d.String()); ok {
-		return m.peerManifest(rem, t, d, peer)
+		return m.bucketManifest(t, d, m.peerManifest(rem, t, d, peer))
 	}
-	return upstreamManifest(rem, t, d)
+	return m.bucketManifest(t, d, upstreamManifest(rem, t, d))
 }
 
 // peerManifest downloads manifest d of t from peer, and from the upstream
@@ -161,7 +162,7 @@ func (m *Mirror) tagDigest(ctx context.Context, rem *Remote, t target, tag strin
 	if peer, ok := m.peerOwning(ctx, tagOwnerKey(t, tag)); ok {
 		d, err := m.peers.ResolveManifest(ctx, peer, t.host, t.path, tag)
 		if err == nil {
-			return d, m.peerManifest(rem, t, d, peer), nil
+			return d, m.bucketManifest(t, d, m.peerManifest(rem, t, d, peer)), nil
 		}
 		if ctx.Err() != nil {
 			return "", nil, err

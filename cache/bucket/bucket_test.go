@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/s3blobs"
@@ -112,5 +113,40 @@ func TestABucketDownIsNotAMiss(t *testing.T) {
 	}
 	if _, err := b.ClaimFill(t.Context(), d); err == nil {
 		t.Error("claim with the bucket down: no error")
+	}
+}
+
+// A manifest is read back with its media type for the repository it was
+// shared for, and is a miss for another; bytes in its object that are
+// not its own are removed and read as a miss.
+func TestManifestsKeepTheirMediaTypeAndTheirLinks(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	name := srv.NewBucket(t)
+	b := newBucket(t, srv, name, "http://10.0.0.1:5000")
+	data := []byte(`{"schemaVersion":2}`)
+	d := digest.FromBytes(data)
+	const mediaType = "application/vnd.oci.image.manifest.v1+json"
+	if err := b.ShareManifest(t.Context(), "docker.io/library/node", d, mediaType, data); err != nil {
+		t.Fatal(err)
+	}
+	gotType, got, err := b.ReadManifest(t.Context(), "docker.io/library/node", d)
+	if err != nil || gotType != mediaType || !bytes.Equal(got, data) {
+		t.Fatalf("ReadManifest = %q %q %v", gotType, got, err)
+	}
+	if _, _, err := b.ReadManifest(t.Context(), "docker.io/team/app", d); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("read for another repository: %v; want a miss", err)
+	}
+
+	evil := []byte(`{"schemaVersion":2,"evil":true}`)
+	if _, err := srv.Client(t).PutObject(t.Context(), name, b.manifestKey(d), bytes.NewReader(evil), int64(len(evil)),
+		minio.PutObjectOptions{ContentType: mediaType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := b.ReadManifest(t.Context(), "docker.io/library/node", d); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("read of a replaced manifest = %q, %v; want a miss", got, err)
+	}
+	if _, err := srv.Client(t).StatObject(t.Context(), name, b.manifestKey(d), minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != minio.NoSuchKey {
+		t.Errorf("the replaced manifest's object is still there: %v", err)
 	}
 }

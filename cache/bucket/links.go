@@ -3,6 +3,7 @@ package bucket
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -56,3 +57,5 @@ func (l links) pathError(op, key string, err error) error {
 	}
 	return &fs.PathError{Op: "s3 " + op, Path: fmt.Sprintf("s3://%s/%s", l.bucket, key), Err: err}
 }
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

@@ -202,14 +202,19 @@ func TestBucketReplicasShareWhatOneFetched(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkBucketHoldsVerified(t, img)
-	before := e.hub.BlobGetsTotal()
+	blobs, manifests := e.hub.BlobGetsTotal(), e.hub.ManifestGetsTotal()
 	for _, r := range e.replicas[1:] {
 		if err := pull(t.Context(), r, "node"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := e.hub.BlobGetsTotal() - before; got != 0 {
+	if got := e.hub.BlobGetsTotal() - blobs; got != 0 {
 		t.Errorf("pulls through the other replicas made %d upstream blob GETs, want 0", got)
+	}
+	// Each replica revalidates the tag (it owns every tag here), with a
+	// HEAD, and reads the manifest from the bucket.
+	if got := e.hub.ManifestGetsTotal() - manifests; got != 0 {
+		t.Errorf("pulls through the other replicas made %d upstream manifest GETs, want 0", got)
 	}
 	for d, n := range e.blobGets(img) {
 		if n != 1 {
@@ -255,8 +260,6 @@ func TestBucketDownServesTheLocalCacheAndRefusesMisses(t *testing.T) {
 	if err := pull(t.Context(), base, "warm"); err != nil {
 		t.Errorf("warm pull with the bucket down: %v", err)
 	}
-	// The manifest comes from the upstream (manifests are not in the
-	// bucket); its blobs are misses.
 	before := e.hub.BlobGetsTotal()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a guard, not a measure
 	defer cancel()
