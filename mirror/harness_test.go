@@ -180,6 +180,28 @@ func (e *env) do(t *testing.T, method, path string, header http.Header) response
 	return roundTrip(t, e.mirror, method, path, nil, header)
 }
 
+// doOnce is do on a connection of its own, which the client never sends
+// the request again on. A download that fails before its first byte is
+// sent aborts the connection with nothing written, and Go's client sends
+// a GET again when that happens on a connection it reused: a test of the
+// failure would then see the retry's answer.
+func (e *env) doOnce(t *testing.T, method, path string) response {
+	t.Helper()
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(method, e.mirror.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return response{err: err}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: data, err: err}
+}
+
 // roundTrip sends one request to srv and reads the whole answer.
 func roundTrip(t *testing.T, srv *httptest.Server, method, path string, body io.Reader, header http.Header) response {
 	t.Helper()
