@@ -112,6 +112,10 @@ type Options struct {
 	// alone asks the upstream for it. Nil fetches every miss from the
 	// upstream.
 	Peers Peers
+	// HostedOwners, when set in a cluster with Hosted, gives each hosted
+	// repository one owner replica, to which the others pass its
+	// requests. Nil serves every hosted repository from this replica.
+	HostedOwners HostedOwners
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -147,6 +151,8 @@ type Mirror struct {
 	misses *missLimiter
 	events Events // nil: none
 	peers  Peers  // nil: not in a cluster
+	// hostedOwners passes hosted requests to their owner; nil: not in a cluster.
+	hostedOwners HostedOwners
 }
 
 // New returns a Mirror for opts.
@@ -163,6 +169,8 @@ func New(opts Options) (*Mirror, error) {
 		events:      opts.Events,
 		inventory:   opts.Inventory,
 		peers:       opts.Peers,
+
+		hostedOwners: opts.HostedOwners,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub
@@ -242,6 +250,9 @@ func (m *Mirror) serveOutsideAPI(w http.ResponseWriter, r *http.Request) error {
 	}
 	if m.hosted != nil && (r.URL.Path == "/v2/" || r.URL.Path == "/v2") && isReadMethod(r.Method) {
 		return m.hosted.serveBase(w, r)
+	}
+	if forwarded, err := m.forwardHosted(w, r); forwarded {
+		return err
 	}
 	m.server.ServeHTTP(w, r)
 	return nil
