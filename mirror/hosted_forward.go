@@ -17,7 +17,7 @@ type HostedOwners interface {
 	Owner(key string) (peer string, self bool)
 	// ServeHosted passes r to peer, the owner, with the client's headers
 	// and body as they are, and copies the owner's answer to w, both
-	// streaming. The owner serves it as it would the client, checking
+	// streaming, but for the headers w has already. The owner serves it as it would the client, checking
 	// the client's credentials itself. An error means nothing was written
 	// to w: the owner could not be reached or did not answer in time.
 	ServeHosted(w http.ResponseWriter, r *http.Request, peer string) error
@@ -42,8 +42,6 @@ func fromHostedPeer(ctx context.Context) bool {
 	return v
 }
 
-const apiVersionHeader = "Docker-Distribution-Api-Version"
-
 // hostedOwnerKey names a hosted repository for ownership.
 func hostedOwnerKey(name string) string { return "hosted:" + name }
 
@@ -56,7 +54,7 @@ func hostedOwnerKey(name string) string { return "hosted:" + name }
 // gets 503: this replica's own copy of the repository, if any, is stale,
 // and serving it, or taking a push into it, would split the repository.
 func (m *Mirror) forwardHosted(w http.ResponseWriter, r *http.Request) (bool, error) {
-	name, ok := m.hostedNameOf(r)
+	req, name, ok := m.hostedRequestOf(r)
 	if !ok {
 		return false, nil
 	}
@@ -64,15 +62,11 @@ func (m *Mirror) forwardHosted(w http.ResponseWriter, r *http.Request) (bool, er
 	if self {
 		return false, nil
 	}
-	// The owner sets the headers of its answer, this one's among them.
-	version := w.Header().Values(apiVersionHeader)
-	w.Header().Del(apiVersionHeader)
+	noteKind(r.Context(), req.Kind)
+	noteRepository(r.Context(), name)
 	err := m.hostedOwners.ServeHosted(w, r, peer)
 	if err == nil || r.Context().Err() != nil {
 		return true, nil // a client that hung up is told nothing
-	}
-	if len(version) > 0 {
-		w.Header()[apiVersionHeader] = version
 	}
 	m.metrics.hostedForwardFailures.Inc()
 	m.log.WarnContext(r.Context(), "owner replica of a hosted repository did not answer",
@@ -81,21 +75,21 @@ func (m *Mirror) forwardHosted(w http.ResponseWriter, r *http.Request) (bool, er
 		Message: "the replica that holds this hosted repository is unavailable; retry"}
 }
 
-// hostedNameOf returns the hosted name r is for, when it is a request of
-// the registry API for a hosted repository that may be passed to its
-// owner: in a cluster, from a client (a peer's request is served here).
-// The name is resolved as the group routes it (group.route).
-func (m *Mirror) hostedNameOf(r *http.Request) (string, bool) {
+// hostedRequestOf parses r and returns the hosted name it is for, when it
+// is a request of the registry API for a hosted repository that may be
+// passed to its owner: in a cluster, from a client (a peer's request is
+// served here). The name is resolved as the group routes it (group.route).
+func (m *Mirror) hostedRequestOf(r *http.Request) (request, string, bool) {
 	if m.hosted == nil || m.hostedOwners == nil || fromHostedPeer(r.Context()) || fromTrustedPeer(r.Context()) {
-		return "", false
+		return request{}, "", false
 	}
 	req, err := ociserver.ParseRequest(r.URL)
 	if err != nil || req.Name == "" {
-		return "", false // the catalog, the ping, or answered as invalid here
+		return request{}, "", false // the catalog, the ping, or answered as invalid here
 	}
 	name, err := resolveHostedName(req.Name, req.NS, m.defaultHost)
 	if err != nil || !m.hosted.isHostedName(name) {
-		return "", false
+		return request{}, "", false
 	}
-	return name, true
+	return req, name, true
 }

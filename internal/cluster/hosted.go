@@ -68,6 +68,9 @@ func NewHostedProxy(peers *Peers, auth *Authenticator, cfg ForwarderConfig) *Hos
 		t.Proxy = nil
 		t.DisableCompression = true
 		t.DialContext = (&net.Dialer{Timeout: cfg.HeaderTimeout, KeepAlive: 30 * time.Second}).DialContext
+		// Every client's hosted requests to one owner share these
+		// connections: keep more than the default two for reuse.
+		t.MaxIdleConnsPerHost = 64
 		cfg.Transport = t
 	}
 	return &HostedProxy{
@@ -85,7 +88,8 @@ func (p *HostedProxy) CloseIdleConnections() {
 }
 
 // Serve passes r to owner, marked and signed as a hosted forward so that
-// the owner serves it itself, and copies the answer to w. When it returns
+// the owner serves it itself, and copies the answer to w, but for the
+// headers w has already, which stay as they are. When it returns
 // an error, nothing was written to w: the request was not for a peer
 // (ErrRefused: the owner is this replica or not a member; ErrAlreadyForwarded:
 // a peer sent r), or the owner did not serve it (ErrOwnerUnavailable).
@@ -100,9 +104,19 @@ func (p *HostedProxy) Serve(w http.ResponseWriter, r *http.Request, owner Peer) 
 	}
 	var failed error
 	proxy := &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { p.rewrite(pr, target) },
-		Transport:      p.transport,
-		ModifyResponse: refusedMark,
+		Rewrite:   func(pr *httputil.ProxyRequest) { p.rewrite(pr, target) },
+		Transport: p.transport,
+		ModifyResponse: func(resp *http.Response) error {
+			if err := refusedMark(resp); err != nil {
+				return err
+			}
+			// The headers this replica set for the client (its request ID,
+			// the API version) stand alone rather than beside the owner's.
+			for h := range w.Header() {
+				resp.Header.Del(h)
+			}
+			return nil
+		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
 			failed = fmt.Errorf("hosted forward to %s: %w: %w", owner, ErrOwnerUnavailable, err)
 		},

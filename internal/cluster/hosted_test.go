@@ -70,6 +70,7 @@ func (rp *hostedReplica) setServe(serve http.HandlerFunc) {
 
 func (rp *hostedReplica) handle(w http.ResponseWriter, r *http.Request) {
 	if r.Context().Value(localKey{}) == nil {
+		w.Header().Set("X-Request-Id", "the sender's")
 		err := rp.node.ServeHosted(w, r, rp.other)
 		rp.mu.Lock()
 		rp.sendErrs = append(rp.sendErrs, err)
@@ -86,6 +87,7 @@ func (rp *hostedReplica) handle(w http.ResponseWriter, r *http.Request) {
 	rp.loopErrs = append(rp.loopErrs, loopErr)
 	serve := rp.serve
 	rp.mu.Unlock()
+	w.Header().Set("X-Request-Id", "the owner's")
 	if serve == nil {
 		fmt.Fprintf(w, "served by %s", rp.url)
 		return
@@ -114,7 +116,9 @@ func (rp *hostedReplica) requestsServed() int {
 // and the owner's status, Location and body come back, both ways streaming:
 // the owner reads the first half of the body before the client sends the
 // second, and the client reads the first half of the answer before the
-// owner writes the second. The client's own peer headers are dropped; the
+// owner writes the second. The headers the sender set for the client (a
+// request ID) are not doubled by the owner's. The client's own peer
+// headers are dropped; the
 // owner serves it as a hosted forward, not a trusted peer's, and does not
 // pass it on again.
 func TestHostedForwardStreamsTheClientsRequestToTheOwner(t *testing.T) {
@@ -160,6 +164,9 @@ func TestHostedForwardStreamsTheClientsRequestToTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] != "the sender's" {
+		t.Errorf("X-Request-Id = %q; want the sender's alone", ids)
+	}
 	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Location") != "/v2/team/app/blobs/uploads/abc" || resp.Header.Get("Range") != fmt.Sprintf("0-%d", 2*len(half)-1) {
 		t.Fatalf("PATCH = %d, Location %q, Range %q", resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get("Range"))
 	}
