@@ -51,6 +51,9 @@ type metrics struct {
 	// revalidations the owner replica did not answer, which went to the
 	// upstream instead.
 	clusterForwardFailures prometheus.Counter
+	// hostedForwardFailures counts requests for hosted repositories that
+	// the owner replica did not answer, answered 503.
+	hostedForwardFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -113,12 +116,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "regmirror_cluster_forward_failures_total",
 			Help: "Blob and manifest downloads and tag revalidations that the replica owning them did not answer (down, refused, 5xx, no answer in time) and that went to the upstream instead.",
 		}),
+		hostedForwardFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_cluster_hosted_forward_failures_total",
+			Help: "Requests for hosted repositories that the replica owning the repository did not answer (down, refused the peer signature, no answer in time), answered 503.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.lookups, m.bytesServed, m.staleServes, m.refreshes, m.fetchesInFlight, m.fetchesWaiting,
-		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused, m.blobFirstByte, m.clusterForwardFailures} {
+		m.invalidManifests, m.notExposed, m.confirmations, m.missesRefused, m.blobFirstByte, m.clusterForwardFailures, m.hostedForwardFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

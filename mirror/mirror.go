@@ -117,6 +117,10 @@ type Options struct {
 	// and the one download of a blob from the upstream takes its lease
 	// there first. Nil: no shared bucket.
 	Bucket Bucket
+	// HostedOwners, when set in a cluster with Hosted, gives each hosted
+	// repository one owner replica, to which the others pass its
+	// requests. Nil serves every hosted repository from this replica.
+	HostedOwners HostedOwners
 }
 
 // Mirror serves the OCI distribution API: pulls from a cache that fills
@@ -153,6 +157,8 @@ type Mirror struct {
 	events Events // nil: none
 	peers  Peers  // nil: not in a cluster
 	bucket Bucket // nil: no shared bucket
+	// hostedOwners passes hosted requests to their owner; nil: not in a cluster.
+	hostedOwners HostedOwners
 }
 
 // New returns a Mirror for opts.
@@ -170,6 +176,8 @@ func New(opts Options) (*Mirror, error) {
 		inventory:   opts.Inventory,
 		peers:       opts.Peers,
 		bucket:      opts.Bucket,
+
+		hostedOwners: opts.HostedOwners,
 	}
 	if m.defaultHost == "" {
 		m.defaultHost = dockerHub
@@ -249,6 +257,9 @@ func (m *Mirror) serveOutsideAPI(w http.ResponseWriter, r *http.Request) error {
 	}
 	if m.hosted != nil && (r.URL.Path == "/v2/" || r.URL.Path == "/v2") && isReadMethod(r.Method) {
 		return m.hosted.serveBase(w, r)
+	}
+	if forwarded, err := m.forwardHosted(w, r); forwarded {
+		return err
 	}
 	m.server.ServeHTTP(w, r)
 	return nil

@@ -155,13 +155,24 @@ func peersOf(n *cluster.Node) mirror.Peers {
 	return n
 }
 
-// guardPeers verifies peer requests (see cluster.Node.Guard) and serves
-// them as a trusted peer's; without a cluster the mark grants nothing.
+// hostedOwnersOf is what the mirror is given of the cluster for hosted
+// repositories; nil when it is off.
+func hostedOwnersOf(n *cluster.Node) mirror.HostedOwners {
+	if n == nil {
+		return nil
+	}
+	return n
+}
+
+// guardPeers verifies peer requests (see cluster.Node.Guard and
+// GuardHosted) and serves them as a trusted peer's, or as a hosted
+// forward's, served here with the client's own credentials; without a
+// cluster the marks grant nothing.
 func guardPeers(n *cluster.Node, next http.Handler) http.Handler {
 	if n == nil {
 		return next
 	}
-	return n.Guard(next, mirror.WithTrustedPeer)
+	return n.GuardHosted(n.Guard(next, mirror.WithTrustedPeer), mirror.WithHostedPeer)
 }
 
 // runCluster refreshes the members until ctx ends; nothing without a cluster.

@@ -139,8 +139,8 @@ func TestClusterBehindNginxSurvivesADeadReplica(t *testing.T) {
 // client logs in the way docker does, through nginx, following the ping's
 // challenge to the token endpoint of whichever replica nginx picks, and
 // its token is accepted by every replica, asked directly and through
-// nginx in turn. Only the token crosses replicas: each upload is started
-// on the replica that received it.
+// nginx in turn: each upload starts at the owner of team/app, which
+// checks the token that another replica signed.
 func TestClusterBehindNginxAcceptsATokenFromAnyReplica(t *testing.T) {
 	t.Parallel()
 	_, hubCfg := startHub(t)

@@ -193,7 +193,8 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 	}
 	m, err := mirror.New(mirror.Options{Cache: store, Remotes: remotes, NewRemote: newRemote, Logger: log, Registerer: reg,
 		Hosted: hostedOpts, MissLimits: mirror.MissLimits(cfg.MissLimits), Events: mirrorEventsOf(cfg.notifier),
-		Inventory: admin.NewInventory(store, pins.Repos()), Peers: peersOf(node), Bucket: bucketOf(shared)})
+		Inventory: admin.NewInventory(store, pins.Repos()), Peers: peersOf(node), Bucket: bucketOf(shared),
+		HostedOwners: hostedOwnersOf(node)})
 	if err != nil {
 		ln.Close()
 		return err

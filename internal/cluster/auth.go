@@ -127,6 +127,11 @@ func (a *Authenticator) Sign(req *http.Request) error {
 }
 
 func (a *Authenticator) signAt(req *http.Request, at time.Time) error {
+	return a.signOn(trusted, req, at)
+}
+
+// signOn signs req for channel c at time at.
+func (a *Authenticator) signOn(c channel, req *http.Request, at time.Time) error {
 	var n [16]byte
 	if _, err := rand.Read(n[:]); err != nil {
 		return fmt.Errorf("peer request nonce: %w", err)
@@ -134,21 +139,39 @@ func (a *Authenticator) signAt(req *http.Request, at time.Time) error {
 	ts, nonce := strconv.FormatInt(at.Unix(), 10), hex.EncodeToString(n[:])
 	req.Header.Set(headerTime, ts)
 	req.Header.Set(headerNonce, nonce)
-	mac := signature(a.secrets.Load().Current, req, ts, nonce)
+	mac := c.signature(a.secrets.Load().Current, req, ts, nonce)
 	req.Header.Set(headerSignature, hex.EncodeToString(mac))
 	return nil
 }
 
+// channel is a kind of peer request, each signed in a way of its own so
+// that a signature made for one is never valid for another.
+type channel struct {
+	// purpose is the first line signed; empty for the trusted channel,
+	// which keeps its signatures what they were before hosted forwards.
+	purpose string
+	// extra names the headers signed after the common parts.
+	extra []string
+}
+
+// trusted is the channel of Forwarder: reads a peer serves with the
+// rights of a logged-in client.
+var trusted = channel{}
+
 // signature is the HMAC of what a peer request asks for: everything the
 // owner acts on, and the peer it is addressed to, so that a request seen
 // on the wire cannot be played once more to each of the other replicas.
-func signature(secret []byte, req *http.Request, ts, nonce string) []byte {
+func (c channel) signature(secret []byte, req *http.Request, ts, nonce string) []byte {
 	host := req.Host // as a server reads it; a client's is in the URL
 	if host == "" {
 		host = req.URL.Host
 	}
 	m := hmac.New(sha256.New, secret)
-	for _, part := range []string{
+	if c.purpose != "" {
+		m.Write([]byte(c.purpose))
+		m.Write([]byte{'\n'})
+	}
+	parts := []string{
 		req.Method,
 		host,
 		req.URL.EscapedPath() + "?" + req.URL.RawQuery,
@@ -156,7 +179,11 @@ func signature(secret []byte, req *http.Request, ts, nonce string) []byte {
 		strings.Join(req.Header.Values("Accept"), ","),
 		ts,
 		nonce,
-	} {
+	}
+	for _, h := range c.extra {
+		parts = append(parts, strings.Join(req.Header.Values(h), ","))
+	}
+	for _, part := range parts {
 		m.Write([]byte(part))
 		m.Write([]byte{'\n'})
 	}
@@ -202,6 +229,17 @@ var (
 // verify checks r at time now. The nonce is remembered only once the
 // signature holds, so that unsigned requests cannot fill the memory.
 func (a *Authenticator) verify(r *http.Request, now time.Time) *refusal {
+	return a.verifyOn(trusted, r, now, func() *refusal {
+		if checkForwardable(r.Method, r.URL) != nil {
+			return errNotForPeer
+		}
+		return nil
+	})
+}
+
+// verifyOn checks r's signature for channel c at time now, then what
+// allowed says of the request, then remembers its nonce.
+func (a *Authenticator) verifyOn(c channel, r *http.Request, now time.Time, allowed func() *refusal) *refusal {
 	ts, nonce := r.Header.Get(headerTime), r.Header.Get(headerNonce)
 	sig, err := hex.DecodeString(r.Header.Get(headerSignature))
 	unix, tsErr := strconv.ParseInt(ts, 10, 64)
@@ -211,21 +249,21 @@ func (a *Authenticator) verify(r *http.Request, now time.Time) *refusal {
 	if skew := now.Sub(time.Unix(unix, 0)); skew > MaxSkew || skew < -MaxSkew {
 		return errSkewed
 	}
-	if !a.signedByPeer(r, ts, nonce, sig) {
+	if !a.signedByPeer(c, r, ts, nonce, sig) {
 		return errBadSig
 	}
-	if checkForwardable(r.Method, r.URL) != nil {
-		return errNotForPeer
+	if ref := allowed(); ref != nil {
+		return ref
 	}
 	return a.nonces.add(nonce, now)
 }
 
-func (a *Authenticator) signedByPeer(r *http.Request, ts, nonce string, sig []byte) bool {
+func (a *Authenticator) signedByPeer(c channel, r *http.Request, ts, nonce string, sig []byte) bool {
 	s := a.secrets.Load()
-	if hmac.Equal(sig, signature(s.Current, r, ts, nonce)) {
+	if hmac.Equal(sig, c.signature(s.Current, r, ts, nonce)) {
 		return true
 	}
-	return s.Previous != nil && hmac.Equal(sig, signature(s.Previous, r, ts, nonce))
+	return s.Previous != nil && hmac.Equal(sig, c.signature(s.Previous, r, ts, nonce))
 }
 
 // validNonce accepts what Sign makes, 32 lower-case hex digits, so that a

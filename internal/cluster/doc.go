@@ -13,5 +13,12 @@
 // owner never forwards them again. The owner checks the signature, the
 // clock skew and the nonce with Authenticator.Verify.
 //
+// Hosted repositories have one owner each too: HostedProxy passes a
+// client's request for one, whatever its method, to the owner as a reverse
+// proxy with the client's own credentials, signed on a channel of its own
+// whose signatures are no good as a trusted forward's. Node.GuardHosted
+// verifies them: a hosted forward is served with the client's rights and
+// never passed on again.
+//
 // The package imports nothing else of regmirror; the daemon wires it.
 package cluster

@@ -12,9 +12,10 @@ import (
 // and the client to the owners. Its Owner, FetchBlob, ResolveManifest and
 // FetchManifest are what a mirror asks of its peers (mirror.Peers).
 type Node struct {
-	peers *Peers
-	auth  *Authenticator
-	fwd   *Forwarder
+	peers  *Peers
+	auth   *Authenticator
+	fwd    *Forwarder
+	hosted *HostedProxy
 }
 
 // NewNode makes the node of the members cfg names, signing with secrets.
@@ -28,6 +29,7 @@ func NewNode(cfg Config, secrets Secrets) (*Node, error) {
 		return nil, err
 	}
 	n.fwd = NewForwarder(n.peers, n.auth, ForwarderConfig{})
+	n.hosted = NewHostedProxy(n.peers, n.auth, ForwarderConfig{})
 	return n, nil
 }
 
@@ -35,6 +37,7 @@ func NewNode(cfg Config, secrets Secrets) (*Node, error) {
 // closes the connections to peers.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.fwd.CloseIdleConnections()
+	defer n.hosted.CloseIdleConnections()
 	err := n.peers.Run(ctx)
 	<-ctx.Done()
 	return err
@@ -78,4 +81,29 @@ func (n *Node) ResolveManifest(ctx context.Context, peer, host, repo, ref string
 func (n *Node) FetchManifest(ctx context.Context, peer, host, repo, ref string) (string, []byte, error) {
 	mediaType, data, _, err := n.fwd.GetManifest(ctx, Peer{URL: peer}, host, repo, ref)
 	return mediaType, data, err
+}
+
+// GuardHosted refuses requests marked as hosted forwards unless their
+// signature verifies (401), and serves those that do with the context
+// local makes of theirs, from the client address the peer signed. The
+// mark only says "serve this here": the request keeps the client's
+// credentials and is served with their rights, never a peer's. Other
+// requests pass as they are.
+func (n *Node) GuardHosted(next http.Handler, local func(context.Context) context.Context) http.Handler {
+	verified := n.auth.verifyHosted(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(local(r.Context())))
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if HostedForwarded(r) {
+			verified.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ServeHosted passes a client's request for a hosted repository to peer,
+// its owner (see HostedProxy.Serve).
+func (n *Node) ServeHosted(w http.ResponseWriter, r *http.Request, peer string) error {
+	return n.hosted.Serve(w, r, Peer{URL: peer})
 }
