@@ -2,12 +2,14 @@
 # install-deps.sh: install what the e2e tests run, if missing: dockerd with
 # its containerd and runc (Debian's docker.io), ctr (containerd), podman,
 # unshare (util-linux) and ip (iproute2); nginx, the reverse proxy of the
-# access log test, and promtool (Debian's prometheus), which checks the
-# alerting rules. Idempotent: installs nothing when all are present, and runs
-# apt-get update at most once, only when a package is not yet known to apt.
+# access log test and of the cluster's end-to-end tests, and promtool
+# (Debian's prometheus), which checks the alerting rules. Idempotent:
+# installs nothing when all are present, and runs apt-get update at most
+# once, only when a package is not yet known to apt.
 # slapd and ldapadd, for the LDAP tests, come from install-slapd.sh.
-# versitygw, the S3 server of the cache/s3blobs tests, is built from the Go
-# module proxy into $(go env GOPATH)/bin (about a minute the first time).
+# versitygw, the S3 server of the cache/s3blobs tests and the shared bucket
+# of the cluster's end-to-end tests, is built from the Go module proxy into
+# $(go env GOPATH)/bin (about a minute the first time).
 set -euo pipefail
 
 "$(dirname "$0")/install-slapd.sh"

@@ -372,8 +372,15 @@ func assertBucketHolds(ctx context.Context, t *testing.T, s3 *e2e.S3Server, img 
 			t.Errorf("the bucket holds blob %s as %d bytes (present: %v), want %d", b.Digest, size, ok, b.Size)
 		}
 	}
-	t.Logf("the bucket holds %d verified blobs and %d other objects %v", len(contents.Blobs), len(contents.Others), contents.Others)
+	logBucket(t, contents)
 	return contents
+}
+
+// logBucket logs what ReadBlobs found besides the verified blobs.
+func logBucket(t *testing.T, contents e2e.BucketContents) {
+	t.Helper()
+	t.Logf("the bucket holds %d verified blobs, other objects %v, unfinished multipart uploads %v",
+		len(contents.Blobs), contents.Others, contents.Uploads)
 }
 
 func readFile(t *testing.T, path string) string {

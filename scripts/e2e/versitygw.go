@@ -229,6 +229,9 @@ type BucketContents struct {
 	Blobs map[digest.Digest]int64
 	// Others are the keys outside <prefix>blobs/ (leases, for one).
 	Others []string
+	// Uploads are the keys of multipart uploads neither completed nor
+	// aborted: no object, but what a writer killed mid-upload leaves.
+	Uploads []string
 }
 
 // ReadBlobs lists the bucket and reads every object under <prefix>blobs/,
@@ -260,6 +263,12 @@ func (s *S3Server) ReadBlobs(ctx context.Context, bucket, prefix string) (Bucket
 			continue
 		}
 		contents.Blobs[d] = obj.Size
+	}
+	for upload := range c.ListIncompleteUploads(ctx, bucket, prefix, true) {
+		if upload.Err != nil {
+			return contents, fmt.Errorf("list multipart uploads of bucket %s: %w", bucket, upload.Err)
+		}
+		contents.Uploads = append(contents.Uploads, upload.Key)
 	}
 	return contents, errors.Join(bad...)
 }

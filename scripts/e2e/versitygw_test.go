@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+)
+
+// ReadBlobs finds an intact blob, reports a blob whose bytes do not match
+// its key and one whose key is no digest, and lists other keys apart; the
+// bucket and its objects are still there after the server is stopped and
+// started again on the same port.
+func TestS3ServerReadBlobsAndRestart(t *testing.T) {
+	t.Parallel()
+	s := StartS3Server(t)
+	ctx := t.Context()
+	if err := s.MakeBucket(ctx, "bucket"); err != nil {
+		t.Fatal(err)
+	}
+	good := []byte("a blob")
+	goodDigest := digest.FromBytes(good)
+	torn := digest.FromBytes([]byte("the whole blob"))
+	put(ctx, t, s, blobKey("p/", goodDigest), good)
+	put(ctx, t, s, blobKey("p/", torn), []byte("the whole"))
+	put(ctx, t, s, "p/blobs/sha256/zz/not-a-digest", []byte("x"))
+	put(ctx, t, s, "p/leases/janitor", []byte("{}"))
+	put(ctx, t, s, "elsewhere", []byte("x"))
+
+	check := func(when string) {
+		t.Helper()
+		contents, err := s.ReadBlobs(ctx, "bucket", "p/")
+		if err == nil || !strings.Contains(err.Error(), torn.Encoded()) || !strings.Contains(err.Error(), "not-a-digest") {
+			t.Errorf("%s: ReadBlobs error = %v, want one naming the torn blob and the key that is no digest", when, err)
+		}
+		if len(contents.Blobs) != 1 || contents.Blobs[goodDigest] != int64(len(good)) {
+			t.Errorf("%s: blobs = %v, want only %s of %d bytes", when, contents.Blobs, goodDigest, len(good))
+		}
+		if len(contents.Others) != 1 || contents.Others[0] != "p/leases/janitor" {
+			t.Errorf("%s: others = %v, want [p/leases/janitor]", when, contents.Others)
+		}
+	}
+	check("running")
+	endpoint := s.Endpoint
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadBlobs(ctx, "bucket", "p/"); err == nil {
+		t.Fatal("ReadBlobs succeeded with the server stopped")
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.Endpoint != endpoint {
+		t.Fatalf("started again on %s, want %s", s.Endpoint, endpoint)
+	}
+	check("started again")
+}
+
+func blobKey(prefix string, d digest.Digest) string {
+	return prefix + "blobs/" + string(d.Algorithm()) + "/" + d.Encoded()[:2] + "/" + d.Encoded()
+}
+
+func put(ctx context.Context, t *testing.T, s *S3Server, key string, data []byte) {
+	t.Helper()
+	c, err := s.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutObject(ctx, "bucket", key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
