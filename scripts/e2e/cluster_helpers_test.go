@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regmirror/regmirror/internal/cluster"
@@ -359,21 +360,54 @@ func assertBlobGets(t *testing.T, hub *registrytest.Registry, img registrytest.I
 	}
 }
 
-// assertBucketHolds lists the bucket, checks every blob object in it
-// against its digest, and checks that the blobs of img are among them.
-func assertBucketHolds(ctx context.Context, t *testing.T, s3 *e2e.S3Server, img registrytest.Image) e2e.BucketContents {
+// bucketCopyGuard bounds the wait for blobs the clients already have to
+// reach the bucket: a download copies its blob there after serving it, and
+// one that took over a dead replica's lease first waits for the lease to
+// expire. A guard against a copy that never comes, not a measure of speed.
+const bucketCopyGuard = 2 * time.Minute
+
+// bucketPollPause is how long assertBucketHolds waits between listings.
+const bucketPollPause = 500 * time.Millisecond
+
+// assertBucketHolds lists the bucket until blobs are all in it, each of
+// the right size, or bucketCopyGuard passes. Every listing reads every
+// blob object in the bucket and checks it against its digest: a damaged
+// or partial object at any time fails the test.
+func assertBucketHolds(ctx context.Context, t *testing.T, s3 *e2e.S3Server, blobs []ocispec.Descriptor) {
 	t.Helper()
-	contents, err := s3.ReadBlobs(ctx, bucketName, "")
-	if err != nil {
-		t.Errorf("the bucket holds a damaged object: %v", err)
-	}
-	for _, b := range img.Blobs() {
-		if size, ok := contents.Blobs[b.Digest]; !ok || size != b.Size {
-			t.Errorf("the bucket holds blob %s as %d bytes (present: %v), want %d", b.Digest, size, ok, b.Size)
+	ctx, cancel := context.WithTimeout(ctx, bucketCopyGuard)
+	defer cancel()
+	for {
+		contents, err := s3.ReadBlobs(ctx, bucketName, "")
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("the bucket holds a damaged object: %v", err)
+			logBucket(t, contents)
+			return
+		}
+		missing := missingBlobs(contents, blobs)
+		if len(missing) == 0 {
+			logBucket(t, contents)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("after %v the bucket still lacks %d blobs (or holds them at another size): %v", bucketCopyGuard, len(missing), missing)
+			logBucket(t, contents)
+			return
+		case <-time.After(bucketPollPause):
 		}
 	}
-	logBucket(t, contents)
-	return contents
+}
+
+// missingBlobs are the blobs that contents lacks or holds at another size.
+func missingBlobs(contents e2e.BucketContents, blobs []ocispec.Descriptor) []string {
+	var missing []string
+	for _, b := range blobs {
+		if size, ok := contents.Blobs[b.Digest]; !ok || size != b.Size {
+			missing = append(missing, fmt.Sprintf("%s (%d bytes, present %v, want %d)", b.Digest, size, ok, b.Size))
+		}
+	}
+	return missing
 }
 
 // logBucket logs what ReadBlobs found besides the verified blobs.
