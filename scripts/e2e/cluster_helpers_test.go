@@ -410,11 +410,18 @@ func missingBlobs(contents e2e.BucketContents, blobs []ocispec.Descriptor) []str
 	return missing
 }
 
-// logBucket logs what ReadBlobs found besides the verified blobs.
+// logBucket logs what ReadBlobs found: the verified blobs, the other
+// objects counted by their first key segment (links/, leases/...), and the
+// unfinished multipart uploads.
 func logBucket(t *testing.T, contents e2e.BucketContents) {
 	t.Helper()
-	t.Logf("the bucket holds %d verified blobs, other objects %v, unfinished multipart uploads %v",
-		len(contents.Blobs), contents.Others, contents.Uploads)
+	others := map[string]int{}
+	for _, key := range contents.Others {
+		first, _, _ := strings.Cut(key, "/")
+		others[first]++
+	}
+	t.Logf("the bucket holds %d verified blobs, other objects by prefix %v, unfinished multipart uploads %v",
+		len(contents.Blobs), others, contents.Uploads)
 }
 
 func readFile(t *testing.T, path string) string {
