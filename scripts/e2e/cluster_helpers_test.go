@@ -48,8 +48,6 @@ const (
 // hosted token key and users, optionally one shared bucket, and nginx in
 // front taking them in turn.
 type testCluster struct {
-	hub      *registrytest.Registry
-	bucket   *e2e.S3Server // nil for a cluster without a bucket
 	replicas []*replica
 	// proxy is nginx's URL, http://127.0.0.1:PORT.
 	proxy string
@@ -84,7 +82,7 @@ func startCluster(t *testing.T, hub *registrytest.Registry, s3 *e2e.S3Server) *t
 			t.Fatal(err)
 		}
 	}
-	c := &testCluster{hub: hub, bucket: s3}
+	c := &testCluster{}
 	files := writeClusterFiles(t, s3)
 	var addrs, peers []string
 	for range replicaCount {
