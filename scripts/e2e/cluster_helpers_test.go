@@ -376,7 +376,7 @@ func assertBucketHolds(ctx context.Context, t *testing.T, s3 *e2e.S3Server, blob
 	ctx, cancel := context.WithTimeout(ctx, bucketCopyGuard)
 	defer cancel()
 	for {
-		contents, err := s3.ReadBlobs(ctx, bucketName, "")
+		contents, err := s3.ReadContent(ctx, bucketName, "")
 		if err != nil && ctx.Err() == nil {
 			t.Errorf("the bucket holds a damaged object: %v", err)
 			logBucket(t, contents)
@@ -408,7 +408,7 @@ func missingBlobs(contents e2e.BucketContents, blobs []ocispec.Descriptor) []str
 	return missing
 }
 
-// logBucket logs what ReadBlobs found: the verified blobs, the other
+// logBucket logs what ReadContent found: the verified content, the other
 // objects counted by their first key segment (links/, leases/...), and the
 // unfinished multipart uploads.
 func logBucket(t *testing.T, contents e2e.BucketContents) {
@@ -418,8 +418,8 @@ func logBucket(t *testing.T, contents e2e.BucketContents) {
 		first, _, _ := strings.Cut(key, "/")
 		others[first]++
 	}
-	t.Logf("the bucket holds %d verified blobs, other objects by prefix %v, unfinished multipart uploads %v",
-		len(contents.Blobs), others, contents.Uploads)
+	t.Logf("the bucket holds %d verified blobs and %d verified manifests, other objects by prefix %v, unfinished multipart uploads %v",
+		len(contents.Blobs), len(contents.Manifests), others, contents.Uploads)
 }
 
 func readFile(t *testing.T, path string) string {

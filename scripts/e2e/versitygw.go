@@ -222,39 +222,50 @@ func (s *S3Server) MakeBucket(ctx context.Context, name string) error {
 	return nil
 }
 
-// BucketContents is what ReadBlobs found in a bucket.
+// BucketContents is what ReadContent found in a bucket.
 type BucketContents struct {
 	// Blobs are the sizes of the blobs under <prefix>blobs/, each read
 	// whole and found to hash to the digest its key names.
 	Blobs map[digest.Digest]int64
-	// Others are the keys outside <prefix>blobs/ (leases, for one).
+	// Manifests are the sizes of the manifests under <prefix>manifests/,
+	// checked in the same way.
+	Manifests map[digest.Digest]int64
+	// Others are the keys of the objects that are not content (links and
+	// leases, for two).
 	Others []string
 	// Uploads are the keys of multipart uploads neither completed nor
 	// aborted: no object, but what a writer killed mid-upload leaves.
 	Uploads []string
 }
 
-// ReadBlobs lists the bucket and reads every object under <prefix>blobs/,
-// laid out as <prefix>blobs/<algorithm>/<first two hex digits>/<hex>. It
-// fails on an object whose key is not a digest in that layout or whose
-// bytes do not hash to it: a partial upload or a torn write.
-func (s *S3Server) ReadBlobs(ctx context.Context, bucket, prefix string) (BucketContents, error) {
+// Where a bucket keeps content by digest, under the prefix: blobs as
+// blobs/<algorithm>/<first two hex digits>/<hex>, manifests as
+// manifests/<algorithm>/<hex>.
+const (
+	blobsDir     = "blobs/"
+	manifestsDir = "manifests/"
+)
+
+// ReadContent lists the bucket and reads every blob and manifest object
+// under prefix whole. It fails on an object whose key
+// is not a digest in its layout or whose bytes do not hash to it: a
+// partial upload or a torn write.
+func (s *S3Server) ReadContent(ctx context.Context, bucket, prefix string) (BucketContents, error) {
 	c, err := s.Client()
 	if err != nil {
 		return BucketContents{}, err
 	}
-	contents := BucketContents{Blobs: map[digest.Digest]int64{}}
+	contents := BucketContents{Blobs: map[digest.Digest]int64{}, Manifests: map[digest.Digest]int64{}}
 	var bad []error
 	for obj := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if obj.Err != nil {
 			return contents, fmt.Errorf("list bucket %s: %w", bucket, obj.Err)
 		}
-		rest, isBlob := strings.CutPrefix(obj.Key, prefix+"blobs/")
-		if !isBlob {
+		dir, d, err := contentKey(strings.TrimPrefix(obj.Key, prefix))
+		if dir == "" {
 			contents.Others = append(contents.Others, obj.Key)
 			continue
 		}
-		d, err := blobKeyDigest(rest)
 		if err == nil {
 			err = verifyObject(ctx, c, bucket, obj.Key, d, obj.Size)
 		}
@@ -262,7 +273,11 @@ func (s *S3Server) ReadBlobs(ctx context.Context, bucket, prefix string) (Bucket
 			bad = append(bad, fmt.Errorf("object %s (%d bytes): %w", obj.Key, obj.Size, err))
 			continue
 		}
-		contents.Blobs[d] = obj.Size
+		if dir == blobsDir {
+			contents.Blobs[d] = obj.Size
+		} else {
+			contents.Manifests[d] = obj.Size
+		}
 	}
 	for upload := range c.ListIncompleteUploads(ctx, bucket, prefix, true) {
 		if upload.Err != nil {
@@ -273,13 +288,35 @@ func (s *S3Server) ReadBlobs(ctx context.Context, bucket, prefix string) (Bucket
 	return contents, errors.Join(bad...)
 }
 
-// blobKeyDigest reads <algorithm>/<xx>/<hex> as a digest.
-func blobKeyDigest(key string) (digest.Digest, error) {
-	parts := strings.Split(key, "/")
-	if len(parts) != 3 || !strings.HasPrefix(parts[2], parts[1]) || len(parts[1]) != 2 {
-		return "", errors.New("key is not <algorithm>/<xx>/<hex>")
+// contentKey reads the digest a key (without the prefix) names under
+// blobsDir or manifestsDir, and says which; dir is empty for a key under
+// neither.
+func contentKey(key string) (dir string, d digest.Digest, err error) {
+	if rest, ok := strings.CutPrefix(key, blobsDir); ok {
+		d, err := keyDigest(rest, true)
+		return blobsDir, d, err
 	}
-	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+	if rest, ok := strings.CutPrefix(key, manifestsDir); ok {
+		d, err := keyDigest(rest, false)
+		return manifestsDir, d, err
+	}
+	return "", "", nil
+}
+
+// keyDigest reads <algorithm>/<hex>, or <algorithm>/<xx>/<hex> with
+// fanOut, as a digest.
+func keyDigest(key string, fanOut bool) (digest.Digest, error) {
+	parts := strings.Split(key, "/")
+	if fanOut {
+		if len(parts) != 3 || len(parts[1]) != 2 || !strings.HasPrefix(parts[2], parts[1]) {
+			return "", errors.New("key is not <algorithm>/<xx>/<hex>")
+		}
+		parts = []string{parts[0], parts[2]}
+	}
+	if len(parts) != 2 {
+		return "", errors.New("key is not <algorithm>/<hex>")
+	}
+	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
 	if err := d.Validate(); err != nil {
 		return "", fmt.Errorf("key names no digest: %w", err)
 	}

@@ -10,11 +10,11 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ReadBlobs finds an intact blob, reports a blob whose bytes do not match
-// its key and one whose key is no digest, and lists other keys apart; the
+// ReadContent finds an intact blob and manifest, reports a blob and a
+// manifest whose bytes do not match their keys and a key that is no digest, and lists other keys apart; the
 // bucket and its objects are still there after the server is stopped and
 // started again on the same port.
-func TestS3ServerReadBlobsAndRestart(t *testing.T) {
+func TestS3ServerReadContentAndRestart(t *testing.T) {
 	t.Parallel()
 	s := StartS3Server(t)
 	ctx := t.Context()
@@ -27,14 +27,24 @@ func TestS3ServerReadBlobsAndRestart(t *testing.T) {
 	put(ctx, t, s, blobKey("p/", goodDigest), good)
 	put(ctx, t, s, blobKey("p/", torn), []byte("the whole"))
 	put(ctx, t, s, "p/blobs/sha256/zz/not-a-digest", []byte("x"))
+	manifest := []byte(`{"schemaVersion":2}`)
+	manifestDigest := digest.FromBytes(manifest)
+	tornManifest := digest.FromBytes([]byte(`{"schemaVersion":2,"layers":[]}`))
+	put(ctx, t, s, "p/manifests/sha256/"+manifestDigest.Encoded(), manifest)
+	put(ctx, t, s, "p/manifests/sha256/"+tornManifest.Encoded(), []byte(`{"schemaVersion":2,`))
 	put(ctx, t, s, "p/leases/janitor", []byte("{}"))
 	put(ctx, t, s, "elsewhere", []byte("x"))
 
 	check := func(when string) {
 		t.Helper()
-		contents, err := s.ReadBlobs(ctx, "bucket", "p/")
-		if err == nil || !strings.Contains(err.Error(), torn.Encoded()) || !strings.Contains(err.Error(), "not-a-digest") {
-			t.Errorf("%s: ReadBlobs error = %v, want one naming the torn blob and the key that is no digest", when, err)
+		contents, err := s.ReadContent(ctx, "bucket", "p/")
+		for _, want := range []string{torn.Encoded(), tornManifest.Encoded(), "not-a-digest"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: ReadContent error = %v, want one naming %s", when, err, want)
+			}
+		}
+		if len(contents.Manifests) != 1 || contents.Manifests[manifestDigest] != int64(len(manifest)) {
+			t.Errorf("%s: manifests = %v, want only %s of %d bytes", when, contents.Manifests, manifestDigest, len(manifest))
 		}
 		if len(contents.Blobs) != 1 || contents.Blobs[goodDigest] != int64(len(good)) {
 			t.Errorf("%s: blobs = %v, want only %s of %d bytes", when, contents.Blobs, goodDigest, len(good))
@@ -48,8 +58,8 @@ func TestS3ServerReadBlobsAndRestart(t *testing.T) {
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ReadBlobs(ctx, "bucket", "p/"); err == nil {
-		t.Fatal("ReadBlobs succeeded with the server stopped")
+	if _, err := s.ReadContent(ctx, "bucket", "p/"); err == nil {
+		t.Fatal("ReadContent succeeded with the server stopped")
 	}
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
