@@ -247,9 +247,9 @@ const (
 )
 
 // ReadContent lists the bucket and reads every blob and manifest object
-// under prefix whole. It fails on an object whose key
-// is not a digest in its layout or whose bytes do not hash to it: a
-// partial upload or a torn write.
+// under prefix whole. It fails on an object whose key is not a digest in
+// its layout or whose bytes do not hash to it: a partial upload or a torn
+// write.
 func (s *S3Server) ReadContent(ctx context.Context, bucket, prefix string) (BucketContents, error) {
 	c, err := s.Client()
 	if err != nil {
