@@ -69,11 +69,7 @@ func TestClusterConfig(t *testing.T) {
 func TestClusterConfigProblemsAtTheirLines(t *testing.T) {
 	t.Parallel()
 	const head = "listen: :5000\ncluster:\n"
-	tests := []struct {
-		name, yaml string
-		line       int
-		text       string
-	}{
+	checkProblemsAtLines(t, []lineProblem{
 		{"no self", head + "  peers: [http://10.0.0.2:5000]\n  secret_file: /s\n", 2, "self is required"},
 		{"bad self", head + "  secret_file: /s\n  self: ftp://10.0.0.1\n  peers: [http://10.0.0.2:5000]\n", 4, "cluster.self"},
 		{"bad peer", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  peers:\n    - http://10.0.0.2:5000\n    - http://10.0.0.3:5000/path\n", 7, "cluster.peers[1]"},
@@ -83,28 +79,7 @@ func TestClusterConfigProblemsAtTheirLines(t *testing.T) {
 		{"negative refresh", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  dns: peers.svc:5000\n  refresh: -1s\n", 6, "must not be negative"},
 		{"refresh without dns", head + "  self: http://10.0.0.1:5000\n  secret_file: /s\n  peers: [http://10.0.0.2:5000]\n  refresh: 1m\n", 6, "is for dns"},
 		{"no secret", head + "  self: http://10.0.0.1:5000\n  peers: [http://10.0.0.2:5000]\n", 2, "secret_file is required"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			cfg, file, err := readConfig(writeConfig(t, tt.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			file.add(cfg.withDefaults().validate())
-			var problems *configErrors
-			if !errors.As(file.err(), &problems) {
-				t.Fatalf("no problem found in:\n%s", tt.yaml)
-			}
-			found := false
-			for _, p := range problems.problems {
-				found = found || p.line == tt.line && strings.Contains(p.err.Error(), tt.text)
-			}
-			if !found {
-				t.Errorf("no problem %q at line %d in:\n%v", tt.text, tt.line, problems)
-			}
-		})
-	}
+	})
 }
 
 // config check reads the secret files and reports a short one at its

@@ -13,11 +13,7 @@ import (
 func TestEveryValidationProblemHasALine(t *testing.T) {
 	t.Parallel()
 	const ldap = "auth:\n  ldap:\n    url: ldaps://ldap.example.com\n    user_base: dc=x\n"
-	tests := []struct {
-		name, yaml string
-		line       int
-		text       string
-	}{
+	checkProblemsAtLines(t, []lineProblem{
 		{"ldap without url", "listen: :5000\nauth:\n  ldap:\n    user_base: dc=x\n", 3, "set url"},
 		{"ldap bind_dn alone", ldap + "    bind_dn: cn=reader,dc=x\n", 5, "bind_dn and bind_password_file go together"},
 		{"ldap bind_password_file alone", ldap + "    bind_password_file: /run/secret\n", 5, "bind_dn and bind_password_file go together"},
@@ -41,12 +37,25 @@ func TestEveryValidationProblemHasALine(t *testing.T) {
 		{"hosted previous token key alone", "hosted:\n  htpasswd: /etc/htpasswd\n  previous_token_key_file: /run/old-key\n", 3, "previous_token_key_file needs token_key_file"},
 		{"token key without hosting", "listen: :5000\nhosted:\n  token_key_file: /run/key\n", 2, "set htpasswd or auth.ldap"},
 		{"upstream proxy", "upstreams:\n  - host: ghcr.io\n    proxy: socks5://p:1080\n", 3, "proxy"},
-	}
-	for _, tt := range tests {
+	})
+}
+
+// lineProblem is a config file and the problem validation must find in it:
+// text, at line.
+type lineProblem struct {
+	name, yaml string
+	line       int
+	text       string
+}
+
+// checkProblemsAtLines validates each case's file and checks that its
+// problem is reported at its line, and that no problem lacks a line.
+func checkProblemsAtLines(t *testing.T, cases []lineProblem) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			path := writeConfig(t, tt.yaml)
-			cfg, file, err := readConfig(path)
+			cfg, file, err := readConfig(writeConfig(t, tt.yaml))
 			if err != nil {
 				t.Fatal(err)
 			}

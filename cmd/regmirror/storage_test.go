@@ -22,39 +22,14 @@ func TestStorageConfigProblemsAtTheirLines(t *testing.T) {
 	t.Parallel()
 	const cluster = "cluster:\n  self: http://10.0.0.1:5000\n  peers: [http://10.0.0.2:5000]\n  secret_file: /s\n"
 	const head = cluster + "storage:\n  s3:\n"
-	tests := []struct {
-		name, yaml string
-		line       int
-		text       string
-	}{
+	checkProblemsAtLines(t, []lineProblem{
 		{"no endpoint", head + "    bucket: b\n", 6, "endpoint is required"},
 		{"no bucket", head + "    endpoint: http://127.0.0.1:9000\n", 6, "bucket is required"},
 		{"both secrets", head + "    endpoint: http://127.0.0.1:9000\n    bucket: b\n    access_key_id: k\n    secret_access_key: s\n    secret_access_key_file: /f\n", 11, "not both"},
 		{"key without secret", head + "    endpoint: http://127.0.0.1:9000\n    bucket: b\n    access_key_id: k\n", 9, "go together"},
 		{"negative budget", head + "    endpoint: http://127.0.0.1:9000\n    bucket: b\n    max_size: -1\n", 9, `size "-1"`},
 		{"no cluster", "storage:\n  s3:\n    endpoint: http://127.0.0.1:9000\n    bucket: b\n", 2, "needs a cluster section"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			cfg, file, err := readConfig(writeConfig(t, tt.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			file.add(cfg.withDefaults().validate())
-			var problems *configErrors
-			if !errors.As(file.err(), &problems) {
-				t.Fatalf("no problem found in:\n%s", tt.yaml)
-			}
-			found := false
-			for _, p := range problems.problems {
-				found = found || p.line == tt.line && strings.Contains(p.err.Error(), tt.text)
-			}
-			if !found {
-				t.Errorf("no problem %q at line %d in:\n%v", tt.text, tt.line, problems)
-			}
-		})
-	}
+	})
 }
 
 // config check prints neither the inline secret access key nor the
