@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regmirror/regmirror/internal/cluster"
+	"github.com/regmirror/regmirror/internal/nginxtest"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/internal/s3test"
 	"github.com/regmirror/regmirror/internal/testnet"
@@ -100,7 +101,7 @@ func startCluster(t *testing.T, hub *registrytest.Registry, s3 *s3test.Server) *
 		config := replicaConfig(hub.URL(), a, peers, files, s3, c.bucket)
 		c.replicas = append(c.replicas, startReplica(t, a, config, secrets))
 	}
-	c.proxy = e2e.StartNginx(t, addrs...)
+	c.proxy = nginxtest.Start(t, addrs...)
 	return c
 }
 
