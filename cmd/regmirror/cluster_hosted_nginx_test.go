@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/regmirror/regmirror/internal/nginxtest"
 )
 
 // Three replicas with hosted repositories behind nginx, which takes them
@@ -26,7 +27,7 @@ func TestClusterBehindNginxServesHostedRepositoriesFromAnyReplica(t *testing.T) 
 	for _, u := range c.urls {
 		addrs = append(addrs, strings.TrimPrefix(u, "http://"))
 	}
-	proxy := strings.TrimPrefix(startNginx(t, addrs...), "http://")
+	proxy := strings.TrimPrefix(nginxtest.Start(t, addrs...), "http://")
 	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: "alice", Password: alicePassword}))
 
 	pushed := map[string]v1.Image{}

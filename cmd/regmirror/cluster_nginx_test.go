@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regmirror/regmirror/internal/cluster"
+	"github.com/regmirror/regmirror/internal/nginxtest"
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/internal/testnet"
 	"github.com/regmirror/regmirror/mirror"
@@ -43,7 +44,7 @@ func TestClusterBehindNginxFetchesEachBlobOnce(t *testing.T) {
 	hub.Reset()
 	dir := t.TempDir()
 	addrs, peers, _ := startReplicas(t, dir, hubCfg, 3)
-	proxy := startNginx(t, addrs...)
+	proxy := nginxtest.Start(t, addrs...)
 
 	var clients errgroup.Group
 	for range 8 {
@@ -94,7 +95,7 @@ func TestClusterBehindNginxSurvivesADeadReplica(t *testing.T) {
 	}
 	hub.Reset()
 	addrs, peers, daemons := startReplicas(t, t.TempDir(), hubCfg, 3)
-	proxy := startNginx(t, addrs...)
+	proxy := nginxtest.Start(t, addrs...)
 	if err := daemons[2].Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestClusterBehindNginxAcceptsATokenFromAnyReplica(t *testing.T) {
 		appendToFile(t, path, hosted)
 		startDaemonProcess(t, path, a)
 	}
-	proxy := startNginx(t, addrs...)
+	proxy := nginxtest.Start(t, addrs...)
 
 	token := dockerLogin(t, proxy, "alice", "alice-pw", "repository:team/app:pull,push")
 	for _, base := range append(peers, proxy, proxy, proxy) {

@@ -3,22 +3,17 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/regmirror/regmirror/internal/nginxtest"
 	"github.com/regmirror/regmirror/internal/registrytest"
 )
 
@@ -54,7 +49,7 @@ func TestAccessLogBehindNginx(t *testing.T) {
 		t.Fatal(err)
 	}
 	daemon := startDaemonLogging(t, cfg, log)
-	proxy := startNginx(t, strings.TrimPrefix(daemon, "http://"))
+	proxy := nginxtest.Start(t, strings.TrimPrefix(daemon, "http://"))
 	client := clientFrom(t, "127.0.0.2")
 
 	// docker login and pull through the proxy: ping, token, manifest, blob.
@@ -116,110 +111,6 @@ func TestAccessLogBehindNginx(t *testing.T) {
 	if out := logs.String(); strings.Contains(out, "6.6.6.6") || strings.Contains(out, token.Token) || strings.Contains(out, passwordOf("alice")) {
 		t.Errorf("the log holds the forged address, the token or the password:\n%s", out)
 	}
-}
-
-// startNginx runs Debian's nginx as a reverse proxy in front of upstreams
-// (host:port each, taken in turn), configured as the docs recommend, and
-// returns its URL.
-func startNginx(t *testing.T, upstreams ...string) string {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
-			t.Fatal("nginx is not installed: run scripts/install-deps.sh (make proxy-log does)")
-		}
-	}
-	dir := t.TempDir()
-	addr := freeLoopbackAddr(t)
-	var servers strings.Builder
-	for _, u := range upstreams {
-		fmt.Fprintf(&servers, "\t\tserver %s;\n", u)
-	}
-	conf := fmt.Sprintf(`daemon off;
-master_process off;
-pid %[1]s/nginx.pid;
-error_log stderr notice;
-events { worker_connections 64; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	upstream regmirror {
-%[3]s	}
-	server {
-		listen %[2]s;
-		client_max_body_size 0;
-		location / {
-			proxy_pass http://regmirror;
-			proxy_http_version 1.1;
-			proxy_set_header Host $http_host;
-			proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-			proxy_set_header X-Forwarded-Proto $scheme;
-			proxy_set_header X-Request-Id $request_id;
-			proxy_buffering off;
-			proxy_request_buffering off;
-		}
-	}
-}
-`, dir, addr, servers.String())
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", "stderr")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting nginx: %v", err)
-	}
-	// nginx reports its version, OS and file limit once it has opened its
-	// listening sockets and before it serves: from then on connections
-	// queue until it accepts them, so nothing has to retry.
-	var output strings.Builder
-	lines := bufio.NewScanner(stderr)
-	listening := false
-	for !listening && lines.Scan() {
-		output.WriteString(lines.Text() + "\n")
-		listening = strings.Contains(lines.Text(), "getrlimit(RLIMIT_NOFILE)")
-	}
-	drained := make(chan struct{})
-	go func() {
-		for lines.Scan() {
-			output.WriteString(lines.Text() + "\n")
-		}
-		close(drained)
-	}()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGQUIT) // graceful shutdown
-		<-drained
-		_ = cmd.Wait()
-	}
-	if !listening {
-		stop()
-		t.Fatalf("nginx did not start:\n%s", output.String())
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("nginx's log:\n%s", output.String())
-		}
-	})
-	return "http://" + addr
-}
-
-// freeLoopbackAddr is a loopback address with a port nothing listens on.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // clientFrom returns an HTTP client whose connections come from the

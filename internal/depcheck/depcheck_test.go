@@ -64,6 +64,8 @@ var allowed = map[string][]string{
 	"internal/repoglob": nil,
 	// s3test runs versitygw for tests and knows nothing of the project.
 	"internal/s3test": {"internal/testnet"},
+	// nginxtest runs nginx for tests and knows nothing of the project.
+	"internal/nginxtest": {"internal/testnet"},
 	// cluster is the peer layer of replicas sharing a bucket (membership,
 	// ownership, the signed channel, forwarding); cmd/regmirror wires it.
 	"internal/cluster": nil,

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"go/build"
 	"net/http"
 	"os"
 	"os/exec"
@@ -44,7 +45,7 @@ type Server struct {
 	mu   sync.Mutex // guards cmd, done and log across Stop and Restart
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the current process has exited
-	log  *bytes.Buffer // the current process's output; read once it exited
+	log  *bytes.Buffer // every run's output; read once the current one exited
 }
 
 // Start runs versitygw until the test ends or Stop.
@@ -98,16 +99,20 @@ func (s *Server) launch(t testing.TB) {
 		"--region", Region, "--health", healthPath, "--quiet", "posix", s.dir)
 	// The root credentials are the flags': none from the environment.
 	cmd.Env = withoutCredentials(os.Environ())
-	log := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = log, log
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.log == nil {
+		s.log = &bytes.Buffer{}
+	}
+	// One log across Restart: the previous process has exited and
+	// written all it will.
+	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting versitygw: %v", err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	s.mu.Lock()
-	s.cmd, s.done, s.log = cmd, done, log
-	s.mu.Unlock()
+	s.cmd, s.done = cmd, done
 }
 
 // Stop stops the server and waits for it to exit; clients then find
@@ -137,7 +142,8 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
-// output is what the current process has written, once it has exited.
+// output is what the server has written in all its runs, once the
+// current one has exited.
 func (s *Server) output() string {
 	s.mu.Lock()
 	done, log := s.done, s.log
@@ -233,11 +239,9 @@ func getOK(ctx context.Context, url string) error {
 // scripts/install-deps.sh puts it, or else in PATH.
 func program(t testing.TB) string {
 	t.Helper()
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			if path := filepath.Join(dir, "bin", "versitygw"); isExecutable(path) {
-				return path
-			}
+	for _, dir := range filepath.SplitList(goPath()) {
+		if path := filepath.Join(dir, "bin", "versitygw"); isExecutable(path) {
+			return path
 		}
 	}
 	if path, err := exec.LookPath("versitygw"); err == nil {
@@ -245,6 +249,17 @@ func program(t testing.TB) string {
 	}
 	t.Fatal("versitygw is not installed: run scripts/install-deps.sh")
 	return ""
+}
+
+// goPath is $(go env GOPATH). A test binary may run where go is not on
+// PATH (the end-to-end tests run as root in a namespace of their own);
+// GOPATH then comes from the environment or defaults to $HOME/go, as go
+// itself would have it.
+func goPath() string {
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	return build.Default.GOPATH
 }
 
 func isExecutable(path string) bool {

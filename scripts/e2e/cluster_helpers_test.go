@@ -24,7 +24,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regmirror/regmirror/internal/cluster"
+	"github.com/regmirror/regmirror/internal/nginxtest"
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/s3test"
 	"github.com/regmirror/regmirror/internal/testnet"
 	"github.com/regmirror/regmirror/scripts/e2e"
 )
@@ -32,8 +34,6 @@ import (
 const (
 	// replicaCount is how many replicas a test cluster has.
 	replicaCount = 3
-	// bucketName is the shared bucket of a cluster that has one.
-	bucketName = "regmirror"
 	// replicaStartTimeout bounds a replica's start until /healthz answers.
 	replicaStartTimeout = 30 * time.Second
 	// replicaStopTimeout is how long a replica gets to shut down after
@@ -53,6 +53,9 @@ type testCluster struct {
 	proxy string
 	// members is the membership every replica computes owners from.
 	members *cluster.Peers
+	// s3 serves the shared bucket, named bucket; nil without one.
+	s3     *s3test.Server
+	bucket string
 }
 
 // replica is one running `regmirror serve`.
@@ -70,19 +73,15 @@ type clusterFiles struct {
 	hubPassword, secret, tokenKey, htpasswd, s3Secret string
 }
 
-// startCluster starts the replicas, with the bucket of s3 when it is not
+// startCluster starts the replicas, with a bucket of s3 when it is not
 // nil (made here, as the operator would before starting them), in front of
 // the upstream hub, and nginx in front of them.
-func startCluster(t *testing.T, hub *registrytest.Registry, s3 *e2e.S3Server) *testCluster {
+func startCluster(t *testing.T, hub *registrytest.Registry, s3 *s3test.Server) *testCluster {
 	t.Helper()
+	c := &testCluster{s3: s3}
 	if s3 != nil {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-		defer cancel()
-		if err := s3.MakeBucket(ctx, bucketName); err != nil {
-			t.Fatal(err)
-		}
+		c.bucket = s3.NewBucket(t)
 	}
-	c := &testCluster{}
 	files := writeClusterFiles(t, s3)
 	var addrs, peers []string
 	for range replicaCount {
@@ -99,17 +98,17 @@ func startCluster(t *testing.T, hub *registrytest.Registry, s3 *e2e.S3Server) *t
 		secrets = append(secrets, s3.SecretKey)
 	}
 	for _, a := range addrs {
-		config := replicaConfig(hub.URL(), a, peers, files, s3)
+		config := replicaConfig(hub.URL(), a, peers, files, s3, c.bucket)
 		c.replicas = append(c.replicas, startReplica(t, a, config, secrets))
 	}
-	c.proxy = e2e.StartNginx(t, addrs...)
+	c.proxy = nginxtest.Start(t, addrs...)
 	return c
 }
 
 // writeClusterFiles writes the files the replicas share into a directory
 // of their own: the upstream's password, the cluster secret, the hosted
 // token key, the users (pushUser) and the bucket's secret key.
-func writeClusterFiles(t *testing.T, s3 *e2e.S3Server) clusterFiles {
+func writeClusterFiles(t *testing.T, s3 *s3test.Server) clusterFiles {
 	t.Helper()
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte(pushPassword), bcrypt.DefaultCost) // the daemon refuses cheaper hashes
@@ -138,7 +137,7 @@ func writeClusterFiles(t *testing.T, s3 *e2e.S3Server) clusterFiles {
 
 // replicaConfig is the config file of the replica listening on addr. The
 // storage section is the shared bucket's, when there is one.
-func replicaConfig(hubURL, addr string, peers []string, f clusterFiles, s3 *e2e.S3Server) string {
+func replicaConfig(hubURL, addr string, peers []string, f clusterFiles, s3 *s3test.Server, bucket string) string {
 	config := fmt.Sprintf(`upstreams:
   - host: docker.io
     url: %s
@@ -164,7 +163,7 @@ hosted:
     access_key_id: %s
     secret_access_key_file: %s
     max_size: 20GiB
-`, s3.Endpoint, bucketName, e2e.S3Region, s3.AccessKey, f.s3Secret)
+`, s3.Endpoint, bucket, s3test.Region, s3.AccessKey, f.s3Secret)
 	}
 	return config
 }
@@ -367,16 +366,17 @@ const bucketCopyGuard = 2 * time.Minute
 // bucketPollPause is how long assertBucketHolds waits between listings.
 const bucketPollPause = 500 * time.Millisecond
 
-// assertBucketHolds lists the bucket until blobs are all in it, each of
-// the right size, or bucketCopyGuard passes. Every listing reads every
-// blob object in the bucket and checks it against its digest: a damaged
-// or partial object at any time fails the test.
-func assertBucketHolds(ctx context.Context, t *testing.T, s3 *e2e.S3Server, blobs []ocispec.Descriptor) {
+// assertBucketHolds lists the cluster's bucket until blobs are all in it,
+// each of the right size, or bucketCopyGuard passes. Every listing reads
+// every blob object in the bucket and checks it against its digest: a
+// damaged or partial object at any time fails the test.
+func assertBucketHolds(ctx context.Context, t *testing.T, c *testCluster, blobs []ocispec.Descriptor) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, bucketCopyGuard)
 	defer cancel()
+	client := c.s3.Client(t)
 	for {
-		contents, err := s3.ReadContent(ctx, bucketName, "")
+		contents, err := e2e.ReadContent(ctx, client, c.bucket, "")
 		if err != nil && ctx.Err() == nil {
 			t.Errorf("the bucket holds a damaged object: %v", err)
 			logBucket(t, contents)

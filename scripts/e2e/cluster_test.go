@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
+	"github.com/regmirror/regmirror/internal/s3test"
 	"github.com/regmirror/regmirror/scripts/e2e"
 )
 
@@ -52,9 +53,9 @@ func TestClusterColdPullFetchesEachBlobOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			hub := startHub(t)
 			img := pushImage(t, hub, "library/node", "10", registrytest.ImageOptions{Layers: 6, LayerSize: 3 << 20, Seed: 31})
-			var s3 *e2e.S3Server
+			var s3 *s3test.Server
 			if tc.bucket {
-				s3 = e2e.StartS3Server(t)
+				s3 = s3test.Start(t)
 			}
 			c := startCluster(t, hub, s3)
 			dockerds := []*e2e.Dockerd{e2e.StartDockerd(t, c.proxy), e2e.StartDockerd(t, c.proxy)}
@@ -70,7 +71,7 @@ func TestClusterColdPullFetchesEachBlobOnce(t *testing.T) {
 				hub.BlobGetsTotal(), len(img.Blobs()), hub.ManifestHeads("library/node", "10"),
 				hub.ManifestGets("library/node", "10"), hub.ManifestGets("library/node", img.Manifest.Digest.String()))
 			if s3 != nil {
-				assertBucketHolds(ctx, t, s3, img.Blobs())
+				assertBucketHolds(ctx, t, c, img.Blobs())
 			}
 
 			hub.Reset()
@@ -124,7 +125,7 @@ func pullConcurrently(ctx context.Context, base string, img registrytest.Image, 
 // the same image ID (config digest) and the same manifest digest.
 func TestClusterDockerPushThroughNginxPullsFromEachReplica(t *testing.T) {
 	hub := startHub(t)
-	s3 := e2e.StartS3Server(t)
+	s3 := s3test.Start(t)
 	c := startCluster(t, hub, s3)
 	ctx, cancel := context.WithTimeout(t.Context(), clusterTestTimeout)
 	defer cancel()
@@ -160,7 +161,7 @@ func TestClusterDockerPushThroughNginxPullsFromEachReplica(t *testing.T) {
 			t.Fatalf("docker rmi %s: %v\n%s", ref, err, out)
 		}
 	}
-	assertBucketHolds(ctx, t, s3, nil) // whatever the push put there is intact
+	assertBucketHolds(ctx, t, c, nil) // whatever the push put there is intact
 }
 
 // dockerLogin logs d in to host as pushUser.
@@ -222,7 +223,7 @@ func TestClusterSurvivesKillingTheFillingOwner(t *testing.T) {
 	hub := startHub(t)
 	img := pushImage(t, hub, "library/big", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 20, Seed: 41})
 	layer := img.Layers[0]
-	s3 := e2e.StartS3Server(t)
+	s3 := s3test.Start(t)
 	c := startCluster(t, hub, s3)
 	owner := c.owner(t, layer.Digest.String())
 	ctx, cancel := context.WithTimeout(t.Context(), clusterTestTimeout)
@@ -262,7 +263,7 @@ func TestClusterSurvivesKillingTheFillingOwner(t *testing.T) {
 	case n > 2:
 		t.Errorf("the upstream sent the layer %d times (%d before the kill), want 2: the fill the kill cut and one more", n, fillsBeforeKill)
 	}
-	assertBucketHolds(ctx, t, s3, []ocispec.Descriptor{layer})
+	assertBucketHolds(ctx, t, c, []ocispec.Descriptor{layer})
 }
 
 // layerGets are the Range headers of the upstream's GETs of blob ("" for
@@ -396,7 +397,7 @@ func TestClusterBucketOutage(t *testing.T) {
 	hub := startHub(t)
 	warm := pushImage(t, hub, "library/node", "10", registrytest.ImageOptions{Layers: 4, LayerSize: 2 << 20, Seed: 51})
 	cold := pushImage(t, hub, "library/cold", "1", registrytest.ImageOptions{Layers: 2, LayerSize: 1 << 20, Seed: 52})
-	s3 := e2e.StartS3Server(t)
+	s3 := s3test.Start(t)
 	c := startCluster(t, hub, s3)
 	ctx, cancel := context.WithTimeout(t.Context(), clusterTestTimeout)
 	defer cancel()
@@ -406,9 +407,7 @@ func TestClusterBucketOutage(t *testing.T) {
 		}
 	}
 
-	if err := s3.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	s3.Stop()
 	hub.Reset()
 	for _, base := range append(replicaURLs(c), c.proxy) {
 		if err := pullImage(ctx, base, "library/node", "10", warm); err != nil {
@@ -426,9 +425,7 @@ func TestClusterBucketOutage(t *testing.T) {
 	t.Logf("while the bucket was down the upstream sent %d blobs", hub.BlobGetsTotal())
 
 	hub.Reset()
-	if err := s3.Start(ctx); err != nil {
-		t.Fatalf("starting the bucket again: %v", err)
-	}
+	s3.Restart(t)
 	start := time.Now()
 	if err := pullUntilDone(ctx, c.proxy, "library/cold", "1", cold); err != nil {
 		t.Fatalf("cold pull through nginx with the bucket back: %v", err)
@@ -440,7 +437,7 @@ func TestClusterBucketOutage(t *testing.T) {
 		}
 	}
 	assertBlobGets(t, hub, cold, 1, "the cold image, with the bucket back")
-	assertBucketHolds(ctx, t, s3, cold.Blobs())
+	assertBucketHolds(ctx, t, c, cold.Blobs())
 }
 
 // assertColdMissRefused GETs a blob no replica holds and wants 503 within

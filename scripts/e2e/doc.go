@@ -22,8 +22,6 @@
 //	E2E_CONTAINERD     containerd binary (default: containerd on PATH, then /usr/bin/containerd)
 //	E2E_CTR            ctr binary (default: ctr on PATH, then /usr/bin/ctr)
 //	E2E_PODMAN         podman binary (default: podman on PATH, then /usr/bin/podman)
-//	E2E_NGINX          nginx binary, in front of the cluster tests' replicas (default: nginx on PATH, then /usr/sbin/nginx)
-//	E2E_VERSITYGW      versitygw binary, the cluster tests' S3 bucket (default: $(go env GOPATH)/bin/versitygw, then PATH)
 //	E2E_DAEMON_JSON    daemon.json template (default: daemon.json.example at the repo root)
 //	E2E_ALLOW_NETWORK  set to 1 to run outside a loopback-only network namespace
 //	E2E_KEEP           set to 1 to keep each dockerd's directory (data, log) after the test

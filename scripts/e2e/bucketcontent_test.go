@@ -8,36 +8,37 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regmirror/regmirror/internal/s3test"
 )
 
 // ReadContent finds an intact blob and manifest, reports a blob and a
-// manifest whose bytes do not match their keys and a key that is no digest, and lists other keys apart; the
-// bucket and its objects are still there after the server is stopped and
-// started again on the same port.
+// manifest whose bytes do not match their keys and a key that is no
+// digest, and lists other keys apart; the bucket and its objects are still
+// there after the server is stopped and started again on the same port.
 func TestS3ServerReadContentAndRestart(t *testing.T) {
 	t.Parallel()
-	s := StartS3Server(t)
+	s := s3test.Start(t)
+	bucket := s.NewBucket(t)
+	c := s.Client(t)
 	ctx := t.Context()
-	if err := s.MakeBucket(ctx, "bucket"); err != nil {
-		t.Fatal(err)
-	}
 	good := []byte("a blob")
 	goodDigest := digest.FromBytes(good)
 	torn := digest.FromBytes([]byte("the whole blob"))
-	put(ctx, t, s, blobKey("p/", goodDigest), good)
-	put(ctx, t, s, blobKey("p/", torn), []byte("the whole"))
-	put(ctx, t, s, "p/blobs/sha256/zz/not-a-digest", []byte("x"))
+	put(ctx, t, c, bucket, blobKey("p/", goodDigest), good)
+	put(ctx, t, c, bucket, blobKey("p/", torn), []byte("the whole"))
+	put(ctx, t, c, bucket, "p/blobs/sha256/zz/not-a-digest", []byte("x"))
 	manifest := []byte(`{"schemaVersion":2}`)
 	manifestDigest := digest.FromBytes(manifest)
 	tornManifest := digest.FromBytes([]byte(`{"schemaVersion":2,"layers":[]}`))
-	put(ctx, t, s, "p/manifests/sha256/"+manifestDigest.Encoded(), manifest)
-	put(ctx, t, s, "p/manifests/sha256/"+tornManifest.Encoded(), []byte(`{"schemaVersion":2,`))
-	put(ctx, t, s, "p/leases/janitor", []byte("{}"))
-	put(ctx, t, s, "elsewhere", []byte("x"))
+	put(ctx, t, c, bucket, "p/manifests/sha256/"+manifestDigest.Encoded(), manifest)
+	put(ctx, t, c, bucket, "p/manifests/sha256/"+tornManifest.Encoded(), []byte(`{"schemaVersion":2,`))
+	put(ctx, t, c, bucket, "p/leases/janitor", []byte("{}"))
+	put(ctx, t, c, bucket, "elsewhere", []byte("x"))
 
 	check := func(when string) {
 		t.Helper()
-		contents, err := s.ReadContent(ctx, "bucket", "p/")
+		contents, err := ReadContent(ctx, c, bucket, "p/")
 		for _, want := range []string{torn.Encoded(), tornManifest.Encoded(), "not-a-digest"} {
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: ReadContent error = %v, want one naming %s", when, err, want)
@@ -55,15 +56,11 @@ func TestS3ServerReadContentAndRestart(t *testing.T) {
 	}
 	check("running")
 	endpoint := s.Endpoint
-	if err := s.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ReadContent(ctx, "bucket", "p/"); err == nil {
+	s.Stop()
+	if _, err := ReadContent(ctx, c, bucket, "p/"); err == nil {
 		t.Fatal("ReadContent succeeded with the server stopped")
 	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s.Restart(t)
 	if s.Endpoint != endpoint {
 		t.Fatalf("started again on %s, want %s", s.Endpoint, endpoint)
 	}
@@ -74,13 +71,9 @@ func blobKey(prefix string, d digest.Digest) string {
 	return prefix + "blobs/" + string(d.Algorithm()) + "/" + d.Encoded()[:2] + "/" + d.Encoded()
 }
 
-func put(ctx context.Context, t *testing.T, s *S3Server, key string, data []byte) {
+func put(ctx context.Context, t *testing.T, c *minio.Client, bucket, key string, data []byte) {
 	t.Helper()
-	c, err := s.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.PutObject(ctx, "bucket", key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+	if _, err := c.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
 }
