@@ -11,9 +11,10 @@
 # MICRO=0:       skip the micro-benchmarks.
 # SCALEOUT=0:    skip the scaleout section (one daemon vs a cluster of three
 #                without and with a shared bucket on versitygw, which
-#                scripts/install-deps.sh installs if missing; about DURATION
-#                on 2 CPUs), which the pull benchmark leaves out unless asked
-#                for; -sections, when given, says what runs.
+#                scripts/install-deps.sh installs if missing; about four
+#                minutes on a busy 2-CPU machine), which the pull benchmark
+#                leaves out unless asked for; -sections, when given, says
+#                what runs.
 # Extra arguments go to the pull benchmark, e.g. -rounds 1 -size-mib 512
 # (run `go run ./scripts/bench -h` for all).
 set -euo pipefail

@@ -165,8 +165,9 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 var allSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup", "scaleout"}
 
 // defaultSections run when -sections is not given. scaleout is left out:
-// with the default rounds it takes about a minute and a half on 2 CPUs,
-// so scripts/bench.sh asks for it by name.
+// with the default rounds (three setups, one with versitygw) it takes
+// about four minutes on a busy 2-CPU machine, so scripts/bench.sh asks for
+// it by name.
 var defaultSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup"}
 
 // sections parses -sections, keeping the report's order; "default"

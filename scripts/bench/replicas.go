@@ -273,8 +273,14 @@ func (rs *replicas) logTails() string {
 // forwardFailures sums every replica's count of forwards that fell back
 // to the upstream.
 func (rs *replicas) forwardFailures(ctx context.Context) (int, error) {
+	return forwardFailuresOf(ctx, rs.daemons...)
+}
+
+// forwardFailuresOf sums ds' counts of forwards that fell back to the
+// upstream.
+func forwardFailuresOf(ctx context.Context, ds ...*daemon) (int, error) {
 	total := 0
-	for _, d := range rs.daemons {
+	for _, d := range ds {
 		n, err := scrapeCounter(ctx, d.url+"/metrics", forwardFailuresMetric)
 		if err != nil {
 			return 0, err

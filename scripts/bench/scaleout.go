@@ -171,8 +171,11 @@ type freshPull struct {
 	cpu, s3CPU time.Duration
 	// blobGets and manifestGets are the upstream's during the pull.
 	blobGets, manifestGets int
-	bucket                 bucketTraffic // the fresh replica's requests
-	hwm                    int64         // its VmHWM, from its start
+	// fallbacks are the forwards to an owner, by any replica, that went
+	// to the upstream instead during the pull.
+	fallbacks int
+	bucket    bucketTraffic // the fresh replica's requests
+	hwm       int64         // its VmHWM, from its start
 }
 
 // pullFresh starts one more replica on an empty data dir, sharing the
@@ -183,6 +186,11 @@ func (b *bench) pullFresh(ctx context.Context, rs *replicas) (freshPull, error) 
 		return freshPull{}, err
 	}
 	defer d.remove()
+	all := append(slices.Clone(rs.daemons), d)
+	fallbacksBefore, err := forwardFailuresOf(ctx, all...)
+	if err != nil {
+		return freshPull{}, err
+	}
 	cpuBefore, err := processCPU(d.pid())
 	if err != nil {
 		return freshPull{}, err
@@ -206,6 +214,11 @@ func (b *bench) pullFresh(ctx context.Context, rs *replicas) (freshPull, error) 
 		return f, err
 	}
 	f.cpu, f.s3CPU = cpuAfter-cpuBefore, s3After-s3Before
+	fallbacksAfter, err := forwardFailuresOf(ctx, all...)
+	if err != nil {
+		return f, err
+	}
+	f.fallbacks = fallbacksAfter - fallbacksBefore
 	if f.bucket, err = bucketTrafficOf(ctx, d); err != nil {
 		return f, err
 	}
@@ -469,14 +482,17 @@ func (b *bench) freshReport(runs [][]scaleoutRun) {
 	b.printf("   fresh replica: after the probe, a replica %d with an empty data dir joins the %d sharing the bucket (its peers:\n", n+1, n)
 	b.printf("   the %d and itself; the %d still list only themselves, as while a scale-up rolls out), and one client pulls the\n", n, n)
 	b.printf("   image through it alone, %d blobs at a time. Its blobs should all come from the bucket: no upstream blob GET.\n", b.cfg.concurrency)
-	b.printf("   Manifests are not in the bucket: it asks their owner by its own view of the members, which may be itself\n\n")
-	b.printf("   %-6s %9s %9s %9s %10s %10s   %s\n", "round", "MB/s", "CPU", "S3", "blob GETs", "mfst GETs", "its bucket requests; peak RSS")
+	b.printf("   Manifests are not in the bucket: it asks their owner by its own view of the members, which may be itself;\n")
+	b.printf("   fallbacks = forwards to an owner, by any of the %d, that went to the upstream instead during the pull\n\n", n+1)
+	b.printf("   %-6s %9s %9s %9s %10s %10s %10s   %s\n", "round", "MB/s", "CPU", "S3", "blob GETs", "mfst GETs", "fallbacks",
+		"its bucket requests; peak RSS")
 	var mbps []float64
 	for i, r := range ofSetup(runs, j) {
 		f := r.fresh
 		mbps = append(mbps, f.pull.mbps())
-		b.printf("   %-6d %4.0f MB/s %4.2f s/GB %4.2f s/GB %10d %10d   %s; %.1f MiB\n", i+1, f.pull.mbps(),
-			perGB(f.cpu, f.pull.bytes), perGB(f.s3CPU, f.pull.bytes), f.blobGets, f.manifestGets, f.bucket.describe(), mib(f.hwm))
+		b.printf("   %-6d %4.0f MB/s %4.2f s/GB %4.2f s/GB %10d %10d %10d   %s; %.1f MiB\n", i+1, f.pull.mbps(),
+			perGB(f.cpu, f.pull.bytes), perGB(f.s3CPU, f.pull.bytes), f.blobGets, f.manifestGets, f.fallbacks,
+			f.bucket.describe(), mib(f.hwm))
 	}
 	b.printf("   %-6s %4.0f MB/s\n\n", "median", median(mbps))
 	b.printf("   on %d CPUs the %d replicas (and versitygw) share the same cores as the upstream and the clients, so together they\n",
