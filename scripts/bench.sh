@@ -9,9 +9,12 @@
 # BENCHTIME:     -benchtime of the micro-benchmarks (default 20x; the ones
 #                that rebuild a large index per round always run once).
 # MICRO=0:       skip the micro-benchmarks.
-# SCALEOUT=0:    skip the scaleout section (one daemon vs a cluster of three,
-#                about 90s on 2 CPUs), which the pull benchmark leaves out
-#                unless asked for; -sections, when given, says what runs.
+# SCALEOUT=0:    skip the scaleout section (one daemon vs a cluster of three
+#                without and with a shared bucket on versitygw, which
+#                scripts/install-deps.sh installs if missing; about four
+#                minutes on a busy 2-CPU machine), which the pull benchmark
+#                leaves out unless asked for; -sections, when given, says
+#                what runs.
 # Extra arguments go to the pull benchmark, e.g. -rounds 1 -size-mib 512
 # (run `go run ./scripts/bench -h` for all).
 set -euo pipefail
@@ -31,12 +34,33 @@ sections=(-sections default,scaleout)
 if [[ ${SCALEOUT:-1} == 0 ]]; then
 	sections=()
 fi
+# The scaleout section runs when the default sections stand or when
+# -sections names it (its value is the next argument or after the =).
+scaleout=$((${#sections[@]} > 0))
 for arg in "$@"; do
 	if [[ $arg == -sections* || $arg == --sections* ]]; then
 		sections=()
+		scaleout=0
+	fi
+	if [[ $arg == *scaleout* ]]; then
+		scaleout=1
 	fi
 done
-"$out/bench" "${sections[@]}" "$@"
+versitygw=()
+if ((scaleout)); then
+	program="$(go env GOPATH)/bin/versitygw"
+	if [[ ! -x $program ]] && ! program=$(command -v versitygw); then
+		scripts/install-deps.sh
+		program="$(go env GOPATH)/bin/versitygw"
+	fi
+	if [[ ! -x $program ]]; then
+		echo "bench.sh: versitygw, the S3 server of the scaleout section, is not installed and scripts/install-deps.sh" >&2
+		echo "did not install it; run it, or skip the section with SCALEOUT=0" >&2
+		exit 1
+	fi
+	versitygw=(-versitygw "$program")
+fi
+"$out/bench" "${sections[@]}" "${versitygw[@]}" "$@"
 
 if [[ ${MICRO:-1} == 0 ]]; then
 	exit 0

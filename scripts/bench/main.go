@@ -9,8 +9,10 @@
 // how long it takes to start, and how much memory it holds, on synthetic
 // caches of 10, 100,000 and 1,000,000 blobs (cache.WriteSynthetic); and,
 // when asked for (-sections scaleout), one daemon against a cluster of
-// replicas: aggregate throughput, the upstream's GETs per blob, the cost of
-// a miss forwarded to the blob's owner, and each replica's memory.
+// replicas, without and with a bucket they share (on versitygw):
+// aggregate throughput, CPU per GB, the upstream's GETs per blob, the cost
+// of a miss forwarded to the blob's owner, each replica's memory, and a
+// replica that joins with an empty disk and fills from the bucket.
 //
 // The daemon is the real `regmirror serve` binary (-bin or REGMIRROR_BIN),
 // each measurement on a fresh data directory. Nothing here asserts: targets
@@ -59,8 +61,11 @@ type config struct {
 	sweepWait    time.Duration
 	// crowdClients pull the small image at once, warm, in the crowd section.
 	crowdClients int
-	// replicas form the cluster of the scaleout section.
-	replicas int
+	// replicas form the cluster of the scaleout section; versitygw is the
+	// S3 server of its shared bucket (default: found as scripts/install-deps.sh
+	// installs it).
+	replicas  int
+	versitygw string
 	// serveFiles, when set, makes this process a plain file server over
 	// that blob root (the crowd section runs one).
 	serveFiles string
@@ -97,6 +102,7 @@ func parseFlags() config {
 	flag.DurationVar(&c.sweepWait, "sweep-wait", 5*time.Minute, "how long the startup section waits for the daemon's background sweep of the cache")
 	flag.IntVar(&c.crowdClients, "crowd-clients", 200, "clients pulling the small image at once, warm, in the crowd section")
 	flag.IntVar(&c.replicas, "replicas", 3, "replicas of the cluster the scaleout section compares with one daemon")
+	flag.StringVar(&c.versitygw, "versitygw", "", "versitygw, the S3 server of the scaleout section's shared bucket (default: $(go env GOPATH)/bin/versitygw, else PATH)")
 	flag.StringVar(&c.serveFiles, serveFilesFlag, "", "serve this blob root as a plain file server (used by the crowd section)")
 	flag.Parse()
 	return c
@@ -159,8 +165,9 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 var allSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup", "scaleout"}
 
 // defaultSections run when -sections is not given. scaleout is left out:
-// with the default rounds it takes about a minute and a half on 2 CPUs,
-// so scripts/bench.sh asks for it by name.
+// with the default rounds (three setups, one with versitygw) it takes
+// about four minutes on a busy 2-CPU machine, so scripts/bench.sh asks for
+// it by name.
 var defaultSections = []string{"throughput", "link", "memory", "coalescing", "crowd", "startup"}
 
 // sections parses -sections, keeping the report's order; "default"
