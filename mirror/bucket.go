@@ -134,7 +134,7 @@ func (m *Mirror) claimOrRead(ctx context.Context, t target, d digest.Digest, fro
 // which serves it from that download. A request from a peer is not sent
 // on (no request travels further than one hop), nor one to this replica.
 func (m *Mirror) fromHolder(ctx context.Context, t target, d digest.Digest, holder string, from int64) (io.ReadCloser, int64, int64, bool) {
-	if m.peers == nil || fromTrustedPeer(ctx) || holder == m.bucket.Holder() {
+	if m.peers == nil || sentByPeer(ctx) || holder == m.bucket.Holder() {
 		return nil, 0, 0, false
 	}
 	body, start, size, err := m.peers.FetchBlob(ctx, holder, t.host, t.path, d, from)

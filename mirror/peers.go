@@ -36,22 +36,36 @@ type Peers interface {
 }
 
 // trustedPeerKey marks the context of a request that another replica of
-// the cluster sent, signed.
-type trustedPeerKey struct{}
+// the cluster sent, signed, for the rights it carries; sentByPeerKey, for
+// where its misses are fetched from. Work that outlives the request (a
+// manifest fill) drops the first and keeps the second.
+type (
+	trustedPeerKey struct{}
+	sentByPeerKey  struct{}
+)
 
 // WithTrustedPeer marks ctx as a request a replica of the cluster sent,
 // which the caller has verified (a valid peer signature). The mirror
-// serves it as it would a client that logged in, since the replica
-// authorized its own client before forwarding, and downloads what it
-// misses from the upstream, never from another peer, so that no request
-// is forwarded twice.
+// serves it as it would a client that logged in to the repository it
+// names, since the replica authorized its own client before forwarding,
+// and downloads what it misses from the upstream, never from another
+// peer, so that no request is forwarded twice.
 func WithTrustedPeer(ctx context.Context) context.Context {
-	return context.WithValue(ctx, trustedPeerKey{}, true)
+	return context.WithValue(context.WithValue(ctx, trustedPeerKey{}, true), sentByPeerKey{}, true)
 }
 
-// fromTrustedPeer reports whether ctx is a request marked by WithTrustedPeer.
+// fromTrustedPeer reports whether ctx is a request marked by
+// WithTrustedPeer, with the rights that carries.
 func fromTrustedPeer(ctx context.Context) bool {
 	v, _ := ctx.Value(trustedPeerKey{}).(bool)
+	return v
+}
+
+// sentByPeer reports whether ctx is a request marked by WithTrustedPeer,
+// or work it started: what it misses is never asked of another replica,
+// which would refuse a request forwarded twice.
+func sentByPeer(ctx context.Context) bool {
+	v, _ := ctx.Value(sentByPeerKey{}).(bool)
 	return v
 }
 
@@ -100,7 +114,7 @@ func (m *Mirror) peerFailed(peer, what, ref string, err error) {
 // be sent there: in a cluster, for a client's request (never a peer's,
 // so that no request is forwarded twice), when another replica owns key.
 func (m *Mirror) peerOwning(ctx context.Context, key string) (peer string, ok bool) {
-	if m.peers == nil || fromTrustedPeer(ctx) {
+	if m.peers == nil || sentByPeer(ctx) {
 		return "", false
 	}
 	peer, self := m.peers.Owner(key)

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regmirror/regmirror/internal/registrytest"
 	"github.com/regmirror/regmirror/mirror"
@@ -241,5 +242,30 @@ func TestAttackPeerForwardReadsNoOtherRepositorysContent(t *testing.T) {
 					method, p, got.status, len(got.body))
 			}
 		}
+	}
+}
+
+// A manifest a peer asks for, by tag or by digest, is fetched from the
+// upstream even when this replica believes a third one owns it, though
+// the fill that fetches it outlives the peer's request: a request is
+// never forwarded twice, and a forward that would be refused is not
+// tried (nor counted as the owner's failure).
+func TestClusterPeerManifestRequestsGoUpstream(t *testing.T) {
+	t.Parallel()
+	link := &peerLink{owner: "http://127.0.0.1:1"}
+	e := newEnv(t, envOptions{peers: link, wrap: trustPeers})
+	ix := e.pushNode(t, 1, 4096)
+	peer := http.Header{peerHeader: {"1"}, "Accept": {ocispec.MediaTypeImageIndex}}
+	for _, ref := range []string{"10", ix.Images[0].Manifest.Digest.String()} {
+		got := e.do(t, http.MethodGet, "/v2/library/node/manifests/"+ref, peer)
+		if got.status != http.StatusOK {
+			t.Fatalf("peer GET manifest %s = %d %s", ref, got.status, got.body)
+		}
+	}
+	if n := link.manifestCalls.Load(); n != 0 {
+		t.Errorf("asked another replica %d times for what a peer asked; want 0", n)
+	}
+	if n := metricSum(t, e.metrics, "regmirror_cluster_forward_failures_total", nil); n != 0 {
+		t.Errorf("%v forward failures counted; want 0", n)
 	}
 }
