@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -51,6 +52,12 @@ type Bucket struct {
 	log     *slog.Logger
 	metrics *metrics
 	touch   func(digest.Digest)
+
+	// claimed counts, by blob, this replica's downloads that hold its
+	// fill lease: those fetch it from the upstream, and only those copy
+	// it to the bucket (see Share).
+	claimedMu sync.Mutex
+	claimed   map[digest.Digest]int
 }
 
 // New connects to the bucket and checks that it may read and write there
@@ -59,7 +66,8 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	if opts.Holder == "" {
 		return nil, errors.New("bucket: no holder name for the leases")
 	}
-	b := &Bucket{holder: opts.Holder, ttl: opts.LeaseTTL, log: opts.Logger, touch: func(digest.Digest) {}}
+	b := &Bucket{holder: opts.Holder, ttl: opts.LeaseTTL, log: opts.Logger, touch: func(digest.Digest) {},
+		claimed: make(map[digest.Digest]int)}
 	if b.ttl <= 0 {
 		b.ttl = DefaultLeaseTTL
 	}
@@ -146,18 +154,47 @@ func (b *Bucket) OpenBlob(ctx context.Context, repo string, d digest.Digest, off
 }
 
 // Share uploads the verified size bytes of r as blob d, unless the bucket
-// has it, then links it to repo. It implements cache.SharedBlobs.
+// has it, then links it to repo. It implements cache.SharedBlobs. Only a
+// download that held d's fill lease uploads: it fetched d from the
+// upstream. A download that read d from the bucket, from its owner or
+// from the lease's holder only adds its repository's link, since the
+// replica that fetched d uploads it: replicas that each kept a copy would
+// otherwise each upload the blob, finding it not there yet.
 func (b *Bucket) Share(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) error {
-	uploaded, err := b.blobs.Put(ctx, d, r, size)
-	if err != nil {
-		return err
-	}
-	if uploaded {
-		b.metrics.uploadedBlobs.Inc()
-		b.metrics.uploadedBytes.Add(float64(size))
+	if b.claims(d) {
+		uploaded, err := b.blobs.Put(ctx, d, r, size)
+		if err != nil {
+			return err
+		}
+		if uploaded {
+			b.metrics.uploadedBlobs.Inc()
+			b.metrics.uploadedBytes.Add(float64(size))
+		}
 	}
 	b.touch(d)
 	return b.links.add(ctx, repo, d)
+}
+
+// claims reports whether a download of this replica holds d's fill lease.
+func (b *Bucket) claims(d digest.Digest) bool {
+	b.claimedMu.Lock()
+	defer b.claimedMu.Unlock()
+	return b.claimed[d] > 0
+}
+
+// noteClaim counts a download holding d's fill lease, for as long as ctx
+// lasts.
+func (b *Bucket) noteClaim(ctx context.Context, d digest.Digest) {
+	b.claimedMu.Lock()
+	b.claimed[d]++
+	b.claimedMu.Unlock()
+	context.AfterFunc(ctx, func() {
+		b.claimedMu.Lock()
+		defer b.claimedMu.Unlock()
+		if b.claimed[d]--; b.claimed[d] <= 0 {
+			delete(b.claimed, d)
+		}
+	})
 }
 
 // Holder is this replica's name in the leases it takes.

@@ -46,6 +46,9 @@ func TestBlobsAreReadOnlyThroughTheirRepositoriesLinks(t *testing.T) {
 	b := newBucket(t, srv, srv.NewBucket(t), "http://10.0.0.1:5000")
 	data := []byte("a private layer")
 	d := digest.FromBytes(data)
+	if holder, err := b.ClaimFill(t.Context(), d); err != nil || holder != "" {
+		t.Fatalf("claim: holder %q, %v", holder, err)
+	}
 	if err := b.Share(t.Context(), "docker.io/team/private", d, bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
@@ -148,5 +151,35 @@ func TestManifestsKeepTheirMediaTypeAndTheirLinks(t *testing.T) {
 	}
 	if _, err := srv.Client(t).StatObject(t.Context(), name, b.manifestKey(d), minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != minio.NoSuchKey {
 		t.Errorf("the replaced manifest's object is still there: %v", err)
+	}
+}
+
+// A download that did not take a blob's fill lease (it read the blob from
+// the replica that did) uploads nothing, however many replicas kept a
+// copy: it only links the blob to its repository.
+func TestOnlyTheDownloadHoldingTheLeaseUploads(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	name := srv.NewBucket(t)
+	owner, other := newBucket(t, srv, name, "http://10.0.0.1:5000"), newBucket(t, srv, name, "http://10.0.0.2:5000")
+	data := []byte("a layer two replicas kept")
+	d := digest.FromBytes(data)
+	if err := other.Share(t.Context(), "docker.io/library/node", d, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Blobs().Stat(t.Context(), d); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a download without the lease uploaded the blob: %v", err)
+	}
+	fill, end := context.WithCancel(t.Context())
+	if holder, err := owner.ClaimFill(fill, d); err != nil || holder != "" {
+		t.Fatalf("claim: holder %q, %v", holder, err)
+	}
+	if err := owner.Share(fill, "docker.io/library/node", d, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	end()
+	got, err := readAll(t, other, "docker.io/library/node", d, 0)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("read after the lease holder shared it = %q, %v", got, err)
 	}
 }

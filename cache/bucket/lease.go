@@ -31,6 +31,7 @@ func (b *Bucket) ClaimFill(ctx context.Context, d digest.Digest) (holder string,
 		return "", err
 	}
 	b.metrics.claims.WithLabelValues("taken").Inc()
+	b.noteClaim(ctx, d)
 	go b.hold(ctx, lease)
 	return "", nil
 }

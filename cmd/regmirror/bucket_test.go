@@ -327,3 +327,61 @@ func TestBucketCorruptBlobIsRefusedAndRemoved(t *testing.T) {
 		t.Errorf("%d upstream GETs of the layer; want 2: the first fill, and one after the corrupt copy", n)
 	}
 }
+
+// metricsOf scrapes base's /metrics.
+func metricsOf(t *testing.T, base string) metricValues {
+	t.Helper()
+	body, err := get(t.Context(), base+"/metrics", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	values, err := parseMetrics(string(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return values
+}
+
+// settled waits until no replica has a download in flight: a download's
+// copy to the bucket ends after its clients have every byte.
+func (e *bucketEnv) settled(t *testing.T) {
+	t.Helper()
+	guard := time.Now().Add(time.Minute)
+	for {
+		busy := 0.0
+		for _, r := range e.replicas {
+			busy += metricsOf(t, r)["regmirror_cache_downloads_in_flight"]
+		}
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("%v downloads still in flight after a minute", busy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Replicas that agree on the members, pulled through at once: the owner
+// of each blob fetches it and uploads it to the bucket; the replicas
+// that kept a copy from it upload nothing.
+func TestBucketEachBlobIsUploadedOnce(t *testing.T) {
+	t.Parallel()
+	e := startBucketReplicas(t, 3, true)
+	img := e.pushImage(t, "node", registrytest.ImageOptions{Layers: 3, LayerSize: 1 << 20, Seed: 36})
+	pullEverywhere(t, e.replicas, "node")
+	e.settled(t)
+	uploads := 0.0
+	for _, r := range e.replicas {
+		uploads += metricsOf(t, r)["regmirror_bucket_uploaded_blobs_total"]
+	}
+	if want := float64(len(img.Blobs())); uploads != want {
+		t.Errorf("%v blobs uploaded to the bucket across the replicas; want %v, one per blob", uploads, want)
+	}
+	for d, n := range e.blobGets(img) {
+		if n != 1 {
+			t.Errorf("blob %s: %d upstream GETs, want 1", d, n)
+		}
+	}
+	e.checkBucketHoldsVerified(t, img)
+}
