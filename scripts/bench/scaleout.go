@@ -422,11 +422,10 @@ func (b *bench) scaleoutMedians(runs [][]scaleoutRun) {
 	b.printf("   things to a cold pull: a HEAD per miss (has the bucket this blob for this repository? asked by every replica a\n")
 	b.printf("   blob misses on, before it forwards to the owner or fetches), the fill lease (a conditional PUT in the bucket\n")
 	b.printf("   before the owner's upstream GET, renewed every 10s, deleted after the upload), and the upload after each fill\n")
-	b.printf("   (a HEAD, then the verified file read again and PUT, multipart when large, and a link object per repository):\n")
-	b.printf("   at least one more copy of the image written by versitygw, on the same CPUs and disk. Every replica that kept a\n")
-	b.printf("   copy uploads it unless the bucket has it when it looks, and a copy forwarded from the owner ends about when the\n")
-	b.printf("   owner's own does, before its upload is in: uploads per blob (below) above 1.00 are those extra copies. What the\n")
-	b.printf("   bucket buys is at the end: a replica that joins, or lost its disk, fills from it instead of the upstream.\n\n")
+	b.printf("   by the download that took the lease (a HEAD, then the verified file read again and PUT, multipart when large),\n")
+	b.printf("   and a link object per replica and repository: one more copy of the image written by versitygw, on the same\n")
+	b.printf("   CPUs and disk. The replicas that kept a copy from the owner upload nothing (uploads per blob, below: 1.00).\n")
+	b.printf("   What the bucket buys is at the end: a replica that joins, or lost its disk, fills from it, not the upstream.\n\n")
 }
 
 // bucketReport prints what the replicas sharing a bucket asked of it in
@@ -482,7 +481,8 @@ func (b *bench) freshReport(runs [][]scaleoutRun) {
 	b.printf("   fresh replica: after the probe, a replica %d with an empty data dir joins the %d sharing the bucket (its peers:\n", n+1, n)
 	b.printf("   the %d and itself; the %d still list only themselves, as while a scale-up rolls out), and one client pulls the\n", n, n)
 	b.printf("   image through it alone, %d blobs at a time. Its blobs should all come from the bucket: no upstream blob GET.\n", b.cfg.concurrency)
-	b.printf("   Manifests are not in the bucket: it asks their owner by its own view of the members, which may be itself;\n")
+	b.printf("   It revalidates tags with their owner by its own view of the members, which may be itself, and reads manifests\n")
+	b.printf("   from the bucket;\n")
 	b.printf("   fallbacks = forwards to an owner, by any of the %d, that went to the upstream instead during the pull\n\n", n+1)
 	b.printf("   %-6s %9s %9s %9s %10s %10s %10s   %s\n", "round", "MB/s", "CPU", "S3", "blob GETs", "mfst GETs", "fallbacks",
 		"its bucket requests; peak RSS")
