@@ -35,7 +35,7 @@ type bucketEnv struct {
 // startBucketReplicas runs n replicas sharing one bucket. With agree,
 // each knows all the others as peers; without, each believes it is alone
 // in its cluster, as replicas do while their membership disagrees.
-func startBucketReplicas(t *testing.T, n int, agree bool) *bucketEnv {
+func startBucketReplicas(t *testing.T, n int, agree bool, more ...UpstreamConfig) *bucketEnv {
 	t.Helper()
 	e := &bucketEnv{hub: registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password"}),
 		s3: s3test.Start(t)}
@@ -56,7 +56,7 @@ func startBucketReplicas(t *testing.T, n int, agree bool) *bucketEnv {
 			peers = []string{e.replicas[i]}
 		}
 		cfg := Config{DataDir: t.TempDir(),
-			Upstreams: []UpstreamConfig{{Host: "docker.io", URL: e.hub.URL(), Username: "bot", Password: "hub-secret-password"}},
+			Upstreams: append([]UpstreamConfig{{Host: "docker.io", URL: e.hub.URL(), Username: "bot", Password: "hub-secret-password"}}, more...),
 			Cluster:   ClusterConfig{Self: e.replicas[i], Peers: peers, SecretFile: secret},
 			Storage: StorageConfig{S3: &S3Config{Endpoint: "http://" + e.s3.Endpoint, Bucket: e.bucket, Region: s3test.Region,
 				AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey}},
@@ -325,5 +325,48 @@ func TestBucketCorruptBlobIsRefusedAndRemoved(t *testing.T) {
 	}
 	if n := e.hub.BlobGets(layer); n != 2 {
 		t.Errorf("%d upstream GETs of the layer; want 2: the first fill, and one after the corrupt copy", n)
+	}
+}
+
+// A blob's download for one repository never waits on a download of the
+// same digest for another repository: that one may come from another
+// registry (a slow one, or a hostile one that trickles its bytes), and
+// the bucket serves nothing to a repository whose upstream was not
+// asked anyway. Here ghcr.io sends the layer at a crawl while docker.io
+// has it too.
+func TestBucketLeaseOfOneRepositoryDoesNotBlockAnother(t *testing.T) {
+	t.Parallel()
+	slow := registrytest.New(t, registrytest.Options{})
+	e := startBucketReplicas(t, 1, true, UpstreamConfig{Host: "ghcr.io", URL: slow.URL()})
+	opts := registrytest.ImageOptions{Layers: 1, LayerSize: 4 << 20, Seed: 36}
+	img := e.pushImage(t, "node", opts)
+	slowImg, err := slow.PushImage("library/node", "1", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := img.Layers[0].Digest
+	if slowImg.Layers[0].Digest != layer {
+		t.Fatalf("the two registries' layers differ: %s and %s", slowImg.Layers[0].Digest, layer)
+	}
+	slow.SetThrottle(16 << 10) // 256 seconds for the layer
+	crawl, stopCrawl := context.WithCancel(t.Context())
+	defer func() {
+		stopCrawl()
+		slow.SetThrottle(0)
+	}()
+	base := e.replicas[0]
+	go get(crawl, base+"/v2/ghcr.io/library/node/blobs/"+layer.String(), "")
+	for slow.BlobGets(layer) == 0 {
+		time.Sleep(10 * time.Millisecond) // the crawling download has taken the lease
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a guard, not a measure
+	defer cancel()
+	body, err := get(ctx, base+"/v2/library/node/blobs/"+layer.String(), "")
+	if err != nil || digest.FromBytes(body) != layer {
+		t.Fatalf("docker.io's layer while ghcr.io's download of the same digest crawls: %v", err)
+	}
+	if n := e.hub.BlobGets(layer); n != 1 {
+		t.Errorf("%d GETs of the layer from docker.io; want 1", n)
 	}
 }
