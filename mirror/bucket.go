@@ -74,8 +74,18 @@ func (m *Mirror) fromBucket(ctx context.Context, t target, d digest.Digest, from
 func bucketUnavailable(d digest.Digest, err error) error {
 	return &Error{Code: ociserver.CodeUnavailable,
 		Message: fmt.Sprintf("blob %s is not cached here and the shared storage does not answer; try again later", d),
-		Err:     err}
+		Err:     bucketDown{err}}
 }
+
+// bucketDown is a failure of the bucket, which its client has tried
+// twice already: the download does not try again, even when err (a
+// timeout) says it is temporary, so that a bucket that does not answer
+// turns a miss into a 503 after one bounded wait, not one per retry.
+type bucketDown struct{ err error }
+
+func (e bucketDown) Error() string   { return e.err.Error() }
+func (e bucketDown) Unwrap() error   { return e.err }
+func (e bucketDown) Temporary() bool { return false }
 
 // leased wraps fetch, a download of d from the upstream, so that with a
 // bucket it first takes d's fill lease for t there, for the whole

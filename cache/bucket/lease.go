@@ -23,7 +23,7 @@ const releaseTimeout = 10 * time.Second
 // ask its own upstream, and none waits on another registry's download.
 // Any error means the bucket could not tell, and nothing is held.
 func (b *Bucket) ClaimFill(ctx context.Context, repo string, d digest.Digest) (holder string, err error) {
-	lease, err := b.leases.Acquire(ctx, s3lease.FillName(repo, d), b.holder, b.ttl)
+	lease, err := b.acquire(ctx, s3lease.FillName(repo, d))
 	var held *s3lease.HeldError
 	switch {
 	case errors.As(err, &held):
@@ -36,6 +36,13 @@ func (b *Bucket) ClaimFill(ctx context.Context, repo string, d digest.Digest) (h
 	b.metrics.claims.WithLabelValues("taken").Inc()
 	go b.hold(ctx, lease)
 	return "", nil
+}
+
+// acquire takes the lease name, within lookupTimeout.
+func (b *Bucket) acquire(ctx context.Context, name string) (*s3lease.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	return b.leases.Acquire(ctx, name, b.holder, b.ttl)
 }
 
 // hold renews lease every third of its TTL until ctx ends, then releases
