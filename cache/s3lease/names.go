@@ -7,10 +7,11 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// BlobName is the name of the lease on filling the blob d, "blob-<alg>-<hex>":
-// the replica that fetches d holds it while it does, and the janitor
-// leaves d alone while anyone holds it. Both sides take the name from
-// here, so that they agree.
+// BlobName names the leases on filling the blob d, "blob-<alg>-<hex>":
+// the replica that fetches d for a repository holds the FillName lease
+// under it while it does, and the janitor leaves d alone while anyone
+// holds a lease there (HeldUnder). Both sides take the names from here,
+// so that they agree.
 func BlobName(d digest.Digest) string {
 	return "blob-" + string(d.Algorithm()) + "-" + d.Encoded()
 }
