@@ -21,10 +21,10 @@ type Bucket interface {
 	// the bucket lacks d, or holds it only for other repositories, whose
 	// upstreams were asked; any other, that the bucket did not answer.
 	OpenBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
-	// ClaimFill takes the lease of fetching d from the upstream until ctx
-	// ends, and returns "", or returns the name of the replica whose
-	// download holds it.
-	ClaimFill(ctx context.Context, d digest.Digest) (holder string, err error)
+	// ClaimFill takes the lease of fetching d from repository repo's
+	// upstream until ctx ends, and returns "", or returns the name of the
+	// replica whose download of d for repo holds it.
+	ClaimFill(ctx context.Context, repo string, d digest.Digest) (holder string, err error)
 	// Holder is this replica's name in the leases.
 	Holder() string
 	// ReadManifest reads manifest d for repository repo, verified; its
@@ -74,13 +74,23 @@ func (m *Mirror) fromBucket(ctx context.Context, t target, d digest.Digest, from
 func bucketUnavailable(d digest.Digest, err error) error {
 	return &Error{Code: ociserver.CodeUnavailable,
 		Message: fmt.Sprintf("blob %s is not cached here and the shared storage does not answer; try again later", d),
-		Err:     err}
+		Err:     bucketDown{err}}
 }
 
+// bucketDown is a failure of the bucket, which its client has tried
+// twice already: the download does not try again, even when err (a
+// timeout) says it is temporary, so that a bucket that does not answer
+// turns a miss into a 503 after one bounded wait, not one per retry.
+type bucketDown struct{ err error }
+
+func (e bucketDown) Error() string   { return e.err.Error() }
+func (e bucketDown) Unwrap() error   { return e.err }
+func (e bucketDown) Temporary() bool { return false }
+
 // leased wraps fetch, a download of d from the upstream, so that with a
-// bucket it first takes d's fill lease there, for the whole download:
-// the download that holds the lease is the only one, across replicas,
-// that asks the upstream for d. A download that finds the lease held
+// bucket it first takes d's fill lease for t there, for the whole
+// download: the download that holds the lease is the only one, across
+// replicas, that asks t's upstream for d. A download that finds the lease held
 // reads d from the holder while it fetches it, or from the bucket once
 // the holder has put it there, or takes the lease over once the holder
 // has died and its lease expired.
@@ -106,7 +116,7 @@ func (m *Mirror) leased(t target, d digest.Digest, fetch blobFetch) blobFetch {
 // puts it.
 func (m *Mirror) claimOrRead(ctx context.Context, t target, d digest.Digest, from int64) (io.ReadCloser, int64, int64, error) {
 	for {
-		holder, err := m.bucket.ClaimFill(ctx, d)
+		holder, err := m.bucket.ClaimFill(ctx, t.cacheKey(), d)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, 0, 0, err

@@ -24,6 +24,14 @@ import (
 // before one of them takes over.
 const DefaultLeaseTTL = 30 * time.Second
 
+// lookupTimeout bounds the requests a miss waits on to learn whether the
+// bucket holds a blob or a manifest, or who fills it: each should take
+// milliseconds, and a bucket that accepts connections without answering
+// (a partition, a stuck load balancer) must turn a miss into a 503 in
+// seconds, as one that refuses them does, not after the HTTP client's
+// minute-long waits for each try.
+const lookupTimeout = 10 * time.Second
+
 // Options configure a Bucket.
 type Options struct {
 	// Blobs say where the bucket is and how to reach it.
@@ -124,6 +132,10 @@ func (b *Bucket) Touch(d digest.Digest) { b.touch(d) }
 // upstream was not asked, which may not have it (see links). Any other
 // error means the bucket did not answer as it should.
 func (b *Bucket) OpenBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	// The file's reads run under no context of the caller's: the timeout
+	// bounds the lookups only.
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	if err := b.links.check(ctx, repo, d); err != nil {
 		b.metrics.read(err)
 		return nil, 0, err

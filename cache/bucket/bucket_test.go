@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regmirror/regmirror/cache/s3blobs"
+	"github.com/regmirror/regmirror/cache/s3lease"
 	"github.com/regmirror/regmirror/internal/s3test"
 )
 
@@ -46,7 +47,7 @@ func TestBlobsAreReadOnlyThroughTheirRepositoriesLinks(t *testing.T) {
 	b := newBucket(t, srv, srv.NewBucket(t), "http://10.0.0.1:5000")
 	data := []byte("a private layer")
 	d := digest.FromBytes(data)
-	if holder, err := b.ClaimFill(t.Context(), d); err != nil || holder != "" {
+	if holder, err := b.ClaimFill(t.Context(), "docker.io/team/private", d); err != nil || holder != "" {
 		t.Fatalf("claim: holder %q, %v", holder, err)
 	}
 	if err := b.Share(t.Context(), "docker.io/team/private", d, bytes.NewReader(data), int64(len(data))); err != nil {
@@ -80,10 +81,10 @@ func TestClaimFillIsHeldUntilItsContextEnds(t *testing.T) {
 	a, b := newBucket(t, srv, name, "http://10.0.0.1:5000"), newBucket(t, srv, name, "http://10.0.0.2:5000")
 	d := digest.FromString("a layer")
 	ctx, end := context.WithCancel(t.Context())
-	if holder, err := a.ClaimFill(ctx, d); err != nil || holder != "" {
+	if holder, err := a.ClaimFill(ctx, "docker.io/library/node", d); err != nil || holder != "" {
 		t.Fatalf("first claim: holder %q, %v; want it taken", holder, err)
 	}
-	if holder, err := b.ClaimFill(t.Context(), d); err != nil || holder != a.Holder() {
+	if holder, err := b.ClaimFill(t.Context(), "docker.io/library/node", d); err != nil || holder != a.Holder() {
 		t.Fatalf("second claim: holder %q, %v; want %s", holder, err, a.Holder())
 	}
 	end()
@@ -92,7 +93,7 @@ func TestClaimFillIsHeldUntilItsContextEnds(t *testing.T) {
 	guard, stop := context.WithTimeout(t.Context(), 20*time.Second)
 	defer stop()
 	for {
-		holder, err := b.ClaimFill(guard, d)
+		holder, err := b.ClaimFill(guard, "docker.io/library/node", d)
 		if err != nil {
 			t.Fatalf("claim after the first one ended: %v", err)
 		}
@@ -100,6 +101,38 @@ func TestClaimFillIsHeldUntilItsContextEnds(t *testing.T) {
 			break // released when the first claim's context ended
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A fill of a digest for one repository does not hold up a fill of the
+// same digest for another: each asks its own upstream, and a slow or
+// hostile registry must not stall the others' downloads.
+func TestClaimFillIsPerRepository(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	name := srv.NewBucket(t)
+	a, b := newBucket(t, srv, name, "http://10.0.0.1:5000"), newBucket(t, srv, name, "http://10.0.0.2:5000")
+	d := digest.FromString("a layer")
+	if holder, err := a.ClaimFill(t.Context(), "evil.example/x/y", d); err != nil || holder != "" {
+		t.Fatalf("claim for evil.example/x/y: holder %q, %v; want it taken", holder, err)
+	}
+	for _, c := range []*Bucket{a, b} {
+		ctx, end := context.WithCancel(t.Context())
+		if holder, err := c.ClaimFill(ctx, "docker.io/library/node", d); err != nil || holder != "" {
+			t.Errorf("claim by %s for docker.io/library/node: holder %q, %v; want it taken", c.Holder(), holder, err)
+		}
+		end()
+		// Wait for the release, so that the next replica may take it.
+		for {
+			_, _, held, err := b.leases.Held(t.Context(), s3lease.FillName("docker.io/library/node", d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !held {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 
@@ -114,7 +147,7 @@ func TestABucketDownIsNotAMiss(t *testing.T) {
 	if _, err := readAll(t, b, "docker.io/library/node", d, 0); err == nil || errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("read with the bucket down: %v; want an error that is not a miss", err)
 	}
-	if _, err := b.ClaimFill(t.Context(), d); err == nil {
+	if _, err := b.ClaimFill(t.Context(), "docker.io/library/node", d); err == nil {
 		t.Error("claim with the bucket down: no error")
 	}
 }
@@ -171,7 +204,7 @@ func TestOnlyTheDownloadHoldingTheLeaseUploads(t *testing.T) {
 		t.Fatalf("a download without the lease uploaded the blob: %v", err)
 	}
 	fill, end := context.WithCancel(t.Context())
-	if holder, err := owner.ClaimFill(fill, d); err != nil || holder != "" {
+	if holder, err := owner.ClaimFill(fill, "docker.io/library/node", d); err != nil || holder != "" {
 		t.Fatalf("claim: holder %q, %v", holder, err)
 	}
 	if err := owner.Share(fill, "docker.io/library/node", d, bytes.NewReader(data), int64(len(data))); err != nil {

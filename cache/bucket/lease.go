@@ -14,13 +14,16 @@ import (
 // a lease not released expires anyway.
 const releaseTimeout = 10 * time.Second
 
-// ClaimFill takes the lease of fetching blob d from the upstream for as
-// long as ctx lasts: it is renewed until ctx ends, then released. It
-// returns "" when this replica took it, or the holder's name (a replica's
-// URL) when another fill has it, this replica's own included. Any error
-// means the bucket could not tell, and nothing is held.
-func (b *Bucket) ClaimFill(ctx context.Context, d digest.Digest) (holder string, err error) {
-	lease, err := b.leases.Acquire(ctx, s3lease.BlobName(d), b.holder, b.ttl)
+// ClaimFill takes the lease of fetching blob d from the upstream of
+// repository repo (a cache key) for as long as ctx lasts: it is renewed
+// until ctx ends, then released. It returns "" when this replica took
+// it, or the holder's name (a replica's URL) when another fill of d for
+// repo has it, this replica's own included. Fills of d for other
+// repositories have leases of their own (s3lease.FillName): each must
+// ask its own upstream, and none waits on another registry's download.
+// Any error means the bucket could not tell, and nothing is held.
+func (b *Bucket) ClaimFill(ctx context.Context, repo string, d digest.Digest) (holder string, err error) {
+	lease, err := b.acquire(ctx, s3lease.FillName(repo, d))
 	var held *s3lease.HeldError
 	switch {
 	case errors.As(err, &held):
@@ -34,6 +37,13 @@ func (b *Bucket) ClaimFill(ctx context.Context, d digest.Digest) (holder string,
 	b.noteClaim(ctx, d)
 	go b.hold(ctx, lease)
 	return "", nil
+}
+
+// acquire takes the lease name, within lookupTimeout.
+func (b *Bucket) acquire(ctx context.Context, name string) (*s3lease.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	return b.leases.Acquire(ctx, name, b.holder, b.ttl)
 }
 
 // hold renews lease every third of its TTL until ctx ends, then releases

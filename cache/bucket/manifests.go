@@ -29,6 +29,8 @@ func (b *Bucket) manifestKey(d digest.Digest) string {
 // fs.ErrNotExist when the bucket does not have d for repo, or had bytes
 // that are not d's, which it removes so that d is fetched again.
 func (b *Bucket) ReadManifest(ctx context.Context, repo string, d digest.Digest) (string, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	if err := b.links.check(ctx, repo, d); err != nil {
 		return "", nil, err
 	}

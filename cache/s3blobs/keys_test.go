@@ -3,7 +3,9 @@ package s3blobs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 	"testing"
@@ -130,6 +132,44 @@ func TestS3FileSeekStatClose(t *testing.T) {
 	}
 	if _, err := f.Read(make([]byte, 1)); err == nil {
 		t.Fatal("read after close succeeded")
+	}
+}
+
+// Close may come while a Read is in flight, from the goroutine that stops
+// a download (the cache closes a body to unblock it when its download
+// ends): it ends the Read with an error, and neither races with it nor
+// leaves it reading on.
+func TestS3FileCloseDuringRead(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t, s3test.Start(t), Options{})
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	d := put(t, s, data)
+	for range 20 {
+		f, err := s.Open(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			p := make([]byte, 512)
+			for {
+				if _, err := f.Read(p); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err == io.EOF {
+			continue // the Read got to the end first
+		} else if !errors.Is(err, fs.ErrClosed) {
+			t.Errorf("a Read during Close ended with %v; want fs.ErrClosed", err)
+		}
 	}
 }
 

@@ -23,8 +23,8 @@
 // per blob) and removes them least recently used first until they fit
 // LowWatermark×MaxSize (90% by default), so that it frees room for a
 // while. It never removes a blob accessed or uploaded within Grace (reads
-// in flight, accesses not yet flushed), one whose fill lease
-// (s3lease.BlobName) is held or cannot be read, one that Options.Keep
+// in flight, accesses not yet flushed), one with a fill lease
+// (s3lease.BlobName, or a FillName under it) held or unreadable, one that Options.Keep
 // keeps (hosted or pinned content), or one uploaded again since the
 // listing. When those leave it over budget, Stats.OverBudget says so.
 //

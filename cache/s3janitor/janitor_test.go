@@ -80,6 +80,17 @@ func TestKeeps(t *testing.T) {
 				}
 			}
 		}, func(s Stats) int { return s.KeptLeased }},
+		{"fill lease of a repository held", func(t *testing.T, b *bucket, r *replica, x digest.Digest, _ *sync.Map) func() {
+			lease, err := r.leases.Acquire(context.Background(), s3lease.FillName("docker.io/library/node", x), "replica-b", 24*time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func() {
+				if err := lease.Release(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, func(s Stats) int { return s.KeptLeased }},
 		{"fill lease unreadable", func(t *testing.T, b *bucket, _ *replica, x digest.Digest, _ *sync.Map) func() {
 			b.putObject(t, "leases/"+s3lease.BlobName(x), []byte("not a lease"))
 			return func() {

@@ -225,11 +225,12 @@ func (j *Janitor) evictOne(ctx context.Context, c candidate, stats *Stats) (int6
 	return c.Size, nil
 }
 
-// fillLeaseHeld reports whether a replica holds the lease on filling d.
-// A lease it cannot read counts as held: the blob stays, and if the
-// bucket is down the next request fails the run.
+// fillLeaseHeld reports whether a replica holds a lease on filling d, for
+// any repository (s3lease.FillName). A lease it cannot read counts as
+// held: the blob stays, and if the bucket is down the next request fails
+// the run.
 func (j *Janitor) fillLeaseHeld(ctx context.Context, d digest.Digest) bool {
-	_, _, held, err := j.leases.Held(ctx, s3lease.BlobName(d))
+	held, err := j.leases.HeldUnder(ctx, s3lease.BlobName(d))
 	if err != nil {
 		j.log.Warn("s3janitor: cannot read a blob's fill lease; keeping the blob", "digest", d, "err", err)
 		return true

@@ -192,6 +192,36 @@ func (l *Leases) Held(ctx context.Context, name string) (holder string, expires 
 	return cur.Holder, cur.Expires, cur.liveAt(l.now()), nil
 }
 
+// HeldUnder reports whether anyone holds the lease name or a lease
+// under it ("<name>/..."), such as the FillName leases of a blob under
+// its BlobName. A lease object it cannot read is an error.
+func (l *Leases) HeldUnder(ctx context.Context, name string) (bool, error) {
+	if err := l.checkName(name); err != nil {
+		return false, err
+	}
+	key := l.key(name)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing when a held lease ends it early
+	for obj := range l.client.ListObjects(ctx, l.bucket, minio.ListObjectsOptions{Prefix: key, Recursive: true}) {
+		if obj.Err != nil {
+			return false, l.objectError("list", key, obj.Err)
+		}
+		if obj.Key != key && !strings.HasPrefix(obj.Key, key+"/") {
+			continue
+		}
+		cur, err := l.read(ctx, obj.Key)
+		switch {
+		case isNotFound(err):
+			continue // released meanwhile
+		case err != nil:
+			return false, l.objectError("read", obj.Key, err)
+		case cur.liveAt(l.now()):
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // key is the object key of the lease name.
 func (l *Leases) key(name string) string { return l.prefix + "leases/" + name }
 

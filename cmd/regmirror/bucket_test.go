@@ -35,10 +35,18 @@ type bucketEnv struct {
 // startBucketReplicas runs n replicas sharing one bucket. With agree,
 // each knows all the others as peers; without, each believes it is alone
 // in its cluster, as replicas do while their membership disagrees.
-func startBucketReplicas(t *testing.T, n int, agree bool) *bucketEnv {
+func startBucketReplicas(t *testing.T, n int, agree bool, more ...UpstreamConfig) *bucketEnv {
+	t.Helper()
+	s3 := s3test.Start(t)
+	return startBucketReplicasVia(t, s3, s3.Endpoint, n, agree, more...)
+}
+
+// startBucketReplicasVia is startBucketReplicas with the replicas
+// reaching s3 at endpoint (host:port), through a proxy say.
+func startBucketReplicasVia(t *testing.T, s3 *s3test.Server, endpoint string, n int, agree bool, more ...UpstreamConfig) *bucketEnv {
 	t.Helper()
 	e := &bucketEnv{hub: registrytest.New(t, registrytest.Options{Username: "bot", Password: "hub-secret-password"}),
-		s3: s3test.Start(t)}
+		s3: s3}
 	e.bucket = e.s3.NewBucket(t)
 	secret := writeClusterSecret(t, clusterSecret)
 	var lns []net.Listener
@@ -56,9 +64,9 @@ func startBucketReplicas(t *testing.T, n int, agree bool) *bucketEnv {
 			peers = []string{e.replicas[i]}
 		}
 		cfg := Config{DataDir: t.TempDir(),
-			Upstreams: []UpstreamConfig{{Host: "docker.io", URL: e.hub.URL(), Username: "bot", Password: "hub-secret-password"}},
+			Upstreams: append([]UpstreamConfig{{Host: "docker.io", URL: e.hub.URL(), Username: "bot", Password: "hub-secret-password"}}, more...),
 			Cluster:   ClusterConfig{Self: e.replicas[i], Peers: peers, SecretFile: secret},
-			Storage: StorageConfig{S3: &S3Config{Endpoint: "http://" + e.s3.Endpoint, Bucket: e.bucket, Region: s3test.Region,
+			Storage: StorageConfig{S3: &S3Config{Endpoint: "http://" + endpoint, Bucket: e.bucket, Region: s3test.Region,
 				AccessKeyID: e.s3.AccessKey, SecretAccessKey: e.s3.SecretKey}},
 		}.withDefaults()
 		if err := cfg.validate(); err != nil {
@@ -384,4 +392,149 @@ func TestBucketEachBlobIsUploadedOnce(t *testing.T) {
 		}
 	}
 	e.checkBucketHoldsVerified(t, img)
+}
+
+// A blob's download for one repository never waits on a download of the
+// same digest for another repository: that one may come from another
+// registry (a slow one, or a hostile one that trickles its bytes), and
+// the bucket serves nothing to a repository whose upstream was not
+// asked anyway. Here ghcr.io sends the layer at a crawl while docker.io
+// has it too.
+func TestBucketLeaseOfOneRepositoryDoesNotBlockAnother(t *testing.T) {
+	t.Parallel()
+	slow := registrytest.New(t, registrytest.Options{})
+	e := startBucketReplicas(t, 1, true, UpstreamConfig{Host: "ghcr.io", URL: slow.URL()})
+	opts := registrytest.ImageOptions{Layers: 1, LayerSize: 4 << 20, Seed: 36}
+	img := e.pushImage(t, "node", opts)
+	slowImg, err := slow.PushImage("library/node", "1", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := img.Layers[0].Digest
+	if slowImg.Layers[0].Digest != layer {
+		t.Fatalf("the two registries' layers differ: %s and %s", slowImg.Layers[0].Digest, layer)
+	}
+	slow.SetThrottle(16 << 10) // 256 seconds for the layer
+	crawl, stopCrawl := context.WithCancel(t.Context())
+	defer func() {
+		stopCrawl()
+		slow.SetThrottle(0)
+	}()
+	base := e.replicas[0]
+	go get(crawl, base+"/v2/ghcr.io/library/node/blobs/"+layer.String(), "")
+	for slow.BlobGets(layer) == 0 {
+		time.Sleep(10 * time.Millisecond) // the crawling download has taken the lease
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a guard, not a measure
+	defer cancel()
+	body, err := get(ctx, base+"/v2/library/node/blobs/"+layer.String(), "")
+	if err != nil || digest.FromBytes(body) != layer {
+		t.Fatalf("docker.io's layer while ghcr.io's download of the same digest crawls: %v", err)
+	}
+	if n := e.hub.BlobGets(layer); n != 1 {
+		t.Errorf("%d GETs of the layer from docker.io; want 1", n)
+	}
+}
+
+// hangingProxy passes TCP connections to an S3 server until hang is
+// called; from then on it cuts the connections it passed and accepts new
+// ones without ever answering, as a bucket behind a partitioned network
+// or a stuck load balancer does.
+type hangingProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	hung  bool
+	conns []net.Conn
+}
+
+func startHangingProxy(t *testing.T, target string) *hangingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &hangingProxy{ln: ln, target: target}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+	})
+	go p.serve()
+	return p
+}
+
+func (p *hangingProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *hangingProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		hung := p.hung
+		p.mu.Unlock()
+		if hung {
+			continue // held open, never answered, closed at the end
+		}
+		go p.pass(c)
+	}
+}
+
+func (p *hangingProxy) pass(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, up)
+	p.mu.Unlock()
+	go io.Copy(up, c)
+	io.Copy(c, up)
+	c.Close()
+	up.Close()
+}
+
+func (p *hangingProxy) hang() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hung = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// A bucket that accepts connections but never answers is a bucket down,
+// not a slow one: a miss is answered 503 within the replica's bounds on
+// the bucket's lookups, not after minio's minute-long waits per try,
+// and the upstream is not asked.
+func TestBucketHungAnswersMissesWithUnavailable(t *testing.T) {
+	t.Parallel()
+	s3 := s3test.Start(t)
+	proxy := startHangingProxy(t, s3.Endpoint)
+	e := startBucketReplicasVia(t, s3, proxy.addr(), 1, true)
+	cold := e.pushImage(t, "cold", registrytest.ImageOptions{Layers: 1, LayerSize: 64 << 10, Seed: 37})
+
+	proxy.hang()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a guard, not a measure
+	defer cancel()
+	start := time.Now()
+	_, err := get(ctx, e.replicas[0]+"/v2/library/cold/blobs/"+cold.Layers[0].Digest.String(), "")
+	var se *statusError
+	if !errors.As(err, &se) || se.status != http.StatusServiceUnavailable || !strings.Contains(se.body, `"UNAVAILABLE"`) {
+		t.Fatalf("cold blob with the bucket hung: %v; want 503 UNAVAILABLE", err)
+	}
+	t.Logf("cold blob with the bucket hung: 503 after %s", time.Since(start).Round(time.Millisecond))
+	if got := e.hub.BlobGetsTotal(); got != 0 {
+		t.Errorf("a miss with the bucket hung made %d upstream blob GETs, want 0", got)
+	}
 }
