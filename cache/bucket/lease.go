@@ -59,7 +59,7 @@ func (b *Bucket) hold(ctx context.Context, lease *s3lease.Lease) {
 			b.release(ctx, lease)
 			return
 		case <-tick.C:
-			err := lease.Renew(ctx)
+			err := b.renew(ctx, lease)
 			if errors.Is(err, s3lease.ErrLost) {
 				b.log.Warn("lost the lease of a blob download; another replica may fetch it too",
 					"lease", lease.Name(), "error", err)
@@ -79,4 +79,12 @@ func (b *Bucket) release(ctx context.Context, lease *s3lease.Lease) {
 		b.log.Warn("could not release the lease of a blob download; it expires by itself",
 			"lease", lease.Name(), "expires", lease.Expires(), "error", err)
 	}
+}
+
+// renew renews lease within a third of its TTL: one renewal that hangs
+// must not outlast the lease, so that the next one is still in time.
+func (b *Bucket) renew(ctx context.Context, lease *s3lease.Lease) error {
+	ctx, cancel := context.WithTimeout(ctx, b.ttl/3)
+	defer cancel()
+	return lease.Renew(ctx)
 }
