@@ -107,15 +107,21 @@ const confirmTimeout = 30 * time.Minute
 
 // confirmBlob downloads blob d through t's upstream and links it to t when
 // the bytes hash to d. Concurrent callers for the same repository and
-// digest share one download.
+// digest share one download. With a bucket, a confirmation another
+// replica recorded there is taken as it is, and this one's is recorded,
+// so that the upstream is asked once across the replicas.
 func (m *Mirror) confirmBlob(ctx context.Context, rem *Remote, t target, d digest.Digest) error {
 	key := "confirm:" + t.cacheKey() + "@" + d.String()
 	_, _, err := m.confirms.Do(ctx, key, confirmTimeout, func(ctx context.Context, _ *fill.Fill[struct{}]) (struct{}, error) {
+		if m.confirmedInBucket(ctx, t, d) {
+			return struct{}{}, m.cache.Link(ctx, t.cacheKey(), d)
+		}
 		err := m.hashUpstreamBlob(ctx, rem, t, d)
 		m.metrics.confirmations.WithLabelValues(rem.Host, confirmationResult(err)).Inc()
 		if err != nil {
 			return struct{}{}, err
 		}
+		m.recordConfirmed(ctx, t, d)
 		return struct{}{}, m.cache.Link(ctx, t.cacheKey(), d)
 	})
 	return err

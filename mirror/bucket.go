@@ -27,6 +27,11 @@ type Bucket interface {
 	ClaimFill(ctx context.Context, repo string, d digest.Digest) (holder string, err error)
 	// Holder is this replica's name in the leases.
 	Holder() string
+	// Linked reports whether repository repo holds d by the bucket's
+	// records: its upstream sent d to one of the replicas. Link records
+	// that it does.
+	Linked(ctx context.Context, repo string, d digest.Digest) (bool, error)
+	Link(ctx context.Context, repo string, d digest.Digest) error
 	// ReadManifest reads manifest d for repository repo, verified; its
 	// errors are OpenBlob's.
 	ReadManifest(ctx context.Context, repo string, d digest.Digest) (mediaType string, data []byte, err error)
@@ -191,5 +196,26 @@ func (m *Mirror) shareManifest(ctx context.Context, t target, d digest.Digest, g
 	if err := m.bucket.ShareManifest(ctx, t.cacheKey(), d, mediaType, got.data); err != nil {
 		m.log.Warn("could not copy a manifest to the shared bucket; other replicas will fetch it again",
 			"digest", d, "error", err)
+	}
+}
+
+// confirmedInBucket reports whether another replica already proved that
+// t's upstream has d (see confirmBlob); an error, or no bucket, is no.
+func (m *Mirror) confirmedInBucket(ctx context.Context, t target, d digest.Digest) bool {
+	if m.bucket == nil {
+		return false
+	}
+	linked, err := m.bucket.Linked(ctx, t.cacheKey(), d)
+	return err == nil && linked
+}
+
+// recordConfirmed tells the other replicas that t's upstream has d. A
+// failure costs them a confirmation of their own.
+func (m *Mirror) recordConfirmed(ctx context.Context, t target, d digest.Digest) {
+	if m.bucket == nil {
+		return
+	}
+	if err := m.bucket.Link(ctx, t.cacheKey(), d); err != nil {
+		m.log.Warn("could not record a confirmed blob in the shared bucket", "digest", d, "error", err)
 	}
 }

@@ -66,6 +66,13 @@ const (
 // says; its users are pushUser, alice and bob.
 func newAttackEnvHosting(t *testing.T, hosting mirror.HostedOptions) *attackEnv {
 	t.Helper()
+	return newAttackEnvSharing(t, hosting, nil)
+}
+
+// newAttackEnvSharing is newAttackEnvHosting for a replica sharing bucket
+// with others; nil is none.
+func newAttackEnvSharing(t *testing.T, hosting mirror.HostedOptions, bucket mirror.Bucket) *attackEnv {
+	t.Helper()
 	e := &attackEnv{clock: testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))}
 	e.hostileDigest.Store("")
 	e.hub = registrytest.New(t, registrytest.Options{
@@ -102,6 +109,7 @@ func newAttackEnvHosting(t *testing.T, hosting mirror.HostedOptions) *attackEnv 
 		Remotes: []mirror.Remote{e.remote(t, "docker.io", e.hub.URL(), true), e.remote(t, hostileHost, hostile.URL, false)},
 		Now:     e.clock.Now,
 		Hosted:  &hosting,
+		Bucket:  bucket,
 	})
 	if err != nil {
 		t.Fatal(err)

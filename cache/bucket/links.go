@@ -59,3 +59,21 @@ func (l links) pathError(op, key string, err error) error {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// Linked reports whether repository repo holds blob d by the bucket's
+// links: its upstream sent d to one of the replicas.
+func (b *Bucket) Linked(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	err := b.links.check(ctx, repo, d)
+	if isNotExist(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Link records that repository repo holds blob d: its upstream sent d's
+// bytes to this replica.
+func (b *Bucket) Link(ctx context.Context, repo string, d digest.Digest) error {
+	return b.links.add(ctx, repo, d)
+}

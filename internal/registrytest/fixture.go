@@ -302,3 +302,17 @@ func (r *Registry) PutManifest(repo, reference, mediaType string, data []byte) (
 	}
 	return digest.FromBytes(data), nil
 }
+
+// MountBlob makes blob d, stored already, a blob of repo too, as a
+// cross-repository mount does on Docker Hub.
+func (r *Registry) MountBlob(repo string, d digest.Digest) error {
+	h, err := blobHash(d)
+	if err != nil {
+		return err
+	}
+	if _, ok := r.blobs.get(h); !ok {
+		return fmt.Errorf("registrytest: mount %s into %s: no such blob", d, repo)
+	}
+	r.blobs.scope(h, repo)
+	return nil
+}
