@@ -70,10 +70,7 @@ func NewForwarder(peers *Peers, auth *Authenticator, cfg ForwarderConfig) *Forwa
 		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cfg.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.Proxy = nil
-		t.DisableCompression = true
-		cfg.Transport = t
+		cfg.Transport = peerTransport()
 	}
 	client := &http.Client{
 		Transport: cfg.Transport,
@@ -179,4 +176,15 @@ func (b *cancelOnClose) Close() error {
 	err := b.ReadCloser.Close()
 	b.cancel()
 	return err
+}
+
+// peerTransport is the transport of a peer channel when the configuration
+// gives none: a clone of http.DefaultTransport that ignores proxy
+// settings, since peers talk directly, and asks for no compression, which
+// would change the length and the Range offsets of what the owner sends.
+func peerTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.DisableCompression = true
+	return t
 }

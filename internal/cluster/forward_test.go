@@ -54,12 +54,7 @@ type replica struct {
 // startCluster starts one replica per secret, all knowing each other.
 func startCluster(t *testing.T, secrets ...cluster.Secrets) []*replica {
 	t.Helper()
-	servers := make([]*httptest.Server, len(secrets))
-	urls := make([]string, len(secrets))
-	for i := range servers {
-		servers[i] = httptest.NewUnstartedServer(nil)
-		urls[i] = "http://" + servers[i].Listener.Addr().String()
-	}
+	servers, urls := unstartedServers(len(secrets))
 	replicas := make([]*replica, len(secrets))
 	for i, s := range secrets {
 		rp := &replica{url: urls[i], content: map[string][]byte{}, forwardErr: make(chan error, 1)}
@@ -453,4 +448,17 @@ func TestForwardDoesNotFollowRedirects(t *testing.T) {
 	if outsider.reached.Load() != 0 {
 		t.Errorf("the redirect's target was reached %d times", outsider.reached.Load())
 	}
+}
+
+// unstartedServers makes n test servers, listening but not serving yet,
+// and returns them with their URLs: each replica needs every URL before
+// it can serve.
+func unstartedServers(n int) ([]*httptest.Server, []string) {
+	servers := make([]*httptest.Server, n)
+	urls := make([]string, n)
+	for i := range servers {
+		servers[i] = httptest.NewUnstartedServer(nil)
+		urls[i] = "http://" + servers[i].Listener.Addr().String()
+	}
+	return servers, urls
 }

@@ -64,9 +64,7 @@ func NewHostedProxy(peers *Peers, auth *Authenticator, cfg ForwarderConfig) *Hos
 		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cfg.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.Proxy = nil
-		t.DisableCompression = true
+		t := peerTransport()
 		t.DialContext = (&net.Dialer{Timeout: cfg.HeaderTimeout, KeepAlive: 30 * time.Second}).DialContext
 		// Every client's hosted requests to one owner share these
 		// connections: keep more than the default two for reuse.

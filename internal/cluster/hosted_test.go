@@ -38,12 +38,7 @@ type localKey struct{}
 // startHostedCluster starts one replica per secret, all knowing each other.
 func startHostedCluster(t *testing.T, secrets ...cluster.Secrets) []*hostedReplica {
 	t.Helper()
-	servers := make([]*httptest.Server, len(secrets))
-	urls := make([]string, len(secrets))
-	for i := range servers {
-		servers[i] = httptest.NewUnstartedServer(nil)
-		urls[i] = "http://" + servers[i].Listener.Addr().String()
-	}
+	servers, urls := unstartedServers(len(secrets))
 	replicas := make([]*hostedReplica, len(secrets))
 	for i, s := range secrets {
 		node, err := cluster.NewNode(cluster.Config{Self: urls[i], URLs: urls}, s)
