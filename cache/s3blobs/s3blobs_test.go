@@ -68,19 +68,8 @@ func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
 // put writes and commits data.
 func put(t *testing.T, s *Store, data []byte) digest.Digest {
 	t.Helper()
-	ctx := context.Background()
 	d := digest.FromBytes(data)
-	w, err := s.Create(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	storagetest.Put(t, s, d, data)
 	return d
 }
 

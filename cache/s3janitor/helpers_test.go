@@ -17,6 +17,7 @@ import (
 	"github.com/regmirror/regmirror/cache/blobstore"
 	"github.com/regmirror/regmirror/cache/s3blobs"
 	"github.com/regmirror/regmirror/cache/s3lease"
+	"github.com/regmirror/regmirror/cache/storagetest"
 	"github.com/regmirror/regmirror/internal/s3test"
 	"github.com/regmirror/regmirror/internal/testclock"
 )
@@ -82,21 +83,10 @@ func (b *bucket) replica(t *testing.T, id string, opts Options) *replica {
 // put uploads a random blob of size bytes.
 func (b *bucket) put(t *testing.T, size int) digest.Digest {
 	t.Helper()
-	ctx := context.Background()
 	data := make([]byte, size)
 	rand.Read(data)
 	d := digest.FromBytes(data)
-	w, err := b.store.Create(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	storagetest.Put(t, b.store, d, data)
 	return d
 }
 

@@ -56,8 +56,9 @@ func blob(seed uint64, n int) ([]byte, digest.Digest) {
 	return data, digest.FromBytes(data)
 }
 
-// put writes and commits data as d.
-func put(t *testing.T, s blobstore.Interface, d digest.Digest, data []byte) {
+// Put writes and commits data as d, failing the test on any error: for
+// the tests of the stores, as for the suite.
+func Put(t testing.TB, s blobstore.Interface, d digest.Digest, data []byte) {
 	t.Helper()
 	ctx := context.Background()
 	w, err := s.Create(ctx, d)
@@ -160,8 +161,8 @@ func testCommitPublishesAtOnce(t *testing.T, s blobstore.Interface) {
 // Committing a digest that is stored already is fine: it stays once.
 func testCommitTwice(t *testing.T, s blobstore.Interface) {
 	data, d := blob(2, 1000)
-	put(t, s, d, data)
-	put(t, s, d, data)
+	Put(t, s, d, data)
+	Put(t, s, d, data)
 	if got := readAll(t, s, d); !bytes.Equal(got, data) {
 		t.Fatal("wrong bytes after the second commit")
 	}
@@ -173,7 +174,7 @@ func testCommitTwice(t *testing.T, s blobstore.Interface) {
 // A blob reads from any offset, with Seek or ReadAt; past the end is EOF.
 func testReadAtOffsets(t *testing.T, s blobstore.Interface) {
 	data, d := blob(3, 200<<10+3)
-	put(t, s, d, data)
+	Put(t, s, d, data)
 	size := int64(len(data))
 	f, err := s.Open(context.Background(), d)
 	if err != nil {
@@ -224,7 +225,7 @@ func testMissingIsNotExist(t *testing.T, s blobstore.Interface) {
 		t.Fatalf("remove of a missing blob: %v, want fs.ErrNotExist", err)
 	}
 	data, d := blob(5, 10)
-	put(t, s, d, data)
+	Put(t, s, d, data)
 	if err := s.Remove(ctx, d); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +340,7 @@ func testConcurrentWriters(t *testing.T, s blobstore.Interface) {
 func testRemoveUnderReader(t *testing.T, s blobstore.Interface) {
 	ctx := context.Background()
 	data, d := blob(8, 300<<10)
-	put(t, s, d, data)
+	Put(t, s, d, data)
 	f, err := s.Open(ctx, d)
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +390,7 @@ func testAbandonedWrites(t *testing.T, s blobstore.Interface) {
 	left := write()
 	defer left.Close()
 	assertAbsent(t, s, d)
-	put(t, s, d, data)
+	Put(t, s, d, data)
 	if got := readAll(t, s, d); !bytes.Equal(got, data) {
 		t.Fatal("wrong bytes after abandoned writes")
 	}
@@ -405,15 +406,15 @@ func testWalkListsEveryBlobOnce(t *testing.T, s blobstore.Interface) {
 	want := map[digest.Digest]bool{}
 	for i := range 40 {
 		data, d := blob(uint64(100+i), 10+i)
-		put(t, s, d, data)
+		Put(t, s, d, data)
 		want[d] = true
 	}
 	big := []byte("a sha512 blob")
 	d512 := digest.NewDigestFromBytes(digest.SHA512, sha512Sum(big))
-	put(t, s, d512, big)
+	Put(t, s, d512, big)
 	want[d512] = true
 	removed := digest.FromString("removed")
-	put(t, s, removed, []byte("removed"))
+	Put(t, s, removed, []byte("removed"))
 	if err := s.Remove(ctx, removed); err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +454,7 @@ func sha512Sum(b []byte) []byte {
 func testWalkStops(t *testing.T, s blobstore.Interface) {
 	for i := range 5 {
 		data, d := blob(uint64(200+i), 10)
-		put(t, s, d, data)
+		Put(t, s, d, data)
 	}
 	stop := fmt.Errorf("stop here")
 	calls := 0
