@@ -70,7 +70,7 @@ func TestKeeps(t *testing.T) {
 		kept func(Stats) int
 	}{
 		{"fill lease held", func(t *testing.T, b *bucket, r *replica, x digest.Digest, _ *sync.Map) func() {
-			lease, err := r.leases.Acquire(context.Background(), s3lease.BlobName(x), "replica-b", 24*time.Hour)
+			lease, err := r.leases.Acquire(context.Background(), s3lease.BlobName(x), "replica-b", s3lease.MaxTTL)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,7 +81,7 @@ func TestKeeps(t *testing.T) {
 			}
 		}, func(s Stats) int { return s.KeptLeased }},
 		{"fill lease of a repository held", func(t *testing.T, b *bucket, r *replica, x digest.Digest, _ *sync.Map) func() {
-			lease, err := r.leases.Acquire(context.Background(), s3lease.FillName("docker.io/library/node", x), "replica-b", 24*time.Hour)
+			lease, err := r.leases.Acquire(context.Background(), s3lease.FillName("docker.io/library/node", x), "replica-b", s3lease.MaxTTL)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,6 +21,10 @@
 // slowest request. With NTP-synchronised hosts (skew in milliseconds) a
 // TTL of a minute renewed every twenty seconds leaves ample margin.
 //
+// A lease lasts at most MaxTTL from its last write: one claiming to last
+// longer (written by hand, or by a clock far ahead) is taken for expired,
+// so that no record can hold its work up forever.
+//
 // S3 has no conditional DELETE that every server honours (versitygw
 // takes If-Match on DELETE, but minio-go's RemoveObject cannot send it),
 // so Release reads the lease, checks that the token is still its own,

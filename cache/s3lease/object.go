@@ -28,7 +28,15 @@ type record struct {
 }
 
 // liveAt reports whether the lease has yet to expire at now.
-func (r record) liveAt(now time.Time) bool { return now.Before(r.Expires) }
+// MaxTTL is the longest a lease may be taken or renewed for. A lease that
+// claims to last longer from now than MaxTTL (written by hand, or by a
+// replica whose clock runs far ahead) is taken for expired: it would
+// otherwise hold its work up for as long as it claims.
+const MaxTTL = time.Hour
+
+func (r record) liveAt(now time.Time) bool {
+	return now.Before(r.Expires) && r.Expires.Sub(now) <= MaxTTL
+}
 
 // current is a lease object as read: its record and ETag.
 type current struct {

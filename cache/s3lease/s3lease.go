@@ -159,8 +159,8 @@ func (l *Leases) checkAcquire(name, holder string, ttl time.Duration) error {
 	switch {
 	case holder == "":
 		return fmt.Errorf("s3lease: acquire %q: no holder", name)
-	case ttl <= 0:
-		return fmt.Errorf("s3lease: acquire %q: the TTL %v is not positive", name, ttl)
+	case ttl <= 0 || ttl > MaxTTL:
+		return fmt.Errorf("s3lease: acquire %q: the TTL %v is not positive and at most %v", name, ttl, MaxTTL)
 	}
 	return l.checkName(name)
 }

@@ -302,3 +302,32 @@ func TestBlobName(t *testing.T) {
 	acquire(t, l, BlobName(d), "replica-a", time.Minute)
 	assertHeld(t, l, BlobName(d), "replica-a", true)
 }
+
+// A lease that claims to last far longer than any holder may take one
+// for (written by hand, or by a clock far ahead) is taken over as
+// expired; one within MaxTTL holds.
+func TestLeaseClaimingMoreThanMaxTTLIsTakenOver(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	l := newLeases(t, srv, Options{Bucket: srv.NewBucket(t)})
+	ctx := context.Background()
+	now := time.Now()
+	for name, expires := range map[string]time.Time{"forever": now.AddDate(100, 0, 0), "long": now.Add(MaxTTL + time.Hour)} {
+		if _, err := l.put(ctx, l.key(name), record{Holder: "someone", Expires: expires, Taken: now, Token: "t"}, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Acquire(ctx, name, "me", time.Minute); err != nil {
+			t.Errorf("lease %s, claiming to last until %s: %v; want it taken over", name, expires.Format(time.DateOnly), err)
+		}
+	}
+	if _, err := l.put(ctx, l.key("fair"), record{Holder: "someone", Expires: now.Add(MaxTTL / 2), Taken: now, Token: "t"}, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var held *HeldError
+	if _, err := l.Acquire(ctx, "fair", "me", time.Minute); !errors.As(err, &held) {
+		t.Errorf("a lease within MaxTTL: %v; want it held", err)
+	}
+	if _, err := l.Acquire(ctx, "too-long", "me", MaxTTL+time.Second); err == nil {
+		t.Error("a TTL above MaxTTL was taken")
+	}
+}
