@@ -42,6 +42,13 @@ const (
 
 func startHostedCluster(t *testing.T, n int) *hostedCluster {
 	t.Helper()
+	return startHostedClusterWith(t, n, nil)
+}
+
+// startHostedClusterWith is startHostedCluster with tweak, if any, applied
+// to each replica's configuration last.
+func startHostedClusterWith(t *testing.T, n int, tweak func(*Config)) *hostedCluster {
+	t.Helper()
 	c := &hostedCluster{t: t}
 	c.hub = registrytest.New(t, registrytest.Options{Username: hubUser, Password: hubPassword, Private: []string{"library/*"}})
 	var err error
@@ -78,6 +85,9 @@ func startHostedCluster(t *testing.T, n int) *hostedCluster {
 				}},
 			Cluster: ClusterConfig{Self: c.urls[i], Peers: c.urls, SecretFile: secret},
 		}.withDefaults())
+		if tweak != nil {
+			tweak(&c.cfgs[i])
+		}
 		c.stops = append(c.stops, nil)
 	}
 	for i, ln := range lns {
@@ -414,5 +424,56 @@ func TestClusterHostedOwnerDownIsUnavailableNotStale(t *testing.T) {
 	}
 	if n := newClient(t, c.urls[stale]).scrape()["regmirror_cluster_hosted_forward_failures_total"]; n != 4 {
 		t.Errorf("regmirror_cluster_hosted_forward_failures_total = %v, want 4", n)
+	}
+}
+
+// A push through a replica that does not own the repository is reported
+// by the owner as the client made it: the webhook event names the host
+// the client used, in its URL too, and the request ID the client was
+// answered with, never the owner's own address (which a receiver may not
+// reach, and which would bypass the load balancer) nor an ID that no
+// response carried.
+func TestClusterHostedForwardedPushEventNamesTheClientsRequest(t *testing.T) {
+	t.Parallel()
+	h := startHook(t, []byte("hook-signing-secret"))
+	dir := t.TempDir()
+	secret, header := filepath.Join(dir, "secret"), filepath.Join(dir, "hook.header")
+	if err := os.WriteFile(secret, []byte("hook-signing-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(header, []byte("Authorization: Bearer hook-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startHostedClusterWith(t, 2, func(cfg *Config) {
+		cfg.Notifications.Endpoints = []EndpointConfig{{Name: "ci", URL: h.url, SecretFile: secret, HeadersFile: header}}
+	})
+	repo := c.repoOwnedBy("team-a", 0)
+	through := c.urls[1]
+	img := newPushedImage("event")
+	pushSpread(t, []string{through}, "alice", repo, "0", img)
+
+	req, err := http.NewRequest(http.MethodPut, through+"/v2/"+repo+"/manifests/1", bytes.NewReader(img.manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("alice", alicePassword)
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT manifest through replica 1 = %d", resp.StatusCode)
+	}
+	events := h.until("1")
+	e := events[len(events)-1]
+	host := strings.TrimPrefix(through, "http://")
+	wantURL := through + "/v2/" + repo + "/manifests/" + digest.FromBytes(img.manifest).String()
+	if e.Request.Host != host || e.Target.URL != wantURL {
+		t.Errorf("push event through replica 1: host %q, URL %q; want the client's %q, %q", e.Request.Host, e.Target.URL, host, wantURL)
+	}
+	if id := resp.Header.Get("X-Request-Id"); id == "" || e.Request.ID != id {
+		t.Errorf("push event through replica 1: request ID %q; want the one the client was answered with, %q", e.Request.ID, id)
 	}
 }
