@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -476,4 +477,104 @@ func TestClusterHostedForwardedPushEventNamesTheClientsRequest(t *testing.T) {
 	if id := resp.Header.Get("X-Request-Id"); id == "" || e.Request.ID != id {
 		t.Errorf("push event through replica 1: request ID %q; want the one the client was answered with, %q", e.Request.ID, id)
 	}
+}
+
+// clientFrom is an HTTP client whose connections leave from the loopback
+// address ip, a client of its own to the replicas' per-client connection
+// caps, and are not kept for reuse.
+func clientFrom(ip string) *http.Client {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
+}
+
+// uploadsWritten counts the uploads under dir whose data holds bytes.
+func uploadsWritten(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "data" || filepath.Base(filepath.Dir(filepath.Dir(path))) != "uploads" {
+			return err
+		}
+		if info, err := d.Info(); err == nil && info.Size() > 0 {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A replica's forwards to the owner carry the requests of many clients:
+// the owner does not cap them as one client's connections. With a cap of
+// two per client, one client holding two uploads open through a replica
+// (its own two connections, within its cap) leaves every other client
+// able to reach the owner's repositories through that replica, as it
+// reaches them at the owner directly.
+func TestClusterHostedForwardsAreNotCappedAsOneClient(t *testing.T) {
+	t.Parallel()
+	c := startHostedClusterWith(t, 2, func(cfg *Config) { cfg.Connections.MaxPerClient = 2 })
+	repo := c.repoOwnedBy("team-a", 0)
+	through := c.urls[1]
+	holder, other := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
+	send := func(hc *http.Client, method, url string, body io.Reader) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, url, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", alicePassword)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	var uploads []string
+	for range 2 { // from an address of their own, whose connections close
+		resp := send(clientFrom("127.0.0.4"), http.MethodPost, through+"/v2/"+repo+"/blobs/uploads/", nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST upload through replica 1 = %d", resp.StatusCode)
+		}
+		uploads = append(uploads, resp.Header.Get("Location"))
+	}
+	for _, location := range uploads {
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.CloseWithError(io.ErrUnexpectedEOF) })
+		go func() {
+			if resp, err := holder.Do(patchRequest(t, through+location, pr)); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		if _, err := pw.Write(bytes.Repeat([]byte("x"), 64<<10)); err != nil {
+			t.Fatalf("PATCH %s through replica 1: %v", location, err)
+		}
+	}
+	for uploadsWritten(t, c.cfgs[0].DataDir) < 2 {
+		runtime.Gosched() // until the owner reads both uploads' bodies
+	}
+
+	path := "/v2/" + repo + "/tags/list"
+	for _, base := range []string{c.urls[0], through} {
+		resp := send(other, http.MethodGet, base+path, nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("another client's GET %s at %s = %d while one client holds two uploads; want the owner's 404", path, base, resp.StatusCode)
+		}
+	}
+}
+
+// patchRequest is alice's PATCH of an upload at url with body.
+func patchRequest(t *testing.T, url string, body io.Reader) *http.Request {
+	req, err := http.NewRequest(http.MethodPatch, url, body)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	req.SetBasicAuth("alice", alicePassword)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	return req
 }
