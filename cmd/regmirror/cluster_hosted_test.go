@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -577,4 +580,40 @@ func patchRequest(t *testing.T, url string, body io.Reader) *http.Request {
 	req.SetBasicAuth("alice", alicePassword)
 	req.Header.Set("Content-Type", "application/octet-stream")
 	return req
+}
+
+// An upload whose body stalls past connections.body_idle_timeout fails
+// through a replica that does not own the repository as at the owner:
+// never with a success status that the client would take for a PATCH
+// the owner accepted.
+func TestClusterHostedStalledUploadIsNotAnsweredAsASuccess(t *testing.T) {
+	t.Parallel()
+	c := startHostedClusterWith(t, 2, func(cfg *Config) { cfg.Connections.BodyIdleTimeout = 200 * time.Millisecond })
+	repo := c.repoOwnedBy("team-a", 0)
+	for i, base := range c.urls {
+		status, h, _ := hostedRequest(t, base, "alice", http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil)
+		if status != http.StatusAccepted {
+			t.Fatalf("POST upload at replica %d = %d", i, status)
+		}
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// Half the declared body, then nothing, until the server gives up.
+		head := "PATCH " + h.Get("Location") + " HTTP/1.1\r\nHost: " + strings.TrimPrefix(base, "http://") +
+			"\r\nContent-Type: application/octet-stream\r\nContent-Length: 2048\r\n" +
+			"Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("alice:"+alicePassword)) + "\r\n\r\n"
+		if _, err := conn.Write(append([]byte(head), bytes.Repeat([]byte("x"), 1024)...)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			continue // the connection was cut: no success either
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 300 {
+			t.Errorf("stalled PATCH at replica %d = %d; want a failure", i, resp.StatusCode)
+		}
+	}
 }
