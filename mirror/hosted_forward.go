@@ -65,8 +65,15 @@ func (m *Mirror) forwardHosted(w http.ResponseWriter, r *http.Request) (bool, er
 	noteKind(r.Context(), req.Kind)
 	noteRepository(r.Context(), name)
 	err := m.hostedOwners.ServeHosted(w, r, peer)
-	if err == nil || r.Context().Err() != nil {
-		return true, nil // a client that hung up is told nothing
+	if err == nil {
+		return true, nil
+	}
+	if r.Context().Err() != nil {
+		// The client hung up, or its body stalled and the edge gave up on
+		// it: it must see a cut connection, never the implicit 200 of a
+		// handler that wrote nothing.
+		noteError(r.Context(), err)
+		panic(http.ErrAbortHandler)
 	}
 	m.metrics.hostedForwardFailures.Inc()
 	m.log.WarnContext(r.Context(), "owner replica of a hosted repository did not answer",

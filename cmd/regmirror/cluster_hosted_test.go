@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,9 +11,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -41,6 +45,13 @@ const (
 )
 
 func startHostedCluster(t *testing.T, n int) *hostedCluster {
+	t.Helper()
+	return startHostedClusterWith(t, n, nil)
+}
+
+// startHostedClusterWith is startHostedCluster with tweak, if any, applied
+// to each replica's configuration last.
+func startHostedClusterWith(t *testing.T, n int, tweak func(*Config)) *hostedCluster {
 	t.Helper()
 	c := &hostedCluster{t: t}
 	c.hub = registrytest.New(t, registrytest.Options{Username: hubUser, Password: hubPassword, Private: []string{"library/*"}})
@@ -78,6 +89,9 @@ func startHostedCluster(t *testing.T, n int) *hostedCluster {
 				}},
 			Cluster: ClusterConfig{Self: c.urls[i], Peers: c.urls, SecretFile: secret},
 		}.withDefaults())
+		if tweak != nil {
+			tweak(&c.cfgs[i])
+		}
 		c.stops = append(c.stops, nil)
 	}
 	for i, ln := range lns {
@@ -414,5 +428,192 @@ func TestClusterHostedOwnerDownIsUnavailableNotStale(t *testing.T) {
 	}
 	if n := newClient(t, c.urls[stale]).scrape()["regmirror_cluster_hosted_forward_failures_total"]; n != 4 {
 		t.Errorf("regmirror_cluster_hosted_forward_failures_total = %v, want 4", n)
+	}
+}
+
+// A push through a replica that does not own the repository is reported
+// by the owner as the client made it: the webhook event names the host
+// the client used, in its URL too, and the request ID the client was
+// answered with, never the owner's own address (which a receiver may not
+// reach, and which would bypass the load balancer) nor an ID that no
+// response carried.
+func TestClusterHostedForwardedPushEventNamesTheClientsRequest(t *testing.T) {
+	t.Parallel()
+	h := startHook(t, []byte("hook-signing-secret"))
+	dir := t.TempDir()
+	secret, header := filepath.Join(dir, "secret"), filepath.Join(dir, "hook.header")
+	if err := os.WriteFile(secret, []byte("hook-signing-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(header, []byte("Authorization: Bearer hook-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startHostedClusterWith(t, 2, func(cfg *Config) {
+		cfg.Notifications.Endpoints = []EndpointConfig{{Name: "ci", URL: h.url, SecretFile: secret, HeadersFile: header}}
+	})
+	repo := c.repoOwnedBy("team-a", 0)
+	through := c.urls[1]
+	img := newPushedImage("event")
+	pushSpread(t, []string{through}, "alice", repo, "0", img)
+
+	req, err := http.NewRequest(http.MethodPut, through+"/v2/"+repo+"/manifests/1", bytes.NewReader(img.manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("alice", alicePassword)
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT manifest through replica 1 = %d", resp.StatusCode)
+	}
+	events := h.until("1")
+	e := events[len(events)-1]
+	host := strings.TrimPrefix(through, "http://")
+	wantURL := through + "/v2/" + repo + "/manifests/" + digest.FromBytes(img.manifest).String()
+	if e.Request.Host != host || e.Target.URL != wantURL {
+		t.Errorf("push event through replica 1: host %q, URL %q; want the client's %q, %q", e.Request.Host, e.Target.URL, host, wantURL)
+	}
+	if id := resp.Header.Get("X-Request-Id"); id == "" || e.Request.ID != id {
+		t.Errorf("push event through replica 1: request ID %q; want the one the client was answered with, %q", e.Request.ID, id)
+	}
+}
+
+// clientFrom is an HTTP client whose connections leave from the loopback
+// address ip, a client of its own to the replicas' per-client connection
+// caps, and are not kept for reuse.
+func clientFrom(ip string) *http.Client {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
+}
+
+// uploadsWritten counts the uploads under dir whose data holds bytes.
+func uploadsWritten(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "data" || filepath.Base(filepath.Dir(filepath.Dir(path))) != "uploads" {
+			return err
+		}
+		if info, err := d.Info(); err == nil && info.Size() > 0 {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A replica's forwards to the owner carry the requests of many clients:
+// the owner does not cap them as one client's connections. With a cap of
+// two per client, one client holding two uploads open through a replica
+// (its own two connections, within its cap) leaves every other client
+// able to reach the owner's repositories through that replica, as it
+// reaches them at the owner directly.
+func TestClusterHostedForwardsAreNotCappedAsOneClient(t *testing.T) {
+	t.Parallel()
+	c := startHostedClusterWith(t, 2, func(cfg *Config) { cfg.Connections.MaxPerClient = 2 })
+	repo := c.repoOwnedBy("team-a", 0)
+	through := c.urls[1]
+	holder, other := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
+	send := func(hc *http.Client, method, url string, body io.Reader) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, url, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", alicePassword)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	var uploads []string
+	for range 2 { // from an address of their own, whose connections close
+		resp := send(clientFrom("127.0.0.4"), http.MethodPost, through+"/v2/"+repo+"/blobs/uploads/", nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST upload through replica 1 = %d", resp.StatusCode)
+		}
+		uploads = append(uploads, resp.Header.Get("Location"))
+	}
+	for _, location := range uploads {
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.CloseWithError(io.ErrUnexpectedEOF) })
+		go func() {
+			if resp, err := holder.Do(patchRequest(t, through+location, pr)); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		if _, err := pw.Write(bytes.Repeat([]byte("x"), 64<<10)); err != nil {
+			t.Fatalf("PATCH %s through replica 1: %v", location, err)
+		}
+	}
+	for uploadsWritten(t, c.cfgs[0].DataDir) < 2 {
+		runtime.Gosched() // until the owner reads both uploads' bodies
+	}
+
+	path := "/v2/" + repo + "/tags/list"
+	for _, base := range []string{c.urls[0], through} {
+		resp := send(other, http.MethodGet, base+path, nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("another client's GET %s at %s = %d while one client holds two uploads; want the owner's 404", path, base, resp.StatusCode)
+		}
+	}
+}
+
+// patchRequest is alice's PATCH of an upload at url with body.
+func patchRequest(t *testing.T, url string, body io.Reader) *http.Request {
+	req, err := http.NewRequest(http.MethodPatch, url, body)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	req.SetBasicAuth("alice", alicePassword)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	return req
+}
+
+// An upload whose body stalls past connections.body_idle_timeout fails
+// through a replica that does not own the repository as at the owner:
+// never with a success status that the client would take for a PATCH
+// the owner accepted.
+func TestClusterHostedStalledUploadIsNotAnsweredAsASuccess(t *testing.T) {
+	t.Parallel()
+	c := startHostedClusterWith(t, 2, func(cfg *Config) { cfg.Connections.BodyIdleTimeout = 200 * time.Millisecond })
+	repo := c.repoOwnedBy("team-a", 0)
+	for i, base := range c.urls {
+		status, h, _ := hostedRequest(t, base, "alice", http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil)
+		if status != http.StatusAccepted {
+			t.Fatalf("POST upload at replica %d = %d", i, status)
+		}
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// Half the declared body, then nothing, until the server gives up.
+		head := "PATCH " + h.Get("Location") + " HTTP/1.1\r\nHost: " + strings.TrimPrefix(base, "http://") +
+			"\r\nContent-Type: application/octet-stream\r\nContent-Length: 2048\r\n" +
+			"Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("alice:"+alicePassword)) + "\r\n\r\n"
+		if _, err := conn.Write(append([]byte(head), bytes.Repeat([]byte("x"), 1024)...)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			continue // the connection was cut: no success either
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 300 {
+			t.Errorf("stalled PATCH at replica %d = %d; want a failure", i, resp.StatusCode)
+		}
 	}
 }

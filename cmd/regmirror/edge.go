@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/regmirror/regmirror/internal/cluster"
 	"github.com/regmirror/regmirror/internal/edge"
 )
 
@@ -69,8 +71,10 @@ func limit(configured, def int) int {
 
 // guardEdge wraps the registry listener and its handler in the guards of
 // internal/edge: connection caps, trusted proxies, canonical paths and
-// request bodies.
-func guardEdge(cfg Config, ln net.Listener, h http.Handler, reg prometheus.Registerer, log *slog.Logger) (net.Listener, http.Handler, error) {
+// request bodies. Connections from the replicas of node, which carry the
+// hosted forwards of many clients, count, like a trusted proxy's, only
+// against the total.
+func guardEdge(cfg Config, ln net.Listener, h http.Handler, node *cluster.Node, reg prometheus.Registerer, log *slog.Logger) (net.Listener, http.Handler, error) {
 	proxies, err := edge.ParseProxies(cfg.TrustedProxies)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trusted_proxies: %w", err)
@@ -82,7 +86,9 @@ func guardEdge(cfg Config, ln net.Listener, h http.Handler, reg prometheus.Regis
 	limits := edge.ConnLimits{
 		Total:     limit(int(cfg.Connections.Max), defaultMaxConnections),
 		PerClient: limit(int(cfg.Connections.MaxPerClient), defaultMaxConnectionsPerClient),
-		Exempt:    proxies.Contains,
+		Exempt: func(a netip.Addr) bool {
+			return proxies.Contains(a) || (node != nil && node.IsMemberAddr(a))
+		},
 	}
 	h = edge.Handler(h, edge.Options{
 		Proxies:         proxies,

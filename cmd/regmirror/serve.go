@@ -212,7 +212,7 @@ func serveReloading(ctx context.Context, ln net.Listener, cfg Config, log *slog.
 		ln.Close()
 		return err
 	}
-	guarded, handler, err := guardEdge(cfg, ln, routes(guardPeers(node, m), ops.mux()), reg, log)
+	guarded, handler, err := guardEdge(cfg, ln, routes(guardPeers(node, m), ops.mux()), node, reg, log)
 	if err != nil {
 		ln.Close()
 		return err

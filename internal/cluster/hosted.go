@@ -22,6 +22,13 @@ const (
 	// that the owner counts failed logins and misses per client rather
 	// than per replica. Signed: only a peer can set it.
 	headerClientAddr = "Regmirror-Client-Addr"
+	// headerClientHost and headerClientRequestID are the Host the client
+	// named and the request ID it is answered with, so that what the
+	// owner reports of the request (webhook events, the access log) is
+	// the client's request, not the forward's: the owner's own address
+	// may be out of a receiver's reach, and its ID on no response.
+	headerClientHost      = "Regmirror-Client-Host"
+	headerClientRequestID = "Regmirror-Client-Request-Id"
 	// headerRefused is set on the owner's 401 that refuses the mark of a
 	// hosted forward, so that the sender tells it from a refused login.
 	headerRefused = "Regmirror-Peer-Refused"
@@ -31,11 +38,11 @@ const (
 // signatures worthless on the trusted channel, and the other way round:
 // a hosted forward carries a client's own credentials and is served
 // with them, never with a peer's rights.
-var hostedChannel = channel{purpose: "regmirror-hosted-forward", extra: []string{headerHostedBy, headerClientAddr}}
+var hostedChannel = channel{purpose: "regmirror-hosted-forward", extra: []string{headerHostedBy, headerClientAddr, headerClientHost, headerClientRequestID}}
 
 // peerHeaders are the headers of the peer channels, which a client's
 // request must not carry to the owner.
-var peerHeaders = []string{headerTime, headerNonce, headerSignature, headerForwardedBy, headerHostedBy, headerClientAddr, headerRefused}
+var peerHeaders = []string{headerTime, headerNonce, headerSignature, headerForwardedBy, headerHostedBy, headerClientAddr, headerClientHost, headerClientRequestID, headerRefused}
 
 var errNotRegistry = &refusal{http.StatusForbidden, "hosted forwards are for the registry API only"}
 
@@ -148,7 +155,13 @@ func (p *HostedProxy) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 	}
 	pr.Out.Header.Set(headerHostedBy, p.peers.Self().URL)
 	pr.Out.Header.Set(headerClientAddr, pr.In.RemoteAddr)
+	pr.Out.Header.Set(headerClientHost, pr.In.Host)
+	pr.Out.Header.Set(headerClientRequestID, pr.In.Header.Get(requestIDHeader))
 }
+
+// requestIDHeader is the request ID the edge (package internal/edge) gives
+// each request and its response.
+const requestIDHeader = "X-Request-Id"
 
 // refusedMark fails a forward whose mark the owner refused: a
 // misconfigured secret or clock, which the client's 401 would misname as
@@ -234,8 +247,20 @@ func (a *Authenticator) verifyHosted(next http.Handler) http.Handler {
 			http.Error(w, ref.msg, ref.status)
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), fromHostedPeerKey{}, true))
-		r.RemoteAddr = r.Header.Get(headerClientAddr)
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, asClientSent(r))
 	})
+}
+
+// asClientSent is a verified hosted forward r as its client sent it to
+// the replica that passed it on: from the client's address, to the Host
+// it named, with the request ID it is answered with.
+func asClientSent(r *http.Request) *http.Request {
+	r = r.WithContext(context.WithValue(r.Context(), fromHostedPeerKey{}, true))
+	r.RemoteAddr = r.Header.Get(headerClientAddr)
+	r.Host = r.Header.Get(headerClientHost)
+	if id := r.Header.Get(headerClientRequestID); id != "" {
+		r.Header = r.Header.Clone()
+		r.Header.Set(requestIDHeader, id)
+	}
+	return r
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/netip"
+	"net/url"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -106,4 +108,22 @@ func (n *Node) GuardHosted(next http.Handler, local func(context.Context) contex
 // its owner (see HostedProxy.Serve).
 func (n *Node) ServeHosted(w http.ResponseWriter, r *http.Request, peer string) error {
 	return n.hosted.Serve(w, r, Peer{URL: peer})
+}
+
+// IsMemberAddr reports whether addr is the address of a member whose URL
+// names it by IP address (as the members found through DNS all are): the
+// connections from such a peer carry many clients' hosted forwards, and a
+// cap on one client's connections must not apply to them.
+func (n *Node) IsMemberAddr(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range n.peers.Snapshot() {
+		u, err := url.Parse(p.URL)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil && a.Unmap() == addr {
+			return true
+		}
+	}
+	return false
 }
