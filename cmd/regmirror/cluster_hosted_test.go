@@ -482,10 +482,10 @@ func TestClusterHostedForwardedPushEventNamesTheClientsRequest(t *testing.T) {
 	}
 }
 
-// clientFrom is an HTTP client whose connections leave from the loopback
+// clientLeavingFrom is an HTTP client whose connections leave from the loopback
 // address ip, a client of its own to the replicas' per-client connection
 // caps, and are not kept for reuse.
-func clientFrom(ip string) *http.Client {
+func clientLeavingFrom(ip string) *http.Client {
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
 }
@@ -520,7 +520,7 @@ func TestClusterHostedForwardsAreNotCappedAsOneClient(t *testing.T) {
 	c := startHostedClusterWith(t, 2, func(cfg *Config) { cfg.Connections.MaxPerClient = 2 })
 	repo := c.repoOwnedBy("team-a", 0)
 	through := c.urls[1]
-	holder, other := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
+	holder, other := clientLeavingFrom("127.0.0.2"), clientLeavingFrom("127.0.0.3")
 	send := func(hc *http.Client, method, url string, body io.Reader) *http.Response {
 		t.Helper()
 		req, err := http.NewRequest(method, url, body)
@@ -537,7 +537,7 @@ func TestClusterHostedForwardsAreNotCappedAsOneClient(t *testing.T) {
 
 	var uploads []string
 	for range 2 { // from an address of their own, whose connections close
-		resp := send(clientFrom("127.0.0.4"), http.MethodPost, through+"/v2/"+repo+"/blobs/uploads/", nil)
+		resp := send(clientLeavingFrom("127.0.0.4"), http.MethodPost, through+"/v2/"+repo+"/blobs/uploads/", nil)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("POST upload through replica 1 = %d", resp.StatusCode)
