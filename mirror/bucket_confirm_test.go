@@ -84,3 +84,76 @@ func TestBucketConfirmationsAreShared(t *testing.T) {
 		t.Errorf("a blob another replica confirmed made %d upstream GETs; want 0", n)
 	}
 }
+
+// A logged-in client pulls a private upstream image through one replica,
+// which copies its content to the shared bucket; the replica's own cache
+// then loses it (evicted), so that only the bucket holds it, as for a
+// replica that never pulled it. An anonymous client names those digests
+// under a public repository of the same upstream, by HEAD and GET, with
+// containerd's ns parameter and with host prefixes: every request is
+// refused, the bucket read for no other repository than the one whose
+// upstream sent the content. The logged-in client's pull, by contrast, is
+// served from the bucket without the upstream: the bucket is live here.
+func TestAttackPrivateContentInTheBucketThroughPublicRepository(t *testing.T) {
+	t.Parallel()
+	shared := newTestBucket(t)
+	e := newAttackEnvSharing(t, mirror.HostedOptions{Repositories: []string{"secret/**"}, PrivatePulls: true}, shared)
+	private, err := e.hub.PushIndex("library/node", "10", registrytest.ImageOptions{Layers: 2, LayerSize: 4096, Seed: 49})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hub.PushIndex("team/app", "1", registrytest.ImageOptions{Layers: 1, LayerSize: 4096, Seed: 50}); err != nil {
+		t.Fatal(err)
+	}
+	e.pullAsUser(t, "library/node", private)
+	forgetLocally(t, e, private)
+
+	var paths []string
+	for _, p := range contentPaths("team/app", private) {
+		paths = append(paths, "/v2/"+p, "/v2/"+p+"?ns=docker.io", "/v2/docker.io/"+p, "/v2/registry-1.docker.io/"+p)
+	}
+	e.assertRefused(t, paths)
+	e.assertRefused(t, prefixed("/v2/", contentPaths("library/node", private)))
+
+	e.hub.Reset()
+	e.pullAsUser(t, "library/node", private)
+	if n := e.hub.BlobGetsTotal(); n != 0 {
+		t.Errorf("the logged-in pull after the eviction made %d upstream blob GETs; want 0: the bucket is not in use and the test proves nothing", n)
+	}
+}
+
+// forgetLocally removes ix's manifests and blobs from e's cache, leaving
+// the bucket's copies.
+func forgetLocally(t *testing.T, e *attackEnv, ix registrytest.Index) {
+	t.Helper()
+	manifests := []digest.Digest{ix.Descriptor.Digest}
+	var blobs []digest.Digest
+	for _, img := range ix.Images {
+		manifests = append(manifests, img.Manifest.Digest)
+		for _, b := range img.Blobs() {
+			blobs = append(blobs, b.Digest)
+		}
+	}
+	// A download copies its blob to the bucket after its last byte: wait
+	// for each to end, so that the bucket holds every blob and the cache
+	// lets go of it.
+	guard := time.Now().Add(time.Minute)
+	for _, d := range blobs {
+		for len(e.store.Downloading(d)) > 0 {
+			if time.Now().After(guard) {
+				t.Fatalf("blob %s still downloading after a minute", d)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if _, err := e.store.RemoveManifests(t.Context(), manifests, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.store.RemoveBlobs(t.Context(), blobs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Removed) != len(blobs) {
+		t.Fatalf("removed %d of %d blobs from the cache: %+v", len(r.Removed), len(blobs), r)
+	}
+}

@@ -70,7 +70,8 @@ func newAttackEnvHosting(t *testing.T, hosting mirror.HostedOptions) *attackEnv 
 }
 
 // newAttackEnvSharing is newAttackEnvHosting for a replica sharing bucket
-// with others; nil is none.
+// with others, its cache copying what it downloads there as the daemon's
+// does; nil is none.
 func newAttackEnvSharing(t *testing.T, hosting mirror.HostedOptions, bucket mirror.Bucket) *attackEnv {
 	t.Helper()
 	e := &attackEnv{clock: testclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))}
@@ -82,7 +83,11 @@ func newAttackEnvSharing(t *testing.T, hosting mirror.HostedOptions, bucket mirr
 	hostile := httptest.NewServer(http.HandlerFunc(e.serveHostile))
 	t.Cleanup(hostile.Close)
 
-	store, err := cache.Open(context.Background(), cache.Options{Dir: t.TempDir(), Now: e.clock.Now})
+	opts := cache.Options{Dir: t.TempDir(), Now: e.clock.Now}
+	if shared, ok := bucket.(cache.SharedBlobs); ok {
+		opts.Shared = shared // as the daemon wires its bucket
+	}
+	store, err := cache.Open(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
